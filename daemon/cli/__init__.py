@@ -1,0 +1,28 @@
+"""The `workingagents` command line (click).  Thin: it calls the master or control/."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from daemon import __version__
+from daemon.cli.daemon_commands import reload, restart, serve, status, stop
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="workingagents")
+def cli() -> None:
+    """WorkingAgents: a governance gateway for AI agent tool calls."""
+
+
+for command in (serve, status, reload, restart, stop):
+    cli.add_command(command)
+
+
+def main() -> None:
+    sys.exit(cli.main(prog_name="workingagents", standalone_mode=True))

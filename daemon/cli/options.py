@@ -1,0 +1,44 @@
+"""Options and error handling shared by every command."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from daemon import config
+from daemon.control.client import ControlClient, ControlError, NotRunning
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(func: F) -> F:
+    return click.option(
+        "--config", "config_path", metavar="PATH", default=None,
+        help="Config file (default: $WORKINGAGENTS_CONFIG, then "
+             "/etc/workingagents/workingagents.toml if it exists, else built-in defaults).",
+    )(func)
+
+
+def one_line_errors(func: F) -> F:
+    """Known failures become one clear line on stderr and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (config.ConfigError, NotRunning, ControlError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def control_client(config_path: str | None) -> ControlClient:
+    try:
+        state_dir = config.locate_state_dir(config_path)
+    except (OSError, ValueError):
+        config.load(config_path)  # raises the one-line ConfigError for this file
+        raise
+    return ControlClient(state_dir)

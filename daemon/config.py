@@ -1,0 +1,188 @@
+"""TOML configuration -> typed, validated settings.
+
+Unknown keys and wrong types are refused with the file, the key and what was expected
+(msgspec does the checking).  A config is loaded at start and again at reload; a refused
+reload leaves the running settings in place, so loading never mutates anything.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+SYSTEM_CONFIG = Path("/etc/workingagents/workingagents.toml")
+IPC_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names file, key and expectation."""
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    pass
+
+
+class DaemonSection(_Section):
+    state_dir: str = ""  # default: see default_state_dir()
+    runtime_dir: str = ""  # default: $RUNTIME_DIRECTORY, else <state_dir>/run
+    gateway_workers: int = 2
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ControlSection(_Section):
+    # Where the CLI reaches the master.  Default ipc://<runtime_dir>/control.sock (mode 0600).
+    endpoint: str = ""
+
+
+class SupervisionSection(_Section):
+    """OTP knobs shared by every supervisor in the tree, plus liveness and backoff."""
+
+    max_restarts: int = 5  # more than this many restarts ...
+    max_seconds: float = 10.0  # ... within this many seconds: the supervisor gives up
+    start_timeout: float = 10.0  # a worker must report READY within this
+    shutdown_timeout: float = 5.0  # SIGTERM, then SIGKILL after this
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 5.0  # a worker silent this long is hung: SIGABRT, SIGKILL
+    abort_grace: float = 1.0  # time for faulthandler to dump a hung worker's stack
+    backoff_initial: float = 0.05  # delay before the 2nd consecutive restart; doubles
+    backoff_max: float = 5.0
+    backoff_reset: float = 10.0  # a child up this long has its backoff forgotten
+    bus_endpoint: str = ""  # master<->workers; default ipc://<runtime_dir>/bus.sock
+
+
+class Config(_Section):
+    daemon: DaemonSection = msgspec.field(default_factory=DaemonSection)
+    control: ControlSection = msgspec.field(default_factory=ControlSection)
+    supervision: SupervisionSection = msgspec.field(default_factory=SupervisionSection)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A validated config plus the paths derived from it and where it came from."""
+
+    config: Config
+    source: Path | None  # None: built-in defaults
+    state_dir: Path
+    runtime_dir: Path
+    control_endpoint: str
+    bus_endpoint: str
+
+    @property
+    def control_file(self) -> Path:
+        """Where the master publishes its control endpoint and token for the CLI."""
+        return self.state_dir / "control.json"
+
+
+def default_state_dir() -> Path:
+    if os.environ.get("STATE_DIRECTORY"):  # systemd StateDirectory=
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib/workingagents")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "workingagents"
+
+
+def config_path(explicit: str | None) -> Path | None:
+    """--config, then $WORKINGAGENTS_CONFIG, then the system file if present, else None."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("WORKINGAGENTS_CONFIG")
+    if env:
+        return Path(env)
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None
+
+
+def locate_state_dir(explicit: str | None = None) -> Path:
+    """The state dir, reading only that key: the CLI must find a running daemon even when
+    the config file on disk is broken (the daemon is the one to refuse it at reload)."""
+    try:
+        return load(explicit).state_dir
+    except ConfigError:
+        path = config_path(explicit)
+        raw = tomllib.loads(path.read_text()) if path else {}
+        value = raw.get("daemon", {}).get("state_dir") if isinstance(raw, dict) else None
+        if not isinstance(value, str) or not value:
+            return default_state_dir().absolute()
+        return Path(value).expanduser().absolute()
+
+
+def load(explicit: str | None = None) -> Settings:
+    path = config_path(explicit)
+    if path is None:
+        return settle(Config(), None)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        config = msgspec.toml.decode(raw, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {_readable(str(exc))}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return settle(config, path)
+
+
+def _readable(msg: str) -> str:
+    # msgspec says "... - at `$.daemon.gateway_workers`"; lead with the key instead.
+    text, sep, where = msg.rpartition(" - at ")
+    if not sep:
+        return msg
+    key = where.strip("`").removeprefix("$").lstrip(".") or "(top level)"
+    return f"key {key}: {text}"
+
+
+def settle(config: Config, source: Path | None) -> Settings:
+    """Check cross-field rules and derive paths; raises ConfigError."""
+    where = str(source) if source else "built-in defaults"
+    d, s = config.daemon, config.supervision
+
+    def refuse(key: str, expected: str, got: object) -> ConfigError:
+        return ConfigError(f"{where}: key {key}: expected {expected}, got {got!r}")
+
+    if not 1 <= d.gateway_workers <= 64:
+        raise refuse("daemon.gateway_workers", "an integer from 1 to 64", d.gateway_workers)
+    if s.max_restarts < 0:
+        raise refuse("supervision.max_restarts", "an integer >= 0", s.max_restarts)
+    for key in ("max_seconds", "start_timeout", "heartbeat_interval", "heartbeat_timeout"):
+        if getattr(s, key) <= 0:
+            raise refuse(f"supervision.{key}", "a number > 0", getattr(s, key))
+    for key in ("shutdown_timeout", "abort_grace", "backoff_initial", "backoff_max"):
+        if getattr(s, key) < 0:
+            raise refuse(f"supervision.{key}", "a number >= 0", getattr(s, key))
+    if s.heartbeat_timeout < 2 * s.heartbeat_interval:
+        raise refuse(
+            "supervision.heartbeat_timeout",
+            f"at least twice heartbeat_interval ({2 * s.heartbeat_interval})",
+            s.heartbeat_timeout,
+        )
+
+    state_dir = Path(d.state_dir).expanduser() if d.state_dir else default_state_dir()
+    if d.runtime_dir:
+        runtime_dir = Path(d.runtime_dir).expanduser()
+    elif os.environ.get("RUNTIME_DIRECTORY"):  # systemd RuntimeDirectory=
+        runtime_dir = Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0])
+    else:
+        runtime_dir = state_dir / "run"
+    control = config.control.endpoint or f"ipc://{runtime_dir}/control.sock"
+    bus = s.bus_endpoint or f"ipc://{runtime_dir}/bus.sock"
+    for key, endpoint in (("control.endpoint", control), ("supervision.bus_endpoint", bus)):
+        _check_endpoint(where, key, endpoint)
+    return Settings(config, source, state_dir.absolute(), runtime_dir.absolute(), control, bus)
+
+
+def _check_endpoint(where: str, key: str, endpoint: str) -> None:
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ("ipc", "tcp"):
+        raise ConfigError(f"{where}: key {key}: expected ipc://PATH or tcp://HOST:PORT, "
+                          f"got {endpoint!r}")
+    if scheme == "ipc" and len(rest.encode()) > IPC_PATH_MAX:
+        raise ConfigError(
+            f"{where}: key {key}: ipc path is {len(rest.encode())} bytes, the limit is "
+            f"{IPC_PATH_MAX}; set daemon.runtime_dir to a shorter directory"
+        )

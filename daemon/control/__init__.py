@@ -1,0 +1,18 @@
+"""Control-endpoint commands, one module each: the wire message and what it does.
+
+Each module has NAME, a docstring naming its request args and result, and
+``async def execute(master, args) -> result``.  The CLI side lives in daemon/cli/.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from daemon.control import reload, restart, status, stop
+
+
+class CommandError(Exception):
+    """A request that cannot be carried out; its message goes back to the caller."""
+
+
+COMMANDS: dict[str, ModuleType] = {m.NAME: m for m in (status, reload, restart, stop)}

@@ -1,0 +1,75 @@
+"""The CLI's side of the control endpoint: find the master, send one request, wait.
+
+The master publishes its endpoint, pid and token in <state_dir>/control.json.  A missing
+file or a dead pid means "not running" at once, without waiting on a socket.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import zmq
+
+from daemon.transport import messages
+
+
+class NotRunning(Exception):
+    pass
+
+
+class ControlError(Exception):
+    """The master answered with an error."""
+
+
+_ids = itertools.count(1)
+
+
+class ControlClient:
+    def __init__(self, state_dir: Path) -> None:
+        path = state_dir / "control.json"
+        try:
+            info = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise NotRunning(f"workingagents is not running (no {path})") from None
+        except PermissionError:
+            raise NotRunning(f"cannot read {path}: only the daemon's user may control it") \
+                from None
+        except orjson.JSONDecodeError:
+            raise NotRunning(f"{path} is damaged; is the daemon starting?") from None
+        self.pid = int(info.get("pid", 0))
+        if not self.pid or not _is_alive(self.pid):
+            raise NotRunning(f"workingagents is not running (pid {self.pid} from {path} "
+                             "is gone)")
+        self.endpoint = str(info["endpoint"])
+        self._token = str(info["token"])
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None,
+             timeout: float = 10.0) -> Any:
+        ctx = zmq.Context.instance()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(self.endpoint)
+            rid = next(_ids)
+            sock.send(messages.encode({"id": rid, "token": self._token, "cmd": cmd,
+                                       "args": args or {}}))
+            if not sock.poll(int(timeout * 1000)):
+                raise NotRunning(f"no answer from the daemon (pid {self.pid}) at "
+                                 f"{self.endpoint} within {timeout:g}s")
+            reply = messages.decode(sock.recv())
+        finally:
+            sock.close()
+        if not reply.get("ok"):
+            raise ControlError(str(reply.get("error")))
+        return reply.get("result")
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -1,0 +1,1 @@
+"""The gateway worker: auth, routing, permissions, plugin chain, dispatch."""

@@ -1,0 +1,326 @@
+"""The master process: root of the supervision tree, control endpoint, systemd liaison.
+
+Modelled on gunicorn's arbiter: signal handlers only wake the loop (asyncio's self-pipe)
+and dispatch to ``handle_<signal>``; the work is a few verbs (start the tree, tick
+liveness, reload, stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import logging
+import os
+import secrets
+import signal
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import orjson
+import psutil
+import zmq
+
+from daemon import __version__, config, logs, tree
+from daemon.control.server import ControlServer
+from daemon.supervision.bus import WorkerBus
+from daemon.supervision.child import StartFailed, TreeContext
+from daemon.supervision.sdnotify import Notifier
+from daemon.supervision.spec import SupervisorSpec, check_tree
+from daemon.supervision.supervisor import Supervisor, worker_specs
+from daemon.supervision.worker_process import forkserver_helper_pids, prepare_forkserver
+
+log = logging.getLogger("master")
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+class Master:
+    def __init__(self, settings: config.Settings, spec: SupervisorSpec | None = None,
+                 config_arg: str | None = None) -> None:
+        self.settings = settings
+        self.spec = spec or tree.build(settings)
+        check_tree(self.spec)
+        self.config_arg = config_arg
+        self.custom_tree = spec is not None  # reload only reshapes the built-in tree
+        self.notifier = Notifier()
+        self.token = secrets.token_urlsafe(32)
+        self.started_at = time.monotonic()
+        self.exit_code = 0
+        self.root: Supervisor
+        self._stop = asyncio.Event()
+        self._brutal = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
+        self._last_watchdog = 0.0
+        self.reloads = 0
+        self.last_reload: str | None = None
+
+    # -- task ownership: nothing runs unowned, no exception vanishes ------------------
+
+    def own(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    # -- the main sequence ------------------------------------------------------------
+
+    async def run(self) -> int:
+        s = self.settings
+        os.umask(0o077)
+        for d in (s.state_dir, s.runtime_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = self._lock_state_dir()
+        _become_subreaper()
+        prepare_forkserver(w.target for w in worker_specs(self.spec))
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        bus = WorkerBus(ctx, s.bus_endpoint)
+        self.root = Supervisor(self.spec, TreeContext(
+            bus=bus, bus_endpoint=bus.endpoint, master_pid=os.getpid(),
+            log_level=s.config.daemon.log_level, on_root_failure=self._root_failed,
+            spawn=self.own))
+        control = ControlServer(ctx, s.control_endpoint, self.token, self)
+        self._publish_control_file(control.endpoint)
+        self._install_signal_handlers()
+        ticker = self.own(self._tick())
+        log.info("workingagents %s starting: config %s, state %s, control %s", __version__,
+                 s.source or "built-in defaults", s.state_dir, control.endpoint)
+        try:
+            await self._start_tree()
+            await self._stop.wait()
+            self.notifier.stopping()
+            log.info("stopping%s", " (brutal)" if self._brutal else "")
+            if self._brutal:
+                for worker in self.root.workers():
+                    if worker.proc is not None:
+                        worker.proc.kill()
+            await self.root.stop()
+        finally:
+            ticker.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            control.close()
+            bus.close()
+            ctx.term()
+            with contextlib.suppress(FileNotFoundError):
+                s.control_file.unlink()
+            self.notifier.close()
+            os.close(lock)
+        log.info("stopped (exit code %d)", self.exit_code)
+        return self.exit_code
+
+    async def _start_tree(self) -> None:
+        start = self.own(self.root.start())
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not start.done():
+            start.cancel()  # asked to stop while still starting
+            await asyncio.gather(start, return_exceptions=True)
+            return
+        exc = start.exception()
+        if isinstance(exc, StartFailed):
+            self._root_failed(f"the supervision tree could not start: {exc}")
+            return
+        workers = len(self.root.workers())
+        self.notifier.ready(f"serving; {workers} workers")
+        log.info("ready: %d workers in %.0f ms", workers,
+                 (time.monotonic() - self.started_at) * 1000)
+
+    def _root_failed(self, reason: str) -> None:
+        log.critical("giving up: %s; exiting with status 1", reason)
+        self.exit_code = 1
+        self._stop.set()
+
+    def request_stop(self, brutal: bool = False) -> None:
+        self._brutal = self._brutal or brutal
+        self._stop.set()
+
+    # -- signals (handlers only dispatch; the loop does the work) ---------------------
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig, handler in ((signal.SIGTERM, self.handle_term), (signal.SIGINT, self.handle_int),
+                             (signal.SIGHUP, self.handle_hup)):
+            loop.add_signal_handler(sig, handler)
+        # uvloop keeps SIGCHLD for its own subprocess support, which the master never uses.
+        signal.signal(signal.SIGCHLD, lambda *_: loop.call_soon_threadsafe(self.handle_chld))
+
+    def handle_term(self) -> None:
+        self.request_stop()
+
+    def handle_int(self) -> None:
+        if self._stop.is_set():
+            log.warning("second interrupt: killing every worker now")
+        self.request_stop(brutal=self._stop.is_set())
+
+    def handle_hup(self) -> None:
+        self.own(self._reload_quietly())
+
+    async def _reload_quietly(self) -> None:
+        await self.reload()
+
+    def handle_chld(self) -> None:
+        """Reap orphaned grandchildren reparented to us (we are a child subreaper).
+
+        Workers are children of the forkserver, which reaps them; the forkserver and
+        resource tracker are reaped by multiprocessing.  Everything else is ours.
+        """
+        helpers = forkserver_helper_pids()
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process().children():
+                if child.pid in helpers:
+                    continue
+                with contextlib.suppress(ChildProcessError):
+                    pid, status = os.waitpid(child.pid, os.WNOHANG)
+                    if pid:
+                        log.info("reaped orphan pid %d (%s)", pid,
+                                 _describe_wait_status(status))
+
+    # -- liveness, heartbeats, watchdog -------------------------------------------------
+
+    async def _tick(self) -> None:
+        hb = self.settings.config.supervision.heartbeat_interval
+        wd = self.notifier.watchdog_interval
+        period = min(hb, wd) / 2 if wd else hb / 2
+        last_hb = last_reap = 0.0
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            if now - last_hb >= hb:
+                self.root.tree.bus.heartbeat_all()
+                last_hb = now
+            self.root.check_liveness(now)
+            if now - last_reap >= 5.0:  # backstop in case a SIGCHLD was coalesced away
+                self.handle_chld()
+                last_reap = now
+            if wd and now - self._last_watchdog >= wd and self.root.healthy():
+                self.notifier.watchdog()
+                self._last_watchdog = now
+
+    # -- reload -------------------------------------------------------------------------
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config and apply it; an invalid config changes nothing."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                changes = await self._apply(config.load(self.config_arg))
+                self.reloads += 1
+                self.last_reload = "done: " + ("; ".join(changes) or "no changes")
+                log.info("reload done: %s", "; ".join(changes) or "no changes")
+                return {"ok": True, "changes": changes}
+            except config.ConfigError as exc:
+                self.last_reload = f"refused: {exc}"
+                log.error("reload refused, running config kept: %s", exc)
+                return {"ok": False, "error": str(exc)}
+            finally:
+                self.notifier.ready(f"serving; {len(self.root.workers())} workers")
+
+    async def _apply(self, new: config.Settings) -> list[str]:
+        old = self.settings
+        fixed = {"daemon.state_dir": (old.state_dir, new.state_dir),
+                 "daemon.runtime_dir": (old.runtime_dir, new.runtime_dir),
+                 "control.endpoint": (old.control_endpoint, new.control_endpoint),
+                 "supervision.bus_endpoint": (old.bus_endpoint, new.bus_endpoint)}
+        for key, (was, now) in fixed.items():
+            if was != now:
+                raise config.ConfigError(f"{new.source}: key {key}: cannot change while "
+                                         f"running ({was} -> {now}); restart the service")
+        changes: list[str] = []
+        if new.config.daemon.log_level != old.config.daemon.log_level:
+            logging.getLogger().setLevel(new.config.daemon.log_level.upper())
+            changes.append(f"log_level {new.config.daemon.log_level}")
+        if new.config.supervision != old.config.supervision:
+            self.root.retune(*tree.limits(new))
+            changes.append("supervision limits")
+        self.settings = new
+        if not self.custom_tree:
+            changes += await self._resize_gateway(old, new)
+        return changes
+
+    async def _resize_gateway(self, old: config.Settings, new: config.Settings) -> list[str]:
+        want, had = new.config.daemon.gateway_workers, old.config.daemon.gateway_workers
+        found = self.root.find(tree.GATEWAY)
+        if want == had or found is None or not isinstance(found[1], Supervisor):
+            return []
+        gateway = found[1]
+        for i in range(had, want):
+            await gateway.add_child(tree.gateway_worker(new, i))
+        for i in reversed(range(want, had)):
+            await gateway.remove_child(f"gateway-{i}")
+        return [f"gateway workers {had} -> {want}"]
+
+    # -- the CLI's way in -----------------------------------------------------------------
+
+    def _lock_state_dir(self) -> int:
+        path = self.settings.state_dir / "master.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(f"another master is running with state dir "
+                                 f"{self.settings.state_dir}") from None
+        return fd
+
+    def _publish_control_file(self, endpoint: str) -> None:
+        path = self.settings.control_file
+        tmp = path.with_name(".control.json.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(orjson.dumps({"endpoint": endpoint, "token": self.token,
+                                  "pid": os.getpid(), "version": __version__}))
+        os.replace(tmp, path)
+
+    def snapshot(self) -> dict[str, Any]:
+        me = psutil.Process()
+        with me.oneshot():
+            cpu, rss = me.cpu_percent(None), me.memory_info().rss
+        return {
+            "daemon": {"version": __version__, "pid": os.getpid(),
+                       "uptime": round(time.monotonic() - self.started_at, 3),
+                       "config": str(self.settings.source) if self.settings.source else None,
+                       "state_dir": str(self.settings.state_dir), "cpu_percent": cpu,
+                       "rss": rss, "healthy": self.root.healthy(), "reloads": self.reloads,
+                       "last_reload": self.last_reload,
+                       "stopping": self._stop.is_set()},
+            "tree": self.root.snapshot(),
+        }
+
+
+def _become_subreaper() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _describe_wait_status(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
+
+def serve(settings: config.Settings, spec: SupervisorSpec | None = None,
+          config_arg: str | None = None) -> int:
+    """Run a master in the foreground until it is stopped; returns the exit status."""
+    import uvloop
+
+    logs.configure(settings.config.daemon.log_level, "master")
+    try:
+        return uvloop.run(Master(settings, spec, config_arg).run())
+    except AlreadyRunning as exc:
+        log.error("%s", exc)
+        return 1
+

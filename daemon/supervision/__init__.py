@@ -1,0 +1,1 @@
+"""The supervision tree: child specs, supervisors, worker processes, liveness, sd_notify."""

@@ -1,0 +1,83 @@
+"""The master's end of the worker bus: a ROUTER that workers' DEALERs connect to.
+
+It knows each live incarnation by identity ("gateway-0#3") and routes READY and
+heartbeats to it; other kinds go to handlers that later layers register (tool calls).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from daemon.supervision.worker_process import WorkerProcess
+from daemon.transport import messages
+from daemon.transport.zmq_endpoint import ZmqEndpoint
+
+log = logging.getLogger("bus")
+
+Handler = Callable[[bytes, dict[str, Any]], None]
+
+
+class WorkerBus:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> None:
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a dead worker fails loudly
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(endpoint)
+        if endpoint.startswith("ipc://"):
+            os.chmod(endpoint[len("ipc://"):], 0o600)
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._zmq = ZmqEndpoint(sock, self._on_frames)
+        self._workers: dict[bytes, WorkerProcess] = {}
+        self._handlers: dict[str, Handler] = {}
+
+    def attach(self, proc: WorkerProcess) -> None:
+        self._workers[messages.worker_identity(proc.boot.name, proc.boot.incarnation)] = proc
+
+    def detach(self, proc: WorkerProcess) -> None:
+        self._workers.pop(messages.worker_identity(proc.boot.name, proc.boot.incarnation), None)
+
+    def on(self, kind: str, handler: Handler) -> None:
+        self._handlers[kind] = handler
+
+    def send(self, identity: bytes, message: dict[str, Any]) -> bool:
+        return self._zmq.send([identity, messages.encode(message)])
+
+    def heartbeat_all(self) -> None:
+        frame = messages.encode({"k": messages.HEARTBEAT})
+        for identity, proc in self._workers.items():
+            if proc.alive:
+                self._zmq.send([identity, frame])
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            log.warning("dropping bus message with %d frames", len(frames))
+            return
+        identity, payload = frames
+        try:
+            message = messages.decode(payload)
+        except messages.MalformedMessage as exc:
+            log.warning("dropping bus message from %r: %s", identity, exc)
+            return
+        kind = message.get("k")
+        proc = self._workers.get(identity)
+        if proc is not None:
+            proc.last_heartbeat = time.monotonic()  # any message proves liveness
+            if kind == messages.READY:
+                proc.mark_ready()
+                return
+            if kind == messages.HEARTBEAT:
+                return
+        handler = self._handlers.get(str(kind))
+        if handler is not None:
+            handler(identity, message)
+        elif proc is None:
+            log.debug("message from unknown worker %r", identity)
+
+    def close(self) -> None:
+        self._zmq.close()

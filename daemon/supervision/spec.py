@@ -1,0 +1,87 @@
+"""Child specifications: the supervision tree described as data (OTP's child_spec).
+
+A worker is started by importing ``target`` ("package.module:function") in a fresh
+process and running it with ``options``; a supervisor is a nested SupervisorSpec.
+One ``Supervisor`` class interprets both, whatever the worker does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+BRUTAL_KILL: Literal["brutal_kill"] = "brutal_kill"
+
+
+class Restart(str, Enum):
+    PERMANENT = "permanent"  # always restarted
+    TRANSIENT = "transient"  # restarted only after an abnormal exit
+    TEMPORARY = "temporary"  # never restarted
+
+
+class Strategy(str, Enum):
+    ONE_FOR_ONE = "one_for_one"  # restart the child that died
+    ONE_FOR_ALL = "one_for_all"  # restart every child
+    REST_FOR_ONE = "rest_for_one"  # restart it and every child started after it
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """More than ``max_restarts`` restarts within ``max_seconds``: give up and escalate."""
+
+    max_restarts: int = 5
+    max_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """Readiness, heartbeat and backoff timings for the workers of one supervisor."""
+
+    start_timeout: float = 10.0
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 5.0
+    abort_grace: float = 1.0
+    backoff_initial: float = 0.05
+    backoff_max: float = 5.0
+    backoff_reset: float = 10.0
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    id: str
+    target: str  # "module:function" run in the worker process
+    options: dict[str, Any] = field(default_factory=dict)  # JSON-able keyword arguments
+    restart: Restart = Restart.PERMANENT
+    shutdown: float | Literal["brutal_kill"] = 5.0  # seconds between SIGTERM and SIGKILL
+
+
+@dataclass(frozen=True)
+class SupervisorSpec:
+    id: str
+    children: tuple[ChildSpec, ...]
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    intensity: Intensity = Intensity()
+    liveness: Liveness = Liveness()
+    restart: Restart = Restart.PERMANENT
+
+    def names(self) -> list[str]:
+        """Every id in this subtree, itself first, depth first."""
+        out = [self.id]
+        for child in self.children:
+            out.extend(child.names() if isinstance(child, SupervisorSpec) else [child.id])
+        return out
+
+
+ChildSpec = WorkerSpec | SupervisorSpec
+
+
+def check_tree(root: SupervisorSpec) -> None:
+    """Ids name children in `restart NAME` and in logs, so they must be unique."""
+    seen: set[str] = set()
+    for name in root.names():
+        if name in seen:
+            raise ValueError(f"duplicate child id in supervision tree: {name!r}")
+        if not name or any(c.isspace() for c in name):
+            raise ValueError(f"child id must be non-empty without spaces: {name!r}")
+        seen.add(name)

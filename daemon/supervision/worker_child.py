@@ -1,0 +1,160 @@
+"""A worker slot in a supervisor: the current incarnation of one WorkerSpec."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from daemon.supervision.child import Child, ChildState, Exit, StartFailed, TreeContext
+from daemon.supervision.spec import Liveness, WorkerSpec
+from daemon.supervision.worker_process import WorkerProcess
+from daemon.transport.messages import worker_identity
+from daemon.worker.runtime import WorkerBoot
+
+if TYPE_CHECKING:
+    from daemon.supervision.supervisor import Supervisor
+
+log = logging.getLogger("supervisor")
+
+
+class WorkerChild(Child):
+    def __init__(self, spec: WorkerSpec, tree: TreeContext, liveness: Liveness,
+                 parent: Supervisor) -> None:
+        super().__init__(spec.id, spec.restart, liveness, parent)
+        self.spec = spec
+        self.tree = tree
+        self.liveness = liveness
+        self.proc: WorkerProcess | None = None
+        self.incarnation = 0
+
+    @property
+    def identity(self) -> bytes | None:
+        """Bus identity of the incarnation that may get traffic, or None (readiness gate)."""
+        if self.state is ChildState.READY and self.proc is not None:
+            return worker_identity(self.id, self.proc.boot.incarnation)
+        return None
+
+    def _spawn_process(self) -> WorkerProcess:
+        self.incarnation += 1
+        boot = WorkerBoot(
+            name=self.id, incarnation=self.incarnation, target=self.spec.target,
+            options=self.spec.options, bus_endpoint=self.tree.bus_endpoint,
+            master_pid=self.tree.master_pid,
+            heartbeat_interval=self.liveness.heartbeat_interval,
+            heartbeat_timeout=self.liveness.heartbeat_timeout, log_level=self.tree.log_level,
+        )
+        proc = WorkerProcess(boot, self._on_exit)
+        self.tree.bus.attach(proc)
+        try:
+            proc.start()
+        except OSError as exc:
+            self.tree.bus.detach(proc)
+            raise StartFailed(f"cannot start a process: {exc}") from None
+        return proc
+
+    async def _until_ready(self, proc: WorkerProcess) -> None:
+        """Wait for READY; on exit, timeout or cancellation the process is gone after."""
+        exited = asyncio.ensure_future(proc.exited.wait())
+        try:
+            await asyncio.wait({proc.ready, exited}, timeout=self.liveness.start_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.exited.wait()
+            raise
+        finally:
+            exited.cancel()
+        if proc.ready.done() and not proc.ready.cancelled():
+            return
+        if proc.exit is None:
+            proc.kill()
+            await proc.exited.wait()
+            raise StartFailed(f"pid {proc.pid} sent no READY within "
+                              f"{self.liveness.start_timeout:g}s; killed")
+        raise StartFailed(f"pid {proc.pid} {proc.exit.describe()} before READY "
+                          f"({proc.exit.uptime * 1000:.0f} ms after start)")
+
+    async def start(self) -> None:
+        self.state = ChildState.STARTING
+        self.generation += 1
+        proc = self.proc = self._spawn_process()
+        try:
+            await self._until_ready(proc)
+        except BaseException:
+            self.state = ChildState.STOPPED
+            raise
+        self._now_ready(proc, "started" if self.generation == 1 else "restarted")
+
+    def _now_ready(self, proc: WorkerProcess, verb: str) -> None:
+        self.state = ChildState.READY
+        self.started_at = time.monotonic()
+        log.info("%s %s: pid %d, READY in %.1f ms", self.path(), verb, proc.pid,
+                 (proc.ready_at - proc.started_at) * 1000)
+
+    async def replace(self) -> None:
+        old = self.proc
+        if self.state is not ChildState.READY or old is None:
+            await self.start()
+            return
+        new = self._spawn_process()  # old keeps serving while new proves itself
+        await self._until_ready(new)
+        self.proc = new
+        self.generation += 1
+        self._now_ready(new, f"replaced pid {old.pid} with a new incarnation")
+        await old.stop(self.spec.shutdown)
+
+    def _on_exit(self, proc: WorkerProcess) -> None:
+        self.tree.bus.detach(proc)
+        if proc is not self.proc or proc.exit is None:
+            return  # a replaced incarnation, or one whose start is being awaited
+        self.last_exit = proc.exit.describe()
+        if self.state is not ChildState.READY:
+            return  # asked to stop, or still starting: the waiting side handles it
+        self.state = ChildState.DOWN
+        reason = proc.exit.describe()
+        if proc.hung_since:
+            reason = f"no heartbeat for {self.liveness.heartbeat_timeout:g}s, {reason}"
+        assert self.parent is not None
+        self.parent.child_exited(self, Exit(reason, proc.exit.normal, proc.exit.uptime,
+                                            self.generation, bool(proc.hung_since)))
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is None or not proc.alive:
+            self.state = ChildState.STOPPED
+            return
+        self.state = ChildState.STOPPING
+        await proc.stop(self.spec.shutdown)
+        self.state = ChildState.STOPPED
+        log.info("%s stopped (%s)", self.path(), self.last_exit)
+
+    def check_liveness(self, now: float) -> None:
+        proc = self.proc
+        if (self.state is not ChildState.READY or proc is None or not proc.alive
+                or proc.hung_since):
+            return
+        silent = now - proc.last_heartbeat
+        if silent > self.liveness.heartbeat_timeout:
+            proc.hung_since = now
+            log.error("%s pid %d sent no heartbeat for %.1fs: hung; SIGABRT (stack dump "
+                      "follows), SIGKILL after %gs", self.path(), proc.pid, silent,
+                      self.liveness.abort_grace)
+            self.tree.spawn(proc.abort(self.liveness.abort_grace))
+
+    def healthy(self) -> bool:
+        return self.state in (ChildState.READY, ChildState.STOPPED)
+
+    def snapshot(self) -> dict[str, Any]:
+        proc = self.proc
+        cpu, rss = proc.usage() if proc is not None else (None, None)
+        alive = proc is not None and proc.alive
+        return {
+            "name": self.id, "kind": "worker", "state": self.state.value,
+            "pid": proc.pid if alive and proc else None, "restart": self.restart.value,
+            "restarts": self.restarts, "crashes": self.crashes,
+            "start_failures": self.start_failures, "uptime": round(self.uptime(), 3),
+            "cpu_percent": cpu, "rss": rss, "last_exit": self.last_exit,
+            "incarnation": self.incarnation, "target": self.spec.target,
+        }

@@ -1,0 +1,1 @@
+"""Built-in tools and upstream MCP servers, each run as a supervised worker."""

@@ -1,0 +1,1 @@
+"""Wire formats and ZeroMQ plumbing between the master, its workers and the CLI."""

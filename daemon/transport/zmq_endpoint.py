@@ -1,0 +1,70 @@
+"""A ZeroMQ socket driven by the asyncio loop without zmq.asyncio.
+
+The socket's FD is edge-triggered: it signals "something changed", not "a message is
+waiting".  So every wake-up drains with NOBLOCK until EAGAIN, and every send schedules one
+more drain, because a send can consume the edge that announced an incoming message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import zmq
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[list[bytes]], None]
+
+
+class ZmqEndpoint:
+    def __init__(self, sock: zmq.Socket[bytes], on_message: Handler) -> None:
+        self.sock = sock
+        self.on_message = on_message
+        self._loop = asyncio.get_running_loop()
+        self._drain_pending = False
+        self._closed = False
+        self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
+        self._schedule_drain()
+
+    def send(self, frames: list[bytes]) -> bool:
+        """Queue frames without blocking; False if the peer is gone or its queue is full."""
+        if self._closed:
+            return False
+        try:
+            self.sock.send_multipart(frames, zmq.NOBLOCK)
+        except (zmq.Again, zmq.error.ZMQError) as exc:
+            log.debug("send dropped: %s", exc)
+            return False
+        finally:
+            self._schedule_drain()
+        return True
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_pending and not self._closed:
+            self._drain_pending = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_pending = False
+        sock = self.sock
+        while not self._closed and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                self.on_message(frames)
+            except Exception:  # a bad message must not stop the drain for everyone else
+                log.exception("message handler failed")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._loop.remove_reader(self.sock.getsockopt(zmq.FD))
+        except (zmq.ZMQError, RuntimeError):
+            pass
+        self.sock.close(linger=0)

@@ -1,0 +1,1 @@
+"""What runs inside a worker process: the runtime every worker shares."""

@@ -1,0 +1,192 @@
+"""The runtime of every worker process, whatever job it does.
+
+It runs in the forked child and does what the supervisor relies on:
+- own process group (the supervisor kills the group, grandchildren included);
+- exit when the master dies: a pidfd on the master is an event, heartbeat loss the backup,
+  and PR_SET_PDEATHSIG the last resort;
+- faulthandler on, so the SIGABRT a hung worker gets puts its stack in the log;
+- READY over ZeroMQ when the job says so, heartbeats while the loop turns;
+- SIGTERM asks the job to finish what it has in flight and return.
+
+A job is ``async def job(worker: Worker, **options) -> None``: it sets up, awaits
+``worker.ready()``, serves until ``worker.stopping`` is set, then returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import faulthandler
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvloop
+import zmq
+
+from daemon import logs
+from daemon.transport import messages
+from daemon.transport.zmq_endpoint import ZmqEndpoint
+
+log = logging.getLogger("worker")
+
+PR_SET_PDEATHSIG = 1
+EXIT_MASTER_GONE = 70  # distinct, so the log of a surviving master could tell it apart
+
+Job = Callable[..., Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class WorkerBoot:
+    """Everything a worker process needs to start; pickled to the forkserver."""
+
+    name: str
+    incarnation: int
+    target: str
+    options: dict[str, Any]
+    bus_endpoint: str
+    master_pid: int
+    heartbeat_interval: float
+    heartbeat_timeout: float
+    log_level: str = "info"
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Worker:
+    """The handle a job gets: identity, readiness, stop request, bus messages."""
+
+    def __init__(self, boot: WorkerBoot, endpoint: ZmqEndpoint) -> None:
+        self.name = boot.name
+        self.incarnation = boot.incarnation
+        self.boot = boot
+        self.stopping = asyncio.Event()
+        self._endpoint = endpoint
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self.is_ready = False
+
+    async def ready(self) -> None:
+        """Tell the supervisor this worker may be given traffic."""
+        self.is_ready = True
+        self.send({"k": messages.READY, "pid": os.getpid()})
+
+    def send(self, message: dict[str, Any]) -> bool:
+        return self._endpoint.send([messages.encode(message)])
+
+    def on(self, kind: str, handler: Callable[[dict[str, Any]], None]) -> None:
+        """Route bus messages of one kind to a job's handler."""
+        self._handlers[kind] = handler
+
+    def dispatch(self, message: dict[str, Any]) -> None:
+        handler = self._handlers.get(str(message.get("k")))
+        if handler is not None:
+            handler(message)
+
+
+def resolve(target: str) -> Job:
+    module_name, sep, attr = target.partition(":")
+    if not sep:
+        raise ValueError(f"worker target must be 'module:function', got {target!r}")
+    job: Job = getattr(importlib.import_module(module_name), attr)
+    return job
+
+
+def enter(boot: WorkerBoot) -> None:
+    """Process entry point (the multiprocessing target)."""
+    _detach_from_master_group()
+    logs.configure(boot.log_level, boot.name)
+    os.environ.update(boot.env)
+    faulthandler.enable(all_threads=True)
+    try:
+        job = resolve(boot.target)
+    except Exception as exc:
+        log.error("cannot load %s: %s", boot.target, exc)
+        sys.exit(3)
+    sys.exit(uvloop.run(_serve(boot, job)))
+
+
+def _detach_from_master_group() -> None:
+    os.setpgid(0, 0)
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the master to handle
+    try:  # last resort; our parent is the forkserver, which exits when the master does
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    # The forkserver only exits once every holder of its "alive" pipe is gone; a worker
+    # must not be one of them, or the PDEATHSIG above could never fire.
+    try:
+        from multiprocessing import forkserver
+
+        fd = forkserver._forkserver._forkserver_alive_fd  # type: ignore[attr-defined]
+        if fd is not None:
+            os.close(fd)
+            forkserver._forkserver._forkserver_alive_fd = None  # type: ignore[attr-defined]
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
+async def _serve(boot: WorkerBoot, job: Job) -> int:
+    loop = asyncio.get_running_loop()
+    try:
+        master_fd = os.pidfd_open(boot.master_pid)
+    except ProcessLookupError:
+        return EXIT_MASTER_GONE
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, messages.worker_identity(boot.name, boot.incarnation))
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.connect(boot.bus_endpoint)
+    last_master_hb = time.monotonic()
+    worker: Worker
+
+    def on_bus(frames: list[bytes]) -> None:
+        nonlocal last_master_hb
+        try:
+            message = messages.decode(frames[-1])
+        except messages.MalformedMessage as exc:
+            log.warning("ignoring malformed bus message: %s", exc)
+            return
+        last_master_hb = time.monotonic()  # any message proves the master is alive
+        worker.dispatch(message)
+
+    endpoint = ZmqEndpoint(sock, on_bus)
+    worker = Worker(boot, endpoint)
+    master_gone = asyncio.Event()
+    loop.add_reader(master_fd, master_gone.set)
+    loop.add_signal_handler(signal.SIGTERM, worker.stopping.set)
+
+    async def heartbeat() -> None:
+        while True:
+            await asyncio.sleep(boot.heartbeat_interval)
+            worker.send({"k": messages.HEARTBEAT})
+            if time.monotonic() - last_master_hb > 2 * boot.heartbeat_timeout:
+                log.error("no word from the master for %.1fs; exiting",
+                          time.monotonic() - last_master_hb)
+                master_gone.set()
+
+    hb_task = asyncio.create_task(heartbeat())
+    gone_task = asyncio.create_task(master_gone.wait())
+    job_task = asyncio.create_task(job(worker, **boot.options))
+    await asyncio.wait({job_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
+    if master_gone.is_set():
+        log.warning("master %d is gone; exiting", boot.master_pid)
+        os._exit(EXIT_MASTER_GONE)  # nobody is left to drain to
+    hb_task.cancel()
+    gone_task.cancel()
+    code = 0
+    try:
+        job_task.result()
+    except Exception:
+        log.exception("job %s failed", boot.target)
+        code = 1
+    await asyncio.gather(hb_task, gone_task, return_exceptions=True)
+    endpoint.close()
+    ctx.term()
+    return code

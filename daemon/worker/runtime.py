@@ -20,8 +20,10 @@ import faulthandler
 import importlib
 import logging
 import os
+import select
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -133,7 +135,6 @@ def _detach_from_master_group() -> None:
 
 
 async def _serve(boot: WorkerBoot, job: Job) -> int:
-    loop = asyncio.get_running_loop()
     try:
         master_fd = os.pidfd_open(boot.master_pid)
     except ProcessLookupError:
@@ -159,8 +160,9 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
     endpoint = ZmqEndpoint(sock, on_bus)
     worker = Worker(boot, endpoint)
     master_gone = asyncio.Event()
-    loop.add_reader(master_fd, master_gone.set)
-    loop.add_signal_handler(signal.SIGTERM, worker.stopping.set)
+    threading.Thread(target=_watch_master, args=(master_fd,), name="master-watch",
+                     daemon=True).start()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.stopping.set)
 
     async def heartbeat() -> None:
         while True:
@@ -176,8 +178,8 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
     job_task = asyncio.create_task(job(worker, **boot.options))
     await asyncio.wait({job_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
     if master_gone.is_set():
-        log.warning("master %d is gone; exiting", boot.master_pid)
-        os._exit(EXIT_MASTER_GONE)  # nobody is left to drain to
+        log.warning("master %d stopped answering; exiting", boot.master_pid)
+        _end_process_group()
     hb_task.cancel()
     gone_task.cancel()
     code = 0
@@ -190,3 +192,21 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
     endpoint.close()
     ctx.term()
     return code
+
+
+def _watch_master(pidfd: int) -> None:
+    """Block on the master's pidfd; when the master dies, take our whole group down.
+
+    A thread rather than the event loop, so that it also fires while the loop is stuck in
+    Python code (the GIL is released to other threads every few milliseconds).
+    """
+    select.select([pidfd], [], [])
+    _end_process_group()
+
+
+def _end_process_group() -> None:
+    """With the master gone nobody else will clean up: kill our group, us included."""
+    try:
+        os.killpg(0, signal.SIGKILL)
+    finally:
+        os._exit(EXIT_MASTER_GONE)

@@ -1,0 +1,179 @@
+"""Fixtures that start real daemons in temp state dirs and always stop them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CLI = [sys.executable, "-m", "daemon"]
+
+# Fast liveness so that hung-worker and restart tests take seconds, not minutes.
+FAST = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0, "abort_grace": 0.5,
+        "backoff_initial": 0.02, "backoff_max": 0.2, "start_timeout": 5.0,
+        "shutdown_timeout": 2.0}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Daemon:
+    """One master process (``workingagents serve`` or a test tree) and its descendants."""
+
+    def __init__(self, state_dir: Path, tree: dict[str, Any] | None = None,
+                 supervision: dict[str, Any] | None = None,
+                 daemon: dict[str, Any] | None = None, env: dict[str, str] | None = None):
+        self.state_dir = state_dir
+        self.config = write_config(state_dir / "wa.toml", {
+            "daemon": {"state_dir": str(state_dir), **(daemon or {})},
+            "supervision": {**FAST, **(supervision or {})},
+        })
+        self.log_path = state_dir / "daemon.log"
+        if tree is not None:
+            tree_file = state_dir / "tree.json"
+            tree_file.write_text(json.dumps(tree))
+            argv = [sys.executable, str(FIXTURES / "tree_master.py"), str(self.config),
+                    str(tree_file)]
+        else:
+            argv = [*CLI, "serve", "--config", str(self.config)]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+        self.pid = self.proc.pid
+        self._seen: dict[int, psutil.Process] = {}
+
+    # -- observing ----------------------------------------------------------------
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, *args, "--config", str(self.config)],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        out = self.cli("status", "--json")
+        assert out.returncode == 0, out.stderr
+        snapshot: dict[str, Any] = json.loads(out.stdout)
+        return snapshot
+
+    def wait_ready(self, timeout: float = 20.0) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            if "ready:" not in self.log():
+                return None
+            return self.status()
+        return wait_for(ready, timeout, "the daemon to be ready")  # type: ignore[no-any-return]
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """name -> worker snapshot, across the whole tree."""
+        out: dict[str, dict[str, Any]] = {}
+
+        def walk(node: dict[str, Any]) -> None:
+            if node["kind"] == "worker":
+                out[node["name"]] = node
+            for child in node.get("children", []):
+                walk(child)
+        walk(self.status()["tree"])
+        return out
+
+    def pids(self) -> dict[str, int]:
+        return {name: w["pid"] for name, w in self.workers().items() if w["state"] == "ready"}
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            found = psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            found = []
+        for p in found:
+            self._seen[p.pid] = p
+        return found
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        return self.proc.wait(timeout)
+
+    # -- stopping: always, whatever the test did -------------------------------------
+
+    def stop(self) -> None:
+        self.descendants()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for p in self._seen.values():  # workers, forkserver, grandchildren
+            try:
+                if p.is_running():
+                    p.kill()
+            except psutil.Error:
+                pass
+        self._log.close()
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    # Short paths: ipc:// socket paths are limited to 107 bytes.
+    path = Path(tempfile.mkdtemp(prefix="wa-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def start_daemon(state_dir: Path) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def start(**kwargs: Any) -> Daemon:
+        d = Daemon(state_dir, **kwargs)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -103,9 +103,7 @@ class Master:
             self.notifier.stopping()
             log.info("stopping%s", " (brutal)" if self._brutal else "")
             if self._brutal:
-                for worker in self.root.workers():
-                    if worker.proc is not None:
-                        worker.proc.kill()
+                self._kill_all()
             await self.root.stop()
         finally:
             ticker.cancel()
@@ -146,8 +144,15 @@ class Master:
         self._stop.set()
 
     def request_stop(self, brutal: bool = False) -> None:
+        if brutal and self._stop.is_set():
+            self._kill_all()  # a graceful stop is already waiting on shutdown timeouts
         self._brutal = self._brutal or brutal
         self._stop.set()
+
+    def _kill_all(self) -> None:
+        for worker in self.root.workers():
+            if worker.proc is not None:
+                worker.proc.kill()
 
     # -- signals (handlers only dispatch; the loop does the work) ---------------------
 

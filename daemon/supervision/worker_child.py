@@ -104,6 +104,8 @@ class WorkerChild(Child):
         self.generation += 1
         self._now_ready(new, f"replaced pid {old.pid} with a new incarnation")
         await old.stop(self.spec.shutdown)
+        log.info("%s stopped old incarnation pid %d (%s)", self.path(), old.pid,
+                 old.exit.describe() if old.exit else "gone")
 
     def _on_exit(self, proc: WorkerProcess) -> None:
         self.tree.bus.detach(proc)

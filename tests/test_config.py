@@ -1,0 +1,88 @@
+"""Config errors name the file, the key and what was expected; the CLI says it in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon import config
+
+CLI = [sys.executable, "-m", "daemon"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[daemon]\ngateway_workers = \"two\"\n",
+     "key daemon.gateway_workers: Expected `int`, got `str`"),
+    ("[daemon]\ngateway_wrokers = 2\n", "Object contains unknown field `gateway_wrokers`"),
+    ("[deamon]\n", "unknown field `deamon`"),
+    ("[daemon]\ngateway_workers = 0\n",
+     "key daemon.gateway_workers: expected an integer from 1 to 64, got 0"),
+    ("[supervision]\nheartbeat_timeout = 1.0\nheartbeat_interval = 1.0\n",
+     "key supervision.heartbeat_timeout: expected at least twice heartbeat_interval"),
+    ("[supervision]\nbus_endpoint = \"udp://x\"\n",
+     "key supervision.bus_endpoint: expected ipc://PATH or tcp://HOST:PORT"),
+    ("[daemon]\nlog_level = \"loud\"\n", "key daemon.log_level: Invalid enum value 'loud'"),
+    ("[daemon\n", "not valid TOML"),
+])
+def test_bad_config_is_refused_with_file_key_and_expectation(tmp_path, text, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as err:
+        config.load(str(path))
+    assert str(err.value).startswith(f"{path}: ")
+    assert expected in str(err.value)
+
+
+def test_serve_with_a_bad_config_exits_1_with_one_line_on_stderr(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[daemon]\ngateway_workers = \"two\"\n")
+    out = subprocess.run([*CLI, "serve", "--config", str(path)], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0
+    assert f"{path}: key daemon.gateway_workers" in out.stderr
+
+
+def test_a_missing_config_file_is_one_clear_line(tmp_path):
+    out = subprocess.run([*CLI, "serve", "--config", str(tmp_path / "nope.toml")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert "nope.toml: cannot read: No such file or directory" in out.stderr
+
+
+def test_an_ipc_path_that_is_too_long_is_refused_with_the_fix(tmp_path):
+    path = tmp_path / "long.toml"
+    path.write_text(f"[daemon]\nruntime_dir = \"/tmp/{'x' * 120}\"\n")
+    with pytest.raises(config.ConfigError, match="set daemon.runtime_dir to a shorter"):
+        config.load(str(path))
+
+
+def test_config_resolution_order(tmp_path, monkeypatch):
+    env_file = tmp_path / "env.toml"
+    env_file.write_text("[daemon]\ngateway_workers = 3\n")
+    monkeypatch.setenv("WORKINGAGENTS_CONFIG", str(env_file))
+    assert config.load().config.daemon.gateway_workers == 3
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text("[daemon]\ngateway_workers = 5\n")
+    assert config.load(str(explicit)).config.daemon.gateway_workers == 5
+
+
+def test_systemd_directories_are_the_defaults(monkeypatch):
+    monkeypatch.delenv("WORKINGAGENTS_CONFIG", raising=False)
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", Path("/nonexistent/wa.toml"))
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/workingagents")
+    monkeypatch.setenv("RUNTIME_DIRECTORY", "/run/workingagents")
+    s = config.load()
+    assert s.source is None
+    assert s.state_dir == Path("/var/lib/workingagents")
+    assert s.control_endpoint == "ipc:///run/workingagents/control.sock"
+    assert s.bus_endpoint == "ipc:///run/workingagents/bus.sock"
+
+
+def test_the_example_config_in_etc_is_valid():
+    example = Path(__file__).parent.parent / "etc" / "workingagents.toml"
+    settings = config.load(str(example))
+    assert settings.config.daemon.gateway_workers >= 1

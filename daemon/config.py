@@ -27,19 +27,19 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     pass
 
 
-class DaemonSection(_Section):
+class DaemonSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     state_dir: str = ""  # default: see default_state_dir()
     runtime_dir: str = ""  # default: $RUNTIME_DIRECTORY, else <state_dir>/run
     gateway_workers: int = 2
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class ControlSection(_Section):
+class ControlSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # Where the CLI reaches the master.  Default ipc://<runtime_dir>/control.sock (mode 0600).
     endpoint: str = ""
 
 
-class SupervisionSection(_Section):
+class SupervisionSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """OTP knobs shared by every supervisor in the tree, plus liveness and backoff."""
 
     max_restarts: int = 5  # more than this many restarts ...
@@ -55,7 +55,7 @@ class SupervisionSection(_Section):
     bus_endpoint: str = ""  # master<->workers; default ipc://<runtime_dir>/bus.sock
 
 
-class Config(_Section):
+class Config(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     daemon: DaemonSection = msgspec.field(default_factory=DaemonSection)
     control: ControlSection = msgspec.field(default_factory=ControlSection)
     supervision: SupervisionSection = msgspec.field(default_factory=SupervisionSection)

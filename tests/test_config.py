@@ -56,7 +56,7 @@ def test_a_missing_config_file_is_one_clear_line(tmp_path):
 def test_an_ipc_path_that_is_too_long_is_refused_with_the_fix(tmp_path):
     path = tmp_path / "long.toml"
     path.write_text(f"[daemon]\nruntime_dir = \"/tmp/{'x' * 120}\"\n")
-    with pytest.raises(config.ConfigError, match="set daemon.runtime_dir to a shorter"):
+    with pytest.raises(config.ConfigError, match=r"set daemon\.runtime_dir to a shorter"):
         config.load(str(path))
 
 

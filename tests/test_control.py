@@ -52,7 +52,8 @@ def test_status_of_a_daemon_that_is_not_running_is_one_line_and_exit_1(state_dir
     out = subprocess.run([*CLI, "status", "--config", str(path)], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 1
-    assert out.stderr.strip() == f"Error: workingagents is not running (no {state_dir}/control.json)"
+    expected = f"Error: workingagents is not running (no {state_dir}/control.json)"
+    assert out.stderr.strip() == expected
     # a stale file from a master killed with -9
     (state_dir / "control.json").write_text(json.dumps(
         {"pid": 999_999_999, "endpoint": "ipc:///nonexistent", "token": "x"}))

@@ -49,7 +49,7 @@ class ControlClient:
 
     def call(self, cmd: str, args: dict[str, Any] | None = None,
              timeout: float = 10.0) -> Any:
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         try:

@@ -75,7 +75,8 @@ class ControlServer:
             return
         self._reply(identity, rid, result=result)
 
-    def _reply(self, identity: bytes, rid: Any, result: Any = None, error: str | None = None) -> None:
+    def _reply(self, identity: bytes, rid: Any, result: Any = None,
+               error: str | None = None) -> None:
         body: dict[str, Any] = {"id": rid, "ok": error is None}
         if error is None:
             body["result"] = result

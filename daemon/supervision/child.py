@@ -8,7 +8,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from daemon.supervision.intensity import Backoff
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("supervisor")
 
 
-class ChildState(str, Enum):
+class ChildState(StrEnum):
     STARTING = "starting"  # started, not yet READY: gets no traffic
     READY = "ready"  # serving
     STOPPING = "stopping"  # SIGTERM sent / children being stopped

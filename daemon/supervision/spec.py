@@ -8,19 +8,19 @@ One ``Supervisor`` class interprets both, whatever the worker does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 BRUTAL_KILL: Literal["brutal_kill"] = "brutal_kill"
 
 
-class Restart(str, Enum):
+class Restart(StrEnum):
     PERMANENT = "permanent"  # always restarted
     TRANSIENT = "transient"  # restarted only after an abnormal exit
     TEMPORARY = "temporary"  # never restarted
 
 
-class Strategy(str, Enum):
+class Strategy(StrEnum):
     ONE_FOR_ONE = "one_for_one"  # restart the child that died
     ONE_FOR_ALL = "one_for_all"  # restart every child
     REST_FOR_ONE = "rest_for_one"  # restart it and every child started after it

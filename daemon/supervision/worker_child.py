@@ -57,8 +57,9 @@ class WorkerChild(Child):
     async def _until_ready(self, proc: WorkerProcess) -> None:
         """Wait for READY; on exit, timeout or cancellation the process is gone after."""
         exited = asyncio.ensure_future(proc.exited.wait())
+        either: set[asyncio.Future[Any]] = {proc.ready, exited}
         try:
-            await asyncio.wait({proc.ready, exited}, timeout=self.liveness.start_timeout,
+            await asyncio.wait(either, timeout=self.liveness.start_timeout,
                                return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             proc.kill()

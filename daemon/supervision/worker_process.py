@@ -42,8 +42,8 @@ def forkserver_helper_pids() -> set[int]:
     """Children of the master that multiprocessing reaps itself; never waitpid() them."""
     from multiprocessing import forkserver, resource_tracker
 
-    pids = {getattr(forkserver._forkserver, "_forkserver_pid", None),  # type: ignore[attr-defined]
-            getattr(resource_tracker._resource_tracker, "_pid", None)}  # type: ignore[attr-defined]
+    pids = {getattr(forkserver._forkserver, "_forkserver_pid", None),
+            getattr(resource_tracker._resource_tracker, "_pid", None)}
     return {p for p in pids if p}
 
 

@@ -8,8 +8,10 @@ more drain, because a send can consume the edge that announced an incoming messa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
+from typing import cast
 
 import zmq
 
@@ -25,7 +27,8 @@ class ZmqEndpoint:
         self._loop = asyncio.get_running_loop()
         self._drain_pending = False
         self._closed = False
-        self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
+        self._fd = cast(int, sock.getsockopt(zmq.FD))
+        self._loop.add_reader(self._fd, self._drain)
         self._schedule_drain()
 
     def send(self, frames: list[bytes]) -> bool:
@@ -49,7 +52,7 @@ class ZmqEndpoint:
     def _drain(self) -> None:
         self._drain_pending = False
         sock = self.sock
-        while not self._closed and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while not self._closed and cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -63,8 +66,6 @@ class ZmqEndpoint:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._loop.remove_reader(self.sock.getsockopt(zmq.FD))
-        except (zmq.ZMQError, RuntimeError):
-            pass
+        with contextlib.suppress(RuntimeError):  # the loop may already be closed
+            self._loop.remove_reader(self._fd)
         self.sock.close(linger=0)

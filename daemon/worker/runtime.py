@@ -15,6 +15,7 @@ A job is ``async def job(worker: Worker, **options) -> None``: it sets up, await
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import faulthandler
 import importlib
@@ -25,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ log = logging.getLogger("worker")
 PR_SET_PDEATHSIG = 1
 EXIT_MASTER_GONE = 70  # distinct, so the log of a surviving master could tell it apart
 
-Job = Callable[..., Awaitable[None]]
+Job = Callable[..., Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,9 @@ def _detach_from_master_group() -> None:
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the master to handle
-    try:  # last resort; our parent is the forkserver, which exits when the master does
+    # Last resort; our parent is the forkserver, which exits when the master does.
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
     # The forkserver only exits once every holder of its "alive" pipe is gone; a worker
     # must not be one of them, or the PDEATHSIG above could never fire.
     try:

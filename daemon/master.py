@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import ctypes
 import fcntl
+import importlib.util
 import logging
 import os
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -307,6 +309,15 @@ class Master:
         }
 
 
+def _spare_workers_the_main_script() -> None:
+    """Started from a console script, multiprocessing would re-run that script in every
+    worker (its __main__ fix-up), paying the CLI's imports on each restart: ~50 ms instead
+    of ~6 ms.  It skips modules named "*.__main__", so name ours that way."""
+    main = sys.modules["__main__"]
+    if getattr(main, "__spec__", None) is None:
+        main.__spec__ = importlib.util.find_spec("daemon.__main__")
+
+
 def _become_subreaper() -> None:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -323,6 +334,7 @@ def serve(settings: config.Settings, spec: SupervisorSpec | None = None,
     import uvloop
 
     logs.configure(settings.config.daemon.log_level, "master")
+    _spare_workers_the_main_script()
     try:
         return uvloop.run(Master(settings, spec, config_arg).run())
     except AlreadyRunning as exc:

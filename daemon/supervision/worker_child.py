@@ -28,6 +28,8 @@ class WorkerChild(Child):
         self.liveness = liveness
         self.proc: WorkerProcess | None = None
         self.incarnation = 0
+        self.down_at = 0.0  # when the last unexpected exit was seen
+        self.last_recovery_ms: float | None = None  # that exit -> replacement READY
 
     @property
     def identity(self) -> bytes | None:
@@ -91,8 +93,13 @@ class WorkerChild(Child):
     def _now_ready(self, proc: WorkerProcess, verb: str) -> None:
         self.state = ChildState.READY
         self.started_at = time.monotonic()
-        log.info("%s %s: pid %d, READY in %.1f ms", self.path(), verb, proc.pid,
-                 (proc.ready_at - proc.started_at) * 1000)
+        since_exit = ""
+        if self.down_at:
+            self.last_recovery_ms = (proc.ready_at - self.down_at) * 1000
+            since_exit = f" ({self.last_recovery_ms:.1f} ms after the exit)"
+            self.down_at = 0.0
+        log.info("%s %s: pid %d, READY in %.1f ms%s", self.path(), verb, proc.pid,
+                 (proc.ready_at - proc.started_at) * 1000, since_exit)
 
     async def replace(self) -> None:
         old = self.proc
@@ -116,6 +123,7 @@ class WorkerChild(Child):
         if self.state is not ChildState.READY:
             return  # asked to stop, or still starting: the waiting side handles it
         self.state = ChildState.DOWN
+        self.down_at = time.monotonic()
         reason = proc.exit.describe()
         if proc.hung_since:
             reason = f"no heartbeat for {self.liveness.heartbeat_timeout:g}s, {reason}"
@@ -160,4 +168,5 @@ class WorkerChild(Child):
             "start_failures": self.start_failures, "uptime": round(self.uptime(), 3),
             "cpu_percent": cpu, "rss": rss, "last_exit": self.last_exit,
             "incarnation": self.incarnation, "target": self.spec.target,
+            "last_recovery_ms": self.last_recovery_ms,
         }

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import click
 
 from daemon import __version__
+from daemon.cli.bench_commands import bench
 from daemon.cli.daemon_commands import reload, restart, serve, status, stop
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,7 +17,7 @@ def cli() -> None:
     """WorkingAgents: a governance gateway for AI agent tool calls."""
 
 
-for command in (serve, status, reload, restart, stop):
+for command in (serve, status, reload, restart, stop, bench):
     cli.add_command(command)
 
 

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Run every benchmark once; figures go to stdout.
+set -euo pipefail
+echo "== restart latency (kill -9 -> replacement READY)"
+workingagents bench restart --kills "${KILLS:-50}"
+echo
+echo "== memory per idle worker"
+workingagents bench memory --workers "${WORKERS:-8}"

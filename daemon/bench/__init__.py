@@ -1,0 +1,1 @@
+"""Benchmarks behind `workingagents bench`: real daemons on ipc://, stopped when done."""

@@ -1,0 +1,96 @@
+"""Start a throwaway daemon in a temp state dir, talk to it, always stop it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from daemon.control.client import ControlClient, NotRunning
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    if len(samples) == 1:
+        return samples[0]
+    return statistics.quantiles(samples, n=1000, method="inclusive")[int(pct * 10) - 1]
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {"n": len(samples), "median": statistics.median(samples),
+            "p99": percentile(samples, 99), "min": min(samples), "max": max(samples)}
+
+
+class BenchDaemon:
+    def __init__(self, state_dir: Path, proc: subprocess.Popen[bytes]) -> None:
+        self.state_dir = state_dir
+        self.proc = proc
+        self.client: ControlClient
+
+    def status(self) -> dict[str, Any]:
+        snap: dict[str, Any] = self.client.call("status", timeout=10)
+        return snap
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+
+        def walk(node: dict[str, Any]) -> None:
+            if node["kind"] == "worker":
+                out[node["name"]] = node
+            for child in node.get("children", []):
+                walk(child)
+        walk(self.status()["tree"])
+        return out
+
+
+def _toml(sections: dict[str, dict[str, Any]]) -> str:
+    return "".join(f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in body.items())
+                   for name, body in sections.items())
+
+
+@contextlib.contextmanager
+def temporary_daemon(gateway_workers: int = 2,
+                     supervision: dict[str, Any] | None = None) -> Iterator[BenchDaemon]:
+    state_dir = Path(tempfile.mkdtemp(prefix="wa-bench-", dir="/tmp"))
+    config = state_dir / "wa.toml"
+    config.write_text(_toml({"daemon": {"state_dir": str(state_dir),
+                                        "gateway_workers": gateway_workers,
+                                        "log_level": "warning"},
+                             "supervision": supervision or {}}))
+    log = open(state_dir / "daemon.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "serve", "--config", str(config)],
+                            stdout=log, stderr=log)
+    daemon = BenchDaemon(state_dir, proc)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"daemon exited: {(state_dir / 'daemon.log').read_text()}")
+            try:
+                daemon.client = ControlClient(state_dir)
+                if daemon.status()["daemon"]["healthy"]:
+                    break
+            except NotRunning:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("daemon did not become ready within 30s")
+            time.sleep(0.05)
+        yield daemon
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -1,0 +1,52 @@
+"""`workingagents bench ...`: the benchmark harness (figures, never pass/fail)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import orjson
+
+
+def _emit(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return
+    for key, value in result.items():
+        if isinstance(value, dict):
+            click.echo(f"{key:<46} median {value['median']:8.2f}  p99 {value['p99']:8.2f}  "
+                       f"min {value['min']:8.2f}  max {value['max']:8.2f}  (n={value['n']})")
+        else:
+            click.echo(f"{key:<46} {value}")
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks against a throwaway daemon on ipc:// (it is stopped afterwards)."""
+
+
+@bench.command()
+@click.option("--kills", default=50, show_default=True, help="How many kill -9s.")
+@click.option("--gap", default=0.3, show_default=True, help="Seconds between kills.")
+@click.option("--json", "as_json", is_flag=True)
+def restart(kills: int, gap: float, as_json: bool) -> None:
+    """Time from kill -9 of a worker to its replacement being READY."""
+    from daemon.bench import restart_latency
+
+    result = restart_latency.run(kills, gap)
+    _emit(result, as_json)
+    if not as_json:
+        seen = result["kill_to_ready_seen_ms"]["median"]
+        bare = result["reference_interpreter_with_worker_imports_ms"]["median"]
+        click.echo(f"ratio: a restart costs {seen / bare:.2f}x an interpreter start with the "
+                   f"worker's imports")
+
+
+@bench.command()
+@click.option("--workers", default=8, show_default=True, help="Gateway workers to start.")
+@click.option("--json", "as_json", is_flag=True)
+def memory(workers: int, as_json: bool) -> None:
+    """Memory per idle worker (RSS, PSS, USS) and for the whole tree."""
+    from daemon.bench import worker_memory
+
+    _emit(worker_memory.run(workers), as_json)

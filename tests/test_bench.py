@@ -1,0 +1,44 @@
+"""The benchmark harness runs end to end (short version) and cleans up after itself.
+
+Figures are reported by `workingagents bench`, never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import psutil
+
+from tests.conftest import CLI
+
+SLOW = os.environ.get("WA_SLOW") == "1"
+
+
+def daemons() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["cmdline"])
+            if "serve" in (p.info["cmdline"] or []) and "wa-bench-" in " ".join(p.info["cmdline"])}
+
+
+def test_bench_restart_reports_latency_figures_and_leaves_nothing_running():
+    kills = "50" if SLOW else "3"
+    out = subprocess.run([*CLI, "bench", "restart", "--kills", kills, "--gap", "0.2", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for key in ("kill_to_ready_seen_ms", "exit_to_ready_master_ms",
+                "reference_interpreter_with_worker_imports_ms"):
+        assert result[key]["n"] >= 3 and result[key]["median"] > 0
+    assert result["kill_to_ready_seen_ms"]["n"] == int(kills)
+    assert not daemons()
+
+
+def test_bench_memory_reports_per_worker_figures():
+    out = subprocess.run([*CLI, "bench", "memory", "--workers", "2", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["workers"] == 3  # 2 gateway workers + builtin
+    assert 0 < result["worker_uss_mib"] <= result["worker_pss_mib"] <= result["worker_rss_mib"]
+    assert not daemons()

@@ -17,6 +17,8 @@ from typing import Any
 import psutil
 import pytest
 
+from daemon.control.status import workers_in
+
 FIXTURES = Path(__file__).parent / "fixtures"
 CLI = [sys.executable, "-m", "daemon"]
 
@@ -105,15 +107,7 @@ class Daemon:
 
     def workers(self) -> dict[str, dict[str, Any]]:
         """name -> worker snapshot, across the whole tree."""
-        out: dict[str, dict[str, Any]] = {}
-
-        def walk(node: dict[str, Any]) -> None:
-            if node["kind"] == "worker":
-                out[node["name"]] = node
-            for child in node.get("children", []):
-                walk(child)
-        walk(self.status()["tree"])
-        return out
+        return workers_in(self.status()["tree"])
 
     def pids(self) -> dict[str, int]:
         return {name: w["pid"] for name, w in self.workers().items() if w["state"] == "ready"}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.control.client import ControlClient, NotRunning
+from daemon.control.status import workers_in
 
 
 def percentile(samples: list[float], pct: float) -> float:
@@ -40,15 +41,7 @@ class BenchDaemon:
         return snap
 
     def workers(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-
-        def walk(node: dict[str, Any]) -> None:
-            if node["kind"] == "worker":
-                out[node["name"]] = node
-            for child in node.get("children", []):
-                walk(child)
-        walk(self.status()["tree"])
-        return out
+        return workers_in(self.status()["tree"])
 
 
 def _toml(sections: dict[str, dict[str, Any]]) -> str:

@@ -17,3 +17,13 @@ NAME = "status"
 
 async def execute(master: Master, args: dict[str, Any]) -> dict[str, Any]:
     return master.snapshot()
+
+
+def workers_in(node: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """name -> worker entry, for every worker in a status tree (or subtree)."""
+    if node["kind"] == "worker":
+        return {node["name"]: node}
+    out: dict[str, dict[str, Any]] = {}
+    for child in node["children"]:
+        out.update(workers_in(child))
+    return out

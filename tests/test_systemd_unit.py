@@ -70,16 +70,22 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
 SANDBOX = r"""
 set -e
 mount --make-rprivate /
-if [ -n "$WA_HOME_TOP" ]; then   # /root is 0700: re-expose the Python install only
-  mkdir -p "$WA_STATE/.py"; mount --bind "$WA_HOME_TOP" "$WA_STATE/.py"
-  mount -t tmpfs -o mode=0755 tmpfs /root; mkdir -p "$WA_HOME_TOP"
-  mount --bind "$WA_STATE/.py" "$WA_HOME_TOP"
-fi
-mount --bind "$WA_STATE" "$WA_STATE"
-mount -o remount,bind,ro /
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount --bind "$WA_STATE" "$WA_STATE"               # StateDirectory= stays writable
+i=0                                                # hold what the tmpfs below will hide
+while read -r keep; do
+  [ -n "$keep" ] || continue
+  mkdir -p "$WA_STATE/.keep/$i"; mount --bind "$keep" "$WA_STATE/.keep/$i"; i=$((i+1))
+done <<< "$WA_KEEP"
+mount -o remount,bind,ro /                         # ProtectSystem=strict
+mount -t tmpfs -o mode=1777 tmpfs /tmp             # PrivateTmp=
+[ -z "$WA_HIDE_ROOT" ] || mount -t tmpfs -o mode=0755 tmpfs /root   # ProtectHome=
+i=0
+while read -r keep; do
+  [ -n "$keep" ] || continue
+  mkdir -p "$keep"; mount --bind "$WA_STATE/.keep/$i" "$keep"; i=$((i+1))
+done <<< "$WA_KEEP"
 exec setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs \
-  --inh-caps=-all --bounding-set=-all "$@"
+  --inh-caps=-all --bounding-set=-all "$@"                         # DynamicUser=, caps
 """
 
 
@@ -104,20 +110,30 @@ def test_daemon_serves_inside_the_units_sandbox_as_an_unprivileged_user(sandbox_
     for d in (state, run):
         os.chown(d, 65534, 65534)
     real = os.path.realpath(sys.executable)
-    home_top = "/root/" + real.split("/")[2] if real.startswith("/root/") else ""
-    env = {"PATH": os.environ["PATH"], "WA_STATE": str(sandbox_dir), "WA_HOME_TOP": home_top,
+    # The interpreter, its packages and this checkout must stay visible to uid 65534:
+    # whatever of them lies under /tmp or /root (0700) is bound back in.
+    needed = {real, sys.prefix, sys.base_prefix, str(ROOT)}
+    keep = sorted({"/".join(p.split("/")[:3]) for p in needed
+                   if p.startswith(("/tmp/", "/root/"))})
+    env = {"PATH": os.environ["PATH"], "WA_STATE": str(sandbox_dir),
+           "WA_KEEP": "\n".join(keep),
+           "WA_HIDE_ROOT": "1" if any(k.startswith("/root/") for k in keep) else "",
            "STATE_DIRECTORY": str(state), "RUNTIME_DIRECTORY": str(run),
            "NOTIFY_SOCKET": str(sandbox_dir / "notify"), "HOME": "/nonexistent",
            "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
     script = sandbox_dir / "sandbox.sh"
     script.write_text(SANDBOX)
     log = open(sandbox_dir / "log", "wb")  # noqa: SIM115
-    master = subprocess.Popen(["unshare", "--mount", "bash", str(script), real, "-m",
+    master = subprocess.Popen(["unshare", "--mount", "bash", str(script), sys.executable, "-m",
                                "daemon", "serve"], env=env, stdout=log, stderr=log)
     outside = {**os.environ, "STATE_DIRECTORY": str(state), "RUNTIME_DIRECTORY": str(run)}
     outside.pop("WORKINGAGENTS_CONFIG", None)
     try:
-        assert b"READY=1" in notify.recv(4096), (sandbox_dir / "log").read_text()
+        try:
+            first = notify.recv(4096)
+        except TimeoutError:
+            raise AssertionError((sandbox_dir / "log").read_text()) from None
+        assert b"READY=1" in first, (sandbox_dir / "log").read_text()
         out = subprocess.run([*CLI, "status", "--json"], env=outside, capture_output=True,
                              text=True, timeout=30)
         assert out.returncode == 0, out.stderr

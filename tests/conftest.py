@@ -61,11 +61,13 @@ class Daemon:
 
     def __init__(self, state_dir: Path, tree: dict[str, Any] | None = None,
                  supervision: dict[str, Any] | None = None,
-                 daemon: dict[str, Any] | None = None, env: dict[str, str] | None = None):
+                 daemon: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                 control: dict[str, Any] | None = None):
         self.state_dir = state_dir
         self.config = write_config(state_dir / "wa.toml", {
             "daemon": {"state_dir": str(state_dir), **(daemon or {})},
             "supervision": {**FAST, **(supervision or {})},
+            "control": control or {},
         })
         self.log_path = state_dir / "daemon.log"
         if tree is not None:

@@ -193,3 +193,16 @@ def test_stop_via_cli_exits_0(start_daemon):
     assert out.returncode == 0
     assert daemon.wait_exit(10) == 0
     assert sys.executable  # the daemon is gone; the fixture finds nothing left to stop
+
+
+def test_bus_and_control_work_over_tcp_on_ephemeral_loopback_ports(start_daemon):
+    daemon = start_daemon(supervision={"bus_endpoint": "tcp://127.0.0.1:*"},
+                          control={"endpoint": "tcp://127.0.0.1:*"},
+                          tree={"id": "root", "children": [{"id": "a"}, {"id": "b"}]})
+    daemon.wait_ready()
+    info = json.loads((daemon.state_dir / "control.json").read_text())
+    assert info["endpoint"].startswith("tcp://127.0.0.1:") and not info["endpoint"].endswith("*")
+    pids = daemon.pids()
+    os.kill(pids["a"], signal.SIGKILL)
+    wait_for(lambda: daemon.pids().get("a") not in (None, pids["a"]), 10, "a restart over tcp")
+    assert daemon.pids()["b"] == pids["b"]

@@ -81,3 +81,19 @@ def test_no_zombies_after_many_crashes(start_daemon):
                  and not set(daemon.pids().values()) & set(p.values()), 10, "restarts")
     zombies = [p.pid for p in daemon.descendants() if p.status() == psutil.STATUS_ZOMBIE]
     assert zombies == []
+
+
+def test_a_killed_forkserver_is_relaunched_and_every_worker_comes_back(start_daemon):
+    daemon = start_daemon(tree={"id": "root", "children": [{"id": "a"}, {"id": "b"}]})
+    daemon.wait_ready()
+    before = daemon.pids()
+    forkserver = next(p for p in psutil.Process(daemon.pid).children()
+                      if "forkserver" in " ".join(p.cmdline()))
+    forkserver.kill()
+    wait_for(lambda: len(daemon.pids()) == 2
+             and not set(daemon.pids().values()) & set(before.values()), 15,
+             "both workers to be restarted from a new forkserver")
+    assert daemon.status()["daemon"]["healthy"]
+    assert not any(alive(p) for p in before.values())
+    zombies = [p.pid for p in daemon.descendants() if p.status() == psutil.STATUS_ZOMBIE]
+    assert zombies == []

@@ -64,6 +64,8 @@ class ExitStatus:
             except ValueError:
                 name = f"signal {-self.code}"
             return f"killed by {name}"
+        if self.code == 255:  # multiprocessing's code for "no status: forkserver died"
+            return "exit code 255 (or its forkserver died)"
         return f"exit code {self.code}"
 
 

@@ -2,8 +2,9 @@
 
 It runs in the forked child and does what the supervisor relies on:
 - own process group (the supervisor kills the group, grandchildren included);
-- exit when the master dies: a pidfd on the master is an event, heartbeat loss the backup,
-  and PR_SET_PDEATHSIG the last resort;
+- exit when the master dies, taking its own process group along: a thread blocked on a
+  pidfd of the master sees it at once, heartbeat loss is the backup, and
+  PR_SET_PDEATHSIG the last resort (it also ends a SIGSTOPped worker);
 - faulthandler on, so the SIGABRT a hung worker gets puts its stack in the log;
 - READY over ZeroMQ when the job says so, heartbeats while the loop turns;
 - SIGTERM asks the job to finish what it has in flight and return.
@@ -123,15 +124,13 @@ def _detach_from_master_group() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # The forkserver only exits once every holder of its "alive" pipe is gone; a worker
     # must not be one of them, or the PDEATHSIG above could never fire.
-    try:
+    with contextlib.suppress(ImportError, AttributeError, OSError):
         from multiprocessing import forkserver
 
         fd = forkserver._forkserver._forkserver_alive_fd  # type: ignore[attr-defined]
         if fd is not None:
             os.close(fd)
             forkserver._forkserver._forkserver_alive_fd = None  # type: ignore[attr-defined]
-    except (ImportError, AttributeError, OSError):
-        pass
 
 
 async def _serve(boot: WorkerBoot, job: Job) -> int:

@@ -11,7 +11,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -55,10 +55,40 @@ class SupervisionSection(_Section, forbid_unknown_fields=True, kw_only=True, fro
     bus_endpoint: str = ""  # master<->workers; default ipc://<runtime_dir>/bus.sock
 
 
+class ListenSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Where agents connect.  Port 0 (tcp) or "*" (zmq) picks a free port; the master
+    publishes the ports it got in <state_dir>/control.json."""
+
+    tcp: str = "127.0.0.1:7700"  # TCP shim: newline-delimited JSON-RPC 2.0; "" = off
+    zmq: str = "tcp://127.0.0.1:7701"  # ZeroMQ ROUTER, one JSON-RPC message per frame; "" = off
+    max_message_bytes: int = 1 << 20  # a longer line or frame is refused
+    idle_timeout: float = 300.0  # a connection silent this long is closed
+    max_inflight_per_connection: int = 256  # more answer -32013 busy
+    max_inflight_per_worker: int = 8192
+
+
+class GatewaySection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    call_timeout: float = 60.0  # seconds; a call still running then answers -32016
+    tool_timeouts: dict[str, float] = msgspec.field(default_factory=dict)  # per tool name
+
+
+class RoleSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    tools: list[str] = msgspec.field(default_factory=list)  # glob patterns of tool names
+
+
+class AgentSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    token_sha256: str  # hex sha256 of the agent's bearer token
+    roles: list[str] = msgspec.field(default_factory=list)
+
+
 class Config(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     daemon: DaemonSection = msgspec.field(default_factory=DaemonSection)
     control: ControlSection = msgspec.field(default_factory=ControlSection)
     supervision: SupervisionSection = msgspec.field(default_factory=SupervisionSection)
+    listen: ListenSection = msgspec.field(default_factory=ListenSection)
+    gateway: GatewaySection = msgspec.field(default_factory=GatewaySection)
+    roles: dict[str, RoleSection] = msgspec.field(default_factory=dict)
+    agents: dict[str, AgentSection] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -162,6 +192,7 @@ def settle(config: Config, source: Path | None) -> Settings:
             s.heartbeat_timeout,
         )
 
+    _check_gateway(config, refuse)
     state_dir = Path(d.state_dir).expanduser() if d.state_dir else default_state_dir()
     if d.runtime_dir:
         runtime_dir = Path(d.runtime_dir).expanduser()
@@ -186,3 +217,32 @@ def _check_endpoint(where: str, key: str, endpoint: str) -> None:
             f"{where}: key {key}: ipc path is {len(rest.encode())} bytes, the limit is "
             f"{IPC_PATH_MAX}; set daemon.runtime_dir to a shorter directory"
         )
+
+
+def _check_gateway(config: Config, refuse: Any) -> None:
+    listen, gateway = config.listen, config.gateway
+    if listen.tcp:
+        host, sep, port = listen.tcp.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise refuse("listen.tcp", "HOST:PORT (port 0 picks a free one)", listen.tcp)
+    if listen.zmq and not listen.zmq.startswith(("tcp://", "ipc://")):
+        raise refuse("listen.zmq", "tcp://HOST:PORT or ipc://PATH", listen.zmq)
+    for key in ("max_message_bytes", "max_inflight_per_connection", "max_inflight_per_worker"):
+        if getattr(listen, key) < 1:
+            raise refuse(f"listen.{key}", "an integer >= 1", getattr(listen, key))
+    if listen.idle_timeout <= 0:
+        raise refuse("listen.idle_timeout", "a number > 0", listen.idle_timeout)
+    if gateway.call_timeout <= 0:
+        raise refuse("gateway.call_timeout", "a number > 0", gateway.call_timeout)
+    for tool, seconds in gateway.tool_timeouts.items():
+        if seconds <= 0:
+            raise refuse(f"gateway.tool_timeouts.{tool}", "a number > 0", seconds)
+    for name, agent in config.agents.items():
+        digest = agent.token_sha256.lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise refuse(f"agents.{name}.token_sha256", "64 hex digits (sha256 of the token)",
+                         "<hidden>")
+        for role in agent.roles:
+            if role not in config.roles and role != "admin":
+                raise refuse(f"agents.{name}.roles", f"roles defined in [roles.*] "
+                             f"(known: {', '.join(sorted(config.roles)) or 'none'})", role)

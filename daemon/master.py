@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import fcntl
 import importlib.util
 import logging
@@ -27,12 +28,18 @@ import zmq
 
 from daemon import __version__, config, logs, tree
 from daemon.control.server import ControlServer
+from daemon.gateway.auth import Authenticator, ensure_admin_token
+from daemon.gateway.switchboard import Limits, Switchboard
 from daemon.supervision.bus import WorkerBus
 from daemon.supervision.child import StartFailed, TreeContext
 from daemon.supervision.sdnotify import Notifier
 from daemon.supervision.spec import SupervisorSpec, check_tree
 from daemon.supervision.supervisor import Supervisor, worker_specs
+from daemon.supervision.worker_child import WorkerChild
 from daemon.supervision.worker_process import forkserver_helper_pids, prepare_forkserver
+from daemon.transport import messages
+from daemon.transport.agent_tcp import serve_tcp
+from daemon.transport.agent_zmq import AgentRouter
 
 log = logging.getLogger("master")
 
@@ -89,16 +96,28 @@ class Master:
         prepare_forkserver(w.target for w in worker_specs(self.spec))
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         bus = WorkerBus(ctx, s.bus_endpoint)
+        self.board = Switchboard(bus, self.gateway_workers,
+                                 Authenticator(s, ensure_admin_token(s.state_dir)), _limits(s))
         self.root = Supervisor(self.spec, TreeContext(
             bus=bus, bus_endpoint=bus.endpoint, master_pid=os.getpid(),
             log_level=s.config.daemon.log_level, on_root_failure=self._root_failed,
-            spawn=self.own))
+            spawn=self.own, on_worker_ready=self.board.worker_ready,
+            on_worker_gone=self.board.worker_gone))
         control = ControlServer(ctx, s.control_endpoint, self.token, self)
+        listen = s.config.listen
+        tcp = await serve_tcp(self.board, listen.tcp, listen.max_message_bytes) \
+            if listen.tcp else None
+        router = AgentRouter(ctx, listen.zmq, self.board, listen.max_message_bytes) \
+            if listen.zmq else None
+        self.listening = {
+            "tcp": "{}:{}".format(*tcp.sockets[0].getsockname()[:2]) if tcp else None,
+            "zmq": router.endpoint if router else None}
         self._publish_control_file(control.endpoint)
         self._install_signal_handlers()
         ticker = self.own(self._tick())
-        log.info("workingagents %s starting: config %s, state %s, control %s", __version__,
-                 s.source or "built-in defaults", s.state_dir, control.endpoint)
+        log.info("workingagents %s starting: config %s, state %s, control %s, agents on "
+                 "tcp %s and zmq %s", __version__, s.source or "built-in defaults",
+                 s.state_dir, control.endpoint, self.listening["tcp"], self.listening["zmq"])
         try:
             await self._start_tree()
             await self._stop.wait()
@@ -108,6 +127,10 @@ class Master:
                 self._kill_all()
             await self.root.stop()
         finally:
+            if tcp is not None:
+                tcp.close()
+            if router is not None:
+                router.close()
             ticker.cancel()
             for task in list(self._tasks):
                 task.cancel()
@@ -211,6 +234,8 @@ class Master:
                 self.root.tree.bus.heartbeat_all()
                 last_hb = now
             self.root.check_liveness(now)
+            self.board.expire(now)
+            self.board.sweep_idle(now, self.settings.config.listen.idle_timeout)
             if now - last_reap >= 5.0:  # backstop in case a SIGCHLD was coalesced away
                 self.handle_chld()
                 last_reap = now
@@ -240,6 +265,8 @@ class Master:
     async def _apply(self, new: config.Settings) -> list[str]:
         old = self.settings
         fixed = {"daemon.state_dir": (old.state_dir, new.state_dir),
+                 "listen.tcp": (old.config.listen.tcp, new.config.listen.tcp),
+                 "listen.zmq": (old.config.listen.zmq, new.config.listen.zmq),
                  "daemon.runtime_dir": (old.runtime_dir, new.runtime_dir),
                  "control.endpoint": (old.control_endpoint, new.control_endpoint),
                  "supervision.bus_endpoint": (old.bus_endpoint, new.bus_endpoint)}
@@ -255,9 +282,32 @@ class Master:
             self.root.retune(*tree.limits(new))
             changes.append("supervision limits")
         self.settings = new
+        if new.config.agents != old.config.agents or new.config.roles != old.config.roles \
+                or new.config.gateway != old.config.gateway \
+                or new.config.listen != old.config.listen:
+            self.board.auth = Authenticator(new, ensure_admin_token(new.state_dir))
+            self.board.limits = _limits(new)
+            self._push_gateway_options(new)
+            changes.append("agents, roles and gateway limits")
         if not self.custom_tree:
             changes += await self._resize_gateway(old, new)
         return changes
+
+    def _push_gateway_options(self, settings: config.Settings) -> None:
+        """Running workers get the new options now; their restarts get them from the spec."""
+        options = {"gateway": tree.gateway_options(settings)}
+        for worker in self.gateway_workers():
+            worker.spec = dataclasses.replace(worker.spec, options=options)
+            identity = worker.identity
+            if identity is not None:
+                self.board.bus.send(identity, {"k": messages.CONFIG, **options})
+
+    def gateway_workers(self) -> list[WorkerChild]:
+        """The workers that serve agent calls, in a stable order (the shards)."""
+        found = self.root.find(tree.GATEWAY)
+        if found is None or not isinstance(found[1], Supervisor):
+            return []
+        return [c for c in found[1].children if isinstance(c, WorkerChild)]
 
     async def _resize_gateway(self, old: config.Settings, new: config.Settings) -> list[str]:
         want, had = new.config.daemon.gateway_workers, old.config.daemon.gateway_workers
@@ -290,7 +340,8 @@ class Master:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(orjson.dumps({"endpoint": endpoint, "token": self.token,
-                                  "pid": os.getpid(), "version": __version__}))
+                                  "pid": os.getpid(), "version": __version__,
+                                  "listen": self.listening}))
         os.replace(tmp, path)
 
     def snapshot(self) -> dict[str, Any]:
@@ -316,6 +367,12 @@ def _spare_workers_the_main_script() -> None:
     main = sys.modules["__main__"]
     if getattr(main, "__spec__", None) is None:
         main.__spec__ = importlib.util.find_spec("daemon.__main__")
+
+
+def _limits(settings: config.Settings) -> Limits:
+    listen, gateway = settings.config.listen, settings.config.gateway
+    return Limits(listen.max_inflight_per_connection, listen.max_inflight_per_worker,
+                  gateway.call_timeout, dict(gateway.tool_timeouts))
 
 
 def _become_subreaper() -> None:

@@ -2,10 +2,15 @@
 
     workingagents            root supervisor (one_for_one), in the master
     ├── gateway              one_for_one: gateway-0 ... gateway-N-1
-    └── tools                one_for_one: builtin
+    └── tools                one_for_one: one worker per upstream MCP server
+
+Built-in tools (echo, sleep) run inside each gateway worker, so a call to one costs no
+extra process hop.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from daemon.config import Settings
 from daemon.supervision.spec import (
@@ -34,14 +39,26 @@ def limits(settings: Settings) -> tuple[Intensity, Liveness]:
     )
 
 
+def gateway_options(settings: Settings) -> dict[str, Any]:
+    """What a gateway worker needs of the config (tokens stay in the master)."""
+    c = settings.config
+    return {"agents": {name: list(a.roles) for name, a in c.agents.items()} | {
+                "admin": ["admin"]},
+            "roles": {name: list(r.tools) for name, r in c.roles.items()},
+            "call_timeout": c.gateway.call_timeout,
+            "tool_timeouts": dict(c.gateway.tool_timeouts)}
+
+
 def gateway_worker(settings: Settings, index: int) -> WorkerSpec:
+    # A draining worker finishes its calls, so give it the longest call timeout to do so.
+    drain = max([settings.config.gateway.call_timeout, *settings.config.gateway.tool_timeouts
+                 .values()]) + settings.config.supervision.shutdown_timeout
     return WorkerSpec(id=f"gateway-{index}", target="daemon.gateway.worker:run",
-                      shutdown=settings.config.supervision.shutdown_timeout)
+                      options={"gateway": gateway_options(settings)}, shutdown=drain)
 
 
 def build(settings: Settings) -> SupervisorSpec:
     intensity, liveness = limits(settings)
-    shutdown = settings.config.supervision.shutdown_timeout
     gateway = SupervisorSpec(
         id=GATEWAY, strategy=Strategy.ONE_FOR_ONE, intensity=intensity, liveness=liveness,
         children=tuple(gateway_worker(settings, i)
@@ -49,8 +66,7 @@ def build(settings: Settings) -> SupervisorSpec:
     )
     tools = SupervisorSpec(
         id=TOOLS, strategy=Strategy.ONE_FOR_ONE, intensity=intensity, liveness=liveness,
-        children=(WorkerSpec(id="builtin", target="daemon.tools.builtin:run",
-                             shutdown=shutdown),),
+        children=(),
     )
     return SupervisorSpec(id=ROOT, strategy=Strategy.ONE_FOR_ONE, intensity=intensity,
                           liveness=liveness, children=(gateway, tools))

@@ -62,12 +62,15 @@ class Daemon:
     def __init__(self, state_dir: Path, tree: dict[str, Any] | None = None,
                  supervision: dict[str, Any] | None = None,
                  daemon: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-                 control: dict[str, Any] | None = None):
+                 control: dict[str, Any] | None = None,
+                 extra: dict[str, dict[str, Any]] | None = None):
         self.state_dir = state_dir
         self.config = write_config(state_dir / "wa.toml", {
             "daemon": {"state_dir": str(state_dir), **(daemon or {})},
             "supervision": {**FAST, **(supervision or {})},
             "control": control or {},
+            "listen": {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*"},  # free ports
+            **(extra or {}),
         })
         self.log_path = state_dir / "daemon.log"
         if tree is not None:

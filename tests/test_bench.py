@@ -39,6 +39,6 @@ def test_bench_memory_reports_per_worker_figures():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert result["workers"] == 3  # 2 gateway workers + builtin
+    assert result["workers"] == 2
     assert 0 < result["worker_uss_mib"] <= result["worker_pss_mib"] <= result["worker_rss_mib"]
     assert not daemons()

@@ -57,6 +57,7 @@ def temporary_daemon(gateway_workers: int = 2,
     config.write_text(_toml({"daemon": {"state_dir": str(state_dir),
                                         "gateway_workers": gateway_workers,
                                         "log_level": "warning"},
+                             "listen": {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*"},
                              "supervision": supervision or {}}))
     log = open(state_dir / "daemon.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "serve", "--config", str(config)],

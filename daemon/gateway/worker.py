@@ -1,15 +1,72 @@
-"""Gateway worker job.
+"""Gateway worker job: serves the agent calls the master routes to it.
 
-Today it is a supervised, heartbeating member of the tree that reports READY and drains on
-SIGTERM.  Agent calls are routed to it by the gateway layer (issue #4), which registers its
-bus handlers here.
+Calls arrive as bus envelopes; each runs as its own task (so a slow tool never holds up
+another call) and is cancelled if the agent cancels or leaves.  On SIGTERM the worker
+takes nothing new (the master stops routing to an incarnation once it is asked to
+stop) and finishes what it has in flight before it exits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+from typing import Any
+
+from daemon.gateway.calls import CallHandler
+from daemon.gateway.permissions import Policy
+from daemon.tools import builtin
+from daemon.tools.registry import ToolRegistry
+from daemon.transport import messages
 from daemon.worker.runtime import Worker
 
+log = logging.getLogger("gateway")
 
-async def run(worker: Worker) -> None:
+
+class GatewayService:
+    def __init__(self, worker: Worker, options: dict[str, Any]) -> None:
+        self.worker = worker
+        tools = ToolRegistry()
+        builtin.register(tools)
+        self.handler = CallHandler(Policy.from_options(options), tools)
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        worker.on_raw(self.on_envelope)
+        worker.on(messages.CONFIG, self.on_config)
+
+    def on_envelope(self, payload: bytes) -> None:
+        kind = payload[:1]
+        if kind == messages.CALL:
+            seq, agent, raw = messages.unpack_call(payload)
+            task = asyncio.get_running_loop().create_task(self.serve(seq, agent, raw))
+            self.tasks[seq] = task
+            task.add_done_callback(functools.partial(self._forget, seq))
+        elif kind == messages.CANCEL:
+            running = self.tasks.get(messages.unpack_seq(payload)[0])
+            if running is not None:
+                running.cancel()
+
+    def _forget(self, seq: int, _task: asyncio.Task[None]) -> None:
+        self.tasks.pop(seq, None)
+
+    async def serve(self, seq: int, agent: str, raw: bytes) -> None:
+        try:
+            reply = await self.handler.respond(agent, raw)
+        except asyncio.CancelledError:
+            return  # the agent cancelled or left: MCP wants no response
+        self.worker.send_raw(messages.pack_reply(seq, reply))
+
+    def on_config(self, message: dict[str, Any]) -> None:
+        self.handler.policy = Policy.from_options(message.get("gateway", {}))
+        log.info("%s: gateway settings updated", self.worker.name)
+
+    async def drain(self) -> None:
+        if self.tasks:
+            log.info("%s: finishing %d calls in flight", self.worker.name, len(self.tasks))
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+async def run(worker: Worker, gateway: dict[str, Any] | None = None) -> None:
+    service = GatewayService(worker, gateway or {})
     await worker.ready()
     await worker.stopping.wait()
+    await service.drain()

@@ -35,6 +35,7 @@ class WorkerBus:
         self._zmq = ZmqEndpoint(sock, self._on_frames)
         self._workers: dict[bytes, WorkerProcess] = {}
         self._handlers: dict[str, Handler] = {}
+        self._data: Callable[[bytes, bytes], None] | None = None
 
     def attach(self, proc: WorkerProcess) -> None:
         self._workers[messages.worker_identity(proc.boot.name, proc.boot.incarnation)] = proc
@@ -45,8 +46,15 @@ class WorkerBus:
     def on(self, kind: str, handler: Handler) -> None:
         self._handlers[kind] = handler
 
+    def on_data(self, handler: Callable[[bytes, bytes], None]) -> None:
+        """Data-path envelopes (replies from gateway workers) go to one handler."""
+        self._data = handler
+
     def send(self, identity: bytes, message: dict[str, Any]) -> bool:
         return self._zmq.send([identity, messages.encode(message)])
+
+    def send_raw(self, identity: bytes, payload: bytes) -> bool:
+        return self._zmq.send([identity, payload])
 
     def heartbeat_all(self) -> None:
         frame = messages.encode({"k": messages.HEARTBEAT})
@@ -59,6 +67,10 @@ class WorkerBus:
             log.warning("dropping bus message with %d frames", len(frames))
             return
         identity, payload = frames
+        if messages.is_data(payload):
+            if self._data is not None:
+                self._data(identity, payload)
+            return
         try:
             message = messages.decode(payload)
         except messages.MalformedMessage as exc:

@@ -55,6 +55,9 @@ class TreeContext:
     log_level: str
     on_root_failure: Callable[[str], None]
     spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+    # Traffic follows these: a worker gets calls only once READY (the readiness gate).
+    on_worker_ready: Callable[[Any], None] = lambda child: None
+    on_worker_gone: Callable[[Any, bytes], None] = lambda child, identity: None
 
 
 class Child(ABC):

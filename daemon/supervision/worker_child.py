@@ -100,6 +100,7 @@ class WorkerChild(Child):
             self.down_at = 0.0
         log.info("%s %s: pid %d, READY in %.1f ms%s", self.path(), verb, proc.pid,
                  (proc.ready_at - proc.started_at) * 1000, since_exit)
+        self.tree.on_worker_ready(self)
 
     async def replace(self) -> None:
         old = self.proc
@@ -117,6 +118,7 @@ class WorkerChild(Child):
 
     def _on_exit(self, proc: WorkerProcess) -> None:
         self.tree.bus.detach(proc)
+        self.tree.on_worker_gone(self, worker_identity(self.id, proc.boot.incarnation))
         if proc is not self.proc or proc.exit is None:
             return  # a replaced incarnation, or one whose start is being awaited
         self.last_exit = proc.exit.describe()

@@ -7,6 +7,16 @@ Worker bus (worker DEALER -> master ROUTER at ``supervision.bus_endpoint``):
 | ready   | worker -> master | pid             | started; may be given traffic now           |
 | hb      | worker -> master |                 | heartbeat, every heartbeat_interval         |
 | hb      | master -> worker |                 | the master is alive and its loop turns      |
+| config  | master -> worker | gateway         | new gateway settings after a reload         |
+
+Data path (same sockets, binary envelopes, so the master never re-encodes a call):
+
+| first byte | direction        | layout                        | meaning                    |
+|------------|------------------|-------------------------------|----------------------------|
+| c          | master -> worker | c, seq u64, len u8, agent, raw | one agent request          |
+| x          | master -> worker | x, seq u64                    | cancel that request        |
+| r          | worker -> master | r, seq u64, raw               | the JSON-RPC response      |
+| n          | worker -> master | n, raw                        | notification to every agent|
 
 Control endpoint (CLI DEALER -> master ROUTER at ``control.endpoint``):
 
@@ -18,12 +28,20 @@ Control endpoint (CLI DEALER -> master ROUTER at ``control.endpoint``):
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import orjson
 
 READY = "ready"
 HEARTBEAT = "hb"
+CONFIG = "config"
+
+CALL = b"c"
+CANCEL = b"x"
+REPLY = b"r"
+BROADCAST = b"n"
+_SEQ = struct.Struct("!Q")
 
 
 class MalformedMessage(ValueError):
@@ -48,3 +66,32 @@ def worker_identity(name: str, incarnation: int) -> bytes:
     """Each incarnation gets its own identity, so a replacement and the worker it
     replaces can both be connected while the replacement proves itself."""
     return f"{name}#{incarnation}".encode()
+
+
+def is_data(payload: bytes) -> bool:
+    """Data-path envelopes start with a letter; control messages are JSON objects."""
+    return payload[:1] != b"{"
+
+
+def pack_call(seq: int, agent: str, raw: bytes) -> bytes:
+    name = agent.encode()
+    return CALL + _SEQ.pack(seq) + bytes((len(name),)) + name + raw
+
+
+def unpack_call(payload: bytes) -> tuple[int, str, bytes]:
+    (seq,) = _SEQ.unpack_from(payload, 1)
+    size = payload[9]
+    return seq, payload[10:10 + size].decode(), payload[10 + size:]
+
+
+def pack_cancel(seq: int) -> bytes:
+    return CANCEL + _SEQ.pack(seq)
+
+
+def pack_reply(seq: int, raw: bytes) -> bytes:
+    return REPLY + _SEQ.pack(seq) + raw
+
+
+def unpack_seq(payload: bytes) -> tuple[int, bytes]:
+    """(seq, rest) of a reply or cancel envelope."""
+    return _SEQ.unpack_from(payload, 1)[0], payload[9:]

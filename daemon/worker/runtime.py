@@ -72,6 +72,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self._endpoint = endpoint
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self._raw: Callable[[bytes], None] | None = None
         self.is_ready = False
 
     async def ready(self) -> None:
@@ -81,6 +82,13 @@ class Worker:
 
     def send(self, message: dict[str, Any]) -> bool:
         return self._endpoint.send([messages.encode(message)])
+
+    def send_raw(self, payload: bytes) -> bool:
+        return self._endpoint.send([payload])
+
+    def on_raw(self, handler: Callable[[bytes], None]) -> None:
+        """Route data-path envelopes (agent calls) to a job's handler."""
+        self._raw = handler
 
     def on(self, kind: str, handler: Callable[[dict[str, Any]], None]) -> None:
         """Route bus messages of one kind to a job's handler."""
@@ -148,12 +156,17 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
 
     def on_bus(frames: list[bytes]) -> None:
         nonlocal last_master_hb
+        last_master_hb = time.monotonic()  # any message proves the master is alive
+        payload = frames[-1]
+        if messages.is_data(payload):
+            if worker._raw is not None:
+                worker._raw(payload)
+            return
         try:
             message = messages.decode(frames[-1])
         except messages.MalformedMessage as exc:
             log.warning("ignoring malformed bus message: %s", exc)
             return
-        last_master_hb = time.monotonic()  # any message proves the master is alive
         worker.dispatch(message)
 
     endpoint = ZmqEndpoint(sock, on_bus)

@@ -1,0 +1,60 @@
+"""Bearer tokens -> agents.
+
+Agents are configured with the sha256 of their token; the local admin token is generated
+once into <state_dir>/admin.token (0600) for the CLI.  Tokens are never logged or
+forwarded; only their digests are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.config import Settings
+
+ADMIN = "admin"  # the local administrator; its role "admin" may see and call every tool
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    roles: tuple[str, ...]
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def admin_token_path(state_dir: Path) -> Path:
+    return state_dir / "admin.token"
+
+
+def ensure_admin_token(state_dir: Path) -> str:
+    path = admin_token_path(state_dir)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, admin_token: str) -> None:
+        self._by_digest: dict[str, Agent] = {
+            digest(admin_token): Agent(ADMIN, (ADMIN,))}
+        for name, agent in settings.config.agents.items():
+            self._by_digest[agent.token_sha256.lower()] = Agent(name, tuple(agent.roles))
+
+    def agent_for(self, token: object) -> Agent | None:
+        if not isinstance(token, str) or not token:
+            return None
+        # Keyed by the digest of the presented token: the lookup's timing depends on that
+        # digest, never on how much of a secret matched, so it needs no constant-time
+        # compare (sha256 preimages stay out of reach).
+        return self._by_digest.get(digest(token))

@@ -1,0 +1,75 @@
+"""What a gateway worker does with one agent request: tools/list or tools/call.
+
+The master has checked the JSON-RPC shape, the protocol version and the token; here the
+agent's roles decide what it sees and may call, then the tool runs under its timeout.
+Every request ends in exactly one response (or none, if the agent cancelled it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+
+from daemon.gateway.permissions import Policy
+from daemon.protocol import jsonrpc, mcp
+from daemon.protocol.jsonrpc import RpcError
+from daemon.tools.registry import ToolRegistry
+
+log = logging.getLogger("gateway")
+
+
+class CallHandler:
+    def __init__(self, policy: Policy, tools: ToolRegistry) -> None:
+        self.policy = policy
+        self.tools = tools
+
+    async def respond(self, agent: str, raw: bytes) -> bytes:
+        message = orjson.loads(raw)
+        rid = message["id"]
+        params = message.get("params") or {}
+        try:
+            stateless = mcp.request_version(params.get("_meta")) is not None
+            if message["method"] == "tools/list":
+                return jsonrpc.result(rid, self.list_tools(agent, stateless))
+            return jsonrpc.result(rid, await self.call_tool(agent, params, stateless))
+        except RpcError as exc:
+            return jsonrpc.error(rid, exc.code, exc.message, exc.data)
+        except Exception:
+            log.exception("request %r from %s failed", rid, agent)
+            return jsonrpc.error(rid, jsonrpc.INTERNAL_ERROR, "Internal error")
+
+    def list_tools(self, agent: str, stateless: bool) -> dict[str, Any]:
+        visible = [t.definition() for t in self.tools.all()
+                   if self.policy.may_call(agent, t.name)]
+        return mcp.finish({"tools": visible}, stateless, cacheable=True)
+
+    async def call_tool(self, agent: str, params: dict[str, Any],
+                        stateless: bool) -> dict[str, Any]:
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: tools/call needs a "
+                                                   "string params.name")
+        tool = self.tools.get(name)
+        if tool is None or not self.policy.may_call(agent, name):
+            # a hidden tool answers exactly like one that does not exist
+            raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
+        arguments = params.get("arguments", {})
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: arguments must be an "
+                                                   "object")
+        timeout = self.policy.timeout_for(name)
+        try:
+            async with asyncio.timeout(timeout):
+                result = await tool.run(arguments)
+        except TimeoutError:
+            raise RpcError(jsonrpc.TIMED_OUT, f"Timed out: {name} did not finish within "
+                                              f"{timeout:g}s") from None
+        except Exception as exc:
+            log.warning("tool %s failed for %s: %s", name, agent, exc)
+            result = mcp.text_result(f"Tool {name} failed: {exc}", is_error=True)
+        return mcp.finish(result, stateless)

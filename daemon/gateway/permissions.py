@@ -1,0 +1,43 @@
+"""Who may see and call which tool: roles hold glob patterns of tool names.
+
+An agent sees in tools/list exactly the tools it may call; any other tool answers like a
+tool that does not exist.  The role "admin" (the local administrator) matches every tool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+
+@dataclass
+class Policy:
+    agent_roles: dict[str, tuple[str, ...]]
+    role_patterns: dict[str, tuple[str, ...]]
+    call_timeout: float = 60.0
+    tool_timeouts: dict[str, float] = field(default_factory=dict)
+    _cache: dict[tuple[str, str], bool] = field(default_factory=dict)
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Policy:
+        return cls(
+            agent_roles={a: tuple(r) for a, r in options.get("agents", {}).items()},
+            role_patterns={r: tuple(p) for r, p in options.get("roles", {}).items()},
+            call_timeout=float(options.get("call_timeout", 60.0)),
+            tool_timeouts={t: float(s) for t, s in options.get("tool_timeouts", {}).items()},
+        )
+
+    def may_call(self, agent: str, tool: str) -> bool:
+        key = (agent, tool)
+        allowed = self._cache.get(key)
+        if allowed is None:
+            roles = self.agent_roles.get(agent, ())
+            allowed = "admin" in roles or any(
+                fnmatchcase(tool, pattern)
+                for role in roles for pattern in self.role_patterns.get(role, ()))
+            self._cache[key] = allowed
+        return allowed
+
+    def timeout_for(self, tool: str) -> float:
+        return self.tool_timeouts.get(tool, self.call_timeout)

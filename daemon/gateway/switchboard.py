@@ -1,0 +1,280 @@
+"""The master's side of every agent call: authenticate, route, and answer exactly once.
+
+Per message the master does only what routing needs: decode, check the JSON-RPC shape,
+find the agent, pick its gateway worker (sharded by agent name, so per-agent state lives
+in one worker), and forward the raw bytes.  The handshake methods that need no policy
+(initialize, ping, server/discover) are answered here.  Responses come back as raw bytes
+and go to the agent without being decoded.
+
+Fate of a call: a call waits in the master while its worker is not READY and goes out
+when it is (re-routed after a restart); a call already handed to a worker that dies gets
+-32014 (its outcome is unknown); a call never waits longer than its timeout.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from daemon.gateway.auth import Agent, Authenticator
+from daemon.protocol import jsonrpc, mcp
+from daemon.protocol.jsonrpc import RpcError
+from daemon.supervision.bus import WorkerBus
+from daemon.supervision.worker_child import WorkerChild
+from daemon.transport import messages
+
+log = logging.getLogger("gateway")
+
+GATEWAY_METHODS = frozenset({"tools/list", "tools/call"})
+
+
+class Connection:
+    """One agent connection (a TCP socket, or a ZeroMQ peer identity)."""
+
+    _keys = itertools.count(1)
+
+    def __init__(self, send: Callable[[bytes], None], close: Callable[[], None],
+                 transport: str) -> None:
+        self.key = next(Connection._keys)
+        self.send = send
+        self.close = close
+        self.transport = transport
+        self.agent: Agent | None = None  # set by a handshake-era initialize
+        self.inflight: dict[jsonrpc.RequestId, int] = {}  # request id -> call seq
+        self.last_active = time.monotonic()
+
+
+@dataclass
+class Call:
+    conn: Connection
+    rid: jsonrpc.RequestId
+    worker: WorkerChild
+    payload: bytes  # the envelope, ready to (re)send
+    deadline: float
+    identity: bytes | None = None  # the incarnation it was handed to; None: waiting
+    reached_tool: bool = False
+
+
+@dataclass
+class Limits:
+    max_inflight_per_connection: int
+    max_inflight_per_worker: int
+    call_timeout: float
+    tool_timeouts: dict[str, float] = field(default_factory=dict)
+
+
+class Switchboard:
+    def __init__(self, bus: WorkerBus, workers: Callable[[], list[WorkerChild]],
+                 auth: Authenticator, limits: Limits) -> None:
+        self.bus = bus
+        self.workers = workers
+        self.auth = auth
+        self.limits = limits
+        self.connections: dict[int, Connection] = {}
+        self.calls: dict[int, Call] = {}
+        self._seq = itertools.count(1)
+        self._per_worker: dict[str, int] = {}
+        bus.on_data(self.on_worker_payload)
+
+    # -- connections ------------------------------------------------------------------
+
+    def attach(self, conn: Connection) -> None:
+        self.connections[conn.key] = conn
+
+    def detach(self, conn: Connection) -> None:
+        """The agent went away: its calls are cancelled; their results are dropped."""
+        self.connections.pop(conn.key, None)
+        for seq in list(conn.inflight.values()):
+            call = self.calls.pop(seq, None)
+            if call is not None:
+                self._release(call)
+                if call.identity is not None:
+                    self.bus.send_raw(call.identity, messages.pack_cancel(seq))
+        conn.inflight.clear()
+
+    # -- agent -> gateway -------------------------------------------------------------
+
+    def on_message(self, conn: Connection, raw: bytes) -> None:
+        conn.last_active = time.monotonic()
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            conn.send(jsonrpc.error(None, jsonrpc.PARSE_ERROR, f"Parse error: {exc}"))
+            return
+        rid = message.get("id") if type(message) is dict else None
+        try:
+            self._dispatch(conn, message, raw)
+        except RpcError as exc:  # notifications never raise, so this always has a reader
+            conn.send(jsonrpc.error(rid if jsonrpc.valid_id(rid) else None, exc.code,
+                                    exc.message, exc.data))
+
+    def _dispatch(self, conn: Connection, message: Any, raw: bytes) -> None:
+        if type(message) is not dict or message.get("jsonrpc") != "2.0":
+            raise RpcError(jsonrpc.INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 "
+                                                    "object")
+        method = message.get("method")
+        if "id" not in message:
+            if isinstance(method, str):
+                self._notification(conn, method, message.get("params"))
+                return  # notifications get no response, whatever they say
+            return  # a response to a request we never send: ignore it
+        rid = message["id"]
+        if not isinstance(method, str) or not jsonrpc.valid_id(rid):
+            if "result" in message or "error" in message:
+                return
+            raise RpcError(jsonrpc.INVALID_REQUEST, "Invalid Request: needs a string or "
+                                                    "integer id and a string method")
+        params = message.get("params", {})
+        if not isinstance(params, dict):
+            raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: params must be an object")
+        meta = params.get("_meta")
+        if meta is not None and not isinstance(meta, dict):
+            raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: _meta must be an object")
+        if method == "initialize":
+            conn.send(jsonrpc.result(rid, self._initialize(conn, params)))
+            return
+        stateless = mcp.request_version(meta) is not None
+        if method == "server/discover":
+            conn.send(jsonrpc.result(rid, mcp.discover_result()))
+        elif method == "ping":
+            conn.send(jsonrpc.result(rid, mcp.finish({}, stateless)))
+        elif method in GATEWAY_METHODS:
+            agent = self._agent(conn, meta)
+            self._route(conn, rid, agent, method, params, raw)
+        else:
+            raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
+
+    def _initialize(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+        meta = params.get("_meta") or {}
+        agent = self.auth.agent_for(meta.get(mcp.META_TOKEN))
+        if agent is None:
+            raise RpcError(jsonrpc.UNAUTHENTICATED, "Unauthenticated: initialize needs a "
+                           f"valid bearer token in params._meta[{mcp.META_TOKEN!r}]")
+        conn.agent = agent
+        return mcp.initialize_result(params)
+
+    def _agent(self, conn: Connection, meta: dict[str, Any] | None) -> Agent:
+        if meta and mcp.META_TOKEN in meta:
+            agent = self.auth.agent_for(meta[mcp.META_TOKEN])
+            if agent is None:
+                raise RpcError(jsonrpc.UNAUTHENTICATED, "Unauthenticated: the bearer token "
+                                                        "is not valid")
+            return agent
+        if conn.agent is None:
+            raise RpcError(jsonrpc.UNAUTHENTICATED, "Unauthenticated: send initialize with "
+                           f"a token, or put one in params._meta[{mcp.META_TOKEN!r}]")
+        return conn.agent
+
+    def _notification(self, conn: Connection, method: str, params: Any) -> None:
+        if method == "notifications/cancelled" and isinstance(params, dict):
+            seq = conn.inflight.pop(params.get("requestId"), None)  # type: ignore[arg-type]
+            call = self.calls.pop(seq, None) if seq is not None else None
+            if call is not None:
+                self._release(call)
+                if call.identity is not None:
+                    self.bus.send_raw(call.identity, messages.pack_cancel(seq or 0))
+
+    def _route(self, conn: Connection, rid: jsonrpc.RequestId, agent: Agent, method: str,
+               params: dict[str, Any], raw: bytes) -> None:
+        limits = self.limits
+        if rid in conn.inflight:
+            raise RpcError(jsonrpc.INVALID_REQUEST, f"Invalid Request: id {rid!r} is already "
+                                                    "in flight on this connection")
+        if len(conn.inflight) >= limits.max_inflight_per_connection:
+            raise RpcError(jsonrpc.BUSY, "Busy: this connection has "
+                           f"{limits.max_inflight_per_connection} calls in flight; retry later")
+        workers = self.workers()
+        if not workers:
+            raise RpcError(jsonrpc.INTERNAL_ERROR, "No gateway worker is configured")
+        worker = workers[zlib.crc32(agent.name.encode()) % len(workers)]
+        load = self._per_worker.get(worker.id, 0)
+        if load >= limits.max_inflight_per_worker:
+            raise RpcError(jsonrpc.BUSY, f"Busy: gateway worker {worker.id} has {load} calls "
+                                         "in flight; retry later")
+        timeout = limits.call_timeout
+        if method == "tools/call":
+            timeout = limits.tool_timeouts.get(str(params.get("name")), timeout)
+        seq = next(self._seq)
+        call = Call(conn, rid, worker, messages.pack_call(seq, agent.name, raw),
+                    time.monotonic() + timeout + 1.0)  # the worker times out first
+        self.calls[seq] = call
+        conn.inflight[rid] = seq
+        self._per_worker[worker.id] = load + 1
+        identity = worker.identity
+        if identity is not None and self.bus.send_raw(identity, call.payload):
+            call.identity = identity
+            call.reached_tool = method == "tools/call"
+
+    # -- gateway -> agent -------------------------------------------------------------
+
+    def on_worker_payload(self, identity: bytes, payload: bytes) -> None:
+        kind = payload[:1]
+        if kind == messages.REPLY:
+            seq, raw = messages.unpack_seq(payload)
+            call = self.calls.pop(seq, None)
+            if call is None:
+                return  # cancelled, timed out or the agent left
+            self._finish(call, raw)
+        elif kind == messages.BROADCAST:
+            for conn in list(self.connections.values()):
+                if conn.agent is not None:
+                    conn.send(payload[1:])
+
+    def _finish(self, call: Call, raw: bytes) -> None:
+        self._release(call)
+        call.conn.inflight.pop(call.rid, None)
+        call.conn.last_active = time.monotonic()
+        call.conn.send(raw)
+
+    def _release(self, call: Call) -> None:
+        self._per_worker[call.worker.id] = self._per_worker.get(call.worker.id, 1) - 1
+
+    def _fail(self, seq: int, code: int, message: str) -> None:
+        call = self.calls.pop(seq, None)
+        if call is not None:
+            self._finish(call, jsonrpc.error(call.rid, code, message))
+
+    # -- worker lifecycle (the readiness gate) ----------------------------------------
+
+    def worker_ready(self, worker: WorkerChild) -> None:
+        identity = worker.identity
+        if identity is None:
+            return
+        for call in self.calls.values():
+            if (call.worker is worker and call.identity is None
+                    and self.bus.send_raw(identity, call.payload)):
+                call.identity = identity
+
+    def worker_gone(self, worker: WorkerChild, identity: bytes) -> None:
+        lost = [seq for seq, c in self.calls.items() if c.identity == identity]
+        for seq in lost:
+            call = self.calls[seq]
+            if call.reached_tool:
+                self._fail(seq, jsonrpc.WORKER_CRASHED, f"Gateway worker {worker.id} "
+                           "stopped while running this call; its outcome is unknown")
+            else:
+                call.identity = None  # had not reached a tool: goes to the replacement
+        if lost:
+            log.warning("%s: %d calls in flight when it exited", worker.id, len(lost))
+        if worker.identity is not None:
+            self.worker_ready(worker)  # a replacement is already READY
+
+    def expire(self, now: float) -> None:
+        """Backstop for calls whose worker never came back within their timeout."""
+        for seq in [s for s, c in self.calls.items() if c.deadline < now]:
+            self._fail(seq, jsonrpc.TIMED_OUT, "Timed out: no gateway worker answered in time")
+
+    def sweep_idle(self, now: float, idle_timeout: float) -> None:
+        for conn in list(self.connections.values()):
+            if not conn.inflight and now - conn.last_active > idle_timeout:
+                log.info("closing idle %s connection after %.0fs", conn.transport,
+                         now - conn.last_active)
+                conn.close()
+                self.detach(conn)

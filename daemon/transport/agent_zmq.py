@@ -1,0 +1,58 @@
+"""The ZeroMQ agent endpoint: a ROUTER; each DEALER peer sends one JSON-RPC message per
+frame.  libzmq drops a peer whose frame exceeds the size cap (MAXMSGSIZE) before we see
+it, and bounds what a slow peer can queue (SNDHWM)."""
+
+from __future__ import annotations
+
+import logging
+
+import zmq
+
+from daemon.gateway.switchboard import Connection, Switchboard
+from daemon.protocol import jsonrpc
+from daemon.transport.zmq_endpoint import ZmqEndpoint
+
+log = logging.getLogger("zmq")
+
+
+class AgentRouter:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], address: str, board: Switchboard,
+                 max_bytes: int) -> None:
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+        sock.setsockopt(zmq.SNDHWM, 10_000)
+        sock.setsockopt(zmq.RCVHWM, 10_000)
+        sock.bind(address)
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.board = board
+        self.peers: dict[bytes, Connection] = {}
+        self._zmq = ZmqEndpoint(sock, self._on_frames)
+
+    def _peer(self, identity: bytes) -> Connection:
+        conn = self.peers.get(identity)
+        if conn is None or conn.key not in self.board.connections:
+            zmq_end = self._zmq
+
+            def send(raw: bytes, identity: bytes = identity) -> None:
+                zmq_end.send([identity, raw])
+
+            def forget(identity: bytes = identity) -> None:
+                self.peers.pop(identity, None)
+
+            conn = Connection(send, forget, "zmq")
+            self.peers[identity] = conn
+            self.board.attach(conn)
+        return conn
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        identity = frames[0]
+        conn = self._peer(identity)
+        if len(frames) != 2:
+            conn.send(jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "Invalid Request: send one "
+                                    f"JSON-RPC message per frame (got {len(frames) - 1})"))
+            return
+        self.board.on_message(conn, frames[1])
+
+    def close(self) -> None:
+        self._zmq.close()

@@ -7,6 +7,7 @@ import sys
 import click
 
 from daemon import __version__
+from daemon.cli.agent_commands import call, tools
 from daemon.cli.bench_commands import bench
 from daemon.cli.daemon_commands import reload, restart, serve, status, stop
 
@@ -17,7 +18,7 @@ def cli() -> None:
     """WorkingAgents: a governance gateway for AI agent tool calls."""
 
 
-for command in (serve, status, reload, restart, stop, bench):
+for command in (serve, status, reload, restart, stop, tools, call, bench):
     cli.add_command(command)
 
 

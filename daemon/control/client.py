@@ -21,6 +21,21 @@ class NotRunning(Exception):
     pass
 
 
+def read_control_file(state_dir: Path) -> dict[str, Any]:
+    """What the master publishes: endpoint, token, pid, agent listeners."""
+    path = state_dir / "control.json"
+    try:
+        info: dict[str, Any] = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise NotRunning(f"workingagents is not running (no {path})") from None
+    except PermissionError:
+        raise NotRunning(f"cannot read {path}: only the daemon's user may control it") \
+            from None
+    except orjson.JSONDecodeError:
+        raise NotRunning(f"{path} is damaged; is the daemon starting?") from None
+    return info
+
+
 class ControlError(Exception):
     """The master answered with an error."""
 
@@ -31,15 +46,7 @@ _ids = itertools.count(1)
 class ControlClient:
     def __init__(self, state_dir: Path) -> None:
         path = state_dir / "control.json"
-        try:
-            info = orjson.loads(path.read_bytes())
-        except FileNotFoundError:
-            raise NotRunning(f"workingagents is not running (no {path})") from None
-        except PermissionError:
-            raise NotRunning(f"cannot read {path}: only the daemon's user may control it") \
-                from None
-        except orjson.JSONDecodeError:
-            raise NotRunning(f"{path} is damaged; is the daemon starting?") from None
+        info = read_control_file(state_dir)
         self.pid = int(info.get("pid", 0))
         if not self.pid or not _is_alive(self.pid):
             raise NotRunning(f"workingagents is not running (pid {self.pid} from {path} "

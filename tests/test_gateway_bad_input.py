@@ -124,7 +124,8 @@ def test_an_oversized_line_is_refused_and_the_next_line_is_served(daemon):
         line.send(b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "pad": "'
                   + b"x" * 200_000 + b'"}\n')
         reply = line.reply()
-        assert error_of(reply) == (None, -32600) and "longer than 65536" in reply["error"]["message"]
+        assert error_of(reply) == (None, -32600)
+        assert "longer than 65536" in reply["error"]["message"]
         line.send(b'{"jsonrpc": "2.0", "id": 2, "method": "ping"}\n')
         assert line.reply()["id"] == 2
     finally:

@@ -50,3 +50,26 @@ def memory(workers: int, as_json: bool) -> None:
     from daemon.bench import worker_memory
 
     _emit(worker_memory.run(workers), as_json)
+
+
+@bench.command()
+@click.option("--conns", default=8, show_default=True, help="Agent connections.")
+@click.option("--window", default=16, show_default=True, help="Calls in flight per connection.")
+@click.option("--duration", default=3.0, show_default=True, help="Seconds per measurement.")
+@click.option("--json", "as_json", is_flag=True)
+def gateway(conns: int, window: int, duration: float, as_json: bool) -> None:
+    """Pipelined echo calls over ZeroMQ and TCP vs a bare pyzmq ROUTER echo."""
+    from daemon.bench import gateway_load
+
+    result = gateway_load.run(conns, window, duration)
+    if as_json:
+        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return
+    for key, value in result.items():
+        if isinstance(value, dict):
+            lat = value["latency_ms"]
+            click.echo(f"{key:<28} {value['calls_per_s']:>8} calls/s  p50 {lat['p50']:.3f} ms  "
+                       f"p99 {lat['p99']:.3f} ms  p999 {lat['p999']:.3f} ms  "
+                       f"errors {value['errors']}")
+        elif key != "daemon_log":
+            click.echo(f"{key:<28} {value}")

@@ -16,7 +16,7 @@ import orjson
 from daemon.gateway.permissions import Policy
 from daemon.protocol import jsonrpc, mcp
 from daemon.protocol.jsonrpc import RpcError
-from daemon.tools.registry import ToolRegistry
+from daemon.tools.registry import Tool, ToolRegistry
 
 log = logging.getLogger("gateway")
 
@@ -25,6 +25,27 @@ class CallHandler:
     def __init__(self, policy: Policy, tools: ToolRegistry) -> None:
         self.policy = policy
         self.tools = tools
+
+    def respond_now(self, agent: str, raw: bytes) -> bytes | None:
+        """The response, if it needs no waiting (tools/list, inline tools, errors found
+        before any tool runs); None means: run ``respond`` as a task."""
+        message = orjson.loads(raw)
+        rid = message["id"]
+        params = message.get("params") or {}
+        try:
+            stateless = mcp.request_version(params.get("_meta")) is not None
+            if message["method"] == "tools/list":
+                return jsonrpc.result(rid, self.list_tools(agent, stateless))
+            tool, arguments = self._resolve(agent, params)
+            if tool.inline is None:
+                return None
+            try:
+                result = tool.inline(arguments)
+            except Exception as exc:
+                result = self._failed(agent, tool.name, exc)
+            return jsonrpc.result(rid, mcp.finish(result, stateless))
+        except RpcError as exc:
+            return jsonrpc.error(rid, exc.code, exc.message, exc.data)
 
     async def respond(self, agent: str, raw: bytes) -> bytes:
         message = orjson.loads(raw)
@@ -46,8 +67,8 @@ class CallHandler:
                    if self.policy.may_call(agent, t.name)]
         return mcp.finish({"tools": visible}, stateless, cacheable=True)
 
-    async def call_tool(self, agent: str, params: dict[str, Any],
-                        stateless: bool) -> dict[str, Any]:
+    def _resolve(self, agent: str, params: dict[str, Any]) -> tuple[Tool, dict[str, Any]]:
+        """The tool and arguments of a call, once the agent may make it."""
         name = params.get("name")
         if not isinstance(name, str):
             raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: tools/call needs a "
@@ -62,6 +83,12 @@ class CallHandler:
         if not isinstance(arguments, dict):
             raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: arguments must be an "
                                                    "object")
+        return tool, arguments
+
+    async def call_tool(self, agent: str, params: dict[str, Any],
+                        stateless: bool) -> dict[str, Any]:
+        tool, arguments = self._resolve(agent, params)
+        name = tool.name
         timeout = self.policy.timeout_for(name)
         try:
             async with asyncio.timeout(timeout):
@@ -70,6 +97,11 @@ class CallHandler:
             raise RpcError(jsonrpc.TIMED_OUT, f"Timed out: {name} did not finish within "
                                               f"{timeout:g}s") from None
         except Exception as exc:
-            log.warning("tool %s failed for %s: %s", name, agent, exc)
-            result = mcp.text_result(f"Tool {name} failed: {exc}", is_error=True)
+            result = self._failed(agent, name, exc)
         return mcp.finish(result, stateless)
+
+    @staticmethod
+    def _failed(agent: str, name: str, exc: Exception) -> dict[str, Any]:
+        """A tool that ran and failed answers isError, as MCP says."""
+        log.warning("tool %s failed for %s: %s", name, agent, exc)
+        return mcp.text_result(f"Tool {name} failed: {exc}", is_error=True)

@@ -263,8 +263,9 @@ class Switchboard:
                 call.identity = None  # had not reached a tool: goes to the replacement
         if lost:
             log.warning("%s: %d calls in flight when it exited", worker.id, len(lost))
-        if worker.identity is not None:
-            self.worker_ready(worker)  # a replacement is already READY
+        current = worker.identity
+        if current is not None and current != identity:
+            self.worker_ready(worker)  # a replacement is already READY (make-before-break)
 
     def expire(self, now: float) -> None:
         """Backstop for calls whose worker never came back within their timeout."""

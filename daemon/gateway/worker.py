@@ -37,6 +37,10 @@ class GatewayService:
         kind = payload[:1]
         if kind == messages.CALL:
             seq, agent, raw = messages.unpack_call(payload)
+            reply = self.handler.respond_now(agent, raw)
+            if reply is not None:
+                self.worker.send_raw(messages.pack_reply(seq, reply))
+                return
             task = asyncio.get_running_loop().create_task(self.serve(seq, agent, raw))
             self.tasks[seq] = task
             task.add_done_callback(functools.partial(self._forget, seq))

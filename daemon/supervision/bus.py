@@ -54,7 +54,10 @@ class WorkerBus:
         return self._zmq.send([identity, messages.encode(message)])
 
     def send_raw(self, identity: bytes, payload: bytes) -> bool:
-        return self._zmq.send([identity, payload])
+        """Queue one data-path envelope; it leaves batched at the end of this loop turn.
+        Always True: a dead worker is noticed by its exit, not by a failed send."""
+        self._zmq.send_batched(identity, payload)
+        return True
 
     def heartbeat_all(self) -> None:
         frame = messages.encode({"k": messages.HEARTBEAT})
@@ -69,7 +72,11 @@ class WorkerBus:
         identity, payload = frames
         if messages.is_data(payload):
             if self._data is not None:
-                self._data(identity, payload)
+                if payload[:1] == messages.BATCH:
+                    for envelope in messages.unpack_batch(payload):
+                        self._data(identity, envelope)
+                else:
+                    self._data(identity, payload)
             return
         try:
             message = messages.decode(payload)

@@ -17,8 +17,12 @@ from daemon.protocol.mcp import text_result
 from daemon.tools.registry import Tool, ToolRegistry
 
 
-async def echo(arguments: dict[str, Any]) -> dict[str, Any]:
+def echo_now(arguments: dict[str, Any]) -> dict[str, Any]:
     return text_result(orjson.dumps(arguments).decode())
+
+
+async def echo(arguments: dict[str, Any]) -> dict[str, Any]:
+    return echo_now(arguments)
 
 
 async def sleep(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -33,7 +37,7 @@ async def sleep(arguments: dict[str, Any]) -> dict[str, Any]:
 def register(registry: ToolRegistry) -> None:
     registry.add(Tool("echo", "Returns its arguments as a JSON text result.",
                       {"type": "object", "properties": {"text": {"type": "string"}},
-                       "additionalProperties": True}, echo))
+                       "additionalProperties": True}, echo, inline=echo_now))
     registry.add(Tool("sleep", "Waits the given number of seconds, then returns.",
                       {"type": "object", "properties": {
                           "seconds": {"type": "number", "minimum": 0, "maximum": 3600}},

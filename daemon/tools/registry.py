@@ -15,6 +15,8 @@ class Tool:
     description: str
     input_schema: dict[str, Any]
     run: Runner
+    # A pure, instant function of its arguments: run in line, without a task per call.
+    inline: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def definition(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,

@@ -28,6 +28,7 @@ class AgentLineProtocol(asyncio.Protocol):
         self.skipping = False  # inside an oversized line: drop bytes up to its newline
         self.transport: asyncio.Transport | None = None
         self.conn: Connection | None = None
+        self.outgoing: list[bytes] = []  # responses of this loop turn: one write for all
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -40,8 +41,15 @@ class AgentLineProtocol(asyncio.Protocol):
         self.board.attach(self.conn)
 
     def _send(self, raw: bytes) -> None:
+        if not self.outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.outgoing.append(raw)
+        self.outgoing.append(b"\n")
+
+    def _flush(self) -> None:
+        chunks, self.outgoing = self.outgoing, []
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(raw + b"\n")
+            self.transport.write(b"".join(chunks))
 
     def data_received(self, data: bytes) -> None:
         buf = self.buffer

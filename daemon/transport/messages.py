@@ -17,6 +17,10 @@ Data path (same sockets, binary envelopes, so the master never re-encodes a call
 | x          | master -> worker | x, seq u64                    | cancel that request        |
 | r          | worker -> master | r, seq u64, raw               | the JSON-RPC response      |
 | n          | worker -> master | n, raw                        | notification to every agent|
+| B          | either way       | B, (len u32, envelope)...     | envelopes of one loop turn |
+
+Batching matters: each ZeroMQ send wakes libzmq's I/O thread, so envelopes bound for
+the same peer within one turn of the event loop travel as one frame.
 
 Control endpoint (CLI DEALER -> master ROUTER at ``control.endpoint``):
 
@@ -41,7 +45,9 @@ CALL = b"c"
 CANCEL = b"x"
 REPLY = b"r"
 BROADCAST = b"n"
+BATCH = b"B"
 _SEQ = struct.Struct("!Q")
+_LEN = struct.Struct("!I")
 
 
 class MalformedMessage(ValueError):
@@ -95,3 +101,18 @@ def pack_reply(seq: int, raw: bytes) -> bytes:
 def unpack_seq(payload: bytes) -> tuple[int, bytes]:
     """(seq, rest) of a reply or cancel envelope."""
     return _SEQ.unpack_from(payload, 1)[0], payload[9:]
+
+
+def pack_batch(envelopes: list[bytes]) -> bytes:
+    pack = _LEN.pack
+    return BATCH + b"".join(pack(len(e)) + e for e in envelopes)
+
+
+def unpack_batch(payload: bytes) -> list[bytes]:
+    out, at, end = [], 1, len(payload)
+    unpack = _LEN.unpack_from
+    while at < end:
+        (size,) = unpack(payload, at)
+        out.append(payload[at + 4:at + 4 + size])
+        at += 4 + size
+    return out

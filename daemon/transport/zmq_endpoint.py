@@ -15,9 +15,12 @@ from typing import cast
 
 import zmq
 
+from daemon.transport import messages
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[list[bytes]], None]
+_NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq converts enum flags on every call
 
 
 class ZmqEndpoint:
@@ -27,6 +30,8 @@ class ZmqEndpoint:
         self._loop = asyncio.get_running_loop()
         self._drain_pending = False
         self._closed = False
+        self._batches: dict[bytes, list[bytes]] = {}
+        self._flush_pending = False
         self._fd = cast(int, sock.getsockopt(zmq.FD))
         self._loop.add_reader(self._fd, self._drain)
         self._schedule_drain()
@@ -36,13 +41,32 @@ class ZmqEndpoint:
         if self._closed:
             return False
         try:
-            self.sock.send_multipart(frames, zmq.NOBLOCK)
+            self.sock.send_multipart(frames, _NOBLOCK)
         except (zmq.Again, zmq.error.ZMQError) as exc:
             log.debug("send dropped: %s", exc)
             return False
         finally:
             self._schedule_drain()
         return True
+
+    def send_batched(self, peer: bytes, envelope: bytes) -> None:
+        """Queue a data-path envelope for ``peer`` (b"" on a DEALER); everything queued in
+        this turn of the loop leaves as one frame per peer (see messages.BATCH)."""
+        queued = self._batches.get(peer)
+        if queued is None:
+            self._batches[peer] = [envelope]
+            if not self._flush_pending:
+                self._flush_pending = True
+                self._loop.call_soon(self._flush)
+        else:
+            queued.append(envelope)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        batches, self._batches = self._batches, {}
+        for peer, envelopes in batches.items():
+            payload = envelopes[0] if len(envelopes) == 1 else messages.pack_batch(envelopes)
+            self.send([peer, payload] if peer else [payload])
 
     def _schedule_drain(self) -> None:
         if not self._drain_pending and not self._closed:
@@ -51,14 +75,15 @@ class ZmqEndpoint:
 
     def _drain(self) -> None:
         self._drain_pending = False
-        sock = self.sock
-        while not self._closed and cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+        recv = self.sock.recv_multipart
+        handle = self.on_message
+        while not self._closed:
+            try:  # read until EAGAIN: that also re-arms the edge-triggered FD
+                frames = recv(_NOBLOCK)
             except zmq.Again:
                 break
             try:
-                self.on_message(frames)
+                handle(frames)
             except Exception:  # a bad message must not stop the drain for everyone else
                 log.exception("message handler failed")
 

@@ -83,8 +83,9 @@ class Worker:
     def send(self, message: dict[str, Any]) -> bool:
         return self._endpoint.send([messages.encode(message)])
 
-    def send_raw(self, payload: bytes) -> bool:
-        return self._endpoint.send([payload])
+    def send_raw(self, payload: bytes) -> None:
+        """Queue one data-path envelope; it leaves batched at the end of this loop turn."""
+        self._endpoint.send_batched(b"", payload)
 
     def on_raw(self, handler: Callable[[bytes], None]) -> None:
         """Route data-path envelopes (agent calls) to a job's handler."""
@@ -159,8 +160,13 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
         last_master_hb = time.monotonic()  # any message proves the master is alive
         payload = frames[-1]
         if messages.is_data(payload):
-            if worker._raw is not None:
-                worker._raw(payload)
+            handle = worker._raw
+            if handle is not None:
+                if payload[:1] == messages.BATCH:
+                    for envelope in messages.unpack_batch(payload):
+                        handle(envelope)
+                else:
+                    handle(payload)
             return
         try:
             message = messages.decode(frames[-1])

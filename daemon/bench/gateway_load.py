@@ -1,0 +1,230 @@
+"""Gateway throughput and latency against the bare ZeroMQ ceiling, in one run.
+
+N agent connections keep a window of pipelined `echo` calls in flight for a fixed time;
+each response is parsed and matched by id, and its latency recorded.  The same driver
+then runs against a bare pyzmq ROUTER echo (no gateway at all) on the same machine, so
+the gateway's figure is reported as a ratio of that ceiling.  A third run paces calls at
+half the gateway's peak rate to read its latency under moderate load.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import zmq
+
+from daemon.bench.harness import temporary_daemon
+from daemon.control.client import read_control_file
+from daemon.gateway.auth import admin_token_path
+
+Conn = Any
+
+
+class Driver:
+    """A single-threaded, non-blocking load generator over either transport."""
+
+    def __init__(self, transport: str, address: str, token: str | None, conns: int) -> None:
+        self.transport = transport
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self.conns: list[Conn] = []
+        self.buffers: dict[int, bytearray] = {}
+        for _ in range(conns):
+            if transport == "tcp":
+                host, _, port = address.rpartition(":")
+                sock = socket.create_connection((host, int(port)))
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.conns.append(sock)
+                self.buffers[sock.fileno()] = bytearray()
+            else:
+                z = self.ctx.socket(zmq.DEALER)
+                z.setsockopt(zmq.LINGER, 0)
+                z.connect(address)
+                self.conns.append(z)
+        if token is not None:
+            init = orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "bench", "version": "1"},
+                "_meta": {"io.workingagents/token": token}}})
+            for conn in self.conns:
+                self._send(conn, init)
+                self._recv_blocking(conn)
+
+    def _send(self, conn: Conn, raw: bytes) -> None:
+        if self.transport == "tcp":
+            conn.sendall(raw + b"\n")
+        else:
+            conn.send(raw, zmq.NOBLOCK)
+
+    def _recv_blocking(self, conn: Conn) -> bytes:
+        if self.transport == "tcp":
+            buf = self.buffers[conn.fileno()]
+            while b"\n" not in buf:
+                buf += conn.recv(65536)
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf[:] = rest
+            return line
+        return bytes(conn.recv())
+
+    def _drain(self, conn: Conn) -> list[bytes]:
+        out: list[bytes] = []
+        if self.transport == "tcp":
+            try:
+                data = conn.recv(1 << 20, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return out
+            buf = self.buffers[conn.fileno()]
+            buf += data
+            *lines, rest = bytes(buf).split(b"\n")
+            buf[:] = rest
+            return lines
+        while True:
+            try:
+                out.append(conn.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                return out
+
+    def run(self, duration: float, window: int, rate: float | None = None) -> dict[str, Any]:
+        """Keep ``window`` calls in flight per connection (or pace at ``rate`` calls/s)."""
+        sent: dict[int, float] = {}
+        latencies: list[float] = []
+        next_id = 1
+        poller = zmq.Poller() if self.transport == "zmq" else None
+        sel = selectors.DefaultSelector() if self.transport == "tcp" else None
+        for conn in self.conns:
+            if poller is not None:
+                poller.register(conn, zmq.POLLIN)
+            elif sel is not None:
+                sel.register(conn, selectors.EVENT_READ, conn)
+        inflight = dict.fromkeys(range(len(self.conns)), 0)
+        index = {id(c): i for i, c in enumerate(self.conns)}
+        errors = 0
+        start = time.perf_counter()
+        end = start + duration
+        paced = 0
+
+        def fire(i: int) -> None:
+            nonlocal next_id
+            rid = next_id
+            next_id += 1
+            self._send(self.conns[i], orjson.dumps({
+                "jsonrpc": "2.0", "id": rid, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"n": rid}}}))
+            sent[rid] = time.perf_counter()
+            inflight[i] += 1
+
+        while True:
+            now = time.perf_counter()
+            if now >= end:
+                break
+            if rate is None:
+                for i in inflight:
+                    while inflight[i] < window:
+                        fire(i)
+            else:
+                due = int((now - start) * rate)
+                while paced < due:
+                    i = paced % len(self.conns)
+                    if inflight[i] < window:
+                        fire(i)
+                    paced += 1
+            ready: list[Conn]
+            if poller is not None:
+                ready = [s for s, _ in poller.poll(1)]
+            else:
+                assert sel is not None
+                ready = [key.data for key, _ in sel.select(0.001)]
+            for conn in ready:
+                for raw in self._drain(conn):
+                    message = orjson.loads(raw)
+                    t0 = sent.pop(message.get("id"), None)
+                    if t0 is None:
+                        continue
+                    if "error" in message:
+                        errors += 1
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    inflight[index[id(conn)]] -= 1
+        elapsed = time.perf_counter() - start
+        if sel is not None:
+            sel.close()
+        return {"calls_per_s": round(len(latencies) / elapsed), "errors": errors,
+                "latency_ms": _percentiles(latencies)}
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.close()
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {}
+    s = sorted(samples)
+
+    def at(p: float) -> float:
+        return round(s[min(len(s) - 1, int(p * len(s)))], 3)
+    return {"p50": at(0.50), "p99": at(0.99), "p999": at(0.999), "max": round(s[-1], 3)}
+
+
+def bare_echo(endpoint: str) -> None:
+    """The ceiling: a pyzmq ROUTER that sends every frame straight back (no gateway)."""
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.bind(endpoint)
+    print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+    while True:
+        sock.send_multipart(sock.recv_multipart())
+
+
+def _bare_server() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from daemon.bench.gateway_load import bare_echo; "
+                               "bare_echo('tcp://127.0.0.1:*')"],
+        stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def _measure(make: Callable[[], Driver], duration: float, window: int,
+             rate: float | None = None) -> dict[str, Any]:
+    driver = make()
+    try:
+        driver.run(min(0.5, duration / 4), window, rate)  # warm up
+        return driver.run(duration, window, rate)
+    finally:
+        driver.close()
+
+
+def run(conns: int = 8, window: int = 16, duration: float = 3.0) -> dict[str, Any]:
+    results: dict[str, Any] = {"conns": conns, "window": window, "duration_s": duration}
+    proc, endpoint = _bare_server()
+    try:
+        results["bare_zmq_echo"] = _measure(lambda: Driver("zmq", endpoint, None, conns),
+                                            duration, window)
+    finally:
+        proc.kill()
+        proc.wait()
+    with temporary_daemon(gateway_workers=2) as daemon:
+        listen = read_control_file(daemon.state_dir)["listen"]
+        token = admin_token_path(daemon.state_dir).read_text().strip()
+        for transport in ("zmq", "tcp"):
+            make = functools.partial(Driver, transport, listen[transport], token, conns)
+            peak = _measure(make, duration, window)
+            half = _measure(make, duration, window * 4, rate=peak["calls_per_s"] / 2)
+            results[f"gateway_{transport}"] = peak
+            results[f"gateway_{transport}_at_half_peak"] = half
+    ceiling = results["bare_zmq_echo"]["calls_per_s"] or 1
+    results["ratio_gateway_zmq_to_bare"] = round(results["gateway_zmq"]["calls_per_s"]
+                                                 / ceiling, 3)
+    results["ratio_gateway_tcp_to_bare"] = round(results["gateway_tcp"]["calls_per_s"]
+                                                 / ceiling, 3)
+    results["cpus"] = os.cpu_count()
+    results["daemon_log"] = str(Path(daemon.state_dir) / "daemon.log")
+    return results

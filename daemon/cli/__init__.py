@@ -7,7 +7,7 @@ import sys
 import click
 
 from daemon import __version__
-from daemon.cli.agent_commands import call, tools
+from daemon.cli.agent_commands import call, mcp_bridge, tools
 from daemon.cli.bench_commands import bench
 from daemon.cli.daemon_commands import reload, restart, serve, status, stop
 
@@ -18,7 +18,7 @@ def cli() -> None:
     """WorkingAgents: a governance gateway for AI agent tool calls."""
 
 
-for command in (serve, status, reload, restart, stop, tools, call, bench):
+for command in (serve, status, reload, restart, stop, tools, call, mcp_bridge, bench):
     cli.add_command(command)
 
 

@@ -21,7 +21,8 @@ from daemon.gateway.auth import admin_token_path
 from daemon.protocol.jsonrpc import RpcError
 
 
-def _agent(config_path: str | None) -> AgentClient:
+def _caller(config_path: str | None) -> tuple[dict[str, Any], str]:
+    """The daemon's agent listeners, and the token to present."""
     state_dir = config.locate_state_dir(config_path)
     listen = read_control_file(state_dir).get("listen") or {}
     token = os.environ.get("WORKINGAGENTS_TOKEN")
@@ -32,6 +33,11 @@ def _agent(config_path: str | None) -> AgentClient:
             raise NotRunning(f"cannot read the admin token: {exc.strerror} "
                              f"({admin_token_path(state_dir)}); set WORKINGAGENTS_TOKEN") \
                 from None
+    return listen, token
+
+
+def _agent(config_path: str | None) -> AgentClient:
+    listen, token = _caller(config_path)
     try:
         if listen.get("tcp"):
             host, _, port = str(listen["tcp"]).rpartition(":")
@@ -89,3 +95,24 @@ def call(config_path: str | None, tool: str, arguments: str, raw: bool) -> None:
         click.echo(text, err=bool(result.get("isError")))
     if result.get("isError"):
         sys.exit(1)
+
+
+@click.command("mcp-bridge")
+@config_option
+@one_line_errors
+def mcp_bridge(config_path: str | None) -> None:
+    """A stdio MCP server that forwards to the daemon (for IDEs and MCP clients)."""
+    import uvloop
+
+    from daemon import logs
+    from daemon.transport.stdio_bridge import bridge
+
+    logs.configure("warning", "mcp-bridge")
+    listen, token = _caller(config_path)
+    if not listen.get("tcp"):
+        raise NotRunning("mcp-bridge needs the daemon's TCP shim ([listen] tcp)")
+    host, _, port = str(listen["tcp"]).rpartition(":")
+    try:
+        sys.exit(uvloop.run(bridge(host, int(port), token)))
+    except OSError as exc:
+        raise NotRunning(f"cannot reach the gateway at {listen['tcp']}: {exc}") from None

@@ -6,3 +6,6 @@ workingagents bench restart --kills "${KILLS:-50}"
 echo
 echo "== memory per idle worker"
 workingagents bench memory --workers "${WORKERS:-8}"
+echo
+echo "== gateway throughput vs a bare pyzmq ROUTER echo"
+workingagents bench gateway

@@ -42,3 +42,17 @@ def test_bench_memory_reports_per_worker_figures():
     assert result["workers"] == 2
     assert 0 < result["worker_uss_mib"] <= result["worker_pss_mib"] <= result["worker_rss_mib"]
     assert not daemons()
+
+
+def test_bench_gateway_compares_against_the_bare_zmq_ceiling_without_errors():
+    duration = "3" if SLOW else "0.5"
+    out = subprocess.run([*CLI, "bench", "gateway", "--duration", duration, "--conns", "4",
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for key in ("bare_zmq_echo", "gateway_zmq", "gateway_tcp", "gateway_zmq_at_half_peak",
+                "gateway_tcp_at_half_peak"):
+        assert result[key]["calls_per_s"] > 0 and result[key]["errors"] == 0, key
+        assert set(result[key]["latency_ms"]) == {"p50", "p99", "p999", "max"}
+    assert result["ratio_gateway_tcp_to_bare"] > 0
+    assert not daemons()

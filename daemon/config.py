@@ -81,6 +81,15 @@ class AgentSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     roles: list[str] = msgspec.field(default_factory=list)
 
 
+class UpstreamSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """An upstream MCP server over stdio, run as a supervised child of the tools
+    supervisor; its tools appear as <name>__<tool>."""
+
+    command: list[str]
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    cwd: str = ""
+
+
 class Config(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     daemon: DaemonSection = msgspec.field(default_factory=DaemonSection)
     control: ControlSection = msgspec.field(default_factory=ControlSection)
@@ -89,6 +98,7 @@ class Config(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     gateway: GatewaySection = msgspec.field(default_factory=GatewaySection)
     roles: dict[str, RoleSection] = msgspec.field(default_factory=dict)
     agents: dict[str, AgentSection] = msgspec.field(default_factory=dict)
+    upstreams: dict[str, UpstreamSection] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -237,6 +247,13 @@ def _check_gateway(config: Config, refuse: Any) -> None:
     for tool, seconds in gateway.tool_timeouts.items():
         if seconds <= 0:
             raise refuse(f"gateway.tool_timeouts.{tool}", "a number > 0", seconds)
+    for name, upstream in config.upstreams.items():
+        if not name.replace("-", "").replace("_", "").isalnum() or "__" in name:
+            raise refuse(f"upstreams.{name}", "a name of letters, digits, - and _ without "
+                         "'__' (tools are named <name>__<tool>)", name)
+        if not upstream.command or not all(upstream.command):
+            raise refuse(f"upstreams.{name}.command", "a non-empty list of strings",
+                         upstream.command)
     for name, agent in config.agents.items():
         digest = agent.token_sha256.lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):

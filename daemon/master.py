@@ -30,6 +30,7 @@ from daemon import __version__, config, logs, tree
 from daemon.control.server import ControlServer
 from daemon.gateway.auth import Authenticator, ensure_admin_token
 from daemon.gateway.switchboard import Limits, Switchboard
+from daemon.gateway.upstreams import UpstreamDirectory
 from daemon.supervision.bus import WorkerBus
 from daemon.supervision.child import StartFailed, TreeContext
 from daemon.supervision.sdnotify import Notifier
@@ -98,11 +99,13 @@ class Master:
         bus = WorkerBus(ctx, s.bus_endpoint)
         self.board = Switchboard(bus, self.gateway_workers,
                                  Authenticator(s, ensure_admin_token(s.state_dir)), _limits(s))
+        self.upstreams = UpstreamDirectory(bus, self.gateway_workers, self.board.notify_agents,
+                                           tree.UPSTREAM_PREFIX)
         self.root = Supervisor(self.spec, TreeContext(
             bus=bus, bus_endpoint=bus.endpoint, master_pid=os.getpid(),
             log_level=s.config.daemon.log_level, on_root_failure=self._root_failed,
-            spawn=self.own, on_worker_ready=self.board.worker_ready,
-            on_worker_gone=self.board.worker_gone))
+            spawn=self.own, on_worker_ready=self._worker_ready,
+            on_worker_gone=self._worker_gone))
         control = ControlServer(ctx, s.control_endpoint, self.token, self)
         listen = s.config.listen
         tcp = await serve_tcp(self.board, listen.tcp, listen.max_message_bytes) \
@@ -162,6 +165,14 @@ class Master:
         self.notifier.ready(f"serving; {workers} workers")
         log.info("ready: %d workers in %.0f ms", workers,
                  (time.monotonic() - self.started_at) * 1000)
+
+    def _worker_ready(self, child: WorkerChild) -> None:
+        self.board.worker_ready(child)
+        self.upstreams.worker_ready(child)
+
+    def _worker_gone(self, child: WorkerChild, identity: bytes) -> None:
+        self.board.worker_gone(child, identity)
+        self.upstreams.worker_gone(child, identity)
 
     def _root_failed(self, reason: str) -> None:
         log.critical("giving up: %s; exiting with status 1", reason)
@@ -267,6 +278,7 @@ class Master:
         fixed = {"daemon.state_dir": (old.state_dir, new.state_dir),
                  "listen.tcp": (old.config.listen.tcp, new.config.listen.tcp),
                  "listen.zmq": (old.config.listen.zmq, new.config.listen.zmq),
+                 "upstreams": (old.config.upstreams, new.config.upstreams),
                  "daemon.runtime_dir": (old.runtime_dir, new.runtime_dir),
                  "control.endpoint": (old.control_endpoint, new.control_endpoint),
                  "supervision.bus_endpoint": (old.bus_endpoint, new.bus_endpoint)}

@@ -45,6 +45,7 @@ def gateway_options(settings: Settings) -> dict[str, Any]:
     return {"agents": {name: list(a.roles) for name, a in c.agents.items()} | {
                 "admin": ["admin"]},
             "roles": {name: list(r.tools) for name, r in c.roles.items()},
+            "upstreams": sorted(c.upstreams),
             "call_timeout": c.gateway.call_timeout,
             "tool_timeouts": dict(c.gateway.tool_timeouts)}
 
@@ -57,6 +58,18 @@ def gateway_worker(settings: Settings, index: int) -> WorkerSpec:
                       options={"gateway": gateway_options(settings)}, shutdown=drain)
 
 
+UPSTREAM_PREFIX = "upstream:"
+
+
+def upstream_worker(settings: Settings, name: str) -> WorkerSpec:
+    up = settings.config.upstreams[name]
+    return WorkerSpec(
+        id=f"{UPSTREAM_PREFIX}{name}", target="daemon.tools.upstream_worker:run",
+        options={"name": name, "command": list(up.command), "env": dict(up.env),
+                 "cwd": up.cwd, "endpoint": f"ipc://{settings.runtime_dir}/up-{name}.sock"},
+        shutdown=settings.config.supervision.shutdown_timeout)
+
+
 def build(settings: Settings) -> SupervisorSpec:
     intensity, liveness = limits(settings)
     gateway = SupervisorSpec(
@@ -66,7 +79,7 @@ def build(settings: Settings) -> SupervisorSpec:
     )
     tools = SupervisorSpec(
         id=TOOLS, strategy=Strategy.ONE_FOR_ONE, intensity=intensity, liveness=liveness,
-        children=(),
+        children=tuple(upstream_worker(settings, name) for name in settings.config.upstreams),
     )
     return SupervisorSpec(id=ROOT, strategy=Strategy.ONE_FOR_ONE, intensity=intensity,
                           liveness=liveness, children=(gateway, tools))

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from daemon.gateway.permissions import Policy
+from daemon.gateway.upstream_links import unavailable
 from daemon.protocol import jsonrpc, mcp
 from daemon.protocol.jsonrpc import RpcError
 from daemon.tools.registry import Tool, ToolRegistry
@@ -75,6 +76,9 @@ class CallHandler:
                                                    "string params.name")
         tool = self.tools.get(name)
         if tool is None or not self.policy.may_call(agent, name):
+            upstream = self.policy.upstream_of(name)
+            if tool is None and upstream and self.policy.may_call(agent, name):
+                raise unavailable(upstream)  # it exists, but its server is down
             # a hidden tool answers exactly like one that does not exist
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
         arguments = params.get("arguments", {})
@@ -96,6 +100,8 @@ class CallHandler:
         except TimeoutError:
             raise RpcError(jsonrpc.TIMED_OUT, f"Timed out: {name} did not finish within "
                                               f"{timeout:g}s") from None
+        except RpcError:
+            raise  # a protocol answer (an upstream's error, -32015): not a tool failure
         except Exception as exc:
             result = self._failed(agent, name, exc)
         return mcp.finish(result, stateless)

@@ -17,6 +17,7 @@ class Policy:
     role_patterns: dict[str, tuple[str, ...]]
     call_timeout: float = 60.0
     tool_timeouts: dict[str, float] = field(default_factory=dict)
+    upstreams: tuple[str, ...] = ()  # configured, whether up or not
     _cache: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     @classmethod
@@ -26,7 +27,13 @@ class Policy:
             role_patterns={r: tuple(p) for r, p in options.get("roles", {}).items()},
             call_timeout=float(options.get("call_timeout", 60.0)),
             tool_timeouts={t: float(s) for t, s in options.get("tool_timeouts", {}).items()},
+            upstreams=tuple(options.get("upstreams", ())),
         )
+
+    def upstream_of(self, tool: str) -> str | None:
+        """The configured upstream a tool name belongs to (<upstream>__<tool>)."""
+        prefix, sep, _ = tool.partition("__")
+        return prefix if sep and prefix in self.upstreams else None
 
     def may_call(self, agent: str, tool: str) -> bool:
         key = (agent, tool)

@@ -223,9 +223,14 @@ class Switchboard:
                 return  # cancelled, timed out or the agent left
             self._finish(call, raw)
         elif kind == messages.BROADCAST:
-            for conn in list(self.connections.values()):
-                if conn.agent is not None:
-                    conn.send(payload[1:])
+            self.notify_agents(payload[1:])
+
+    def notify_agents(self, raw: bytes) -> None:
+        """A notification for every agent that did the handshake (stateless-era agents
+        would need a subscriptions/listen stream, which this gateway does not offer)."""
+        for conn in list(self.connections.values()):
+            if conn.agent is not None:
+                conn.send(raw)
 
     def _finish(self, call: Call, raw: bytes) -> None:
         self._release(call)

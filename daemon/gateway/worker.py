@@ -15,8 +15,8 @@ from typing import Any
 
 from daemon.gateway.calls import CallHandler
 from daemon.gateway.permissions import Policy
-from daemon.tools import builtin
-from daemon.tools.registry import ToolRegistry
+from daemon.gateway.upstream_links import UpstreamLinks
+from daemon.gateway.upstreams import UPSTREAMS
 from daemon.transport import messages
 from daemon.worker.runtime import Worker
 
@@ -26,12 +26,12 @@ log = logging.getLogger("gateway")
 class GatewayService:
     def __init__(self, worker: Worker, options: dict[str, Any]) -> None:
         self.worker = worker
-        tools = ToolRegistry()
-        builtin.register(tools)
-        self.handler = CallHandler(Policy.from_options(options), tools)
+        self.links = UpstreamLinks()
+        self.handler = CallHandler(Policy.from_options(options), self.links.update({}))
         self.tasks: dict[int, asyncio.Task[None]] = {}
         worker.on_raw(self.on_envelope)
         worker.on(messages.CONFIG, self.on_config)
+        worker.on(UPSTREAMS, self.on_upstreams)
 
     def on_envelope(self, payload: bytes) -> None:
         kind = payload[:1]
@@ -58,6 +58,9 @@ class GatewayService:
         except asyncio.CancelledError:
             return  # the agent cancelled or left: MCP wants no response
         self.worker.send_raw(messages.pack_reply(seq, reply))
+
+    def on_upstreams(self, message: dict[str, Any]) -> None:
+        self.handler.tools = self.links.update(message.get("upstreams") or {})
 
     def on_config(self, message: dict[str, Any]) -> None:
         self.handler.policy = Policy.from_options(message.get("gateway", {}))

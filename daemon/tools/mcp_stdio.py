@@ -1,0 +1,169 @@
+"""A dual-era MCP client for an upstream server that speaks MCP over stdio.
+
+It probes ``server/discover`` first (2026-07-28) and falls back to the ``initialize``
+handshake on any error, as the SDKs do.  Request ids are its own (agents' ids never reach
+an upstream), cancellations are forwarded as ``notifications/cancelled``, and progress
+notifications go to a callback.  The server runs in the worker's process group, with a
+parent-death signal, so it never outlives its worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import itertools
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from daemon import __version__
+from daemon.protocol import mcp
+from daemon.protocol.jsonrpc import INTERNAL_ERROR, TOOL_UNAVAILABLE, RpcError
+
+log = logging.getLogger("upstream")
+HANDSHAKE_TIMEOUT = 20.0
+CLIENT_INFO = {"name": "workingagents-gateway", "version": __version__}
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+class StdioMcpClient:
+    def __init__(self, command: list[str], env: dict[str, str], cwd: str | None,
+                 on_notification: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.command = command
+        self.env = {**os.environ, **env}
+        self.cwd = cwd or None
+        self.on_notification = on_notification
+        self.modern = False
+        self.version = ""
+        self.proc: asyncio.subprocess.Process | None = None
+        self.exited = asyncio.Event()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env=self.env, cwd=self.cwd, preexec_fn=_die_with_parent, limit=1 << 24)
+        self._reader = asyncio.create_task(self._read())
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            await self._handshake()
+
+    async def _handshake(self) -> None:
+        try:
+            found = await self.request("server/discover", {"_meta": self._modern_meta()})
+            if mcp.STATELESS_VERSIONS[-1] in found.get("supportedVersions", []):
+                self.modern, self.version = True, mcp.STATELESS_VERSIONS[-1]
+                return
+        except RpcError:
+            pass  # a handshake-era server: fall back, as MCP clients do
+        result = await self.request("initialize", {
+            "protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": {},
+            "clientInfo": CLIENT_INFO})
+        self.version = str(result.get("protocolVersion", ""))
+        await self.notify("notifications/initialized")
+
+    @staticmethod
+    def _modern_meta() -> dict[str, Any]:
+        return {mcp.META_VERSION: mcp.STATELESS_VERSIONS[-1], mcp.META_CAPABILITIES: {},
+                "io.modelcontextprotocol/clientInfo": CLIENT_INFO}
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            while line := await self.proc.stdout.readline():
+                try:
+                    message = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    log.warning("upstream wrote a line that is not JSON; ignored")
+                    continue
+                if not isinstance(message, dict):
+                    continue
+                rid = message.get("id")
+                future = self._pending.pop(rid, None) \
+                    if "method" not in message and isinstance(rid, int) else None
+                if future is not None and not future.done():
+                    future.set_result(message)
+                elif "method" in message and "id" not in message and self.on_notification:
+                    self.on_notification(message)
+        finally:
+            self.exited.set()
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(RpcError(
+                        TOOL_UNAVAILABLE, "Tool unavailable: the upstream server exited "
+                                          "during the call; its outcome is unknown"))
+
+    async def _write(self, message: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(orjson.dumps(message) + b"\n")
+        await self.proc.stdin.drain()
+
+    async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        await self._write(message)
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        rid = next(self._ids)
+        if self.modern:
+            params = {**params, "_meta": {**params.get("_meta", {}), **self._modern_meta()}}
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        try:
+            await self._write({"jsonrpc": "2.0", "id": rid, "method": method,
+                               "params": params})
+            reply = await future
+        except asyncio.CancelledError:
+            self._pending.pop(rid, None)
+            if not self.exited.is_set():
+                await self.notify("notifications/cancelled", {"requestId": rid,
+                                                              "reason": "cancelled"})
+            raise
+        if "error" in reply:
+            err = reply["error"]
+            raise RpcError(int(err.get("code", INTERNAL_ERROR)), str(err.get("message")),
+                           err.get("data"))
+        result: dict[str, Any] = reply.get("result") or {}
+        return result
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        tools: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            result = await self.request("tools/list", {"cursor": cursor} if cursor else {})
+            tools.extend(result.get("tools", []))
+            cursor = result.get("nextCursor")
+            if not cursor:
+                return tools
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        result = await self.request("tools/call", {"name": name, "arguments": arguments})
+        result.pop("resultType", None)  # the gateway adds its own for its agent's era
+        return result
+
+    async def close(self, timeout: float = 3.0) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()  # stdio servers exit on EOF
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)

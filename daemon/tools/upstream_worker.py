@@ -1,0 +1,114 @@
+"""Upstream worker job: one upstream MCP server, supervised like any worker.
+
+It starts the server (stdio), does the dual-era handshake, lists its tools, tells the
+master (bus kind "tools"), and then serves gateway workers on its own ROUTER: gateway
+workers call it directly, so an upstream call costs no extra hop through the master.  If
+the server exits, so does this worker (exit 1): the supervisor restarts it under the OTP
+rules, and the master tells agents that the tools went and came back.
+
+Wire, gateway worker DEALER -> this ROUTER (envelopes of transport.messages):
+  c seq agent {"name", "arguments"}  ->  r seq {"result": ...} | {"error": {code, message}}
+  x seq                               ->  (the call is cancelled upstream)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from typing import Any
+
+import orjson
+import zmq
+
+from daemon.protocol.jsonrpc import INTERNAL_ERROR, RpcError
+from daemon.tools.mcp_stdio import StdioMcpClient
+from daemon.transport import messages
+from daemon.transport.zmq_endpoint import ZmqEndpoint
+from daemon.worker.runtime import Worker
+
+log = logging.getLogger("upstream")
+TOOLS = "tools"
+
+
+class UpstreamService:
+    def __init__(self, worker: Worker, name: str, client: StdioMcpClient, endpoint: str) -> None:
+        self.worker = worker
+        self.name = name
+        self.client = client
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(endpoint)
+        if endpoint.startswith("ipc://"):
+            os.chmod(endpoint[len("ipc://"):], 0o600)
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.router = ZmqEndpoint(sock, self.on_frames)
+        self.tasks: dict[tuple[bytes, int], asyncio.Task[None]] = {}
+
+    def on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            return
+        peer, payload = frames
+        kind = payload[:1]
+        if kind == messages.CALL:
+            seq, agent, raw = messages.unpack_call(payload)
+            key = (peer, seq)
+            task = asyncio.get_running_loop().create_task(self.serve(peer, seq, agent, raw))
+            self.tasks[key] = task
+            task.add_done_callback(functools.partial(self._forget, key))
+        elif kind == messages.CANCEL:
+            running = self.tasks.get((peer, messages.unpack_seq(payload)[0]))
+            if running is not None:
+                running.cancel()
+
+    def _forget(self, key: tuple[bytes, int], _task: asyncio.Task[None]) -> None:
+        self.tasks.pop(key, None)
+
+    async def serve(self, peer: bytes, seq: int, agent: str, raw: bytes) -> None:
+        call = orjson.loads(raw)
+        try:
+            body: dict[str, Any] = {"result": await self.client.call_tool(
+                call["name"], call.get("arguments") or {})}
+        except asyncio.CancelledError:
+            return
+        except RpcError as exc:
+            body = {"error": {"code": exc.code, "message": exc.message}}
+        except Exception as exc:  # the server misbehaved; the agent gets a clear error
+            log.warning("%s: call to %s failed: %s", self.name, call.get("name"), exc)
+            body = {"error": {"code": INTERNAL_ERROR, "message": f"upstream error: {exc}"}}
+        self.router.send([peer, messages.pack_reply(seq, orjson.dumps(body))])
+
+    async def close(self) -> None:
+        for task in list(self.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.router.close()
+        self.ctx.term()
+
+
+async def run(worker: Worker, name: str, command: list[str], endpoint: str,
+              env: dict[str, str] | None = None, cwd: str = "") -> None:
+    client = StdioMcpClient(command, env or {}, cwd)
+    try:
+        await client.start()
+        tools = await client.list_tools()
+    except (OSError, RpcError, TimeoutError) as exc:
+        await client.close()
+        raise RuntimeError(f"upstream {name} ({' '.join(command)}) did not start: "
+                           f"{exc!r}") from None
+    service = UpstreamService(worker, name, client, endpoint)
+    log.info("%s: MCP %s, %d tools", name, client.version, len(tools))
+    worker.send({"k": TOOLS, "upstream": name, "endpoint": service.endpoint, "tools": tools})
+    await worker.ready()
+    stop = asyncio.ensure_future(worker.stopping.wait())
+    gone = asyncio.ensure_future(client.exited.wait())
+    await asyncio.wait({stop, gone}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    gone.cancel()
+    await service.close()
+    await client.close()
+    if not worker.stopping.is_set():
+        code = client.proc.returncode if client.proc else None
+        raise RuntimeError(f"upstream {name} exited (code {code})")

@@ -100,7 +100,7 @@ class Master:
         self.board = Switchboard(bus, self.gateway_workers,
                                  Authenticator(s, ensure_admin_token(s.state_dir)), _limits(s))
         self.upstreams = UpstreamDirectory(bus, self.gateway_workers, self.board.notify_agents,
-                                           tree.UPSTREAM_PREFIX)
+                                           tree.UPSTREAM_TARGET)
         self.root = Supervisor(self.spec, TreeContext(
             bus=bus, bus_endpoint=bus.endpoint, master_pid=os.getpid(),
             log_level=s.config.daemon.log_level, on_root_failure=self._root_failed,

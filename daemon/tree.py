@@ -2,7 +2,13 @@
 
     workingagents            root supervisor (one_for_one), in the master
     ├── gateway              one_for_one: gateway-0 ... gateway-N-1
-    └── tools                one_for_one: one worker per upstream MCP server
+    └── tools                one_for_one
+        └── upstream:NAME    temporary supervisor, one per upstream MCP server
+            └── mcp:NAME     the worker that runs the server over stdio
+
+An upstream that keeps failing exhausts its own supervisor's intensity and stops there
+(temporary: nothing above it is charged), so one broken server loses only its own tools;
+`workingagents restart upstream:NAME` tries it again.
 
 Built-in tools (echo, sleep) run inside each gateway worker, so a call to one costs no
 extra process hop.
@@ -16,6 +22,7 @@ from daemon.config import Settings
 from daemon.supervision.spec import (
     Intensity,
     Liveness,
+    Restart,
     Strategy,
     SupervisorSpec,
     WorkerSpec,
@@ -58,16 +65,20 @@ def gateway_worker(settings: Settings, index: int) -> WorkerSpec:
                       options={"gateway": gateway_options(settings)}, shutdown=drain)
 
 
-UPSTREAM_PREFIX = "upstream:"
+UPSTREAM_TARGET = "daemon.tools.upstream_worker:run"
 
 
-def upstream_worker(settings: Settings, name: str) -> WorkerSpec:
+def upstream_subtree(settings: Settings, name: str) -> SupervisorSpec:
     up = settings.config.upstreams[name]
-    return WorkerSpec(
-        id=f"{UPSTREAM_PREFIX}{name}", target="daemon.tools.upstream_worker:run",
+    intensity, liveness = limits(settings)
+    worker = WorkerSpec(
+        id=f"mcp:{name}", target=UPSTREAM_TARGET,
         options={"name": name, "command": list(up.command), "env": dict(up.env),
                  "cwd": up.cwd, "endpoint": f"ipc://{settings.runtime_dir}/up-{name}.sock"},
         shutdown=settings.config.supervision.shutdown_timeout)
+    return SupervisorSpec(id=f"upstream:{name}", strategy=Strategy.ONE_FOR_ONE,
+                          intensity=intensity, liveness=liveness, restart=Restart.TEMPORARY,
+                          children=(worker,))
 
 
 def build(settings: Settings) -> SupervisorSpec:
@@ -79,7 +90,7 @@ def build(settings: Settings) -> SupervisorSpec:
     )
     tools = SupervisorSpec(
         id=TOOLS, strategy=Strategy.ONE_FOR_ONE, intensity=intensity, liveness=liveness,
-        children=tuple(upstream_worker(settings, name) for name in settings.config.upstreams),
+        children=tuple(upstream_subtree(settings, name) for name in settings.config.upstreams),
     )
     return SupervisorSpec(id=ROOT, strategy=Strategy.ONE_FOR_ONE, intensity=intensity,
                           liveness=liveness, children=(gateway, tools))

@@ -77,8 +77,9 @@ class CallHandler:
         tool = self.tools.get(name)
         if tool is None or not self.policy.may_call(agent, name):
             upstream = self.policy.upstream_of(name)
-            if tool is None and upstream and self.policy.may_call(agent, name):
-                raise unavailable(upstream)  # it exists, but its server is down
+            if (tool is None and upstream and upstream not in self.tools.live_upstreams
+                    and self.policy.may_call(agent, name)):
+                raise unavailable(upstream)  # it may exist, but its server is down
             # a hidden tool answers exactly like one that does not exist
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
         arguments = params.get("arguments", {})

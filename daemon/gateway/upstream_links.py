@@ -42,6 +42,7 @@ class UpstreamLinks:
                 self._fail(name)
         registry = ToolRegistry()
         builtin.register(registry)
+        registry.live_upstreams = set(upstreams)
         for name, info in upstreams.items():
             if name not in self.links:
                 sock = self.ctx.socket(zmq.DEALER)

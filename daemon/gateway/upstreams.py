@@ -24,11 +24,11 @@ LIST_CHANGED = jsonrpc.notification("notifications/tools/list_changed")
 
 class UpstreamDirectory:
     def __init__(self, bus: WorkerBus, gateway_workers: Callable[[], list[WorkerChild]],
-                 notify_agents: Callable[[bytes], None], prefix: str) -> None:
+                 notify_agents: Callable[[bytes], None], target: str) -> None:
         self.bus = bus
         self.gateway_workers = gateway_workers
         self.notify_agents = notify_agents
-        self.prefix = prefix
+        self.target = target  # the job that upstream workers run
         self.reported: dict[str, dict[str, Any]] = {}  # name -> endpoint, tools
         self.up: dict[str, bytes] = {}  # name -> identity of the serving incarnation
         bus.on("tools", self.on_tools)
@@ -39,7 +39,7 @@ class UpstreamDirectory:
                                "tools": message.get("tools") or []}
 
     def _name(self, child: WorkerChild) -> str | None:
-        return child.id[len(self.prefix):] if child.id.startswith(self.prefix) else None
+        return str(child.spec.options["name"]) if child.spec.target == self.target else None
 
     def worker_ready(self, child: WorkerChild) -> None:
         name = self._name(child)

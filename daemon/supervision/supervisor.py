@@ -86,7 +86,7 @@ class Supervisor(Child):
                 child.last_exit = f"start failed: {exc}"
                 log.error("%s failed to start: %s", child.path(), exc)
                 if child.restart is Restart.TEMPORARY:
-                    self._remove(child, "temporary; not retried")
+                    self._retire(child)
                     return
                 self._count_restart(child, "failed to start", str(exc))
                 await self._back_off(child, up_for=0.0)
@@ -134,7 +134,7 @@ class Supervisor(Child):
                 log.info("%s exited (%s) after %.1fs; %s, not restarted", child.path(),
                          exit.reason, exit.uptime, child.restart.value)
                 if child.restart is Restart.TEMPORARY:
-                    self._remove(child, "temporary")
+                    self._retire(child)
                 else:
                     child.state = ChildState.STOPPED
                 return
@@ -199,6 +199,16 @@ class Supervisor(Child):
         self.parent.child_exited(self, Exit("restart intensity exceeded", False,
                                             self.uptime(), self.generation))
 
+    def _retire(self, child: Child) -> None:
+        """A temporary child is not restarted.  A worker leaves the tree (OTP); a subtree
+        that gave up stays in sight as stopped, so that `restart NAME` can revive it."""
+        if isinstance(child, Supervisor):
+            child.state = ChildState.STOPPED
+            log.warning("%s stays stopped (temporary, not restarted): %s", child.path(),
+                        child.last_exit)
+        else:
+            self._remove(child, "temporary, not restarted")
+
     def _remove(self, child: Child, why: str) -> None:
         if child in self.children:
             self.children.remove(child)
@@ -207,7 +217,11 @@ class Supervisor(Child):
     # -- requests from the control endpoint -------------------------------------------
 
     async def replace(self) -> None:
-        """Rolling restart of the subtree: one child at a time, each proven first."""
+        """Rolling restart of the subtree: one child at a time, each proven first.
+        A subtree that is not running (it gave up) is simply started again."""
+        if self.state is not ChildState.READY:
+            await self.start()
+            return
         for child in list(self.children):
             async with self.lock:
                 await child.replace()
@@ -269,6 +283,10 @@ class Supervisor(Child):
             child.check_liveness(now)
 
     def healthy(self) -> bool:
+        # A temporary subtree that gave up is stopped by design: status shows it, but it
+        # must not stop the watchdog (systemd would restart everyone for one upstream).
+        if self.state is ChildState.STOPPED and self.parent is not None:
+            return True
         return self.state is ChildState.READY and all(c.healthy() for c in self.children)
 
     def snapshot(self) -> dict[str, Any]:

@@ -103,8 +103,13 @@ class StdioMcpClient:
 
     async def _write(self, message: dict[str, Any]) -> None:
         assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(orjson.dumps(message) + b"\n")
-        await self.proc.stdin.drain()
+        try:
+            self.proc.stdin.write(orjson.dumps(message) + b"\n")
+            await self.proc.stdin.drain()
+        except (RuntimeError, ConnectionError) as exc:  # uvloop: RuntimeError once closed
+            raise RpcError(TOOL_UNAVAILABLE, f"Tool unavailable: the upstream server's "
+                                             f"stdin is closed ({exc.__class__.__name__})") \
+                from None
 
     async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}

@@ -28,6 +28,7 @@ class ToolRegistry:
 
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
+        self.live_upstreams: set[str] = set()  # upstreams whose tools are in here
 
     def add(self, tool: Tool) -> None:
         self._tools[tool.name] = tool

@@ -17,6 +17,7 @@ import asyncio
 import functools
 import logging
 import os
+import sys
 from typing import Any
 
 import orjson
@@ -96,8 +97,10 @@ async def run(worker: Worker, name: str, command: list[str], endpoint: str,
         tools = await client.list_tools()
     except (OSError, RpcError, TimeoutError) as exc:
         await client.close()
-        raise RuntimeError(f"upstream {name} ({' '.join(command)}) did not start: "
-                           f"{exc!r}") from None
+        code = client.proc.returncode if client.proc else None
+        why = f"the server exited with code {code}" if code is not None else repr(exc)
+        log.error("upstream %s (%s) did not start: %s", name, " ".join(command), why)
+        sys.exit(4)
     service = UpstreamService(worker, name, client, endpoint)
     log.info("%s: MCP %s, %d tools", name, client.version, len(tools))
     worker.send({"k": TOOLS, "upstream": name, "endpoint": service.endpoint, "tools": tools})

@@ -53,7 +53,7 @@ def test_upstream_tools_appear_prefixed_sorted_with_their_schemas(daemon):
     with agent(daemon, "bob") as bob:
         tools = {t["name"]: t for t in bob.list_tools()}
         assert list(tools) == sorted(tools)
-        assert {"notes__add", "notes__read_note", "notes__slow", "notes__crash",
+        assert {"notes__add", "notes__read_note", "notes__slow", "notes__crash", "notes__steps",
                 "old__shout", "echo", "sleep"} == set(tools)
         schema = tools["notes__add"]["inputSchema"]
         assert schema["properties"]["a"]["type"] == "integer" and schema["required"] == [
@@ -66,7 +66,7 @@ def test_upstream_tools_appear_prefixed_sorted_with_their_schemas(daemon):
         result = modern.call_tool("notes__add", {"a": 1, "b": 1})
         assert result["resultType"] == "complete" and result["content"][0]["text"] == "2"
     log = daemon.log()
-    assert "notes: MCP 2026-07-28, 4 tools" in log, "the SDK server speaks the new era"
+    assert "notes: MCP 2026-07-28, 5 tools" in log, "the SDK server speaks the new era"
 
 
 def test_a_handshake_era_upstream_is_reached_through_the_initialize_fallback(daemon):
@@ -166,3 +166,18 @@ def test_an_upstream_that_gave_up_can_be_restarted_by_name(start_daemon, state_d
         wait_for(lambda: "flaky__add" in [t["name"] for t in bob.list_tools()], 30, "tools")
         assert bob.call_tool("flaky__add", {"a": 3, "b": 4})["content"][0]["text"] == "7"
     assert json.loads(json.dumps(d.status()))["daemon"]["healthy"]
+
+
+@pytest.mark.parametrize("token", ["tok-1", 7])
+def test_upstream_progress_reaches_the_agent_under_its_own_token(daemon, token):
+    with agent(daemon, "bob") as bob, agent(daemon, "alice") as alice:
+        result = bob.request("tools/call", {"name": "notes__steps", "arguments": {"count": 3},
+                                            "_meta": {"progressToken": token}})
+        assert result["content"][0]["text"] == "3 steps"
+        progress = [n["params"] for n in bob.notifications
+                    if n["method"] == "notifications/progress"]
+        assert [(p["progressToken"], p["progress"], p["total"]) for p in progress] == [
+            (token, 1, 3), (token, 2, 3), (token, 3, 3)]
+        assert progress[0]["message"] == "step 1"
+        assert alice.call_tool("echo", {})["isError"] is False
+        assert not [n for n in alice.notifications if n["method"] == "notifications/progress"]

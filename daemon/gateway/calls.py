@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from daemon.gateway.permissions import Policy
 from daemon.gateway.upstream_links import unavailable
 from daemon.protocol import jsonrpc, mcp
 from daemon.protocol.jsonrpc import RpcError
-from daemon.tools.registry import Tool, ToolRegistry
+from daemon.tools.registry import Progress, Tool, ToolRegistry
 
 log = logging.getLogger("gateway")
 
@@ -48,7 +49,8 @@ class CallHandler:
         except RpcError as exc:
             return jsonrpc.error(rid, exc.code, exc.message, exc.data)
 
-    async def respond(self, agent: str, raw: bytes) -> bytes:
+    async def respond(self, agent: str, raw: bytes,
+                      notify: Callable[[bytes], None] | None = None) -> bytes:
         message = orjson.loads(raw)
         rid = message["id"]
         params = message.get("params") or {}
@@ -56,7 +58,10 @@ class CallHandler:
             stateless = mcp.request_version(params.get("_meta")) is not None
             if message["method"] == "tools/list":
                 return jsonrpc.result(rid, self.list_tools(agent, stateless))
-            return jsonrpc.result(rid, await self.call_tool(agent, params, stateless))
+            token = (params.get("_meta") or {}).get("progressToken")
+            progress = _progress_sink(notify, token) if notify is not None else None
+            return jsonrpc.result(rid, await self.call_tool(agent, params, stateless,
+                                                            progress))
         except RpcError as exc:
             return jsonrpc.error(rid, exc.code, exc.message, exc.data)
         except Exception:
@@ -90,14 +95,14 @@ class CallHandler:
                                                    "object")
         return tool, arguments
 
-    async def call_tool(self, agent: str, params: dict[str, Any],
-                        stateless: bool) -> dict[str, Any]:
+    async def call_tool(self, agent: str, params: dict[str, Any], stateless: bool,
+                        progress: Progress | None = None) -> dict[str, Any]:
         tool, arguments = self._resolve(agent, params)
         name = tool.name
         timeout = self.policy.timeout_for(name)
         try:
             async with asyncio.timeout(timeout):
-                result = await tool.run(arguments)
+                result = await tool.run(arguments, progress)
         except TimeoutError:
             raise RpcError(jsonrpc.TIMED_OUT, f"Timed out: {name} did not finish within "
                                               f"{timeout:g}s") from None
@@ -112,3 +117,14 @@ class CallHandler:
         """A tool that ran and failed answers isError, as MCP says."""
         log.warning("tool %s failed for %s: %s", name, agent, exc)
         return mcp.text_result(f"Tool {name} failed: {exc}", is_error=True)
+
+
+def _progress_sink(notify: Callable[[bytes], None], token: Any) -> Progress | None:
+    """Progress updates for the agent, under the token it chose (if it chose one)."""
+    if not isinstance(token, str | int) or isinstance(token, bool):
+        return None
+
+    def report(update: dict[str, Any]) -> None:
+        notify(jsonrpc.notification("notifications/progress",
+                                    {**update, "progressToken": token}))
+    return report

@@ -222,6 +222,11 @@ class Switchboard:
             if call is None:
                 return  # cancelled, timed out or the agent left
             self._finish(call, raw)
+        elif kind == messages.PROGRESS:
+            seq, raw = messages.unpack_seq(payload)
+            call = self.calls.get(seq)
+            if call is not None:
+                call.conn.send(raw)
         elif kind == messages.BROADCAST:
             self.notify_agents(payload[1:])
 

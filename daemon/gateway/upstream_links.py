@@ -18,7 +18,7 @@ import zmq
 from daemon.protocol import jsonrpc
 from daemon.protocol.jsonrpc import RpcError
 from daemon.tools import builtin
-from daemon.tools.registry import Tool, ToolRegistry
+from daemon.tools.registry import Progress, Tool, ToolRegistry
 from daemon.transport import messages
 from daemon.transport.zmq_endpoint import ZmqEndpoint
 
@@ -30,6 +30,7 @@ class UpstreamLinks:
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.links: dict[str, tuple[str, ZmqEndpoint]] = {}  # name -> endpoint, socket
         self.waiting: dict[int, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
+        self.progress: dict[int, Progress] = {}
         self._seq = itertools.count(1)
 
     def update(self, upstreams: dict[str, dict[str, Any]]) -> ToolRegistry:
@@ -56,7 +57,8 @@ class UpstreamLinks:
                     functools.partial(self.call, name, tool["name"])))
         return registry
 
-    async def call(self, upstream: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    async def call(self, upstream: str, tool: str, arguments: dict[str, Any],
+                   progress: Progress | None = None) -> dict[str, Any]:
         entry = self.links.get(upstream)
         if entry is None:
             raise unavailable(upstream)
@@ -64,8 +66,10 @@ class UpstreamLinks:
         seq = next(self._seq)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.waiting[seq] = (upstream, future)
-        link.send([messages.pack_call(seq, "", orjson.dumps({"name": tool,
-                                                             "arguments": arguments}))])
+        if progress is not None:
+            self.progress[seq] = progress
+        link.send([messages.pack_call(seq, "", orjson.dumps({
+            "name": tool, "arguments": arguments, "progress": progress is not None}))])
         try:
             body = await future
         except asyncio.CancelledError:
@@ -73,6 +77,7 @@ class UpstreamLinks:
             raise
         finally:
             self.waiting.pop(seq, None)
+            self.progress.pop(seq, None)
         if "error" in body:
             raise RpcError(int(body["error"]["code"]), str(body["error"]["message"]))
         result: dict[str, Any] = body["result"]
@@ -80,6 +85,11 @@ class UpstreamLinks:
 
     def _on_reply(self, frames: list[bytes]) -> None:
         seq, raw = messages.unpack_seq(frames[-1])
+        if frames[-1][:1] == messages.PROGRESS:
+            report = self.progress.get(seq)
+            if report is not None:
+                report(orjson.loads(raw))
+            return
         entry = self.waiting.get(seq)
         if entry is not None and not entry[1].done():
             entry[1].set_result(orjson.loads(raw))

@@ -54,7 +54,8 @@ class GatewayService:
 
     async def serve(self, seq: int, agent: str, raw: bytes) -> None:
         try:
-            reply = await self.handler.respond(agent, raw)
+            reply = await self.handler.respond(
+                agent, raw, lambda note: self.worker.send_raw(messages.pack_progress(seq, note)))
         except asyncio.CancelledError:
             return  # the agent cancelled or left: MCP wants no response
         self.worker.send_raw(messages.pack_reply(seq, reply))

@@ -14,18 +14,18 @@ from typing import Any
 import orjson
 
 from daemon.protocol.mcp import text_result
-from daemon.tools.registry import Tool, ToolRegistry
+from daemon.tools.registry import Progress, Tool, ToolRegistry
 
 
 def echo_now(arguments: dict[str, Any]) -> dict[str, Any]:
     return text_result(orjson.dumps(arguments).decode())
 
 
-async def echo(arguments: dict[str, Any]) -> dict[str, Any]:
+async def echo(arguments: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
     return echo_now(arguments)
 
 
-async def sleep(arguments: dict[str, Any]) -> dict[str, Any]:
+async def sleep(arguments: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
     seconds = arguments.get("seconds", 1)
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) \
             or not 0 <= seconds <= 3600:

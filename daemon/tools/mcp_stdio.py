@@ -150,8 +150,12 @@ class StdioMcpClient:
             if not cursor:
                 return tools
 
-    async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        result = await self.request("tools/call", {"name": name, "arguments": arguments})
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        progress_token: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"name": name, "arguments": arguments}
+        if progress_token is not None:
+            params["_meta"] = {"progressToken": progress_token}
+        result = await self.request("tools/call", params)
         result.pop("resultType", None)  # the gateway adds its own for its agent's era
         return result
 

@@ -6,7 +6,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-Runner = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+# progress, total, message -> the agent's notifications/progress (None: nobody listens)
+Progress = Callable[[dict[str, Any]], None]
+Runner = Callable[[dict[str, Any], Progress | None], Awaitable[dict[str, Any]]]
 
 
 @dataclass(frozen=True)

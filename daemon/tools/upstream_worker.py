@@ -7,8 +7,12 @@ the server exits, so does this worker (exit 1): the supervisor restarts it under
 rules, and the master tells agents that the tools went and came back.
 
 Wire, gateway worker DEALER -> this ROUTER (envelopes of transport.messages):
-  c seq agent {"name", "arguments"}  ->  r seq {"result": ...} | {"error": {code, message}}
+  c seq agent {"name", "arguments", "progress"}  ->  r seq {"result": ...} | {"error": ...}
+                                                    p seq {progress, total, message} ...
   x seq                               ->  (the call is cancelled upstream)
+
+Progress tokens sent upstream are this worker's own, one per call, so that two agents'
+tokens can never collide; updates go back to the caller under its call seq.
 """
 
 from __future__ import annotations
@@ -47,6 +51,18 @@ class UpstreamService:
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.router = ZmqEndpoint(sock, self.on_frames)
         self.tasks: dict[tuple[bytes, int], asyncio.Task[None]] = {}
+        self.progress_routes: dict[str, tuple[bytes, int]] = {}
+        client.on_notification = self.on_notification
+
+    def on_notification(self, message: dict[str, Any]) -> None:
+        if message.get("method") != "notifications/progress":
+            return
+        params = dict(message.get("params") or {})
+        route = self.progress_routes.get(str(params.pop("progressToken", "")))
+        if route is not None:
+            peer, seq = route
+            params.pop("_meta", None)
+            self.router.send([peer, messages.pack_progress(seq, orjson.dumps(params))])
 
     def on_frames(self, frames: list[bytes]) -> None:
         if len(frames) != 2:
@@ -69,9 +85,12 @@ class UpstreamService:
 
     async def serve(self, peer: bytes, seq: int, agent: str, raw: bytes) -> None:
         call = orjson.loads(raw)
+        token = f"wa-{peer.hex()}-{seq}" if call.get("progress") else None
+        if token is not None:
+            self.progress_routes[token] = (peer, seq)
         try:
             body: dict[str, Any] = {"result": await self.client.call_tool(
-                call["name"], call.get("arguments") or {})}
+                call["name"], call.get("arguments") or {}, token)}
         except asyncio.CancelledError:
             return
         except RpcError as exc:
@@ -79,6 +98,9 @@ class UpstreamService:
         except Exception as exc:  # the server misbehaved; the agent gets a clear error
             log.warning("%s: call to %s failed: %s", self.name, call.get("name"), exc)
             body = {"error": {"code": INTERNAL_ERROR, "message": f"upstream error: {exc}"}}
+        finally:
+            if token is not None:
+                self.progress_routes.pop(token, None)
         self.router.send([peer, messages.pack_reply(seq, orjson.dumps(body))])
 
     async def close(self) -> None:

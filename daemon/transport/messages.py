@@ -16,6 +16,7 @@ Data path (same sockets, binary envelopes, so the master never re-encodes a call
 | c          | master -> worker | c, seq u64, len u8, agent, raw | one agent request          |
 | x          | master -> worker | x, seq u64                    | cancel that request        |
 | r          | worker -> master | r, seq u64, raw               | the JSON-RPC response      |
+| p          | worker -> master | p, seq u64, raw               | progress notification      |
 | n          | worker -> master | n, raw                        | notification to every agent|
 | B          | either way       | B, (len u32, envelope)...     | envelopes of one loop turn |
 
@@ -45,6 +46,7 @@ CALL = b"c"
 CANCEL = b"x"
 REPLY = b"r"
 BROADCAST = b"n"
+PROGRESS = b"p"
 BATCH = b"B"
 _SEQ = struct.Struct("!Q")
 _LEN = struct.Struct("!I")
@@ -116,3 +118,7 @@ def unpack_batch(payload: bytes) -> list[bytes]:
         out.append(payload[at + 4:at + 4 + size])
         at += 4 + size
     return out
+
+
+def pack_progress(seq: int, raw: bytes) -> bytes:
+    return PROGRESS + _SEQ.pack(seq) + raw

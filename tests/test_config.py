@@ -86,3 +86,15 @@ def test_the_example_config_in_etc_is_valid():
     example = Path(__file__).parent.parent / "etc" / "workingagents.toml"
     settings = config.load(str(example))
     assert settings.config.daemon.gateway_workers >= 1
+
+
+def test_the_commented_examples_in_etc_are_valid_when_uncommented(tmp_path):
+    import re
+    example = (Path(__file__).parent.parent / "etc" / "workingagents.toml").read_text()
+    text = re.sub(r"^# (\[|tools|token_sha256|roles|command|env|cwd|tool_timeouts)", r"\1",
+                  example, flags=re.M)
+    path = tmp_path / "uncommented.toml"
+    path.write_text(text)
+    settings = config.load(str(path))
+    assert list(settings.config.agents) == ["alice"]
+    assert settings.config.upstreams["files"].command[0] == "/usr/bin/python3"

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from daemon.transport import messages
-from daemon.transport.zmq_endpoint import ZmqEndpoint
+from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
 
 if TYPE_CHECKING:
     from daemon.master import Master
@@ -27,12 +26,7 @@ log = logging.getLogger("control")
 class ControlServer:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, token: str,
                  master: Master) -> None:
-        sock = ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
-        sock.bind(endpoint)
-        if endpoint.startswith("ipc://"):
-            os.chmod(endpoint[len("ipc://"):], 0o600)
+        sock = bind_router(ctx, endpoint, max_bytes=1 << 20)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._token = token.encode()
         self._master = master

@@ -51,13 +51,14 @@ class CallHandler:
 
     async def respond(self, agent: str, raw: bytes,
                       notify: Callable[[bytes], None] | None = None) -> bytes:
-        message = orjson.loads(raw)
+        now = self.respond_now(agent, raw)
+        if now is not None:
+            return now
+        message = orjson.loads(raw)  # a tools/call to a tool that must be awaited
         rid = message["id"]
         params = message.get("params") or {}
         try:
             stateless = mcp.request_version(params.get("_meta")) is not None
-            if message["method"] == "tools/list":
-                return jsonrpc.result(rid, self.list_tools(agent, stateless))
             token = (params.get("_meta") or {}).get("progressToken")
             progress = _progress_sink(notify, token) if notify is not None else None
             return jsonrpc.result(rid, await self.call_tool(agent, params, stateless,

@@ -7,7 +7,6 @@ heartbeats to it; other kinds go to handlers that later layers register (tool ca
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,7 @@ import zmq
 
 from daemon.supervision.worker_process import WorkerProcess
 from daemon.transport import messages
-from daemon.transport.zmq_endpoint import ZmqEndpoint
+from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
 
 log = logging.getLogger("bus")
 
@@ -25,12 +24,7 @@ Handler = Callable[[bytes, dict[str, Any]], None]
 
 class WorkerBus:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> None:
-        sock = ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a dead worker fails loudly
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(endpoint)
-        if endpoint.startswith("ipc://"):
-            os.chmod(endpoint[len("ipc://"):], 0o600)
+        sock = bind_router(ctx, endpoint, mandatory=True)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._zmq = ZmqEndpoint(sock, self._on_frames)
         self._workers: dict[bytes, WorkerProcess] = {}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import sys
 from typing import Any
 
@@ -30,7 +29,7 @@ import zmq
 from daemon.protocol.jsonrpc import INTERNAL_ERROR, RpcError
 from daemon.tools.mcp_stdio import StdioMcpClient
 from daemon.transport import messages
-from daemon.transport.zmq_endpoint import ZmqEndpoint
+from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
 from daemon.worker.runtime import Worker
 
 log = logging.getLogger("upstream")
@@ -43,11 +42,7 @@ class UpstreamService:
         self.name = name
         self.client = client
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        sock = self.ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(endpoint)
-        if endpoint.startswith("ipc://"):
-            os.chmod(endpoint[len("ipc://"):], 0o600)
+        sock = bind_router(self.ctx, endpoint)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.router = ZmqEndpoint(sock, self.on_frames)
         self.tasks: dict[tuple[bytes, int], asyncio.Task[None]] = {}

@@ -10,7 +10,7 @@ import zmq
 
 from daemon.gateway.switchboard import Connection, Switchboard
 from daemon.protocol import jsonrpc
-from daemon.transport.zmq_endpoint import ZmqEndpoint
+from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
 
 log = logging.getLogger("zmq")
 
@@ -18,12 +18,7 @@ log = logging.getLogger("zmq")
 class AgentRouter:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], address: str, board: Switchboard,
                  max_bytes: int) -> None:
-        sock = ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
-        sock.setsockopt(zmq.SNDHWM, 10_000)
-        sock.setsockopt(zmq.RCVHWM, 10_000)
-        sock.bind(address)
+        sock = bind_router(ctx, address, max_bytes=max_bytes, hwm=10_000)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.board = board
         self.peers: dict[bytes, Connection] = {}

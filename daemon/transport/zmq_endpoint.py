@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from typing import cast
 
@@ -23,6 +24,24 @@ Handler = Callable[[list[bytes]], None]
 _NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq converts enum flags on every call
 _SNDMORE = int(zmq.SNDMORE) | _NOBLOCK
 _RCVMORE = int(zmq.RCVMORE)
+
+
+def bind_router(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, *, mandatory: bool = False,
+                max_bytes: int | None = None, hwm: int | None = None) -> zmq.Socket[bytes]:
+    """A ROUTER bound at ``endpoint``; an ipc:// socket file is made owner-only (0600)."""
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    if mandatory:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone peer fails loudly
+    if max_bytes is not None:
+        sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+    if hwm is not None:
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.bind(endpoint)
+    if endpoint.startswith("ipc://"):
+        os.chmod(endpoint[len("ipc://"):], 0o600)
+    return sock
 
 
 class ZmqEndpoint:

@@ -258,3 +258,14 @@ def test_cli_tools_and_call_as_admin_and_as_a_named_agent(gateway):
     assert out.returncode == 1 and "-32602 Unknown tool: sleep" in out.stderr
     out = daemon.cli("call", "echo", "--json", "[1,2]")
     assert out.returncode == 2
+
+
+def test_a_call_that_had_not_reached_a_tool_is_rerouted_not_failed(gateway):
+    daemon = gateway()
+    victim = daemon.pids()[shard("bob")]
+    with agent(daemon, "bob") as bob:
+        os.kill(victim, signal.SIGSTOP)  # the call below waits, unread, in its queue
+        result = bob.call_tool("sleep", {"seconds": 0.1})
+        assert result["isError"] is False and result["content"][0]["text"] == "slept 0.1s"
+    assert daemon.pids()[shard("bob")] != victim
+    assert "hung" in daemon.log()

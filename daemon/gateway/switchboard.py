@@ -7,8 +7,9 @@ in one worker), and forward the raw bytes.  The handshake methods that need no p
 and go to the agent without being decoded.
 
 Fate of a call: a call waits in the master while its worker is not READY and goes out
-when it is (re-routed after a restart); a call already handed to a worker that dies gets
--32014 (its outcome is unknown); a call never waits longer than its timeout.
+when it is.  If its worker dies, a call on which a tool had started gets -32014 (its
+outcome is unknown) and any other is re-routed to the replacement; a call never waits
+longer than its timeout.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Call:
     payload: bytes  # the envelope, ready to (re)send
     deadline: float
     identity: bytes | None = None  # the incarnation it was handed to; None: waiting
-    reached_tool: bool = False
+    reached_tool: bool = False  # the worker said a tool started on it (see STARTED)
 
 
 @dataclass
@@ -210,7 +211,6 @@ class Switchboard:
         identity = worker.identity
         if identity is not None and self.bus.send_raw(identity, call.payload):
             call.identity = identity
-            call.reached_tool = method == "tools/call"
 
     # -- gateway -> agent -------------------------------------------------------------
 
@@ -222,6 +222,10 @@ class Switchboard:
             if call is None:
                 return  # cancelled, timed out or the agent left
             self._finish(call, raw)
+        elif kind == messages.STARTED:
+            started = self.calls.get(messages.unpack_seq(payload)[0])
+            if started is not None:
+                started.reached_tool = True
         elif kind == messages.PROGRESS:
             seq, raw = messages.unpack_seq(payload)
             call = self.calls.get(seq)

@@ -41,6 +41,9 @@ class GatewayService:
             if reply is not None:
                 self.worker.send_raw(messages.pack_reply(seq, reply))
                 return
+            # Before the tool can start, the master must know it has: if this worker dies
+            # from here on, the call's outcome is unknown (-32014); before, it re-routes.
+            self.worker.send_raw_now(messages.pack_started(seq))
             task = asyncio.get_running_loop().create_task(self.serve(seq, agent, raw))
             self.tasks[seq] = task
             task.add_done_callback(functools.partial(self._forget, seq))

@@ -18,6 +18,7 @@ class Tool:
     input_schema: dict[str, Any]
     run: Runner
     # A pure, instant function of its arguments: run in line, without a task per call.
+    # Pure matters: a call whose worker died before answering may be run again.
     inline: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def definition(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ Data path (same sockets, binary envelopes, so the master never re-encodes a call
 |------------|------------------|-------------------------------|----------------------------|
 | c          | master -> worker | c, seq u64, len u8, agent, raw | one agent request          |
 | x          | master -> worker | x, seq u64                    | cancel that request        |
+| s          | worker -> master | s, seq u64                    | a tool starts on this call |
 | r          | worker -> master | r, seq u64, raw               | the JSON-RPC response      |
 | p          | worker -> master | p, seq u64, raw               | progress notification      |
 | n          | worker -> master | n, raw                        | notification to every agent|
@@ -47,6 +48,7 @@ CANCEL = b"x"
 REPLY = b"r"
 BROADCAST = b"n"
 PROGRESS = b"p"
+STARTED = b"s"
 BATCH = b"B"
 _SEQ = struct.Struct("!Q")
 _LEN = struct.Struct("!I")
@@ -122,3 +124,7 @@ def unpack_batch(payload: bytes) -> list[bytes]:
 
 def pack_progress(seq: int, raw: bytes) -> bytes:
     return PROGRESS + _SEQ.pack(seq) + raw
+
+
+def pack_started(seq: int) -> bytes:
+    return STARTED + _SEQ.pack(seq)

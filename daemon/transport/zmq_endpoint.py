@@ -86,6 +86,10 @@ class ZmqEndpoint:
         else:
             queued.append(envelope)
 
+    def flush(self) -> None:
+        """Send the queued batches now (they would go at the end of this loop turn)."""
+        self._flush()
+
     def _flush(self) -> None:
         self._flush_pending = False
         batches, self._batches = self._batches, {}

@@ -87,6 +87,12 @@ class Worker:
         """Queue one data-path envelope; it leaves batched at the end of this loop turn."""
         self._endpoint.send_batched(b"", payload)
 
+    def send_raw_now(self, payload: bytes) -> None:
+        """Send now, after whatever is queued (order kept): for what must arrive before
+        anything else happens."""
+        self._endpoint.flush()
+        self._endpoint.send([payload])
+
     def on_raw(self, handler: Callable[[bytes], None]) -> None:
         """Route data-path envelopes (agent calls) to a job's handler."""
         self._raw = handler

@@ -8,6 +8,7 @@ reload leaves the running settings in place, so loading never mutates anything.
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,18 @@ class UpstreamSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen
     cwd: str = ""
 
 
+class PluginsSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Guardrail and policy plugins: .py files in these dirs, hot-swapped on change."""
+
+    dirs: list[str] | None = None  # default: the bundled plugins, /etc/workingagents/plugins.d
+    watch: bool = True  # swap on file drop (watchfiles); reload/SIGHUP rescans too
+    budget_ms: float = 50.0  # a hook slower than this denies the call (fail closed)
+    snapshot_interval: float = 2.0  # seconds between plugin state snapshots
+    # [plugins.config.NAME]: the plugin's own table; "mode" ("enforce" | "permissive")
+    # and "budget_ms" are read by the gateway, everything else by the plugin
+    config: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+
+
 class Config(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     daemon: DaemonSection = msgspec.field(default_factory=DaemonSection)
     control: ControlSection = msgspec.field(default_factory=ControlSection)
@@ -99,6 +112,7 @@ class Config(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     roles: dict[str, RoleSection] = msgspec.field(default_factory=dict)
     agents: dict[str, AgentSection] = msgspec.field(default_factory=dict)
     upstreams: dict[str, UpstreamSection] = msgspec.field(default_factory=dict)
+    plugins: PluginsSection = msgspec.field(default_factory=PluginsSection)
 
 
 @dataclass(frozen=True)
@@ -247,6 +261,13 @@ def _check_gateway(config: Config, refuse: Any) -> None:
     for tool, seconds in gateway.tool_timeouts.items():
         if seconds <= 0:
             raise refuse(f"gateway.tool_timeouts.{tool}", "a number > 0", seconds)
+    for name, table in config.plugins.config.items():
+        if table.get("mode", "enforce") not in ("enforce", "permissive"):
+            raise refuse(f"plugins.config.{name}.mode", '"enforce" or "permissive"',
+                         table.get("mode"))
+    if config.plugins.budget_ms <= 0 or config.plugins.snapshot_interval <= 0:
+        raise refuse("plugins.budget_ms", "budget_ms and snapshot_interval > 0",
+                     config.plugins.budget_ms)
     for name, upstream in config.upstreams.items():
         if not name.replace("-", "").replace("_", "").isalnum() or "__" in name:
             raise refuse(f"upstreams.{name}", "a name of letters, digits, - and _ without "
@@ -263,3 +284,13 @@ def _check_gateway(config: Config, refuse: Any) -> None:
             if role not in config.roles and role != "admin":
                 raise refuse(f"agents.{name}.roles", f"roles defined in [roles.*] "
                              f"(known: {', '.join(sorted(config.roles)) or 'none'})", role)
+
+
+def plugin_dirs(settings: Settings) -> list[Path]:
+    """The plugin dirs in force: configured, or the bundled ones plus the sysadmin's."""
+    if settings.config.plugins.dirs is not None:
+        return [Path(d).expanduser() for d in settings.config.plugins.dirs]
+    here = Path(__file__).resolve().parent.parent
+    bundled = [Path(sys.prefix) / "share" / "workingagents" / "plugins", here / "plugins"]
+    found = [d for d in bundled if d.is_dir()][:1]
+    return [*found, Path("/etc/workingagents/plugins.d")]

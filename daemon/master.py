@@ -31,6 +31,7 @@ from daemon.control.server import ControlServer
 from daemon.gateway.auth import Authenticator, ensure_admin_token
 from daemon.gateway.switchboard import Limits, Switchboard
 from daemon.gateway.upstreams import UpstreamDirectory
+from daemon.hotswap.manager import PluginManager
 from daemon.supervision.bus import WorkerBus
 from daemon.supervision.child import StartFailed, TreeContext
 from daemon.supervision.sdnotify import Notifier
@@ -99,13 +100,15 @@ class Master:
         bus = WorkerBus(ctx, s.bus_endpoint)
         self.board = Switchboard(bus, self.gateway_workers,
                                  Authenticator(s, ensure_admin_token(s.state_dir)), _limits(s))
+        self.plugins = PluginManager(s, bus, self.gateway_workers)
         self.upstreams = UpstreamDirectory(bus, self.gateway_workers, self.board.notify_agents,
                                            tree.UPSTREAM_TARGET)
         self.root = Supervisor(self.spec, TreeContext(
             bus=bus, bus_endpoint=bus.endpoint, master_pid=os.getpid(),
             log_level=s.config.daemon.log_level, on_root_failure=self._root_failed,
             spawn=self.own, on_worker_ready=self._worker_ready,
-            on_worker_gone=self._worker_gone))
+            on_worker_gone=self._worker_gone, boot_options=self.plugins.boot_options))
+        await self.plugins.rescan()  # validated before any worker starts: they boot with it
         control = ControlServer(ctx, s.control_endpoint, self.token, self)
         listen = s.config.listen
         tcp = await serve_tcp(self.board, listen.tcp, listen.max_message_bytes) \
@@ -118,6 +121,7 @@ class Master:
         self._publish_control_file(control.endpoint)
         self._install_signal_handlers()
         ticker = self.own(self._tick())
+        self.own(self.plugins.watch())
         log.info("workingagents %s starting: config %s, state %s, control %s, agents on "
                  "tcp %s and zmq %s", __version__, s.source or "built-in defaults",
                  s.state_dir, control.endpoint, self.listening["tcp"], self.listening["zmq"])
@@ -296,6 +300,7 @@ class Master:
         self.settings = new
         if new.config.agents != old.config.agents or new.config.roles != old.config.roles \
                 or new.config.gateway != old.config.gateway \
+                or new.config.plugins != old.config.plugins \
                 or new.config.listen != old.config.listen:
             self.board.auth = Authenticator(new, ensure_admin_token(new.state_dir))
             self.board.limits = _limits(new)
@@ -303,13 +308,16 @@ class Master:
             changes.append("agents, roles and gateway limits")
         if not self.custom_tree:
             changes += await self._resize_gateway(old, new)
+        self.plugins.settings = new
+        changes += await self.plugins.rescan()
         return changes
 
     def _push_gateway_options(self, settings: config.Settings) -> None:
         """Running workers get the new options now; their restarts get them from the spec."""
         options = {"gateway": tree.gateway_options(settings)}
         for worker in self.gateway_workers():
-            worker.spec = dataclasses.replace(worker.spec, options=options)
+            worker.spec = dataclasses.replace(worker.spec, options={**worker.spec.options,
+                                                                     **options})
             identity = worker.identity
             if identity is not None:
                 self.board.bus.send(identity, {"k": messages.CONFIG, **options})
@@ -369,6 +377,7 @@ class Master:
                        "last_reload": self.last_reload,
                        "stopping": self._stop.is_set()},
             "tree": self.root.snapshot(),
+            "plugins": self.plugins.status(),
         }
 
 

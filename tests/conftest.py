@@ -75,6 +75,7 @@ class Daemon:
             "supervision": {**FAST, **(supervision or {})},
             "control": control or {},
             "listen": {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*"},  # free ports
+            "plugins": {"dirs": []},  # an empty chain unless a test brings plugins
             **(extra or {}),
         })
         self.log_path = state_dir / "daemon.log"

@@ -58,6 +58,7 @@ def temporary_daemon(gateway_workers: int = 2,
                                         "gateway_workers": gateway_workers,
                                         "log_level": "warning"},
                              "listen": {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*"},
+                             "plugins": {"dirs": []},  # the empty chain, for the ratio
                              "supervision": supervision or {}}))
     log = open(state_dir / "daemon.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "serve", "--config", str(config)],

@@ -10,6 +10,7 @@ from daemon import __version__
 from daemon.cli.agent_commands import call, mcp_bridge, tools
 from daemon.cli.bench_commands import bench
 from daemon.cli.daemon_commands import reload, restart, serve, status, stop
+from daemon.cli.plugin_commands import plugins
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,7 +19,8 @@ def cli() -> None:
     """WorkingAgents: a governance gateway for AI agent tool calls."""
 
 
-for command in (serve, status, reload, restart, stop, tools, call, mcp_bridge, bench):
+for command in (serve, status, reload, restart, stop, tools, call, mcp_bridge, plugins,
+                bench):
     cli.add_command(command)
 
 

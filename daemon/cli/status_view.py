@@ -41,6 +41,11 @@ def render_status(snapshot: dict[str, Any]) -> str:
         f"{_size(d['rss']):>8}",
     ]
     _walk(snapshot["tree"], "", True, lines, root=True)
+    plugins = snapshot.get("plugins") or {}
+    loaded = ", ".join(f"{p['name']} v{p['version']}" for p in plugins.get("loaded", []))
+    lines.append(f"plugins: {loaded or 'none'}")
+    for path, why in sorted((plugins.get("refused") or {}).items()):
+        lines.append(f"plugin REFUSED {path}: {why}")
     if d.get("last_reload"):
         lines.append(f"last reload: {d['last_reload']}")
     return "\n".join(lines)

@@ -14,8 +14,11 @@ from typing import Any
 
 import orjson
 
+from daemon.gateway import plugin_chain
 from daemon.gateway.permissions import Policy
+from daemon.gateway.plugin_chain import PluginHost
 from daemon.gateway.upstream_links import unavailable
+from daemon.plugin import Call
 from daemon.protocol import jsonrpc, mcp
 from daemon.protocol.jsonrpc import RpcError
 from daemon.tools.registry import Progress, Tool, ToolRegistry
@@ -24,9 +27,11 @@ log = logging.getLogger("gateway")
 
 
 class CallHandler:
-    def __init__(self, policy: Policy, tools: ToolRegistry) -> None:
+    def __init__(self, policy: Policy, tools: ToolRegistry,
+                 plugins: PluginHost | None = None) -> None:
         self.policy = policy
         self.tools = tools
+        self.plugins = plugins or PluginHost()
 
     def respond_now(self, agent: str, raw: bytes) -> bytes | None:
         """The response, if it needs no waiting (tools/list, inline tools, errors found
@@ -39,8 +44,8 @@ class CallHandler:
             if message["method"] == "tools/list":
                 return jsonrpc.result(rid, self.list_tools(agent, stateless))
             tool, arguments = self._resolve(agent, params)
-            if tool.inline is None:
-                return None
+            if tool.inline is None or self.plugins.chain:
+                return None  # to be awaited: a tool that waits, or plugin hooks
             try:
                 result = tool.inline(arguments)
             except Exception as exc:
@@ -101,9 +106,16 @@ class CallHandler:
         tool, arguments = self._resolve(agent, params)
         name = tool.name
         timeout = self.policy.timeout_for(name)
+        chain = self.plugins.chain  # this call's chain, whatever a swap does meanwhile
+        call = Call(agent, self.policy.agent_roles.get(agent, ()), name, arguments)
+        if chain:
+            admitted = await plugin_chain.before(chain, call)
+            if isinstance(admitted, dict):
+                return mcp.finish(admitted, stateless)
+            call = admitted
         try:
             async with asyncio.timeout(timeout):
-                result = await tool.run(arguments, progress)
+                result = await tool.run(call.arguments, progress)
         except TimeoutError:
             raise RpcError(jsonrpc.TIMED_OUT, f"Timed out: {name} did not finish within "
                                               f"{timeout:g}s") from None
@@ -111,6 +123,8 @@ class CallHandler:
             raise  # a protocol answer (an upstream's error, -32015): not a tool failure
         except Exception as exc:
             result = self._failed(agent, name, exc)
+        if chain:
+            result = await plugin_chain.after(chain, call, result)
         return mcp.finish(result, stateless)
 
     @staticmethod

@@ -15,8 +15,10 @@ from typing import Any
 
 from daemon.gateway.calls import CallHandler
 from daemon.gateway.permissions import Policy
+from daemon.gateway.plugin_chain import PluginHost, state_bytes
 from daemon.gateway.upstream_links import UpstreamLinks
 from daemon.gateway.upstreams import UPSTREAMS
+from daemon.hotswap import swap
 from daemon.transport import messages
 from daemon.worker.runtime import Worker
 
@@ -24,14 +26,22 @@ log = logging.getLogger("gateway")
 
 
 class GatewayService:
-    def __init__(self, worker: Worker, options: dict[str, Any]) -> None:
+    def __init__(self, worker: Worker, options: dict[str, Any],
+                 plugin_specs: list[dict[str, Any]]) -> None:
         self.worker = worker
         self.links = UpstreamLinks()
-        self.handler = CallHandler(Policy.from_options(options), self.links.update({}))
+        self.plugins = PluginHost()
+        # the plugins the master has committed, with their latest state: before READY,
+        # so a (re)started worker never serves a call without its guardrails
+        self.plugins.install(plugin_specs)
+        self.handler = CallHandler(Policy.from_options(options), self.links.update({}),
+                                   self.plugins)
         self.tasks: dict[int, asyncio.Task[None]] = {}
         worker.on_raw(self.on_envelope)
         worker.on(messages.CONFIG, self.on_config)
         worker.on(UPSTREAMS, self.on_upstreams)
+        for kind in (swap.PREPARE, swap.COMMIT, swap.ABORT, swap.UNLOAD):
+            worker.on(kind, self.on_swap)
 
     def on_envelope(self, payload: bytes) -> None:
         kind = payload[:1]
@@ -63,6 +73,36 @@ class GatewayService:
             return  # the agent cancelled or left: MCP wants no response
         self.worker.send_raw(messages.pack_reply(seq, reply))
 
+    def on_swap(self, message: dict[str, Any]) -> None:
+        """One step of the master's all-or-nothing swap; the reply says how it went."""
+        kind, name = message["k"], str(message.get("name"))
+        reply: dict[str, Any] = {"k": swap.REPLY, "token": message.get("token"), "ok": True}
+        try:
+            if kind == swap.PREPARE:
+                self.plugins.prepare(message["spec"])
+            elif kind == swap.COMMIT:
+                hosted = self.plugins.commit(name)
+                log.info("%s: plugin %s v%s serving", self.worker.name, name, hosted.version)
+            elif kind == swap.ABORT:
+                self.plugins.abort(name)
+            else:
+                self.plugins.unload(name)
+                log.info("%s: plugin %s unloaded", self.worker.name, name)
+        except Exception as exc:
+            reply.update(ok=False, error=f"{exc.__class__.__name__}: {exc}")
+        self.worker.send(reply)
+
+    async def snapshot_states(self, interval: float) -> None:
+        """Send the plugins' state to the master when it changed, so that a restarted
+        worker resumes from it (at most ``interval`` seconds old)."""
+        last = b""
+        while True:
+            await asyncio.sleep(interval)
+            current = state_bytes(self.plugins)
+            if current != last:
+                self.worker.send({"k": swap.STATE, "plugins": self.plugins.snapshot()})
+                last = current
+
     def on_upstreams(self, message: dict[str, Any]) -> None:
         self.handler.tools = self.links.update(message.get("upstreams") or {})
 
@@ -76,8 +116,14 @@ class GatewayService:
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
 
-async def run(worker: Worker, gateway: dict[str, Any] | None = None) -> None:
-    service = GatewayService(worker, gateway or {})
+async def run(worker: Worker, gateway: dict[str, Any] | None = None,
+              plugins: list[dict[str, Any]] | None = None,
+              snapshot_interval: float = 2.0) -> None:
+    service = GatewayService(worker, gateway or {}, plugins or [])
+    snapshots = asyncio.create_task(service.snapshot_states(snapshot_interval))
     await worker.ready()
     await worker.stopping.wait()
     await service.drain()
+    snapshots.cancel()
+    await asyncio.gather(snapshots, return_exceptions=True)
+    worker.send({"k": swap.STATE, "plugins": service.plugins.snapshot()})

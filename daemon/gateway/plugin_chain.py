@@ -1,0 +1,198 @@
+"""The guardrail and policy plugins of one gateway worker, and how a call runs through them.
+
+The chain is an immutable tuple sorted by (priority, name).  Each call takes the chain
+as it is when the call starts, so a swap never changes a call in flight: calls already
+running finish on the old version, later calls use the new one.
+
+A swap is two-phase, driven by the master across all gateway workers: ``prepare`` loads
+the new version and dry-runs ``migrate`` on a copy of this worker's live state;
+``commit`` migrates the live state for real and swaps the chain in one step of the event
+loop, between calls.  If any worker fails to prepare, every worker aborts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from daemon.hotswap.source import PluginSource, load_class
+from daemon.plugin import Call, Deny, Plugin
+from daemon.protocol import mcp
+
+log = logging.getLogger("plugins")
+CLOSE_GRACE = 120.0  # an old version is closed once calls that began on it are surely done
+
+
+@dataclass
+class Hosted:
+    name: str
+    version: int | str
+    priority: int
+    sha256: str
+    mode: str  # "enforce" | "permissive" (denials logged, not enforced)
+    budget: float  # seconds per hook call
+    plugin: Plugin
+
+    @property
+    def before(self) -> Any:
+        return getattr(self.plugin, "before_call", None)
+
+    @property
+    def after(self) -> Any:
+        return getattr(self.plugin, "after_call", None)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "priority": self.priority,
+                "sha256": self.sha256, "mode": self.mode}
+
+
+def load(spec: dict[str, Any], current: Hosted | None, dry_run: bool = False) -> Hosted:
+    """Instantiate one plugin version from the master's spec, with its state:
+    migrated from the version now serving, or resumed from a snapshot, or fresh."""
+    code = base64.b64decode(spec["code"])
+    cls = load_class(PluginSource(spec["path"], code, spec["sha256"]))
+    config = dict(spec.get("config") or {})
+    mode = str(config.pop("mode", "enforce"))
+    budget = float(config.pop("budget_ms", spec.get("budget_ms", 50))) / 1000
+    plugin = cls(config, logging.getLogger(f"plugin.{cls.name}"))
+    if current is not None:
+        old = copy.deepcopy(current.plugin.state) if dry_run else current.plugin.state
+        plugin.state = plugin.migrate(old, current.version)
+    elif spec.get("state") is not None:
+        snapshot_version = spec.get("state_version")
+        if snapshot_version is None or snapshot_version == cls.version:
+            plugin.state = spec["state"]  # resume from the latest snapshot
+        else:
+            plugin.state = plugin.migrate(spec["state"], snapshot_version)
+    else:
+        plugin.state = plugin.initial_state()
+    return Hosted(cls.name, cls.version, cls.priority, spec["sha256"], mode, budget, plugin)
+
+
+class PluginHost:
+    def __init__(self) -> None:
+        self.chain: tuple[Hosted, ...] = ()
+        self.pending: dict[str, dict[str, Any]] = {}
+
+    def find(self, name: str) -> Hosted | None:
+        return next((h for h in self.chain if h.name == name), None)
+
+    def install(self, specs: list[dict[str, Any]]) -> None:
+        """At worker start, before READY: the plugins the master has committed."""
+        for spec in specs:
+            self._swap(load(spec, None))
+
+    def prepare(self, spec: dict[str, Any]) -> None:
+        """Load and dry-run; raises if this worker cannot take the version."""
+        load(spec, self.find(spec["name"]), dry_run=True)
+        self.pending[spec["name"]] = spec
+
+    def commit(self, name: str) -> Hosted:
+        spec = self.pending.pop(name)
+        return self._swap(load(spec, self.find(name)))
+
+    def abort(self, name: str) -> None:
+        self.pending.pop(name, None)
+
+    def unload(self, name: str) -> None:
+        old = self.find(name)
+        self.chain = tuple(h for h in self.chain if h.name != name)
+        if old is not None:
+            self._close_later(old)
+
+    def _swap(self, new: Hosted) -> Hosted:
+        old = self.find(new.name)
+        others = [h for h in self.chain if h.name != new.name]
+        self.chain = tuple(sorted([*others, new], key=lambda h: (h.priority, h.name)))
+        if old is not None:
+            self._close_later(old)
+        return new
+
+    @staticmethod
+    def _close_later(old: Hosted) -> None:
+        def close() -> None:
+            try:
+                old.plugin.close()
+            except Exception:
+                log.exception("plugin %s v%s: close() failed", old.name, old.version)
+        try:
+            asyncio.get_running_loop().call_later(CLOSE_GRACE, close)
+        except RuntimeError:
+            close()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {h.name: {"version": h.version, "state": h.plugin.state} for h in self.chain}
+
+
+def denied(by: Hosted, reason: str, kind: str) -> dict[str, Any]:
+    """A spec-shaped denial: a normal result with isError, readable by the model."""
+    result = mcp.text_result(f"Denied by {by.name}: {reason}", is_error=True)
+    result["_meta"] = {mcp.META_DENIED: {"by": by.name, "version": by.version,
+                                         "reason": reason, "kind": kind}}
+    return result
+
+
+async def _run_hook(hosted: Hosted, hook: Awaitable[Any]) -> Any:
+    """One hook call under the plugin's time budget; failures deny (fail closed)."""
+    try:
+        async with asyncio.timeout(hosted.budget):
+            return await hook
+    except TimeoutError:
+        return Deny(f"plugin {hosted.name} overran its {hosted.budget * 1000:g} ms budget",
+                    "guardrail")
+    except Exception as exc:
+        log.warning("plugin %s v%s raised %s: %s", hosted.name, hosted.version,
+                    exc.__class__.__name__, exc)
+        return Deny(f"plugin {hosted.name} failed ({exc.__class__.__name__})", "guardrail")
+
+
+def _enforced(hosted: Hosted, verdict: Deny, call: Call) -> bool:
+    if hosted.mode == "permissive":
+        log.warning("plugin %s v%s would deny %s calling %s (permissive, not enforced): %s",
+                    hosted.name, hosted.version, call.agent, call.tool, verdict.reason)
+        return False
+    return True
+
+
+async def before(chain: tuple[Hosted, ...], call: Call) -> Call | dict[str, Any]:
+    """The call as the chain lets it through (maybe rewritten), or a denial result."""
+    for hosted in chain:
+        if hosted.before is None:
+            continue
+        verdict = await _run_hook(hosted, hosted.before(call))
+        if isinstance(verdict, Deny):
+            if _enforced(hosted, verdict, call):
+                return denied(hosted, verdict.reason, verdict.kind)
+        elif isinstance(verdict, Call):
+            call = verdict
+        elif verdict is not None:
+            return denied(hosted, f"plugin {hosted.name} returned "
+                                  f"{type(verdict).__name__} from before_call", "guardrail")
+    return call
+
+
+async def after(chain: tuple[Hosted, ...], call: Call, result: dict[str, Any]) -> dict[str, Any]:
+    for hosted in chain:
+        if hosted.after is None:
+            continue
+        verdict = await _run_hook(hosted, hosted.after(call, result))
+        if isinstance(verdict, Deny):
+            if _enforced(hosted, verdict, call):
+                return denied(hosted, verdict.reason, verdict.kind)
+        elif isinstance(verdict, dict):
+            result = verdict
+        elif verdict is not None:
+            return denied(hosted, f"plugin {hosted.name} returned "
+                                  f"{type(verdict).__name__} from after_call", "guardrail")
+    return result
+
+
+def state_bytes(host: PluginHost) -> bytes:
+    return orjson.dumps(host.snapshot(), default=str)

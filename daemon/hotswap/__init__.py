@@ -1,0 +1,1 @@
+"""Plugin hot swap: trusted loading, sandbox validation, the all-or-nothing swap."""

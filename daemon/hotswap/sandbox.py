@@ -1,0 +1,113 @@
+"""Validate a plugin version in a throwaway process before anything changes.
+
+The child imports the file's exact bytes, finds the Plugin class, runs ``migrate`` on a
+copy of the live state (or ``initial_state``), checks that the state is JSON-able, and
+runs ``self_test``.  A module that crashes the interpreter or loops forever at import
+only takes the child with it: the parent kills it at the timeout.  The same check backs
+``workingagents plugins check FILE``.
+
+This isolates crashes and hangs, not malice: trust comes from file ownership and mode.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import resource
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from daemon.hotswap.source import PluginSource, Refused
+
+CHECK_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    version: int | str
+    priority: int
+    hooks: list[str]
+    state: Any  # the migrated (or initial) state the check produced
+
+
+def _limits() -> None:
+    os.setsid()
+    resource.setrlimit(resource.RLIMIT_CPU, (int(CHECK_TIMEOUT) + 2,) * 2)
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30,) * 2)
+
+
+def validate(source: PluginSource, configs: dict[str, dict[str, Any]] | None = None,
+             live: dict[str, dict[str, Any]] | None = None,
+             timeout: float = CHECK_TIMEOUT) -> Verdict:
+    """Raises Refused with the reason when the version must not be loaded.
+
+    ``configs`` are all [plugins.config.*] tables and ``live`` the serving versions'
+    {name: {version, state}}: the check picks its own by the class's name."""
+    request = orjson.dumps({"path": source.path, "code": base64.b64encode(source.code).decode(),
+                            "configs": configs or {}, "live": live or {}})
+    try:
+        out = subprocess.run([sys.executable, "-m", "daemon.hotswap.sandbox"], input=request,
+                             capture_output=True, timeout=timeout, preexec_fn=_limits,
+                             check=False)
+    except subprocess.TimeoutExpired:
+        raise Refused(f"the check did not finish within {timeout:g}s (a loop at import, "
+                      "in migrate or in self_test?)") from None
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        tail = out.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        how = (f"killed by signal {-out.returncode}" if out.returncode < 0
+               else f"exit code {out.returncode}")
+        raise Refused(f"the check process died ({how}): {tail[0]}")
+    verdict = orjson.loads(lines[-1])
+    if not verdict.get("ok"):
+        raise Refused(str(verdict.get("error")))
+    return Verdict(verdict["name"], verdict["version"], verdict["priority"], verdict["hooks"],
+                   verdict["state"])
+
+
+def _check(request: dict[str, Any]) -> dict[str, Any]:
+    from daemon.hotswap.source import hooks, load_class
+
+    code = base64.b64decode(request["code"])
+    source = PluginSource(request["path"], code, hashlib.sha256(code).hexdigest())
+    try:
+        cls = load_class(source)
+    except Refused as exc:
+        return {"ok": False, "error": str(exc)}
+    except SyntaxError as exc:
+        return {"ok": False, "error": f"syntax error at line {exc.lineno}: {exc.msg}"}
+    except BaseException as exc:
+        return {"ok": False, "error": f"import failed: {exc.__class__.__name__}: {exc}"}
+    step = "__init__"
+    config = dict(request["configs"].get(cls.name) or {})
+    config.pop("mode", None)
+    config.pop("budget_ms", None)
+    live = request["live"].get(cls.name)
+    try:
+        plugin = cls(config)
+        if live is not None:
+            step = "migrate"
+            state = plugin.migrate(live.get("state"), live["version"])
+        else:
+            step = "initial_state"
+            state = plugin.initial_state()
+        step = "state"
+        orjson.dumps(state)  # must be JSON-able, to snapshot and migrate later
+        plugin.state = state
+        step = "self_test"
+        plugin.self_test()
+    except BaseException as exc:
+        return {"ok": False, "error": f"{step} raised {exc.__class__.__name__}: {exc}"}
+    return {"ok": True, "name": cls.name, "version": cls.version, "priority": cls.priority,
+            "hooks": hooks(cls), "state": state}
+
+
+if __name__ == "__main__":
+    result = _check(orjson.loads(sys.stdin.buffer.read()))
+    sys.stdout.buffer.write(orjson.dumps(result, default=str) + b"\n")

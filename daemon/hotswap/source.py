@@ -1,0 +1,91 @@
+"""Plugin files -> plugin classes, each version a new module compiled from its bytes.
+
+Never ``importlib.reload``: old references would survive, and a same-size rewrite within
+a second can load a stale .pyc.  The sha256 of the bytes is the version's identity and
+goes into the module name, so two versions never share a module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.plugin import Plugin
+
+
+class Refused(Exception):
+    """A plugin file that must not be loaded; the message says why."""
+
+
+@dataclass(frozen=True)
+class PluginSource:
+    path: str
+    code: bytes
+    sha256: str
+
+
+def is_plugin_file(path: Path) -> bool:
+    """Editors' temp files and the documented `.NAME.py.tmp` drops are not plugins."""
+    name = path.name
+    return name.endswith(".py") and not name.startswith((".", "#", "_")) \
+        and not name.endswith("~")
+
+
+def read_source(path: Path) -> PluginSource:
+    """Read a plugin file if it can be trusted: owned by root or by the daemon's user,
+    and writable by nobody else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise Refused(f"cannot open: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)  # of the file we read, not of whatever the path names now
+        if not stat.S_ISREG(info.st_mode):
+            raise Refused("not a regular file")
+        if info.st_uid not in (0, os.geteuid()):
+            raise Refused(f"owned by uid {info.st_uid}, not by root or the daemon's user")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise Refused(f"writable by group or others (mode {stat.S_IMODE(info.st_mode):o})")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            code = f.read()
+    finally:
+        os.close(fd)
+    return PluginSource(str(path), code, hashlib.sha256(code).hexdigest())
+
+
+def load_class(source: PluginSource) -> type[Plugin]:
+    """Compile and run the file as a fresh module; return its one Plugin subclass."""
+    stem = Path(source.path).stem.replace("-", "_")
+    module_name = f"workingagents_plugin_{stem}_{source.sha256[:12]}"
+    code = compile(source.code, source.path, "exec", dont_inherit=True)
+    module = types.ModuleType(module_name)
+    module.__file__ = source.path
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up here
+    try:
+        exec(code, module.__dict__)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    found = [v for v in vars(module).values()
+             if isinstance(v, type) and issubclass(v, Plugin) and v is not Plugin
+             and v.__module__ == module_name]
+    if len(found) != 1:
+        sys.modules.pop(module_name, None)
+        raise Refused(f"defines {len(found)} Plugin subclasses; exactly one is needed")
+    cls = found[0]
+    if not isinstance(cls.name, str) or not cls.name.isidentifier():
+        raise Refused(f"{cls.__name__}.name must be an identifier, got {cls.name!r}")
+    if not isinstance(cls.priority, int) or isinstance(cls.priority, bool):
+        raise Refused(f"{cls.__name__}.priority must be an integer")
+    if not isinstance(cls.version, int | str) or isinstance(cls.version, bool):
+        raise Refused(f"{cls.__name__}.version must be an integer or a string")
+    return cls
+
+
+def hooks(cls: type[Plugin]) -> list[str]:
+    return [h for h in ("before_call", "after_call") if callable(getattr(cls, h, None))]

@@ -1,0 +1,83 @@
+"""The public plugin API: what a guardrail or policy plugin file imports.
+
+    from daemon.plugin import Plugin, Deny
+
+    class RateLimit(Plugin):
+        name = "rate_limit"       # unique; a new file with the same name replaces it
+        version = 2               # must change for a hot upgrade
+        priority = 10             # lower runs first (then by name)
+
+        def initial_state(self):                    # fresh state for a first load
+            return {"buckets": {}}
+        def migrate(self, old_state, old_version):  # OTP code_change: old -> new state
+            return old_state
+        async def before_call(self, call):          # Deny(...), a rewritten Call, or None
+            ...
+        async def after_call(self, call, result):   # Deny(...), a rewritten result, or None
+            ...
+
+Either hook may be left out.  ``self.state`` is the live state: plain JSON-able data, so
+that it can be snapshotted and handed to ``migrate``.  ``self.config`` is the plugin's own
+``[plugins.config.NAME]`` table, ``self.log`` a logger, ``self.clock()`` monotonic seconds.
+A hook that raises or overruns its time budget denies the call (fail closed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+DenyKind = Literal["policy", "guardrail", "rate_limit"]
+
+
+@dataclass(frozen=True)
+class Deny:
+    """Refuse the call; the agent gets a result with isError and this reason."""
+
+    reason: str
+    kind: DenyKind = "policy"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One tool call as a plugin sees it.  Return ``call.with_arguments(...)`` to
+    rewrite the arguments."""
+
+    agent: str
+    roles: tuple[str, ...]
+    tool: str
+    arguments: dict[str, Any]
+
+    def with_arguments(self, arguments: dict[str, Any]) -> Call:
+        return dataclasses.replace(self, arguments=arguments)
+
+
+class Plugin:
+    name: ClassVar[str] = ""
+    version: ClassVar[int | str] = 1
+    priority: ClassVar[int] = 100
+
+    def __init__(self, config: dict[str, Any] | None = None,
+                 log: logging.Logger | None = None) -> None:
+        self.config: dict[str, Any] = dict(config or {})
+        self.log = log or logging.getLogger(f"plugin.{self.name}")
+        self.state: Any = None
+
+    @staticmethod
+    def clock() -> float:
+        return time.monotonic()
+
+    def initial_state(self) -> Any:
+        return {}
+
+    def migrate(self, old_state: Any, old_version: int | str) -> Any:
+        return old_state
+
+    def self_test(self) -> None:
+        """Raise if this version is unfit to serve."""
+
+    def close(self) -> None:
+        """Release what the plugin holds (threads, files)."""

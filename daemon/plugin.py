@@ -50,6 +50,7 @@ class Call:
     roles: tuple[str, ...]
     tool: str
     arguments: dict[str, Any]
+    input_schema: dict[str, Any] | None = None  # the tool's JSON schema for arguments
 
     def with_arguments(self, arguments: dict[str, Any]) -> Call:
         return dataclasses.replace(self, arguments=arguments)

@@ -107,7 +107,8 @@ class CallHandler:
         name = tool.name
         timeout = self.policy.timeout_for(name)
         chain = self.plugins.chain  # this call's chain, whatever a swap does meanwhile
-        call = Call(agent, self.policy.agent_roles.get(agent, ()), name, arguments)
+        call = Call(agent, self.policy.agent_roles.get(agent, ()), name, arguments,
+                    tool.input_schema)
         if chain:
             admitted = await plugin_chain.before(chain, call)
             if isinstance(admitted, dict):

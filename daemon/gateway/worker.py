@@ -40,7 +40,7 @@ class GatewayService:
         worker.on_raw(self.on_envelope)
         worker.on(messages.CONFIG, self.on_config)
         worker.on(UPSTREAMS, self.on_upstreams)
-        for kind in (swap.PREPARE, swap.COMMIT, swap.ABORT, swap.UNLOAD):
+        for kind in (swap.PREPARE, swap.COMMIT, swap.ABORT, swap.UNLOAD, swap.SNAPSHOT):
             worker.on(kind, self.on_swap)
 
     def on_envelope(self, payload: bytes) -> None:
@@ -85,6 +85,8 @@ class GatewayService:
                 log.info("%s: plugin %s v%s serving", self.worker.name, name, hosted.version)
             elif kind == swap.ABORT:
                 self.plugins.abort(name)
+            elif kind == swap.SNAPSHOT:
+                reply["plugins"] = self.plugins.snapshot()
             else:
                 self.plugins.unload(name)
                 log.info("%s: plugin %s unloaded", self.worker.name, name)

@@ -134,8 +134,7 @@ class PluginManager:
             return None  # unchanged
         if self.refused.get(key, "").startswith(source.sha256):
             return None  # this very version was refused already
-        live_states = {name: {"version": lo.version, "state": self._live_state(name)}
-                       for name, lo in self.loaded.items()}
+        live_states = await self._live_states()
         try:
             first = await asyncio.to_thread(validate, source,
                                             dict(self.settings.config.plugins.config),
@@ -162,12 +161,21 @@ class PluginManager:
         self.refused[key] = f"{sha256} {why}" if sha256 else why
         return f"refused {key}: {why}"
 
-    def _live_state(self, name: str) -> Any:
-        for worker in sorted(self.snapshots):
-            state = self.snapshots[worker].get(name)
-            if state is not None:
-                return state.get("state")
-        return None
+    async def _live_states(self) -> dict[str, dict[str, Any]]:
+        """The serving versions' state as the workers hold it now (a fresh snapshot), for
+        the sandbox to migrate a copy of; the periodic snapshot if no worker answers."""
+        replies = await self._broadcast(swap.SNAPSHOT, "", {})
+        for worker, reply in replies.items():
+            if reply.get("ok"):
+                self.snapshots[worker] = reply.get("plugins") or {}
+        live: dict[str, dict[str, Any]] = {}
+        for name, lo in self.loaded.items():
+            for worker in sorted(self.snapshots):
+                held = self.snapshots[worker].get(name)
+                if held is not None and held.get("version") == lo.version:
+                    live[name] = held
+                    break
+        return live
 
     async def _swap(self, name: str, source: PluginSource) -> None:
         spec = self.spec(source, name)

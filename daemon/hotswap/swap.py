@@ -6,6 +6,7 @@
 | plugin_commit  | master -> worker | token, name              |
 | plugin_abort   | master -> worker | token, name              |
 | plugin_unload  | master -> worker | token, name              |
+| plugin_snapshot| master -> worker | token (reply has plugins)|
 | plugin_reply   | worker -> master | token, ok, error         |
 | plugin_state   | worker -> master | plugins: {name: {version, state}} |
 """
@@ -14,5 +15,6 @@ PREPARE = "plugin_prepare"
 COMMIT = "plugin_commit"
 ABORT = "plugin_abort"
 UNLOAD = "plugin_unload"
+SNAPSHOT = "plugin_snapshot"
 REPLY = "plugin_reply"
 STATE = "plugin_state"

@@ -1,0 +1,141 @@
+"""The bundled plugins in plugins/, each on a real daemon."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.gateway_helpers import agent, gateway_config
+from tests.test_plugins import drop, loaded
+
+BUNDLED = Path(__file__).parent.parent / "plugins"
+
+
+@pytest.fixture
+def daemon(start_daemon, state_dir):
+    def start(names: list[str], **config):
+        plugin_dir = state_dir / "plugins"
+        plugin_dir.mkdir(mode=0o755, exist_ok=True)
+        for name in names:
+            shutil.copy(BUNDLED / f"{name}.py", plugin_dir / f"{name}.py")
+        extra = gateway_config()
+        extra["plugins"] = {"dirs": [str(plugin_dir)], "config": config}
+        d = start_daemon(extra=extra)
+        d.wait_ready()
+        wait_for(lambda: set(names) <= set(loaded(d)), 30, f"{names} to load")
+        return d, plugin_dir
+    return start
+
+
+def text(result) -> str:
+    return "".join(b.get("text", "") for b in result["content"])
+
+
+def test_rate_limit_denies_past_the_burst_per_agent(daemon):
+    d, _ = daemon(["rate_limit"], rate_limit={"agent_rate": 0.01, "agent_burst": 3})
+    with agent(d, "bob") as bob, agent(d, "alice") as alice:
+        assert [bob.call_tool("echo", {})["isError"] for _ in range(3)] == [False] * 3
+        denied = bob.call_tool("echo", {})
+        assert denied["isError"] and "rate limit for bob" in text(denied)
+        assert denied["_meta"]["io.workingagents/denied"]["kind"] == "rate_limit"
+        assert alice.call_tool("echo", {})["isError"] is False, "alice has her own bucket"
+
+
+def test_rate_limit_per_tool_override(daemon):
+    d, _ = daemon(["rate_limit"], rate_limit={"tools": {"sleep": {"rate": 0.01, "burst": 1}}})
+    with agent(d, "bob") as bob:
+        assert bob.call_tool("sleep", {"seconds": 0})["isError"] is False
+        assert "rate limit for bob on sleep" in text(bob.call_tool("sleep", {"seconds": 0}))
+        assert bob.call_tool("echo", {})["isError"] is False
+
+
+_MIGRATE = """    def migrate(self, old_state: Any, old_version: Any) -> dict[str, Any]:
+        # v1 kept [tokens, at] lists; v2 keeps {"tokens", "at"} objects
+        return {"buckets": {k: {"tokens": v[0], "at": v[1]}
+                            for k, v in old_state["buckets"].items()}}
+
+"""
+_V2_EDITS = [
+    ("version = 1", "version = 2"),
+    ("    def initial_state(self)", _MIGRATE + "    def initial_state(self)"),
+    ("            tokens, at = buckets.get(key, (burst, now))",
+     "            held = buckets.get(key, {'tokens': burst, 'at': now})\n"
+     "            tokens, at = held['tokens'], held['at']"),
+    ("            taken.append((key, buckets.get(key, [burst, now])))",
+     "            taken.append((key, buckets.get(key, {'tokens': burst, 'at': now})))"),
+    ("            buckets[key] = [tokens - 1, now]",
+     "            buckets[key] = {'tokens': tokens - 1, 'at': now}"),
+]
+RATE_LIMIT_V2 = (BUNDLED / "rate_limit.py").read_text()
+for _old, _new in _V2_EDITS:
+    assert _old in RATE_LIMIT_V2, _old
+    RATE_LIMIT_V2 = RATE_LIMIT_V2.replace(_old, _new)
+
+
+def test_rate_limit_counts_survive_an_upgrade_that_changes_the_bucket_format(daemon):
+    d, plugin_dir = daemon(["rate_limit"], rate_limit={"agent_rate": 0.01, "agent_burst": 4})
+    with agent(d, "bob") as bob:
+        assert [bob.call_tool("echo", {})["isError"] for _ in range(2)] == [False, False]
+        drop(plugin_dir, "rate_limit", RATE_LIMIT_V2)
+        wait_for(lambda: loaded(d).get("rate_limit") == 2, 30, "rate_limit v2")
+        assert [bob.call_tool("echo", {})["isError"] for _ in range(2)] == [False, False]
+        assert "rate limit for bob" in text(bob.call_tool("echo", {})), \
+            "2 + 2 calls used the burst of 4: the counts were migrated, not reset"
+
+
+def test_result_cap_cuts_long_results_and_says_so(daemon):
+    d, _ = daemon(["result_cap"], result_cap={"max_bytes": 40})
+    with agent(d, "bob") as bob:
+        result = bob.call_tool("echo", {"text": "x" * 500})
+        assert result["isError"] is False
+        assert len(result["content"][0]["text"].encode()) == 40
+        assert "result cut to 40 of" in result["content"][-1]["text"]
+        assert result["_meta"]["io.workingagents/truncated"]["cap"] == 40
+        assert bob.call_tool("echo", {"t": 1})["content"] == [{"type": "text",
+                                                               "text": '{"t":1}'}]
+
+
+def test_pii_redacts_emails_phones_and_luhn_valid_cards_in_results(daemon):
+    d, _ = daemon(["pii"])
+    with agent(d, "bob") as bob:
+        out = text(bob.call_tool("echo", {"t": "ann@example.com, call +1 415 555 2671, card "
+                                               "4111 1111 1111 1111, order 4111111111111112"}))
+        assert "[email]" in out and "[phone]" in out and "[card]" in out
+        assert "ann@example.com" not in out and "4111111111111112" in out
+
+
+def test_secrets_block_arguments_and_redact_results(daemon):
+    d, _ = daemon(["secrets"], secrets={"patterns": ["corp_[a-z]{8}"]})
+    with agent(d, "bob") as bob:
+        denied = bob.call_tool("echo", {"key": "AKIAABCDEFGHIJKLMNOP"})
+        assert denied["isError"] and "carry a secret" in text(denied)
+        assert bob.call_tool("echo", {"k": "corp_abcdefgh"})["isError"] is True
+        assert bob.call_tool("echo", {"k": "harmless"})["isError"] is False
+
+
+def test_secrets_can_redact_arguments_instead(daemon):
+    d, _ = daemon(["secrets"], secrets={"arguments": "redact"})
+    with agent(d, "bob") as bob:
+        out = text(bob.call_tool("echo", {"token": "ghp_" + "a" * 36}))
+        assert "[secret]" in out and "ghp_" not in out
+
+
+def test_schema_denies_arguments_that_do_not_match_the_tool_schema(daemon):
+    d, _ = daemon(["schema"])
+    with agent(d, "bob") as bob:
+        denied = bob.call_tool("sleep", {"seconds": "soon"})
+        assert denied["isError"]
+        assert "sleep's input schema at seconds" in text(denied)
+        assert bob.call_tool("sleep", {"seconds": 0})["isError"] is False
+
+
+def test_the_bundled_chain_runs_in_priority_order(daemon):
+    d, _ = daemon(["rate_limit", "secrets", "schema", "pii", "result_cap"])
+    names = [p["name"] for p in sorted(d.status()["plugins"]["loaded"],
+                                       key=lambda p: (p["priority"], p["name"]))]
+    assert names == ["rate_limit", "secrets", "schema", "pii", "result_cap"]
+    with agent(d, "bob") as bob:
+        assert text(bob.call_tool("echo", {"mail": "x@y.org"})) == '{"mail":"[email]"}'

@@ -230,3 +230,14 @@ def test_a_hidden_tool_is_still_unknown_with_plugins_loaded(daemon, plugin_dir):
     with agent(d, "alice") as alice, pytest.raises(RpcError) as err:
         alice.call_tool("sleep", {"seconds": 0})
     assert err.value.code == -32602
+
+
+def test_the_readme_example_plugin_passes_the_checks(tmp_path):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = readme.split("# /etc/workingagents/plugins.d/quota.py\n", 1)[1].split("```")[0]
+    path = tmp_path / "quota.py"
+    path.write_text(example)
+    out = subprocess.run([*CLI, "plugins", "check", str(path)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "plugin quota v2, priority 15, hooks before_call, after_call" in out.stdout

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema
-import orjson
 
 from daemon.plugin import Deny, Plugin
 
@@ -22,17 +21,20 @@ class Schema(Plugin):
 
     def __init__(self, config: dict[str, Any] | None = None, log: Any = None) -> None:
         super().__init__(config, log)
-        self.validators: dict[bytes, Any] = {}  # compiled once per distinct schema
+        # compiled once per schema object (a tool's schema is the same dict on every call)
+        self.validators: dict[int, tuple[Any, Any]] = {}
 
     async def before_call(self, call: Any) -> Deny | None:
         schema = call.input_schema
         if not schema or call.tool in self.config.get("skip", []):
             return None
-        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
-        validator = self.validators.get(key)
-        if validator is None:
+        cached = self.validators.get(id(schema))
+        if cached is None or cached[0] is not schema:
             cls = jsonschema.validators.validator_for(schema)
-            validator = self.validators[key] = cls(schema)
+            cached = self.validators[id(schema)] = (schema, cls(schema))
+        validator = cached[1]
+        if validator.is_valid(call.arguments):
+            return None
         error = jsonschema.exceptions.best_match(validator.iter_errors(call.arguments))
         if error is None:
             return None

@@ -50,15 +50,15 @@ def _toml(sections: dict[str, dict[str, Any]]) -> str:
 
 
 @contextlib.contextmanager
-def temporary_daemon(gateway_workers: int = 2,
-                     supervision: dict[str, Any] | None = None) -> Iterator[BenchDaemon]:
+def temporary_daemon(gateway_workers: int = 2, supervision: dict[str, Any] | None = None,
+                     plugin_dirs: list[str] | None = None) -> Iterator[BenchDaemon]:
     state_dir = Path(tempfile.mkdtemp(prefix="wa-bench-", dir="/tmp"))
     config = state_dir / "wa.toml"
     config.write_text(_toml({"daemon": {"state_dir": str(state_dir),
                                         "gateway_workers": gateway_workers,
                                         "log_level": "warning"},
                              "listen": {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*"},
-                             "plugins": {"dirs": []},  # the empty chain, for the ratio
+                             "plugins": {"dirs": plugin_dirs or []},  # default: empty chain
                              "supervision": supervision or {}}))
     log = open(state_dir / "daemon.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "serve", "--config", str(config)],

@@ -73,3 +73,23 @@ def gateway(conns: int, window: int, duration: float, as_json: bool) -> None:
                        f"errors {value['errors']}")
         elif key != "daemon_log":
             click.echo(f"{key:<28} {value}")
+
+
+@bench.command()
+@click.option("--swaps", default=10, show_default=True, help="File drops to time.")
+@click.option("--duration", default=3.0, show_default=True, help="Seconds per throughput run.")
+@click.option("--json", "as_json", is_flag=True)
+def plugins(swaps: int, duration: float, as_json: bool) -> None:
+    """Calls/s with the bundled chain vs none, and file-drop-to-live swap latency."""
+    from daemon.bench import plugin_swap
+
+    result = plugin_swap.run(swaps, duration)
+    if as_json:
+        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return
+    for key in ("empty_chain", "bundled_chain"):
+        value, lat = result[key], result[key]["latency_ms"]
+        click.echo(f"{key:<28} {value['calls_per_s']:>8} calls/s  p50 {lat['p50']:.3f} ms  "
+                   f"p99 {lat['p99']:.3f} ms  errors {value['errors']}")
+    click.echo(f"{'ratio_bundled_to_empty':<28} {result['ratio_bundled_to_empty']}")
+    _emit({"swap_latency_ms": result["swap_latency_ms"]}, False)

@@ -55,7 +55,8 @@ class CallHandler:
             return jsonrpc.error(rid, exc.code, exc.message, exc.data)
 
     async def respond(self, agent: str, raw: bytes,
-                      notify: Callable[[bytes], None] | None = None) -> bytes:
+                      notify: Callable[[bytes], None] | None = None,
+                      started: Callable[[], None] | None = None) -> bytes:
         now = self.respond_now(agent, raw)
         if now is not None:
             return now
@@ -67,7 +68,7 @@ class CallHandler:
             token = (params.get("_meta") or {}).get("progressToken")
             progress = _progress_sink(notify, token) if notify is not None else None
             return jsonrpc.result(rid, await self.call_tool(agent, params, stateless,
-                                                            progress))
+                                                            progress, started))
         except RpcError as exc:
             return jsonrpc.error(rid, exc.code, exc.message, exc.data)
         except Exception:
@@ -102,7 +103,9 @@ class CallHandler:
         return tool, arguments
 
     async def call_tool(self, agent: str, params: dict[str, Any], stateless: bool,
-                        progress: Progress | None = None) -> dict[str, Any]:
+                        progress: Progress | None = None,
+                        started: Callable[[], None] | None = None) -> dict[str, Any]:
+        """``started`` is told just before a tool with effects runs (see STARTED)."""
         tool, arguments = self._resolve(agent, params)
         name = tool.name
         timeout = self.policy.timeout_for(name)
@@ -115,8 +118,13 @@ class CallHandler:
                 return mcp.finish(admitted, stateless)
             call = admitted
         try:
-            async with asyncio.timeout(timeout):
-                result = await tool.run(call.arguments, progress)
+            if tool.inline is not None:  # pure: nothing to announce, nothing to await
+                result = tool.inline(call.arguments)
+            else:
+                if started is not None:
+                    started()
+                async with asyncio.timeout(timeout):
+                    result = await tool.run(call.arguments, progress)
         except TimeoutError:
             raise RpcError(jsonrpc.TIMED_OUT, f"Timed out: {name} did not finish within "
                                               f"{timeout:g}s") from None

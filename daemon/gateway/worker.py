@@ -51,9 +51,6 @@ class GatewayService:
             if reply is not None:
                 self.worker.send_raw(messages.pack_reply(seq, reply))
                 return
-            # Before the tool can start, the master must know it has: if this worker dies
-            # from here on, the call's outcome is unknown (-32014); before, it re-routes.
-            self.worker.send_raw_now(messages.pack_started(seq))
             task = asyncio.get_running_loop().create_task(self.serve(seq, agent, raw))
             self.tasks[seq] = task
             task.add_done_callback(functools.partial(self._forget, seq))
@@ -68,7 +65,11 @@ class GatewayService:
     async def serve(self, seq: int, agent: str, raw: bytes) -> None:
         try:
             reply = await self.handler.respond(
-                agent, raw, lambda note: self.worker.send_raw(messages.pack_progress(seq, note)))
+                agent, raw,
+                lambda note: self.worker.send_raw(messages.pack_progress(seq, note)),
+                # Before a tool with effects starts, the master must know: if this worker
+                # dies from then on, the outcome is unknown (-32014); before, it re-routes.
+                lambda: self.worker.send_raw_now(messages.pack_started(seq)))
         except asyncio.CancelledError:
             return  # the agent cancelled or left: MCP wants no response
         self.worker.send_raw(messages.pack_reply(seq, reply))

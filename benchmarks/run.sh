@@ -9,3 +9,6 @@ workingagents bench memory --workers "${WORKERS:-8}"
 echo
 echo "== gateway throughput vs a bare pyzmq ROUTER echo"
 workingagents bench gateway
+echo
+echo "== plugins: the bundled chain vs none, and file-drop-to-live swap latency"
+workingagents bench plugins

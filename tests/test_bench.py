@@ -56,3 +56,15 @@ def test_bench_gateway_compares_against_the_bare_zmq_ceiling_without_errors():
         assert set(result[key]["latency_ms"]) == {"p50", "p99", "p999", "max"}
     assert result["ratio_gateway_tcp_to_bare"] > 0
     assert not daemons()
+
+
+def test_bench_plugins_measures_the_chain_and_the_swap_latency():
+    out = subprocess.run([*CLI, "bench", "plugins", "--swaps", "10" if SLOW else "2",
+                          "--duration", "3" if SLOW else "0.5", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["empty_chain"]["errors"] == result["bundled_chain"]["errors"] == 0
+    assert result["swap_latency_ms"]["n"] == (10 if SLOW else 2)
+    assert result["ratio_bundled_to_empty"] > 0
+    assert not daemons()

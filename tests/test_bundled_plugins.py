@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -133,9 +134,50 @@ def test_schema_denies_arguments_that_do_not_match_the_tool_schema(daemon):
 
 
 def test_the_bundled_chain_runs_in_priority_order(daemon):
-    d, _ = daemon(["rate_limit", "secrets", "schema", "pii", "result_cap"])
+    d, _ = daemon(["permissions", "rate_limit", "secrets", "schema", "pii", "result_cap"])
     names = [p["name"] for p in sorted(d.status()["plugins"]["loaded"],
                                        key=lambda p: (p["priority"], p["name"]))]
-    assert names == ["rate_limit", "secrets", "schema", "pii", "result_cap"]
+    assert names == ["permissions", "rate_limit", "secrets", "schema", "pii", "result_cap"]
     with agent(d, "bob") as bob:
         assert text(bob.call_tool("echo", {"mail": "x@y.org"})) == '{"mail":"[email]"}'
+
+
+POLICY = '''
+permit(principal in Role::"analyst", action == Action::"tools/call", resource == Tool::"echo")
+  when { context.args has path && context.args.path like "/srv/reports/*" };
+permit(principal == Agent::"bob", action, resource);
+forbid(principal, action, resource == Tool::"sleep")
+  when { context.args has seconds && context.args.seconds > 5 };
+'''
+
+
+def test_cedar_permissions_decide_on_agent_tool_and_arguments(daemon, state_dir):
+    policies = state_dir / "policies"
+    policies.mkdir()
+    (policies / "main.cedar").write_text(POLICY)
+    d, _ = daemon(["permissions"],
+                  permissions={"policies": [str(policies / "*.cedar")]})
+    with agent(d, "alice") as alice, agent(d, "bob") as bob:
+        assert alice.call_tool("echo", {"path": "/srv/reports/q3.csv"})["isError"] is False
+        denied = alice.call_tool("echo", {"path": "/etc/shadow"})
+        assert denied["isError"] and "Cedar policy does not allow alice to call echo" in \
+            text(denied)
+        assert denied["_meta"]["io.workingagents/denied"]["by"] == "permissions"
+        assert bob.call_tool("sleep", {"seconds": 0})["isError"] is False
+        assert bob.call_tool("sleep", {"seconds": 9})["isError"] is True, "forbid wins"
+        # the policy file hot-reloads: alice may now read /etc too
+        (policies / "main.cedar").write_text(POLICY.replace("/srv/reports/*", "/*"))
+        wait_for(lambda: alice.call_tool("echo", {"path": "/etc/x"})["isError"] is False,
+                 10, "the new policy to apply")
+        # a policy set that does not parse is refused; the last good one keeps deciding
+        (policies / "main.cedar").write_text("permit(principal, action")
+        time.sleep(1.5)
+        assert alice.call_tool("echo", {"path": "/etc/x"})["isError"] is False
+        assert bob.call_tool("sleep", {"seconds": 9})["isError"] is True
+    assert "Cedar policies refused, the previous set stays" in d.log()
+
+
+def test_without_policy_files_the_permissions_plugin_allows(daemon):
+    d, _ = daemon(["permissions"])
+    with agent(d, "alice") as alice:
+        assert alice.call_tool("echo", {"path": "/anything"})["isError"] is False

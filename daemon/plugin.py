@@ -51,6 +51,7 @@ class Call:
     tool: str
     arguments: dict[str, Any]
     input_schema: dict[str, Any] | None = None  # the tool's JSON schema for arguments
+    description: str = ""  # the tool's description, as tools/list shows it
 
     def with_arguments(self, arguments: dict[str, Any]) -> Call:
         return dataclasses.replace(self, arguments=arguments)

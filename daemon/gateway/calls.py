@@ -111,7 +111,7 @@ class CallHandler:
         timeout = self.policy.timeout_for(name)
         chain = self.plugins.chain  # this call's chain, whatever a swap does meanwhile
         call = Call(agent, self.policy.agent_roles.get(agent, ()), name, arguments,
-                    tool.input_schema)
+                    tool.input_schema, tool.description)
         if chain:
             admitted = await plugin_chain.before(chain, call)
             if isinstance(admitted, dict):

@@ -44,6 +44,7 @@ class Loaded:
     hooks: list[str]
     source: PluginSource
     loaded_at: float
+    config: dict[str, Any]  # its [plugins.config.NAME] table when it was swapped in
 
 
 class PluginManager:
@@ -131,7 +132,9 @@ class PluginManager:
             return self._refuse(key, str(exc))
         current = next((lo for lo in self.loaded.values() if lo.source.path == key), None)
         if current is not None and current.source.sha256 == source.sha256:
-            return None  # unchanged
+            if self._table(current.name) == current.config:
+                return None  # unchanged
+            return await self._reconfigure(current)
         if self.refused.get(key, "").startswith(source.sha256):
             return None  # this very version was refused already
         live_states = await self._live_states()
@@ -150,11 +153,26 @@ class PluginManager:
             return self._refuse(key, str(exc), source.sha256)
         old = f" (was v{live.version})" if live is not None else ""
         self.loaded[first.name] = Loaded(first.name, first.version, first.priority,
-                                         first.hooks, source, time.time())
+                                         first.hooks, source, time.time(),
+                                         self._table(first.name))
         self.refused.pop(key, None)
         log.info("plugin %s v%s loaded from %s%s (sha256 %s)", first.name, first.version,
                  key, old, source.sha256[:12])
         return f"plugin {first.name} v{first.version}{old}"
+
+    def _table(self, name: str) -> dict[str, Any]:
+        return dict(self.settings.config.plugins.config.get(name, {}))
+
+    async def _reconfigure(self, current: Loaded) -> str | None:
+        """Same version, new [plugins.config.NAME] table: swap it in the same way (its
+        state carries over through migrate from the same version)."""
+        try:
+            await self._swap(current.name, current.source)
+        except Refused as exc:
+            return self._refuse(current.source.path, f"new config refused: {exc}")
+        current.config = self._table(current.name)
+        log.info("plugin %s v%s: config table applied", current.name, current.version)
+        return f"plugin {current.name} v{current.version} reconfigured"
 
     def _refuse(self, key: str, why: str, sha256: str = "") -> str:
         log.error("plugin file %s refused, the version serving stays: %s", key, why)

@@ -18,7 +18,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,14 +41,6 @@ class Hosted:
     mode: str  # "enforce" | "permissive" (denials logged, not enforced)
     budget: float  # seconds per hook call
     plugin: Plugin
-
-    @property
-    def before(self) -> Any:
-        return getattr(self.plugin, "before_call", None)
-
-    @property
-    def after(self) -> Any:
-        return getattr(self.plugin, "after_call", None)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "priority": self.priority,
@@ -206,35 +198,36 @@ def _enforced(hosted: Hosted, verdict: Deny, call: Call) -> bool:
 
 async def before(chain: tuple[Hosted, ...], call: Call) -> Call | dict[str, Any]:
     """The call as the chain lets it through (maybe rewritten), or a denial result."""
-    for hosted in chain:
-        if hosted.before is None:
-            continue
-        verdict = await _run_hook(hosted, hosted.before(call))
-        if isinstance(verdict, Deny):
-            if _enforced(hosted, verdict, call):
-                return denied(hosted, verdict.reason, verdict.kind)
-        elif isinstance(verdict, Call):
-            call = verdict
-        elif verdict is not None:
-            return denied(hosted, f"plugin {hosted.name} returned "
-                                  f"{type(verdict).__name__} from before_call", "guardrail")
-    return call
+    out = await _through(chain, "before_call", call, Call, lambda hook, c: hook(c), call)
+    assert isinstance(out, Call | dict)
+    return out
 
 
 async def after(chain: tuple[Hosted, ...], call: Call, result: dict[str, Any]) -> dict[str, Any]:
+    """The result as the chain lets it through (maybe rewritten), or a denial result."""
+    out = await _through(chain, "after_call", result, dict, lambda hook, r: hook(call, r), call)
+    assert isinstance(out, dict)
+    return out
+
+
+async def _through(chain: tuple[Hosted, ...], hook_name: str, value: Any, rewrites: type,
+                   invoke: Callable[[Any, Any], Coroutine[Any, Any, Any]], call: Call) -> Any:
+    """Run one hook of every plugin in order: a Deny ends it (unless permissive), a value
+    of type ``rewrites`` replaces what the next plugin sees, None passes it on."""
     for hosted in chain:
-        if hosted.after is None:
+        hook = getattr(hosted.plugin, hook_name, None)
+        if hook is None:
             continue
-        verdict = await _run_hook(hosted, hosted.after(call, result))
+        verdict = await _run_hook(hosted, invoke(hook, value))
         if isinstance(verdict, Deny):
             if _enforced(hosted, verdict, call):
                 return denied(hosted, verdict.reason, verdict.kind)
-        elif isinstance(verdict, dict):
-            result = verdict
+        elif isinstance(verdict, rewrites):
+            value = verdict
         elif verdict is not None:
             return denied(hosted, f"plugin {hosted.name} returned "
-                                  f"{type(verdict).__name__} from after_call", "guardrail")
-    return result
+                                  f"{type(verdict).__name__} from {hook_name}", "guardrail")
+    return value
 
 
 def state_bytes(host: PluginHost) -> bytes:

@@ -31,6 +31,7 @@ from daemon.control.server import ControlServer
 from daemon.gateway.auth import Authenticator, ensure_admin_token
 from daemon.gateway.switchboard import Limits, Switchboard
 from daemon.gateway.upstreams import UpstreamDirectory
+from daemon.hotswap import sandbox
 from daemon.hotswap.manager import PluginManager
 from daemon.supervision.bus import WorkerBus
 from daemon.supervision.child import StartFailed, TreeContext
@@ -222,13 +223,14 @@ class Master:
         """Reap orphaned grandchildren reparented to us (we are a child subreaper).
 
         Workers are children of the forkserver, which reaps them; the forkserver and
-        resource tracker are reaped by multiprocessing.  Everything else is ours.
+        resource tracker are reaped by multiprocessing, plugin checks by the thread that
+        runs them.  Everything else is ours.
         """
         helpers = forkserver_helper_pids()
-        with contextlib.suppress(psutil.Error):
+        with sandbox.RUNNING_LOCK, contextlib.suppress(psutil.Error):
             for child in psutil.Process().children():
-                if child.pid in helpers:
-                    continue
+                if child.pid in helpers or child.pid in sandbox.RUNNING:
+                    continue  # someone waits for these
                 with contextlib.suppress(ChildProcessError):
                     pid, status = os.waitpid(child.pid, os.WNOHANG)
                     if pid:

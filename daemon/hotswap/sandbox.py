@@ -17,6 +17,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,10 @@ import orjson
 from daemon.hotswap.source import PluginSource, Refused
 
 CHECK_TIMEOUT = 10.0
+# Check processes are children of the master, which reaps orphans on SIGCHLD: it must
+# leave these to the thread that waits for them (see Master.handle_chld).
+RUNNING: set[int] = set()
+RUNNING_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -51,18 +56,26 @@ def validate(source: PluginSource, configs: dict[str, dict[str, Any]] | None = N
     {name: {version, state}}: the check picks its own by the class's name."""
     request = orjson.dumps({"path": source.path, "code": base64.b64encode(source.code).decode(),
                             "configs": configs or {}, "live": live or {}})
+    with RUNNING_LOCK:
+        proc = subprocess.Popen([sys.executable, "-m", "daemon.hotswap.sandbox"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, preexec_fn=_limits)
+        RUNNING.add(proc.pid)
     try:
-        out = subprocess.run([sys.executable, "-m", "daemon.hotswap.sandbox"], input=request,
-                             capture_output=True, timeout=timeout, preexec_fn=_limits,
-                             check=False)
+        stdout, stderr = proc.communicate(request, timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         raise Refused(f"the check did not finish within {timeout:g}s (a loop at import, "
                       "in migrate or in self_test?)") from None
-    lines = out.stdout.strip().splitlines()
-    if out.returncode != 0 or not lines:
-        tail = out.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        how = (f"killed by signal {-out.returncode}" if out.returncode < 0
-               else f"exit code {out.returncode}")
+    finally:
+        with RUNNING_LOCK:
+            RUNNING.discard(proc.pid)
+    lines = stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
+               else f"exit code {proc.returncode}")
         raise Refused(f"the check process died ({how}): {tail[0]}")
     verdict = orjson.loads(lines[-1])
     if not verdict.get("ok"):

@@ -12,8 +12,8 @@ This isolates crashes and hangs, not malice: trust comes from file ownership and
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
-import os
 import resource
 import subprocess
 import sys
@@ -41,10 +41,11 @@ class Verdict:
     state: Any  # the migrated (or initial) state the check produced
 
 
-def _limits() -> None:
-    os.setsid()
-    resource.setrlimit(resource.RLIMIT_CPU, (int(CHECK_TIMEOUT) + 2,) * 2)
-    resource.setrlimit(resource.RLIMIT_AS, (2 << 30,) * 2)
+def _limit(pid: int) -> None:
+    # Set from the parent (prlimit): Python code between fork and exec (preexec_fn) can
+    # deadlock in a threaded process such as the master.
+    resource.prlimit(pid, resource.RLIMIT_CPU, (int(CHECK_TIMEOUT) + 2,) * 2)
+    resource.prlimit(pid, resource.RLIMIT_AS, (2 << 30,) * 2)
 
 
 def validate(source: PluginSource, configs: dict[str, dict[str, Any]] | None = None,
@@ -59,8 +60,10 @@ def validate(source: PluginSource, configs: dict[str, dict[str, Any]] | None = N
     with RUNNING_LOCK:
         proc = subprocess.Popen([sys.executable, "-m", "daemon.hotswap.sandbox"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, preexec_fn=_limits)
+                                stderr=subprocess.PIPE, start_new_session=True)
         RUNNING.add(proc.pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        _limit(proc.pid)  # if it is gone already, its exit status tells the rest
     try:
         stdout, stderr = proc.communicate(request, timeout=timeout)
     except subprocess.TimeoutExpired:

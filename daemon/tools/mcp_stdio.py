@@ -29,8 +29,11 @@ HANDSHAKE_TIMEOUT = 20.0
 CLIENT_INFO = {"name": "workingagents-gateway", "version": __version__}
 
 
+_PRCTL = ctypes.CDLL(None).prctl  # resolved here: the child only makes one C call
+
+
 def _die_with_parent() -> None:
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    _PRCTL(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG, set in the child before exec
 
 
 class StdioMcpClient:

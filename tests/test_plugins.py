@@ -149,6 +149,19 @@ def test_a_file_writable_by_others_is_refused(daemon, plugin_dir):
     assert "writable by group or others" in why and loaded(d) == {}
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_a_file_owned_by_another_user_is_refused(daemon, plugin_dir):
+    d = daemon()
+    path = plugin_dir / "counter.py"
+    tmp = plugin_dir / ".counter.py.tmp"
+    tmp.write_text(COUNTER_V1)
+    os.chown(tmp, 65534, 65534)
+    os.replace(tmp, path)
+    why = wait_for(lambda: refused(d).get(str(path)), 20, "refusal")
+    assert "owned by uid 65534, not by root or the daemon's user" in why
+    assert loaded(d) == {}
+
+
 def test_deleting_the_file_unloads_the_plugin(daemon, plugin_dir):
     d = daemon()
     path = drop(plugin_dir, "strict", STRICT)

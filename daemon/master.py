@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import fcntl
 import importlib.util
@@ -31,23 +30,20 @@ from daemon.control.server import ControlServer
 from daemon.gateway.auth import Authenticator, ensure_admin_token
 from daemon.gateway.switchboard import Limits, Switchboard
 from daemon.gateway.upstreams import UpstreamDirectory
-from daemon.hotswap import sandbox
 from daemon.hotswap.manager import PluginManager
+from daemon.supervision import reaper
 from daemon.supervision.bus import WorkerBus
 from daemon.supervision.child import StartFailed, TreeContext
 from daemon.supervision.sdnotify import Notifier
 from daemon.supervision.spec import SupervisorSpec, check_tree
 from daemon.supervision.supervisor import Supervisor, worker_specs
 from daemon.supervision.worker_child import WorkerChild
-from daemon.supervision.worker_process import forkserver_helper_pids, prepare_forkserver
+from daemon.supervision.worker_process import prepare_forkserver
 from daemon.transport import messages
 from daemon.transport.agent_tcp import serve_tcp
 from daemon.transport.agent_zmq import AgentRouter
 
 log = logging.getLogger("master")
-
-PR_SET_CHILD_SUBREAPER = 36
-
 
 class AlreadyRunning(Exception):
     pass
@@ -73,6 +69,7 @@ class Master:
         self._last_watchdog = 0.0
         self.reloads = 0
         self.last_reload: str | None = None
+        self._shards: list[WorkerChild] = []  # read on every call: kept, not recomputed
 
     # -- task ownership: nothing runs unowned, no exception vanishes ------------------
 
@@ -95,7 +92,7 @@ class Master:
         for d in (s.state_dir, s.runtime_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock = self._lock_state_dir()
-        _become_subreaper()
+        reaper.become_subreaper()
         prepare_forkserver(w.target for w in worker_specs(self.spec))
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         bus = WorkerBus(ctx, s.bus_endpoint)
@@ -109,6 +106,7 @@ class Master:
             log_level=s.config.daemon.log_level, on_root_failure=self._root_failed,
             spawn=self.own, on_worker_ready=self._worker_ready,
             on_worker_gone=self._worker_gone, boot_options=self.plugins.boot_options))
+        self._refresh_shards()
         await self.plugins.rescan()  # validated before any worker starts: they boot with it
         control = ControlServer(ctx, s.control_endpoint, self.token, self)
         listen = s.config.listen
@@ -220,22 +218,7 @@ class Master:
         await self.reload()
 
     def handle_chld(self) -> None:
-        """Reap orphaned grandchildren reparented to us (we are a child subreaper).
-
-        Workers are children of the forkserver, which reaps them; the forkserver and
-        resource tracker are reaped by multiprocessing, plugin checks by the thread that
-        runs them.  Everything else is ours.
-        """
-        helpers = forkserver_helper_pids()
-        with sandbox.RUNNING_LOCK, contextlib.suppress(psutil.Error):
-            for child in psutil.Process().children():
-                if child.pid in helpers or child.pid in sandbox.RUNNING:
-                    continue  # someone waits for these
-                with contextlib.suppress(ChildProcessError):
-                    pid, status = os.waitpid(child.pid, os.WNOHANG)
-                    if pid:
-                        log.info("reaped orphan pid %d (%s)", pid,
-                                 _describe_wait_status(status))
+        reaper.reap_orphans()
 
     # -- liveness, heartbeats, watchdog -------------------------------------------------
 
@@ -254,7 +237,7 @@ class Master:
             self.board.expire(now)
             self.board.sweep_idle(now, self.settings.config.listen.idle_timeout)
             if now - last_reap >= 5.0:  # backstop in case a SIGCHLD was coalesced away
-                self.handle_chld()
+                reaper.reap_orphans()
                 last_reap = now
             if wd and now - self._last_watchdog >= wd and self.root.healthy():
                 self.notifier.watchdog()
@@ -302,7 +285,6 @@ class Master:
         self.settings = new
         if new.config.agents != old.config.agents or new.config.roles != old.config.roles \
                 or new.config.gateway != old.config.gateway \
-                or new.config.plugins != old.config.plugins \
                 or new.config.listen != old.config.listen:
             self.board.auth = Authenticator(new, ensure_admin_token(new.state_dir))
             self.board.limits = _limits(new)
@@ -326,21 +308,29 @@ class Master:
 
     def gateway_workers(self) -> list[WorkerChild]:
         """The workers that serve agent calls, in a stable order (the shards)."""
+        return self._shards
+
+    def _gateway_supervisor(self) -> Supervisor | None:
         found = self.root.find(tree.GATEWAY)
-        if found is None or not isinstance(found[1], Supervisor):
-            return []
-        return [c for c in found[1].children if isinstance(c, WorkerChild)]
+        return found[1] if found is not None and isinstance(found[1], Supervisor) else None
+
+    def _refresh_shards(self) -> None:
+        gateway = self._gateway_supervisor()
+        self._shards = [c for c in gateway.children if isinstance(c, WorkerChild)] \
+            if gateway is not None else []
 
     async def _resize_gateway(self, old: config.Settings, new: config.Settings) -> list[str]:
         want, had = new.config.daemon.gateway_workers, old.config.daemon.gateway_workers
-        found = self.root.find(tree.GATEWAY)
-        if want == had or found is None or not isinstance(found[1], Supervisor):
+        gateway = self._gateway_supervisor()
+        if want == had or gateway is None:
             return []
-        gateway = found[1]
-        for i in range(had, want):
-            await gateway.add_child(tree.gateway_worker(new, i))
-        for i in reversed(range(want, had)):
-            await gateway.remove_child(f"gateway-{i}")
+        try:
+            for i in range(had, want):
+                await gateway.add_child(tree.gateway_worker(new, i))
+            for i in reversed(range(want, had)):
+                await gateway.remove_child(f"gateway-{i}")
+        finally:
+            self._refresh_shards()
         return [f"gateway workers {had} -> {want}"]
 
     # -- the CLI's way in -----------------------------------------------------------------
@@ -396,16 +386,6 @@ def _limits(settings: config.Settings) -> Limits:
     listen, gateway = settings.config.listen, settings.config.gateway
     return Limits(listen.max_inflight_per_connection, listen.max_inflight_per_worker,
                   gateway.call_timeout, dict(gateway.tool_timeouts))
-
-
-def _become_subreaper() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def _describe_wait_status(status: int) -> str:
-    code = os.waitstatus_to_exitcode(status)
-    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
 
 def serve(settings: config.Settings, spec: SupervisorSpec | None = None,

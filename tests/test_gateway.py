@@ -269,3 +269,10 @@ def test_a_call_that_had_not_reached_a_tool_is_rerouted_not_failed(gateway):
         assert result["isError"] is False and result["content"][0]["text"] == "slept 0.1s"
     assert daemon.pids()[shard("bob")] != victim
     assert "hung" in daemon.log()
+
+
+def test_the_sync_client_pipelines_a_batch_with_call_many(gateway):
+    daemon = gateway()
+    with agent(daemon, "bob", "zmq") as bob:
+        results = bob.call_many([("echo", {"i": i}) for i in range(100)])
+    assert [r["content"][0]["text"] for r in results] == [f'{{"i":{i}}}' for i in range(100)]

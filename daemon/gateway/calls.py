@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,6 +27,18 @@ from daemon.tools.registry import Progress, Tool, ToolRegistry
 log = logging.getLogger("gateway")
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A tools/call that must be awaited, already parsed and resolved (once)."""
+
+    agent: str
+    rid: jsonrpc.RequestId
+    params: dict[str, Any]
+    stateless: bool
+    tool: Tool
+    arguments: dict[str, Any]
+
+
 class CallHandler:
     def __init__(self, policy: Policy, tools: ToolRegistry,
                  plugins: PluginHost | None = None) -> None:
@@ -33,9 +46,9 @@ class CallHandler:
         self.tools = tools
         self.plugins = plugins or PluginHost()
 
-    def respond_now(self, agent: str, raw: bytes) -> bytes | None:
-        """The response, if it needs no waiting (tools/list, inline tools, errors found
-        before any tool runs); None means: run ``respond`` as a task."""
+    def begin(self, agent: str, raw: bytes) -> bytes | Pending:
+        """The response, when nothing must be awaited (tools/list, an inline tool and no
+        plugins, an error found before any tool runs); else the call to ``finish``."""
         message = orjson.loads(raw)
         rid = message["id"]
         params = message.get("params") or {}
@@ -45,7 +58,7 @@ class CallHandler:
                 return jsonrpc.result(rid, self.list_tools(agent, stateless))
             tool, arguments = self._resolve(agent, params)
             if tool.inline is None or self.plugins.chain:
-                return None  # to be awaited: a tool that waits, or plugin hooks
+                return Pending(agent, rid, params, stateless, tool, arguments)
             try:
                 result = tool.inline(arguments)
             except Exception as exc:
@@ -54,25 +67,17 @@ class CallHandler:
         except RpcError as exc:
             return jsonrpc.error(rid, exc.code, exc.message, exc.data)
 
-    async def respond(self, agent: str, raw: bytes,
-                      notify: Callable[[bytes], None] | None = None,
-                      started: Callable[[], None] | None = None) -> bytes:
-        now = self.respond_now(agent, raw)
-        if now is not None:
-            return now
-        message = orjson.loads(raw)  # a tools/call to a tool that must be awaited
-        rid = message["id"]
-        params = message.get("params") or {}
+    async def finish(self, pending: Pending, notify: Callable[[bytes], None] | None = None,
+                     started: Callable[[], None] | None = None) -> bytes:
+        rid = pending.rid
         try:
-            stateless = mcp.request_version(params.get("_meta")) is not None
-            token = (params.get("_meta") or {}).get("progressToken")
+            token = (pending.params.get("_meta") or {}).get("progressToken")
             progress = _progress_sink(notify, token) if notify is not None else None
-            return jsonrpc.result(rid, await self.call_tool(agent, params, stateless,
-                                                            progress, started))
+            return jsonrpc.result(rid, await self.call_tool(pending, progress, started))
         except RpcError as exc:
             return jsonrpc.error(rid, exc.code, exc.message, exc.data)
         except Exception:
-            log.exception("request %r from %s failed", rid, agent)
+            log.exception("request %r from %s failed", rid, pending.agent)
             return jsonrpc.error(rid, jsonrpc.INTERNAL_ERROR, "Internal error")
 
     def list_tools(self, agent: str, stateless: bool) -> dict[str, Any]:
@@ -102,11 +107,11 @@ class CallHandler:
                                                    "object")
         return tool, arguments
 
-    async def call_tool(self, agent: str, params: dict[str, Any], stateless: bool,
-                        progress: Progress | None = None,
+    async def call_tool(self, pending: Pending, progress: Progress | None = None,
                         started: Callable[[], None] | None = None) -> dict[str, Any]:
         """``started`` is told just before a tool with effects runs (see STARTED)."""
-        tool, arguments = self._resolve(agent, params)
+        agent, tool, arguments, stateless = (pending.agent, pending.tool, pending.arguments,
+                                             pending.stateless)
         name = tool.name
         timeout = self.policy.timeout_for(name)
         chain = self.plugins.chain  # this call's chain, whatever a swap does meanwhile

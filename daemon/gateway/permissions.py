@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from daemon.gateway.upstream_links import SEPARATOR
+
 
 @dataclass
 class Policy:
@@ -32,7 +34,7 @@ class Policy:
 
     def upstream_of(self, tool: str) -> str | None:
         """The configured upstream a tool name belongs to (<upstream>__<tool>)."""
-        prefix, sep, _ = tool.partition("__")
+        prefix, sep, _ = tool.partition(SEPARATOR)
         return prefix if sep and prefix in self.upstreams else None
 
     def may_call(self, agent: str, tool: str) -> bool:

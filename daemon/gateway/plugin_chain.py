@@ -42,10 +42,6 @@ class Hosted:
     budget: float  # seconds per hook call
     plugin: Plugin
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "priority": self.priority,
-                "sha256": self.sha256, "mode": self.mode}
-
 
 def load(spec: dict[str, Any], current: Hosted | None, dry_run: bool = False) -> Hosted:
     """Instantiate one plugin version from the master's spec, with its state:

@@ -93,12 +93,16 @@ class Switchboard:
         """The agent went away: its calls are cancelled; their results are dropped."""
         self.connections.pop(conn.key, None)
         for seq in list(conn.inflight.values()):
-            call = self.calls.pop(seq, None)
-            if call is not None:
-                self._release(call)
-                if call.identity is not None:
-                    self.bus.send_raw(call.identity, messages.pack_cancel(seq))
+            self._cancel(seq)
         conn.inflight.clear()
+
+    def _cancel(self, seq: int) -> None:
+        """Forget a call and tell its worker, which cancels the tool (no response)."""
+        call = self.calls.pop(seq, None)
+        if call is not None:
+            self._release(call)
+            if call.identity is not None:
+                self.bus.send_raw(call.identity, messages.pack_cancel(seq))
 
     # -- agent -> gateway -------------------------------------------------------------
 
@@ -176,11 +180,8 @@ class Switchboard:
     def _notification(self, conn: Connection, method: str, params: Any) -> None:
         if method == "notifications/cancelled" and isinstance(params, dict):
             seq = conn.inflight.pop(params.get("requestId"), None)  # type: ignore[arg-type]
-            call = self.calls.pop(seq, None) if seq is not None else None
-            if call is not None:
-                self._release(call)
-                if call.identity is not None:
-                    self.bus.send_raw(call.identity, messages.pack_cancel(seq or 0))
+            if seq is not None:
+                self._cancel(seq)
 
     def _route(self, conn: Connection, rid: jsonrpc.RequestId, agent: Agent, method: str,
                params: dict[str, Any], raw: bytes) -> None:
@@ -208,8 +209,9 @@ class Switchboard:
         self.calls[seq] = call
         conn.inflight[rid] = seq
         self._per_worker[worker.id] = load + 1
-        identity = worker.identity
-        if identity is not None and self.bus.send_raw(identity, call.payload):
+        identity = worker.identity  # None while it is not READY: the call waits here
+        if identity is not None:
+            self.bus.send_raw(identity, call.payload)
             call.identity = identity
 
     # -- gateway -> agent -------------------------------------------------------------
@@ -231,8 +233,6 @@ class Switchboard:
             call = self.calls.get(seq)
             if call is not None:
                 call.conn.send(raw)
-        elif kind == messages.BROADCAST:
-            self.notify_agents(payload[1:])
 
     def notify_agents(self, raw: bytes) -> None:
         """A notification for every agent that did the handshake (stateless-era agents
@@ -262,8 +262,8 @@ class Switchboard:
         if identity is None:
             return
         for call in self.calls.values():
-            if (call.worker is worker and call.identity is None
-                    and self.bus.send_raw(identity, call.payload)):
+            if call.worker is worker and call.identity is None:
+                self.bus.send_raw(identity, call.payload)
                 call.identity = identity
 
     def worker_gone(self, worker: WorkerChild, identity: bytes) -> None:

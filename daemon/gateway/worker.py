@@ -13,7 +13,7 @@ import functools
 import logging
 from typing import Any
 
-from daemon.gateway.calls import CallHandler
+from daemon.gateway.calls import CallHandler, Pending
 from daemon.gateway.permissions import Policy
 from daemon.gateway.plugin_chain import PluginHost, state_bytes
 from daemon.gateway.upstream_links import UpstreamLinks
@@ -47,11 +47,11 @@ class GatewayService:
         kind = payload[:1]
         if kind == messages.CALL:
             seq, agent, raw = messages.unpack_call(payload)
-            reply = self.handler.respond_now(agent, raw)
-            if reply is not None:
-                self.worker.send_raw(messages.pack_reply(seq, reply))
+            begun = self.handler.begin(agent, raw)
+            if isinstance(begun, bytes):
+                self.worker.send_raw(messages.pack_reply(seq, begun))
                 return
-            task = asyncio.get_running_loop().create_task(self.serve(seq, agent, raw))
+            task = asyncio.get_running_loop().create_task(self.serve(seq, begun))
             self.tasks[seq] = task
             task.add_done_callback(functools.partial(self._forget, seq))
         elif kind == messages.CANCEL:
@@ -62,10 +62,10 @@ class GatewayService:
     def _forget(self, seq: int, _task: asyncio.Task[None]) -> None:
         self.tasks.pop(seq, None)
 
-    async def serve(self, seq: int, agent: str, raw: bytes) -> None:
+    async def serve(self, seq: int, pending: Pending) -> None:
         try:
-            reply = await self.handler.respond(
-                agent, raw,
+            reply = await self.handler.finish(
+                pending,
                 lambda note: self.worker.send_raw(messages.pack_progress(seq, note)),
                 # Before a tool with effects starts, the master must know: if this worker
                 # dies from then on, the outcome is unknown (-32014); before, it re-routes.

@@ -17,7 +17,6 @@ import asyncio
 import base64
 import itertools
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,6 @@ class Loaded:
     priority: int
     hooks: list[str]
     source: PluginSource
-    loaded_at: float
     config: dict[str, Any]  # its [plugins.config.NAME] table when it was swapped in
 
 
@@ -54,7 +52,8 @@ class PluginManager:
         self.bus = bus
         self.gateway_workers = gateway_workers
         self.loaded: dict[str, Loaded] = {}
-        self.refused: dict[str, str] = {}  # path -> why
+        # path -> (sha256 of the refused bytes, or "" if unread; why)
+        self.refused: dict[str, tuple[str, str]] = {}
         self.snapshots: dict[str, dict[str, Any]] = {}  # worker id -> {name: state}
         self._lock = asyncio.Lock()
         self._tokens = itertools.count(1)
@@ -76,10 +75,9 @@ class PluginManager:
     # -- specs: what a gateway worker needs to host a version ---------------------------
 
     def spec(self, source: PluginSource, name: str) -> dict[str, Any]:
-        p = self.settings.config.plugins
         return {"name": name, "path": source.path, "sha256": source.sha256,
-                "code": base64.b64encode(source.code).decode(),
-                "config": dict(p.config.get(name, {})), "budget_ms": p.budget_ms}
+                "code": base64.b64encode(source.code).decode(), "config": self._table(name),
+                "budget_ms": self.settings.config.plugins.budget_ms}
 
     def worker_plugins(self, worker: str) -> list[dict[str, Any]]:
         """The committed plugins for a worker's (re)start, with its latest state."""
@@ -135,7 +133,7 @@ class PluginManager:
             if self._table(current.name) == current.config:
                 return None  # unchanged
             return await self._reconfigure(current)
-        if self.refused.get(key, "").startswith(source.sha256):
+        if self.refused.get(key, ("", ""))[0] == source.sha256:
             return None  # this very version was refused already
         live_states = await self._live_states()
         try:
@@ -153,8 +151,7 @@ class PluginManager:
             return self._refuse(key, str(exc), source.sha256)
         old = f" (was v{live.version})" if live is not None else ""
         self.loaded[first.name] = Loaded(first.name, first.version, first.priority,
-                                         first.hooks, source, time.time(),
-                                         self._table(first.name))
+                                         first.hooks, source, self._table(first.name))
         self.refused.pop(key, None)
         log.info("plugin %s v%s loaded from %s%s (sha256 %s)", first.name, first.version,
                  key, old, source.sha256[:12])
@@ -176,7 +173,7 @@ class PluginManager:
 
     def _refuse(self, key: str, why: str, sha256: str = "") -> str:
         log.error("plugin file %s refused, the version serving stays: %s", key, why)
-        self.refused[key] = f"{sha256} {why}" if sha256 else why
+        self.refused[key] = (sha256, why)
         return f"refused {key}: {why}"
 
     async def _live_states(self) -> dict[str, dict[str, Any]]:
@@ -246,8 +243,7 @@ class PluginManager:
         return {"loaded": [{"name": lo.name, "version": lo.version, "priority": lo.priority,
                             "hooks": lo.hooks, "path": lo.source.path,
                             "sha256": lo.source.sha256} for lo in self.loaded.values()],
-                "refused": {path: why.partition(" ")[2] if len(why.split(" ", 1)[0]) == 64
-                            else why for path, why in self.refused.items()}}
+                "refused": {path: why for path, (_, why) in self.refused.items()}}
 
 
 def _plugin_change(change: watchfiles.Change, path: str) -> bool:

@@ -38,7 +38,6 @@ class Verdict:
     version: int | str
     priority: int
     hooks: list[str]
-    state: Any  # the migrated (or initial) state the check produced
 
 
 def _limit(pid: int) -> None:
@@ -83,8 +82,7 @@ def validate(source: PluginSource, configs: dict[str, dict[str, Any]] | None = N
     verdict = orjson.loads(lines[-1])
     if not verdict.get("ok"):
         raise Refused(str(verdict.get("error")))
-    return Verdict(verdict["name"], verdict["version"], verdict["priority"], verdict["hooks"],
-                   verdict["state"])
+    return Verdict(verdict["name"], verdict["version"], verdict["priority"], verdict["hooks"])
 
 
 def _check(request: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +119,7 @@ def _check(request: dict[str, Any]) -> dict[str, Any]:
     except BaseException as exc:
         return {"ok": False, "error": f"{step} raised {exc.__class__.__name__}: {exc}"}
     return {"ok": True, "name": cls.name, "version": cls.version, "priority": cls.priority,
-            "hooks": hooks(cls), "state": state}
+            "hooks": hooks(cls)}
 
 
 if __name__ == "__main__":

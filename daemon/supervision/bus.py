@@ -47,11 +47,10 @@ class WorkerBus:
     def send(self, identity: bytes, message: dict[str, Any]) -> bool:
         return self._zmq.send([identity, messages.encode(message)])
 
-    def send_raw(self, identity: bytes, payload: bytes) -> bool:
+    def send_raw(self, identity: bytes, payload: bytes) -> None:
         """Queue one data-path envelope; it leaves batched at the end of this loop turn.
-        Always True: a dead worker is noticed by its exit, not by a failed send."""
+        Nothing to check: a dead worker is noticed by its exit, not by a failed send."""
         self._zmq.send_batched(identity, payload)
-        return True
 
     def heartbeat_all(self) -> None:
         frame = messages.encode({"k": messages.HEARTBEAT})

@@ -223,9 +223,7 @@ class Supervisor(Child):
             await self.start()
             return
         for child in list(self.children):
-            async with self.lock:
-                await child.replace()
-                child.restarts += 1
+            await self.restart_child(child)
 
     async def restart_child(self, child: Child) -> None:
         async with self.lock:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from daemon.supervision.spec import BRUTAL_KILL
 from daemon.worker.runtime import WorkerBoot, enter
 
 log = logging.getLogger("supervisor")
@@ -51,7 +52,6 @@ def forkserver_helper_pids() -> set[int]:
 class ExitStatus:
     code: int  # >= 0: exit code; < 0: killed by that signal
     uptime: float  # seconds since start
-    was_ready: bool
 
     @property
     def normal(self) -> bool:
@@ -117,8 +117,7 @@ class WorkerProcess:
         # The group may hold grandchildren (an upstream server): they go with the worker.
         self.signal_group(signal.SIGKILL)
         now = time.monotonic()
-        self.exit = ExitStatus(code if code is not None else 255, now - self.started_at,
-                               self.ready.done())
+        self.exit = ExitStatus(code if code is not None else 255, now - self.started_at)
         if not self.ready.done():
             self.ready.cancel()
         self.exited.set()
@@ -146,7 +145,7 @@ class WorkerProcess:
         """SIGTERM, wait up to ``shutdown`` seconds, then SIGKILL; always reaped."""
         if not self.alive:
             return
-        if shutdown == "brutal_kill":
+        if shutdown == BRUTAL_KILL:
             self.kill()
         else:
             self.signal(signal.SIGTERM)

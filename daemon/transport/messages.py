@@ -18,7 +18,6 @@ Data path (same sockets, binary envelopes, so the master never re-encodes a call
 | s          | worker -> master | s, seq u64                    | a tool starts on this call |
 | r          | worker -> master | r, seq u64, raw               | the JSON-RPC response      |
 | p          | worker -> master | p, seq u64, raw               | progress notification      |
-| n          | worker -> master | n, raw                        | notification to every agent|
 | B          | either way       | B, (len u32, envelope)...     | envelopes of one loop turn |
 
 Batching matters: each ZeroMQ send wakes libzmq's I/O thread, so envelopes bound for
@@ -46,7 +45,6 @@ CONFIG = "config"
 CALL = b"c"
 CANCEL = b"x"
 REPLY = b"r"
-BROADCAST = b"n"
 PROGRESS = b"p"
 STARTED = b"s"
 BATCH = b"B"

@@ -73,11 +73,9 @@ class Worker:
         self._endpoint = endpoint
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._raw: Callable[[bytes], None] | None = None
-        self.is_ready = False
 
     async def ready(self) -> None:
         """Tell the supervisor this worker may be given traffic."""
-        self.is_ready = True
         self.send({"k": messages.READY, "pid": os.getpid()})
 
     def send(self, message: dict[str, Any]) -> bool:

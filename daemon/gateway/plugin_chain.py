@@ -43,33 +43,32 @@ class Hosted:
     plugin: Plugin
 
 
-def load(spec: dict[str, Any], current: Hosted | None, dry_run: bool = False) -> Hosted:
-    """Instantiate one plugin version from the master's spec, with its state:
-    migrated from the version now serving, or resumed from a snapshot, or fresh."""
+def build(spec: dict[str, Any]) -> Hosted:
+    """One plugin version from the master's spec: its module (compiled from the bytes,
+    once) and an instance, not yet given any state."""
     code = base64.b64decode(spec["code"])
     cls = load_class(PluginSource(spec["path"], code, spec["sha256"]))
     config = dict(spec.get("config") or {})
     mode = str(config.pop("mode", "enforce"))
     budget = float(config.pop("budget_ms", spec.get("budget_ms", 50))) / 1000
     plugin = cls(config, logging.getLogger(f"plugin.{cls.name}"))
-    if current is not None:
-        old = copy.deepcopy(current.plugin.state) if dry_run else current.plugin.state
-        plugin.state = plugin.migrate(old, current.version)
-    elif spec.get("state") is not None:
-        snapshot_version = spec.get("state_version")
-        if snapshot_version is None or snapshot_version == cls.version:
-            plugin.state = spec["state"]  # resume from the latest snapshot
-        else:
-            plugin.state = plugin.migrate(spec["state"], snapshot_version)
-    else:
-        plugin.state = plugin.initial_state()
     return Hosted(cls.name, cls.version, cls.priority, spec["sha256"], mode, budget, plugin)
+
+
+def initial_state(new: Hosted, spec: dict[str, Any]) -> Any:
+    """A first load: resumed from the master's latest snapshot, else fresh."""
+    if spec.get("state") is None:
+        return new.plugin.initial_state()
+    snapshot_version = spec.get("state_version")
+    if snapshot_version is None or snapshot_version == new.version:
+        return spec["state"]
+    return new.plugin.migrate(spec["state"], snapshot_version)
 
 
 class PluginHost:
     def __init__(self) -> None:
         self.chain: tuple[Hosted, ...] = ()
-        self.pending: dict[str, dict[str, Any]] = {}
+        self.pending: dict[str, Hosted] = {}  # prepared, waiting for commit
 
     def find(self, name: str) -> Hosted | None:
         return next((h for h in self.chain if h.name == name), None)
@@ -77,16 +76,28 @@ class PluginHost:
     def install(self, specs: list[dict[str, Any]]) -> None:
         """At worker start, before READY: the plugins the master has committed."""
         for spec in specs:
-            self._swap(load(spec, None))
+            new = build(spec)
+            new.plugin.state = initial_state(new, spec)
+            self._swap(new)
 
     def prepare(self, spec: dict[str, Any]) -> None:
-        """Load and dry-run; raises if this worker cannot take the version."""
-        load(spec, self.find(spec["name"]), dry_run=True)
-        self.pending[spec["name"]] = spec
+        """Build the version and dry-run it on a copy of the live state; raises if this
+        worker cannot take it."""
+        new = build(spec)
+        current = self.find(new.name)
+        if current is not None:
+            new.plugin.migrate(copy.deepcopy(current.plugin.state), current.version)
+        else:
+            new.plugin.state = initial_state(new, spec)
+        self.pending[new.name] = new
 
     def commit(self, name: str) -> Hosted:
-        spec = self.pending.pop(name)
-        return self._swap(load(spec, self.find(name)))
+        """Migrate the live state for real and swap, in one step of the event loop."""
+        new = self.pending.pop(name)
+        current = self.find(name)
+        if current is not None:
+            new.plugin.state = new.plugin.migrate(current.plugin.state, current.version)
+        return self._swap(new)
 
     def abort(self, name: str) -> None:
         self.pending.pop(name, None)

@@ -9,7 +9,6 @@ stop) and finishes what it has in flight before it exits.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from typing import Any
 
@@ -20,6 +19,7 @@ from daemon.gateway.upstream_links import UpstreamLinks
 from daemon.gateway.upstreams import UPSTREAMS
 from daemon.hotswap import swap
 from daemon.transport import messages
+from daemon.worker.call_tasks import CallTasks
 from daemon.worker.runtime import Worker
 
 log = logging.getLogger("gateway")
@@ -36,7 +36,7 @@ class GatewayService:
         self.plugins.install(plugin_specs)
         self.handler = CallHandler(Policy.from_options(options), self.links.update({}),
                                    self.plugins)
-        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.tasks: CallTasks[int] = CallTasks()
         worker.on_raw(self.on_envelope)
         worker.on(messages.CONFIG, self.on_config)
         worker.on(UPSTREAMS, self.on_upstreams)
@@ -51,16 +51,9 @@ class GatewayService:
             if isinstance(begun, bytes):
                 self.worker.send_raw(messages.pack_reply(seq, begun))
                 return
-            task = asyncio.get_running_loop().create_task(self.serve(seq, begun))
-            self.tasks[seq] = task
-            task.add_done_callback(functools.partial(self._forget, seq))
+            self.tasks.start(seq, self.serve(seq, begun))
         elif kind == messages.CANCEL:
-            running = self.tasks.get(messages.unpack_seq(payload)[0])
-            if running is not None:
-                running.cancel()
-
-    def _forget(self, seq: int, _task: asyncio.Task[None]) -> None:
-        self.tasks.pop(seq, None)
+            self.tasks.cancel(messages.unpack_seq(payload)[0])
 
     async def serve(self, seq: int, pending: Pending) -> None:
         try:
@@ -116,7 +109,7 @@ class GatewayService:
     async def drain(self) -> None:
         if self.tasks:
             log.info("%s: finishing %d calls in flight", self.worker.name, len(self.tasks))
-            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            await self.tasks.drain()
 
 
 async def run(worker: Worker, gateway: dict[str, Any] | None = None,

@@ -18,7 +18,6 @@ tokens can never collide; updates go back to the caller under its call seq.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import sys
 from typing import Any
@@ -30,6 +29,7 @@ from daemon.protocol.jsonrpc import INTERNAL_ERROR, RpcError
 from daemon.tools.mcp_stdio import StdioMcpClient
 from daemon.transport import messages
 from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
+from daemon.worker.call_tasks import CallTasks
 from daemon.worker.runtime import Worker
 
 log = logging.getLogger("upstream")
@@ -45,7 +45,7 @@ class UpstreamService:
         sock = bind_router(self.ctx, endpoint)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.router = ZmqEndpoint(sock, self.on_frames)
-        self.tasks: dict[tuple[bytes, int], asyncio.Task[None]] = {}
+        self.tasks: CallTasks[tuple[bytes, int]] = CallTasks()
         self.progress_routes: dict[str, tuple[bytes, int]] = {}
         client.on_notification = self.on_notification
 
@@ -66,17 +66,9 @@ class UpstreamService:
         kind = payload[:1]
         if kind == messages.CALL:
             seq, agent, raw = messages.unpack_call(payload)
-            key = (peer, seq)
-            task = asyncio.get_running_loop().create_task(self.serve(peer, seq, agent, raw))
-            self.tasks[key] = task
-            task.add_done_callback(functools.partial(self._forget, key))
+            self.tasks.start((peer, seq), self.serve(peer, seq, agent, raw))
         elif kind == messages.CANCEL:
-            running = self.tasks.get((peer, messages.unpack_seq(payload)[0]))
-            if running is not None:
-                running.cancel()
-
-    def _forget(self, key: tuple[bytes, int], _task: asyncio.Task[None]) -> None:
-        self.tasks.pop(key, None)
+            self.tasks.cancel((peer, messages.unpack_seq(payload)[0]))
 
     async def serve(self, peer: bytes, seq: int, agent: str, raw: bytes) -> None:
         call = orjson.loads(raw)
@@ -99,9 +91,7 @@ class UpstreamService:
         self.router.send([peer, messages.pack_reply(seq, orjson.dumps(body))])
 
     async def close(self) -> None:
-        for task in list(self.tasks.values()):
-            task.cancel()
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await self.tasks.cancel_all()
         self.router.close()
         self.ctx.term()
 

@@ -15,7 +15,6 @@ from typing import Any
 from daemon.protocol import jsonrpc
 from daemon.supervision.bus import WorkerBus
 from daemon.supervision.worker_child import WorkerChild
-from daemon.transport.messages import worker_identity
 
 log = logging.getLogger("upstreams")
 UPSTREAMS = "upstreams"  # bus kind, master -> gateway workers
@@ -48,7 +47,7 @@ class UpstreamDirectory:
                 self.bus.send(child.identity, self.state())  # a (re)started gateway worker
             return
         if name in self.reported and child.proc is not None:
-            self.up[name] = worker_identity(child.id, child.proc.boot.incarnation)
+            self.up[name] = child.proc.identity
             self._changed(f"upstream {name} is up with "
                           f"{len(self.reported[name]['tools'])} tools")
 

@@ -32,10 +32,10 @@ class WorkerBus:
         self._data: Callable[[bytes, bytes], None] | None = None
 
     def attach(self, proc: WorkerProcess) -> None:
-        self._workers[messages.worker_identity(proc.boot.name, proc.boot.incarnation)] = proc
+        self._workers[proc.identity] = proc
 
     def detach(self, proc: WorkerProcess) -> None:
-        self._workers.pop(messages.worker_identity(proc.boot.name, proc.boot.incarnation), None)
+        self._workers.pop(proc.identity, None)
 
     def on(self, kind: str, handler: Handler) -> None:
         self._handlers[kind] = handler
@@ -65,11 +65,8 @@ class WorkerBus:
         identity, payload = frames
         if messages.is_data(payload):
             if self._data is not None:
-                if payload[:1] == messages.BATCH:
-                    for envelope in messages.unpack_batch(payload):
-                        self._data(identity, envelope)
-                else:
-                    self._data(identity, payload)
+                for envelope in messages.envelopes(payload):
+                    self._data(identity, envelope)
             return
         try:
             message = messages.decode(payload)

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from daemon.supervision.child import Child, ChildState, Exit, StartFailed, TreeContext
 from daemon.supervision.spec import Liveness, WorkerSpec
 from daemon.supervision.worker_process import WorkerProcess
-from daemon.transport.messages import worker_identity
 from daemon.worker.runtime import WorkerBoot
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ class WorkerChild(Child):
     def identity(self) -> bytes | None:
         """Bus identity of the incarnation that may get traffic, or None (readiness gate)."""
         if self.state is ChildState.READY and self.proc is not None:
-            return worker_identity(self.id, self.proc.boot.incarnation)
+            return self.proc.identity
         return None
 
     def _spawn_process(self) -> WorkerProcess:
@@ -119,7 +118,7 @@ class WorkerChild(Child):
 
     def _on_exit(self, proc: WorkerProcess) -> None:
         self.tree.bus.detach(proc)
-        self.tree.on_worker_gone(self, worker_identity(self.id, proc.boot.incarnation))
+        self.tree.on_worker_gone(self, proc.identity)
         if proc is not self.proc or proc.exit is None:
             return  # a replaced incarnation, or one whose start is being awaited
         self.last_exit = proc.exit.describe()

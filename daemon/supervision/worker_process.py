@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import psutil
 
 from daemon.supervision.spec import BRUTAL_KILL
+from daemon.transport.messages import worker_identity
 from daemon.worker.runtime import WorkerBoot, enter
 
 log = logging.getLogger("supervisor")
@@ -74,6 +75,7 @@ class WorkerProcess:
 
     def __init__(self, boot: WorkerBoot, on_exit: Callable[[WorkerProcess], None]) -> None:
         self.boot = boot
+        self.identity = worker_identity(boot.name, boot.incarnation)  # on the bus
         self.on_exit = on_exit
         self.pid = 0
         self.started_at = 0.0

@@ -110,7 +110,10 @@ def pack_batch(envelopes: list[bytes]) -> bytes:
     return BATCH + b"".join(pack(len(e)) + e for e in envelopes)
 
 
-def unpack_batch(payload: bytes) -> list[bytes]:
+def envelopes(payload: bytes) -> list[bytes]:
+    """The envelopes a data-path frame carries: one, or a batch."""
+    if payload[:1] != BATCH:
+        return [payload]
     out, at, end = [], 1, len(payload)
     unpack = _LEN.unpack_from
     while at < end:

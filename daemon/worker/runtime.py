@@ -166,11 +166,8 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
         if messages.is_data(payload):
             handle = worker._raw
             if handle is not None:
-                if payload[:1] == messages.BATCH:
-                    for envelope in messages.unpack_batch(payload):
-                        handle(envelope)
-                else:
-                    handle(payload)
+                for envelope in messages.envelopes(payload):
+                    handle(envelope)
             return
         try:
             message = messages.decode(frames[-1])

@@ -44,10 +44,7 @@ class _Session:
         rid = next(self._ids)
         params = dict(params or {})
         if self.stateless and method != "initialize":
-            meta = dict(params.get("_meta") or {})
-            meta.setdefault(mcp.META_VERSION, mcp.STATELESS_VERSIONS[-1])
-            meta.setdefault(mcp.META_CAPABILITIES, {})
-            meta.setdefault("io.modelcontextprotocol/clientInfo", CLIENT_INFO)
+            meta = {**mcp.stateless_meta(CLIENT_INFO), **(params.get("_meta") or {})}
             if self.token:
                 meta.setdefault(mcp.META_TOKEN, self.token)
             params["_meta"] = meta

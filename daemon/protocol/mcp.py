@@ -22,6 +22,7 @@ LATEST_HANDSHAKE = HANDSHAKE_VERSIONS[-1]
 META_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
+META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
 META_TOKEN = "io.workingagents/token"
 META_DENIED = "io.workingagents/denied"
 
@@ -50,6 +51,12 @@ def request_version(meta: dict[str, Any] | None) -> str | None:
         raise RpcError(INVALID_PARAMS, f"params._meta[{META_CAPABILITIES!r}] is required "
                                        "in protocol version 2026-07-28")
     return str(version)
+
+
+def stateless_meta(client_info: dict[str, str]) -> dict[str, Any]:
+    """What a 2026-07-28 client puts in every request's ``_meta``."""
+    return {META_VERSION: STATELESS_VERSIONS[-1], META_CAPABILITIES: {},
+            META_CLIENT_INFO: client_info}
 
 
 def initialize_result(params: dict[str, Any]) -> dict[str, Any]:

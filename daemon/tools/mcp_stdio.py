@@ -61,7 +61,8 @@ class StdioMcpClient:
 
     async def _handshake(self) -> None:
         try:
-            found = await self.request("server/discover", {"_meta": self._modern_meta()})
+            found = await self.request("server/discover",
+                                       {"_meta": mcp.stateless_meta(CLIENT_INFO)})
             if mcp.STATELESS_VERSIONS[-1] in found.get("supportedVersions", []):
                 self.modern, self.version = True, mcp.STATELESS_VERSIONS[-1]
                 return
@@ -72,11 +73,6 @@ class StdioMcpClient:
             "clientInfo": CLIENT_INFO})
         self.version = str(result.get("protocolVersion", ""))
         await self.notify("notifications/initialized")
-
-    @staticmethod
-    def _modern_meta() -> dict[str, Any]:
-        return {mcp.META_VERSION: mcp.STATELESS_VERSIONS[-1], mcp.META_CAPABILITIES: {},
-                "io.modelcontextprotocol/clientInfo": CLIENT_INFO}
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -123,7 +119,8 @@ class StdioMcpClient:
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         rid = next(self._ids)
         if self.modern:
-            params = {**params, "_meta": {**params.get("_meta", {}), **self._modern_meta()}}
+            params = {**params, "_meta": {**params.get("_meta", {}),
+                                          **mcp.stateless_meta(CLIENT_INFO)}}
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         try:

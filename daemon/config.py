@@ -156,9 +156,12 @@ def locate_state_dir(explicit: str | None = None) -> Path:
     the config file on disk is broken (the daemon is the one to refuse it at reload)."""
     try:
         return load(explicit).state_dir
-    except ConfigError:
+    except ConfigError as exc:
         path = config_path(explicit)
-        raw = tomllib.loads(path.read_text()) if path else {}
+        try:
+            raw = tomllib.loads(path.read_text()) if path else {}
+        except (OSError, ValueError):
+            raise exc from None  # unreadable: the one-line error says which file and why
         value = raw.get("daemon", {}).get("state_dir") if isinstance(raw, dict) else None
         if not isinstance(value, str) or not value:
             return default_state_dir().absolute()

@@ -98,3 +98,14 @@ def test_the_commented_examples_in_etc_are_valid_when_uncommented(tmp_path):
     settings = config.load(str(path))
     assert list(settings.config.agents) == ["alice"]
     assert settings.config.upstreams["files"].command[0] == "/usr/bin/python3"
+
+
+@pytest.mark.parametrize("command", ["status", "tools", "reload"])
+def test_every_client_command_reports_an_unreadable_config_in_one_line(tmp_path, command):
+    path = tmp_path / "broken.toml"
+    path.write_text("[daemon\n")
+    out = subprocess.run([*CLI, command, "--config", str(path)], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"Error: {path}: not valid TOML: Expected ']' at the end " \
+                                 "of a table declaration (at line 1, column 8)"

@@ -36,9 +36,4 @@ def one_line_errors(func: F) -> F:
 
 
 def control_client(config_path: str | None) -> ControlClient:
-    try:
-        state_dir = config.locate_state_dir(config_path)
-    except (OSError, ValueError):
-        config.load(config_path)  # raises the one-line ConfigError for this file
-        raise
-    return ControlClient(state_dir)
+    return ControlClient(config.locate_state_dir(config_path))

@@ -103,6 +103,30 @@ class PluginsSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=
     config: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 
 
+class AuditSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The tamper-evident audit log, written by the audit process alone."""
+
+    dir: str = ""  # default: <state_dir>/audit
+    # "batch": a response waits for its record's group fsync (default); "always": every
+    # record is fsynced on its own; "never": written, not fsynced, responses do not wait
+    fsync: Literal["always", "batch", "never"] = "batch"
+    arguments: Literal["full", "digest"] = "full"  # "digest": keep only sha256 of arguments
+    timeout: float = 10.0  # a call whose record is not durable by then fails closed (-32017)
+    buffer: int = 10000  # records a gateway worker holds unacknowledged before calls wait
+    rotate_bytes: int = 64 << 20  # start a new file past this size ...
+    rotate_seconds: float = 86400.0  # ... or this age
+    checkpoint_records: int = 1000  # a signed checkpoint every this many records ...
+    checkpoint_seconds: float = 10.0  # ... or this often, when records were added
+    ship_dir: str = ""  # also append each checkpoint to <ship_dir>/checkpoints.jsonl
+    ship_command: list[str] = msgspec.field(default_factory=list)  # checkpoint on stdin
+
+
+class MetricsSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Prometheus metrics over HTTP, from every process of the daemon."""
+
+    listen: str = "127.0.0.1:9464"  # loopback only by default; "" = off; port 0 = any
+
+
 class Config(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     daemon: DaemonSection = msgspec.field(default_factory=DaemonSection)
     control: ControlSection = msgspec.field(default_factory=ControlSection)
@@ -113,6 +137,8 @@ class Config(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     agents: dict[str, AgentSection] = msgspec.field(default_factory=dict)
     upstreams: dict[str, UpstreamSection] = msgspec.field(default_factory=dict)
     plugins: PluginsSection = msgspec.field(default_factory=PluginsSection)
+    audit: AuditSection = msgspec.field(default_factory=AuditSection)
+    metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
 
 
 @dataclass(frozen=True)
@@ -125,6 +151,15 @@ class Settings:
     runtime_dir: Path
     control_endpoint: str
     bus_endpoint: str
+
+    @property
+    def audit_dir(self) -> Path:
+        d = self.config.audit.dir
+        return Path(d).expanduser().absolute() if d else self.state_dir / "audit"
+
+    @property
+    def audit_endpoint(self) -> str:
+        return f"ipc://{self.runtime_dir}/audit.sock"
 
     @property
     def control_file(self) -> Path:
@@ -220,6 +255,7 @@ def settle(config: Config, source: Path | None) -> Settings:
         )
 
     _check_gateway(config, refuse)
+    _check_audit(config, refuse)
     state_dir = Path(d.state_dir).expanduser() if d.state_dir else default_state_dir()
     if d.runtime_dir:
         runtime_dir = Path(d.runtime_dir).expanduser()
@@ -287,6 +323,21 @@ def _check_gateway(config: Config, refuse: Any) -> None:
             if role not in config.roles and role != "admin":
                 raise refuse(f"agents.{name}.roles", f"roles defined in [roles.*] "
                              f"(known: {', '.join(sorted(config.roles)) or 'none'})", role)
+
+
+def _check_audit(config: Config, refuse: Any) -> None:
+    audit = config.audit
+    for key in ("timeout", "rotate_seconds", "checkpoint_seconds"):
+        if getattr(audit, key) <= 0:
+            raise refuse(f"audit.{key}", "a number > 0", getattr(audit, key))
+    for key in ("buffer", "rotate_bytes", "checkpoint_records"):
+        if getattr(audit, key) < 1:
+            raise refuse(f"audit.{key}", "an integer >= 1", getattr(audit, key))
+    if config.metrics.listen:
+        host, sep, port = config.metrics.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise refuse("metrics.listen", "HOST:PORT (port 0 picks a free one) or \"\"",
+                          config.metrics.listen)
 
 
 def plugin_dirs(settings: Settings) -> list[Path]:

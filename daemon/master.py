@@ -25,7 +25,8 @@ import orjson
 import psutil
 import zmq
 
-from daemon import __version__, config, logs, tree
+from daemon import __version__, config, logs, metrics, tree
+from daemon.audit.link import AuditLink
 from daemon.control.server import ControlServer
 from daemon.gateway.auth import Authenticator, ensure_admin_token
 from daemon.gateway.switchboard import Limits, Switchboard
@@ -93,11 +94,16 @@ class Master:
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock = self._lock_state_dir()
         reaper.become_subreaper()
+        metrics.prepare(s.runtime_dir / "metrics")  # before any worker: they inherit it
         prepare_forkserver(w.target for w in worker_specs(self.spec))
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         bus = WorkerBus(ctx, s.bus_endpoint)
+        a = s.config.audit
+        self.audit = AuditLink(s.audit_endpoint, "master", durable=a.fsync != "never",
+                               timeout=a.timeout, capacity=a.buffer)
         self.board = Switchboard(bus, self.gateway_workers,
-                                 Authenticator(s, ensure_admin_token(s.state_dir)), _limits(s))
+                                 Authenticator(s, ensure_admin_token(s.state_dir)), _limits(s),
+                                 self.audit)
         self.plugins = PluginManager(s, bus, self.gateway_workers)
         self.upstreams = UpstreamDirectory(bus, self.gateway_workers, self.board.notify_agents,
                                            tree.UPSTREAM_TARGET)
@@ -114,9 +120,11 @@ class Master:
             if listen.tcp else None
         router = AgentRouter(ctx, listen.zmq, self.board, listen.max_message_bytes) \
             if listen.zmq else None
+        scrape = metrics.serve(s.config.metrics.listen) if s.config.metrics.listen else None
         self.listening = {
             "tcp": "{}:{}".format(*tcp.sockets[0].getsockname()[:2]) if tcp else None,
-            "zmq": router.endpoint if router else None}
+            "zmq": router.endpoint if router else None,
+            "metrics": "{}:{}".format(*scrape[:2]) if scrape else None}
         self._publish_control_file(control.endpoint)
         self._install_signal_handlers()
         ticker = self.own(self._tick())
@@ -137,6 +145,9 @@ class Master:
                 tcp.close()
             if router is not None:
                 router.close()
+            if scrape is not None:
+                scrape[2].shutdown()
+            self.audit.close()
             ticker.cancel()
             for task in list(self._tasks):
                 task.cancel()
@@ -270,7 +281,9 @@ class Master:
                  "upstreams": (old.config.upstreams, new.config.upstreams),
                  "daemon.runtime_dir": (old.runtime_dir, new.runtime_dir),
                  "control.endpoint": (old.control_endpoint, new.control_endpoint),
-                 "supervision.bus_endpoint": (old.bus_endpoint, new.bus_endpoint)}
+                 "supervision.bus_endpoint": (old.bus_endpoint, new.bus_endpoint),
+                 "audit": (old.config.audit, new.config.audit),
+                 "metrics": (old.config.metrics, new.config.metrics)}
         for key, (was, now) in fixed.items():
             if was != now:
                 raise config.ConfigError(f"{new.source}: key {key}: cannot change while "

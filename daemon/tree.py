@@ -1,6 +1,7 @@
 """The daemon's supervision tree, built from the settings (DESIGN.md "The process tree").
 
     workingagents            root supervisor (one_for_one), in the master
+    ├── audit                the audit log's only writer (first up, last down)
     ├── gateway              one_for_one: gateway-0 ... gateway-N-1
     └── tools                one_for_one
         └── upstream:NAME    temporary supervisor, one per upstream MCP server
@@ -29,6 +30,7 @@ from daemon.supervision.spec import (
 )
 
 ROOT = "workingagents"
+AUDIT = "audit"
 GATEWAY = "gateway"
 TOOLS = "tools"
 
@@ -57,12 +59,35 @@ def gateway_options(settings: Settings) -> dict[str, Any]:
             "tool_timeouts": dict(c.gateway.tool_timeouts)}
 
 
+def audit_link_options(settings: Settings) -> dict[str, Any]:
+    """How a process reaches the audit log, and how long its calls may wait for it."""
+    a = settings.config.audit
+    return {"endpoint": settings.audit_endpoint, "fsync": a.fsync, "timeout": a.timeout,
+            "buffer": a.buffer, "arguments": a.arguments}
+
+
+def audit_options(settings: Settings) -> dict[str, Any]:
+    a = settings.config.audit
+    return {"dir": str(settings.audit_dir), "state_dir": str(settings.state_dir),
+            "endpoint": settings.audit_endpoint, "fsync": a.fsync,
+            "rotate_bytes": a.rotate_bytes, "rotate_seconds": a.rotate_seconds,
+            "checkpoint_records": a.checkpoint_records,
+            "checkpoint_seconds": a.checkpoint_seconds,
+            "ship_dir": a.ship_dir, "ship_command": list(a.ship_command)}
+
+
+def audit_worker(settings: Settings) -> WorkerSpec:
+    return WorkerSpec(id=AUDIT, target="daemon.audit.worker:run", options=audit_options(settings),
+                      shutdown=settings.config.supervision.shutdown_timeout + 5.0)
+
+
 def gateway_worker(settings: Settings, index: int) -> WorkerSpec:
     # A draining worker finishes its calls, so give it the longest call timeout to do so.
     drain = max([settings.config.gateway.call_timeout, *settings.config.gateway.tool_timeouts
                  .values()]) + settings.config.supervision.shutdown_timeout
     return WorkerSpec(id=f"gateway-{index}", target="daemon.gateway.worker:run",
-                      options={"gateway": gateway_options(settings)}, shutdown=drain)
+                      options={"gateway": gateway_options(settings),
+                               "audit": audit_link_options(settings)}, shutdown=drain)
 
 
 UPSTREAM_TARGET = "daemon.tools.upstream_worker:run"
@@ -93,4 +118,4 @@ def build(settings: Settings) -> SupervisorSpec:
         children=tuple(upstream_subtree(settings, name) for name in settings.config.upstreams),
     )
     return SupervisorSpec(id=ROOT, strategy=Strategy.ONE_FOR_ONE, intensity=intensity,
-                          liveness=liveness, children=(gateway, tools))
+                          liveness=liveness, children=(audit_worker(settings), gateway, tools))

@@ -8,6 +8,7 @@ import click
 
 from daemon import __version__
 from daemon.cli.agent_commands import call, mcp_bridge, tools
+from daemon.cli.audit_commands import audit
 from daemon.cli.bench_commands import bench
 from daemon.cli.daemon_commands import reload, restart, serve, status, stop
 from daemon.cli.plugin_commands import plugins
@@ -20,7 +21,7 @@ def cli() -> None:
 
 
 for command in (serve, status, reload, restart, stop, tools, call, mcp_bridge, plugins,
-                bench):
+                audit, bench):
     cli.add_command(command)
 
 

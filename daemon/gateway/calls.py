@@ -15,7 +15,9 @@ from typing import Any
 
 import orjson
 
+from daemon.audit.link import AuditLink
 from daemon.gateway import plugin_chain
+from daemon.gateway.call_record import Trace, error_outcome, result_outcome
 from daemon.gateway.permissions import Policy
 from daemon.gateway.plugin_chain import PluginHost
 from daemon.gateway.upstream_links import unavailable
@@ -27,7 +29,7 @@ from daemon.tools.registry import Progress, Tool, ToolRegistry
 log = logging.getLogger("gateway")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pending:
     """A tools/call that must be awaited, already parsed and resolved (once)."""
 
@@ -37,48 +39,76 @@ class Pending:
     stateless: bool
     tool: Tool
     arguments: dict[str, Any]
+    trace: Trace
+
+
+@dataclass(slots=True)
+class Answer:
+    """A response, and the audit record that must be durable before it may be sent."""
+
+    rid: jsonrpc.RequestId
+    reply: bytes
+    trace: Trace | None = None  # None: not a tools/call (no record)
+    record: bytes | None = None
+    status: str = "ok"
 
 
 class CallHandler:
-    def __init__(self, policy: Policy, tools: ToolRegistry,
-                 plugins: PluginHost | None = None) -> None:
+    def __init__(self, policy: Policy, tools: ToolRegistry, plugins: PluginHost | None = None,
+                 audit: AuditLink | None = None, worker: str = "",
+                 keep_arguments: bool = True) -> None:
         self.policy = policy
         self.tools = tools
         self.plugins = plugins or PluginHost()
+        self.audit = audit
+        self.worker = worker
+        self.keep_arguments = keep_arguments
 
-    def begin(self, agent: str, raw: bytes) -> bytes | Pending:
-        """The response, when nothing must be awaited (tools/list, an inline tool and no
+    def begin(self, agent: str, raw: bytes) -> Answer | Pending:
+        """The answer, when nothing must be awaited (tools/list, an inline tool and no
         plugins, an error found before any tool runs); else the call to ``finish``."""
         message = orjson.loads(raw)
         rid = message["id"]
         params = message.get("params") or {}
+        trace = None
         try:
             stateless = mcp.request_version(params.get("_meta")) is not None
             if message["method"] == "tools/list":
-                return jsonrpc.result(rid, self.list_tools(agent, stateless))
+                return Answer(rid, jsonrpc.result(rid, self.list_tools(agent, stateless)))
+            trace = Trace(self.worker, agent, params.get("name"), params.get("arguments"),
+                          self.keep_arguments)
             tool, arguments = self._resolve(agent, params)
+            trace.known = True
+            pending = Pending(agent, rid, params, stateless, tool, arguments, trace)
             if tool.inline is None or self.plugins.chain:
-                return Pending(agent, rid, params, stateless, tool, arguments)
+                return pending
             try:
                 result = tool.inline(arguments)
             except Exception as exc:
                 result = self._failed(agent, tool.name, exc)
-            return jsonrpc.result(rid, mcp.finish(result, stateless))
+            return self._answer(pending, mcp.finish(result, stateless))
         except RpcError as exc:
-            return jsonrpc.error(rid, exc.code, exc.message, exc.data)
+            return _error(rid, trace, exc)
 
     async def finish(self, pending: Pending, notify: Callable[[bytes], None] | None = None,
-                     started: Callable[[], None] | None = None) -> bytes:
-        rid = pending.rid
+                     started: Callable[[], None] | None = None) -> Answer:
         try:
             token = (pending.params.get("_meta") or {}).get("progressToken")
             progress = _progress_sink(notify, token) if notify is not None else None
-            return jsonrpc.result(rid, await self.call_tool(pending, progress, started))
+            return self._answer(pending, await self.call_tool(pending, progress, started))
         except RpcError as exc:
-            return jsonrpc.error(rid, exc.code, exc.message, exc.data)
+            return _error(pending.rid, pending.trace, exc)
         except Exception:
-            log.exception("request %r from %s failed", rid, pending.agent)
-            return jsonrpc.error(rid, jsonrpc.INTERNAL_ERROR, "Internal error")
+            log.exception("request %r from %s failed", pending.rid, pending.agent)
+            return _error(pending.rid, pending.trace,
+                          RpcError(jsonrpc.INTERNAL_ERROR, "Internal error"))
+
+    @staticmethod
+    def _answer(pending: Pending, result: dict[str, Any]) -> Answer:
+        raw = orjson.dumps(result)
+        outcome = result_outcome(result, raw)
+        return Answer(pending.rid, jsonrpc.result_raw(pending.rid, raw), pending.trace,
+                      pending.trace.call_record(outcome), outcome["status"])
 
     def list_tools(self, agent: str, stateless: bool) -> dict[str, Any]:
         visible = [t.definition() for t in self.tools.all()
@@ -115,10 +145,11 @@ class CallHandler:
         name = tool.name
         timeout = self.policy.timeout_for(name)
         chain = self.plugins.chain  # this call's chain, whatever a swap does meanwhile
+        trail = pending.trace.trail
         call = Call(agent, self.policy.agent_roles.get(agent, ()), name, arguments,
                     tool.input_schema, tool.description)
         if chain:
-            admitted = await plugin_chain.before(chain, call)
+            admitted = await plugin_chain.before(chain, call, trail)
             if isinstance(admitted, dict):
                 return mcp.finish(admitted, stateless)
             call = admitted
@@ -126,6 +157,9 @@ class CallHandler:
             if tool.inline is not None:  # pure: nothing to announce, nothing to await
                 result = tool.inline(call.arguments)
             else:
+                if self.audit is not None:  # no tool with effects runs unrecorded
+                    pending.trace.intent = await self.audit.write(
+                        pending.trace.intent_record())
                 if started is not None:
                     started()
                 async with asyncio.timeout(timeout):
@@ -138,7 +172,7 @@ class CallHandler:
         except Exception as exc:
             result = self._failed(agent, name, exc)
         if chain:
-            result = await plugin_chain.after(chain, call, result)
+            result = await plugin_chain.after(chain, call, result, trail)
         return mcp.finish(result, stateless)
 
     @staticmethod
@@ -146,6 +180,14 @@ class CallHandler:
         """A tool that ran and failed answers isError, as MCP says."""
         log.warning("tool %s failed for %s: %s", name, agent, exc)
         return mcp.text_result(f"Tool {name} failed: {exc}", is_error=True)
+
+
+def _error(rid: jsonrpc.RequestId, trace: Trace | None, exc: RpcError) -> Answer:
+    reply = jsonrpc.error(rid, exc.code, exc.message, exc.data)
+    if trace is None:
+        return Answer(rid, reply)
+    return Answer(rid, reply, trace, trace.call_record(error_outcome(exc.code, exc.message)),
+                  "error")
 
 
 def _progress_sink(notify: Callable[[bytes], None], token: Any) -> Progress | None:

@@ -203,38 +203,61 @@ def _enforced(hosted: Hosted, verdict: Deny, call: Call) -> bool:
     return True
 
 
-async def before(chain: tuple[Hosted, ...], call: Call) -> Call | dict[str, Any]:
+# One entry per hook that ran: (plugin, version, hook, verdict, reason, seconds); the
+# audit record lists them, so an auditor sees which version of which rule decided.
+Trail = list[tuple[str, str, str, str, str | None, float]]
+
+
+async def before(chain: tuple[Hosted, ...], call: Call,
+                 trail: Trail | None = None) -> Call | dict[str, Any]:
     """The call as the chain lets it through (maybe rewritten), or a denial result."""
-    out = await _through(chain, "before_call", call, Call, lambda hook, c: hook(c), call)
+    out = await _through(chain, "before_call", call, Call, lambda hook, c: hook(c), call, trail)
     assert isinstance(out, Call | dict)
     return out
 
 
-async def after(chain: tuple[Hosted, ...], call: Call, result: dict[str, Any]) -> dict[str, Any]:
+async def after(chain: tuple[Hosted, ...], call: Call, result: dict[str, Any],
+                trail: Trail | None = None) -> dict[str, Any]:
     """The result as the chain lets it through (maybe rewritten), or a denial result."""
-    out = await _through(chain, "after_call", result, dict, lambda hook, r: hook(call, r), call)
+    out = await _through(chain, "after_call", result, dict, lambda hook, r: hook(call, r), call,
+                         trail)
     assert isinstance(out, dict)
     return out
 
 
 async def _through(chain: tuple[Hosted, ...], hook_name: str, value: Any, rewrites: type,
-                   invoke: Callable[[Any, Any], Coroutine[Any, Any, Any]], call: Call) -> Any:
+                   invoke: Callable[[Any, Any], Coroutine[Any, Any, Any]], call: Call,
+                   trail: Trail | None) -> Any:
     """Run one hook of every plugin in order: a Deny ends it (unless permissive), a value
     of type ``rewrites`` replaces what the next plugin sees, None passes it on."""
+    note = trail.append if trail is not None else _ignore
     for hosted in chain:
         hook = getattr(hosted.plugin, hook_name, None)
         if hook is None:
             continue
+        started = time.perf_counter()
         verdict = await _run_hook(hosted, invoke(hook, value))
+        took = time.perf_counter() - started
+        version = str(hosted.version)
         if isinstance(verdict, Deny):
             if _enforced(hosted, verdict, call):
+                note((hosted.name, version, hook_name, "deny", verdict.reason, took))
                 return denied(hosted, verdict.reason, verdict.kind)
+            note((hosted.name, version, hook_name, "would_deny", verdict.reason, took))
         elif isinstance(verdict, rewrites):
+            note((hosted.name, version, hook_name, "rewrite", None, took))
             value = verdict
         elif verdict is not None:
-            return denied(hosted, f"plugin {hosted.name} returned "
-                                  f"{type(verdict).__name__} from {hook_name}", "guardrail")
+            reason = f"plugin {hosted.name} returned {type(verdict).__name__} from {hook_name}"
+            note((hosted.name, version, hook_name, "deny", reason, took))
+            return denied(hosted, reason, "guardrail")
+        else:
+            note((hosted.name, version, hook_name, "allow", None, took))
     return value
+
+
+def _ignore(_entry: Any) -> None:
+    pass
 
 
 def state_bytes(host: PluginHost) -> bytes:

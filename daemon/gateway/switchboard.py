@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from daemon.audit.link import AuditLink
 from daemon.gateway.auth import Agent, Authenticator
 from daemon.protocol import jsonrpc, mcp
 from daemon.protocol.jsonrpc import RpcError
@@ -73,8 +74,9 @@ class Limits:
 
 class Switchboard:
     def __init__(self, bus: WorkerBus, workers: Callable[[], list[WorkerChild]],
-                 auth: Authenticator, limits: Limits) -> None:
+                 auth: Authenticator, limits: Limits, audit: AuditLink | None = None) -> None:
         self.bus = bus
+        self.audit = audit
         self.workers = workers
         self.auth = auth
         self.limits = limits
@@ -251,9 +253,23 @@ class Switchboard:
         self._per_worker[call.worker.id] = self._per_worker.get(call.worker.id, 1) - 1
 
     def _fail(self, seq: int, code: int, message: str) -> None:
+        """Answer a call the master gave up on; its audit record goes first."""
         call = self.calls.pop(seq, None)
-        if call is not None:
-            self._finish(call, jsonrpc.error(call.rid, code, message))
+        if call is None:
+            return
+        reply = jsonrpc.error(call.rid, code, message)
+        if self.audit is None:
+            self._finish(call, reply)
+            return
+        _seq, agent, raw = messages.unpack_call(call.payload)
+        params = orjson.loads(raw).get("params") or {}
+        record = orjson.dumps({"kind": "lost", "t": round(time.time(), 6), "agent": agent,
+                               "tool": params.get("name"), "worker": call.worker.id,
+                               "outcome": {"status": "error", "code": code,
+                                           "message": message}})
+        self._release(call)  # the worker's share is free; the agent's waits for the record
+        call.conn.inflight.pop(call.rid, None)
+        self.audit.submit(record, lambda _error: call.conn.send(reply))
 
     # -- worker lifecycle (the readiness gate) ----------------------------------------
 

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
-from daemon.gateway.calls import CallHandler, Pending
+import orjson
+
+from daemon import metrics
+from daemon.audit.link import AuditLink, unavailable
+from daemon.gateway.calls import Answer, CallHandler, Pending
 from daemon.gateway.permissions import Policy
 from daemon.gateway.plugin_chain import PluginHost, state_bytes
 from daemon.gateway.upstream_links import UpstreamLinks
 from daemon.gateway.upstreams import UPSTREAMS
 from daemon.hotswap import swap
+from daemon.protocol import jsonrpc
 from daemon.transport import messages
 from daemon.worker.call_tasks import CallTasks
 from daemon.worker.runtime import Worker
@@ -27,16 +33,23 @@ log = logging.getLogger("gateway")
 
 class GatewayService:
     def __init__(self, worker: Worker, options: dict[str, Any],
-                 plugin_specs: list[dict[str, Any]]) -> None:
+                 plugin_specs: list[dict[str, Any]], audit: dict[str, Any]) -> None:
         self.worker = worker
         self.links = UpstreamLinks()
         self.plugins = PluginHost()
         # the plugins the master has committed, with their latest state: before READY,
         # so a (re)started worker never serves a call without its guardrails
         self.plugins.install(plugin_specs)
+        identity = messages.worker_identity(worker.name, worker.incarnation).decode()
+        self.audit = AuditLink(audit["endpoint"], identity, durable=audit["fsync"] != "never",
+                               timeout=audit["timeout"], capacity=audit["buffer"])
         self.handler = CallHandler(Policy.from_options(options), self.links.update({}),
-                                   self.plugins)
+                                   self.plugins, self.audit, worker.name,
+                                   audit["arguments"] == "full")
         self.tasks: CallTasks[int] = CallTasks()
+        # plugin verdicts tallied here and handed to prometheus once a second: a dozen
+        # hooks per call would otherwise cost a dozen locked writes per call
+        self.decisions: dict[tuple[str, str, str], list[Any]] = {}
         worker.on_raw(self.on_envelope)
         worker.on(messages.CONFIG, self.on_config)
         worker.on(UPSTREAMS, self.on_upstreams)
@@ -48,24 +61,51 @@ class GatewayService:
         if kind == messages.CALL:
             seq, agent, raw = messages.unpack_call(payload)
             begun = self.handler.begin(agent, raw)
-            if isinstance(begun, bytes):
-                self.worker.send_raw(messages.pack_reply(seq, begun))
-                return
-            self.tasks.start(seq, self.serve(seq, begun))
+            if isinstance(begun, Answer):
+                self.answer(seq, begun)
+            else:
+                self.tasks.start(seq, self.serve(seq, begun))
         elif kind == messages.CANCEL:
             self.tasks.cancel(messages.unpack_seq(payload)[0])
 
+    def answer(self, seq: int, answer: Answer) -> None:
+        """Send the response once its audit record is durable (at once in "never")."""
+        record = answer.record
+        if record is None:
+            self.worker.send_raw(messages.pack_reply(seq, answer.reply))
+            return
+
+        def durable(error: str | None) -> None:
+            reply = answer.reply
+            if error is not None:
+                failed = unavailable(error)
+                reply = jsonrpc.error(answer.rid, failed.code, failed.message)
+                self.audit.submit(orjson.dumps({"kind": "withheld", "record": record_id,
+                                                "code": failed.code, "reason": error}))
+            self.worker.send_raw(messages.pack_reply(seq, reply))
+            trace = answer.trace
+            if trace is not None:
+                metrics.call(trace.tool if trace.known and trace.tool else "unknown",
+                             trace.agent, answer.status if error is None else "audit_error",
+                             time.perf_counter() - trace.started)
+                for plugin, version, _hook, verdict, _reason, seconds in trace.trail:
+                    tally = self.decisions.setdefault((plugin, version, verdict), [0, 0.0])
+                    tally[0] += 1
+                    tally[1] += seconds
+        record_id = self.audit.submit(record, durable)
+
     async def serve(self, seq: int, pending: Pending) -> None:
         try:
-            reply = await self.handler.finish(
+            answer = await self.handler.finish(
                 pending,
                 lambda note: self.worker.send_raw(messages.pack_progress(seq, note)),
                 # Before a tool with effects starts, the master must know: if this worker
                 # dies from then on, the outcome is unknown (-32014); before, it re-routes.
                 lambda: self.worker.send_raw_now(messages.pack_started(seq)))
-        except asyncio.CancelledError:
-            return  # the agent cancelled or left: MCP wants no response
-        self.worker.send_raw(messages.pack_reply(seq, reply))
+        except asyncio.CancelledError:  # the agent cancelled or left: MCP wants no response
+            self.audit.submit(pending.trace.call_record({"status": "cancelled"}))
+            raise
+        self.answer(seq, answer)
 
     def on_swap(self, message: dict[str, Any]) -> None:
         """One step of the master's all-or-nothing swap; the reply says how it went."""
@@ -87,6 +127,14 @@ class GatewayService:
         except Exception as exc:
             reply.update(ok=False, error=f"{exc.__class__.__name__}: {exc}")
         self.worker.send(reply)
+
+    async def report_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            tallies, self.decisions = self.decisions, {}
+            for (plugin, version, verdict), (count, seconds) in tallies.items():
+                metrics.decisions(plugin, version, verdict, count, seconds)
+            metrics.audit_held(len(self.audit))
 
     async def snapshot_states(self, interval: float) -> None:
         """Send the plugins' state to the master when it changed, so that a restarted
@@ -110,16 +158,20 @@ class GatewayService:
         if self.tasks:
             log.info("%s: finishing %d calls in flight", self.worker.name, len(self.tasks))
             await self.tasks.drain()
+        await self.audit.drain(self.audit.timeout)
+        self.audit.close()
 
 
-async def run(worker: Worker, gateway: dict[str, Any] | None = None,
+async def run(worker: Worker, audit: dict[str, Any], gateway: dict[str, Any] | None = None,
               plugins: list[dict[str, Any]] | None = None,
               snapshot_interval: float = 2.0) -> None:
-    service = GatewayService(worker, gateway or {}, plugins or [])
-    snapshots = asyncio.create_task(service.snapshot_states(snapshot_interval))
+    service = GatewayService(worker, gateway or {}, plugins or [], audit)
+    background = [asyncio.create_task(service.snapshot_states(snapshot_interval)),
+                  asyncio.create_task(service.report_metrics())]
     await worker.ready()
     await worker.stopping.wait()
     await service.drain()
-    snapshots.cancel()
-    await asyncio.gather(snapshots, return_exceptions=True)
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
     worker.send({"k": swap.STATE, "plugins": service.plugins.snapshot()})

@@ -64,6 +64,11 @@ def result(rid: RequestId, value: dict[str, Any]) -> bytes:
     return orjson.dumps({"jsonrpc": "2.0", "id": rid, "result": value})
 
 
+def result_raw(rid: RequestId, value: bytes) -> bytes:
+    """A result whose JSON is already serialized (once: it is also digested for audit)."""
+    return b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (orjson.dumps(rid), value)
+
+
 def notification(method: str, params: dict[str, Any] | None = None) -> bytes:
     message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
     if params is not None:

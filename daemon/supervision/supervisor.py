@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+from daemon import metrics
 from daemon.supervision.child import Child, ChildState, Exit, StartFailed, TreeContext
 from daemon.supervision.intensity import RestartIntensity
 from daemon.supervision.spec import (
@@ -149,6 +150,7 @@ class Supervisor(Child):
                 await self._give_up(str(exc))
 
     def _count_restart(self, child: Child, what: str, detail: str) -> None:
+        metrics.restart(child.id)
         if self.intensity.record():
             return
         limits = self.intensity.limits

@@ -7,6 +7,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from daemon import metrics
 from daemon.supervision.child import Child, ChildState, Exit, StartFailed, TreeContext
 from daemon.supervision.spec import Liveness, WorkerSpec
 from daemon.supervision.worker_process import WorkerProcess
@@ -118,6 +119,8 @@ class WorkerChild(Child):
 
     def _on_exit(self, proc: WorkerProcess) -> None:
         self.tree.bus.detach(proc)
+        metrics.process_dead(proc.pid)
+        metrics.process_dead(proc.pid)
         self.tree.on_worker_gone(self, proc.identity)
         if proc is not self.proc or proc.exit is None:
             return  # a replaced incarnation, or one whose start is being awaited

@@ -20,6 +20,14 @@ Data path (same sockets, binary envelopes, so the master never re-encodes a call
 | p          | worker -> master | p, seq u64, raw               | progress notification      |
 | B          | either way       | B, (len u32, envelope)...     | envelopes of one loop turn |
 
+Audit (gateway workers' and the master's DEALER -> the audit process's ROUTER):
+
+| first byte | direction        | layout                        | meaning                    |
+|------------|------------------|-------------------------------|----------------------------|
+| a          | link -> audit    | a, id u64, record             | a record to append         |
+| k          | audit -> link    | k, id u64                     | written (and fsynced)      |
+| n          | audit -> link    | n, id u64, reason             | not written (disk full...) |
+
 Batching matters: each ZeroMQ send wakes libzmq's I/O thread, so envelopes bound for
 the same peer within one turn of the event loop travel as one frame.
 
@@ -48,6 +56,9 @@ REPLY = b"r"
 PROGRESS = b"p"
 STARTED = b"s"
 BATCH = b"B"
+RECORD = b"a"
+ACK = b"k"
+NACK = b"n"
 _SEQ = struct.Struct("!Q")
 _LEN = struct.Struct("!I")
 
@@ -90,6 +101,10 @@ def unpack_call(payload: bytes) -> tuple[int, str, bytes]:
     (seq,) = _SEQ.unpack_from(payload, 1)
     size = payload[9]
     return seq, payload[10:10 + size].decode(), payload[10 + size:]
+
+
+def pack_seq(kind: bytes, seq: int, rest: bytes = b"") -> bytes:
+    return kind + _SEQ.pack(seq) + rest
 
 
 def pack_cancel(seq: int) -> bytes:

@@ -1,0 +1,113 @@
+"""``workingagents audit tail``: the audit log as readable lines, optionally followed.
+
+    2026-11-25 14:54:23.978 #1 call admin echo ok 0.2ms gateway-0
+    2026-11-25 14:54:24.541 #4 call eve fs__write denied by permissions v3: path outside /srv
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from daemon.audit import chain
+
+
+@dataclass(frozen=True)
+class Filter:
+    agent: str | None = None
+    tool: str | None = None
+    denied: bool = False
+
+    def __call__(self, record: dict[str, Any]) -> bool:
+        if self.agent is not None and record.get("agent") != self.agent:
+            return False
+        if self.tool is not None and record.get("tool") != self.tool:
+            return False
+        return not self.denied or is_denied(record)
+
+
+def is_denied(record: dict[str, Any]) -> bool:
+    outcome = record.get("outcome") or {}
+    return outcome.get("status") == "denied" or any(
+        d.get("verdict") in ("deny", "would_deny") for d in record.get("decisions") or ())
+
+
+def render(record: dict[str, Any]) -> str:
+    t = float(record.get("t", 0))
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
+    kind = record.get("kind", "?")
+    head = f"{stamp} #{record.get('n')} {kind}"
+    if kind in ("genesis", "rotate", "torn_tail", "withheld"):
+        rest = {k: v for k, v in record.items() if k not in ("n", "prev", "t", "kind", "id")}
+        return f"{head} {orjson.dumps(rest).decode()}"
+    parts = [head, str(record.get("agent")), str(record.get("tool"))]
+    outcome = record.get("outcome")
+    if outcome is not None:
+        status = outcome.get("status", "?")
+        if status == "error":
+            parts.append(f"error {outcome.get('code')}: {outcome.get('message')}")
+        else:
+            parts.append(status)
+    for d in record.get("decisions") or ():
+        if d.get("verdict") in ("deny", "would_deny", "rewrite"):
+            why = f": {d['reason']}" if d.get("reason") else ""
+            parts.append(f"[{d['verdict']} by {d['plugin']} v{d['version']} "
+                         f"({d['hook']}){why}]")
+    if "ms" in record:
+        parts.append(f"{record['ms']:g}ms")
+    parts.append(str(record.get("worker", "")))
+    return " ".join(parts)
+
+
+def files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if chain.FILE_PATTERN.match(p.name))
+
+
+def last_lines(directory: Path, count: int, keep: Filter) -> list[dict[str, Any]]:
+    """The last ``count`` records that pass ``keep``, oldest first."""
+    found: deque[dict[str, Any]] = deque(maxlen=count)
+    for path in files(directory):
+        for line in path.read_bytes().splitlines():
+            record = _parse(line)
+            if record is not None and keep(record):
+                found.append(record)
+    return list(found)
+
+
+def follow(directory: Path, keep: Filter, stop: Callable[[], bool] = lambda: False,
+           poll: float = 0.2) -> Iterator[dict[str, Any]]:
+    """New records as they are written, across rotations."""
+    current = files(directory)[-1]
+    offset = current.stat().st_size
+    partial = b""
+    while not stop():
+        with current.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
+        offset += len(data)
+        lines = (partial + data).split(b"\n")
+        partial = lines.pop()
+        for line in lines:
+            record = _parse(line)
+            if record is not None and keep(record):
+                yield record
+        newer = [p for p in files(directory) if p.name > current.name]
+        if newer and not data:
+            current, offset, partial = newer[0], 0, b""
+            continue
+        if not data:
+            time.sleep(poll)
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None

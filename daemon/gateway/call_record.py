@@ -1,0 +1,102 @@
+"""The audit records of one tools/call, as the gateway worker saw it.
+
+A call to a pure built-in tool gets one record ("call").  A call to a tool with effects
+gets an "intent" record, durable before the tool starts (so no tool runs unrecorded),
+and a "call" record with the outcome that names its intent.  Records hold a digest of the
+arguments (sha256 of their canonical JSON) and the arguments themselves unless the
+config keeps digests only; of the result, its digest and size: the audit log proves
+what happened without becoming a second copy of every tool's output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import orjson
+
+from daemon.gateway.plugin_chain import Trail
+from daemon.protocol import mcp
+
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+class Trace:
+    """What the audit needs to know about one call, gathered as it runs."""
+
+    __slots__ = (
+        "agent",
+        "arguments",
+        "intent",
+        "keep_arguments",
+        "known",
+        "started",
+        "t",
+        "tool",
+        "trail",
+        "worker",
+    )
+
+    def __init__(self, worker: str, agent: str, tool: Any, arguments: Any,
+                 keep_arguments: bool) -> None:
+        self.worker = worker
+        self.agent = agent
+        self.tool = tool if isinstance(tool, str) else None
+        self.arguments = arguments
+        self.keep_arguments = keep_arguments
+        self.t = time.time()
+        self.started = time.perf_counter()
+        self.trail: Trail = []
+        self.intent: str | None = None
+        self.known = False  # the tool exists and the agent may call it (a metrics label)
+
+    def _base(self, kind: str, with_arguments: bool) -> dict[str, Any]:
+        record: dict[str, Any] = {"kind": kind, "t": round(self.t, 6), "agent": self.agent,
+                                  "tool": self.tool, "worker": self.worker}
+        canonical = orjson.dumps(self.arguments, option=_SORTED)
+        record["args_sha256"] = hashlib.sha256(canonical).hexdigest()
+        if with_arguments and self.keep_arguments:
+            record["args"] = orjson.Fragment(canonical)
+        return record
+
+    def intent_record(self) -> bytes:
+        record = self._base("intent", True)
+        record["decisions"] = self._decisions()
+        return orjson.dumps(record)
+
+    def call_record(self, outcome: dict[str, Any]) -> bytes:
+        record = self._base("call", self.intent is None)
+        if self.intent is not None:
+            record["intent"] = self.intent
+        record["decisions"] = self._decisions()
+        record["outcome"] = outcome
+        record["ms"] = round((time.perf_counter() - self.started) * 1000, 3)
+        return orjson.dumps(record)
+
+    def _decisions(self) -> list[dict[str, Any]]:
+        out = []
+        for plugin, version, hook, verdict, reason, seconds in self.trail:
+            entry: dict[str, Any] = {"plugin": plugin, "version": version,
+                                     "hook": hook.removesuffix("_call"), "verdict": verdict,
+                                     "ms": round(seconds * 1000, 3)}
+            if reason is not None:
+                entry["reason"] = reason
+            out.append(entry)
+        return out
+
+
+def result_outcome(result: dict[str, Any], raw: bytes) -> dict[str, Any]:
+    """The outcome of a call that produced a result (``raw``: its bytes as sent)."""
+    denied = (result.get("_meta") or {}).get(mcp.META_DENIED)
+    status = "denied" if denied else "tool_error" if result.get("isError") else "ok"
+    outcome: dict[str, Any] = {"status": status, "isError": bool(result.get("isError")),
+                               "result_sha256": hashlib.sha256(raw).hexdigest(),
+                               "bytes": len(raw)}
+    if denied:
+        outcome["by"] = denied.get("by")
+    return outcome
+
+
+def error_outcome(code: int, message: str) -> dict[str, Any]:
+    return {"status": "error", "code": code, "message": message}

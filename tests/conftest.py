@@ -76,6 +76,7 @@ class Daemon:
             "control": control or {},
             "listen": {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*"},  # free ports
             "plugins": {"dirs": []},  # an empty chain unless a test brings plugins
+            "metrics": {"listen": "127.0.0.1:0"},
             **(extra or {}),
         })
         self.log_path = state_dir / "daemon.log"

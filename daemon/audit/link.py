@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -47,6 +48,9 @@ class AuditLink:
     def __init__(self, endpoint: str, identity: str, *, durable: bool, timeout: float,
                  capacity: int) -> None:
         self.identity = identity
+        # ids must never repeat across daemon runs (the audit process drops a record whose
+        # id it already wrote), and worker names and incarnations do repeat
+        self.prefix = f"{identity}/{os.urandom(4).hex()}"
         self.durable = durable  # False ("never"): calls do not wait for their records
         self.timeout = timeout
         self.capacity = capacity
@@ -74,7 +78,7 @@ class AuditLink:
         """Hand over one record (a JSON object); ``done`` is told when the call behind it
         may go on.  Returns the record's id, unique across the daemon's processes."""
         n = next(self._ids)
-        record_id = f"{self.identity}:{n}"
+        record_id = f"{self.prefix}:{n}"
         line = b'{"id":"%s",%s' % (record_id.encode(), body[1:])
         held = _Held(n, messages.pack_seq(messages.RECORD, n, line), done,
                      time.monotonic() + self.timeout)

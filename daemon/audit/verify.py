@@ -113,13 +113,12 @@ def _walk(logs: list[Path], wanted: set[int], report: Report) -> dict[int, bytes
                                      f"naming {previous_file}"
                     return heads
             elif rn != n:
-                what = "deleted" if rn > n else "inserted, duplicated or reordered"
-                report.problem = (f"{where}: record number {rn}, expected {n}: records were "
-                                  f"{what} here")
+                report.problem = (f"{where}: record number {rn}, expected {n}: a record is "
+                                  "missing, inserted or out of order here")
                 return heads
             elif prev != head:
-                report.problem = (f"{where}: prev does not match the hash of the record "
-                                  "before it: that record (or this one's prev) was edited")
+                report.problem = (f"{where}: prev does not match the hash of line "
+                                  f"{number - 1}: that line (or this one's prev) was edited")
                 return heads
             head = chain.node(head, chain.leaf(line))
             n += 1

@@ -13,7 +13,8 @@ from daemon.bench.harness import temporary_daemon
 def run(workers: int = 8) -> dict[str, Any]:
     with temporary_daemon(gateway_workers=workers) as daemon:
         snap = daemon.status()
-        pids = [w["pid"] for w in daemon.workers().values()]
+        # gateway workers; the audit process counts with the helpers (one per daemon)
+        pids = [w["pid"] for name, w in daemon.workers().items() if name.startswith("gateway-")]
         master = psutil.Process(snap["daemon"]["pid"])
         helpers = [p for p in master.children() if p.pid not in pids]
         per_worker = [psutil.Process(pid).memory_full_info() for pid in pids]

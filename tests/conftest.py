@@ -68,7 +68,8 @@ class Daemon:
                  supervision: dict[str, Any] | None = None,
                  daemon: dict[str, Any] | None = None, env: dict[str, str] | None = None,
                  control: dict[str, Any] | None = None,
-                 extra: dict[str, dict[str, Any]] | None = None):
+                 extra: dict[str, dict[str, Any]] | None = None,
+                 wrap: Callable[[list[str]], list[str]] | None = None):
         self.state_dir = state_dir
         self.config = write_config(state_dir / "wa.toml", {
             "daemon": {"state_dir": str(state_dir), **(daemon or {})},
@@ -87,6 +88,8 @@ class Daemon:
                     str(tree_file)]
         else:
             argv = [*CLI, "serve", "--config", str(self.config)]
+        if wrap is not None:  # e.g. run in a mount namespace; must exec the master in place
+            argv = wrap(argv)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})

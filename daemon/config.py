@@ -33,6 +33,7 @@ class DaemonSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=T
     runtime_dir: str = ""  # default: $RUNTIME_DIRECTORY, else <state_dir>/run
     gateway_workers: int = 2
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"  # `serve --log-format` overrides it
 
 
 class ControlSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):

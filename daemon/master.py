@@ -402,11 +402,12 @@ def _limits(settings: config.Settings) -> Limits:
 
 
 def serve(settings: config.Settings, spec: SupervisorSpec | None = None,
-          config_arg: str | None = None) -> int:
+          config_arg: str | None = None, log_format: str | None = None) -> int:
     """Run a master in the foreground until it is stopped; returns the exit status."""
     import uvloop
 
-    logs.configure(settings.config.daemon.log_level, "master")
+    logs.configure(settings.config.daemon.log_level, "master",
+                   log_format or settings.config.daemon.log_format)
     _spare_workers_the_main_script()
     try:
         return uvloop.run(Master(settings, spec, config_arg).run())

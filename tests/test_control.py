@@ -23,9 +23,9 @@ def test_serve_with_built_in_defaults_and_status_shows_the_live_tree(start_daemo
     snap = daemon.wait_ready()
     tree = snap["tree"]
     assert tree["name"] == "workingagents" and tree["state"] == "ready"
-    assert [c["name"] for c in tree["children"]] == ["gateway", "tools"]
-    assert [w["name"] for w in tree["children"][0]["children"]] == ["gateway-0", "gateway-1"]
-    assert tree["children"][1]["children"] == [], "no upstreams configured"
+    assert [c["name"] for c in tree["children"]] == ["audit", "gateway", "tools"]
+    assert [w["name"] for w in tree["children"][1]["children"]] == ["gateway-0", "gateway-1"]
+    assert tree["children"][2]["children"] == [], "no upstreams configured"
     for w in daemon.workers().values():
         assert w["state"] == "ready" and alive(w["pid"])
         assert w["rss"] > 1_000_000 and w["cpu_percent"] is not None
@@ -162,7 +162,7 @@ def test_reload_applies_changes_and_a_bad_config_is_refused_with_the_old_kept(st
     assert out.stderr.startswith("Error: reload refused: ")
     assert "key daemon.gateway_workers" in out.stderr
     assert "reload refused, running config kept" in daemon.log()
-    assert len(daemon.pids()) == 3
+    assert len(daemon.pids()) == 4  # audit + 3 gateway workers
     daemon.config.write_text(text.replace("[daemon]", "[daemon]\nruntime_dir = \"/tmp/elsewhere\""))
     out = daemon.cli("reload")
     assert out.returncode == 1 and "cannot change while running" in out.stderr

@@ -45,7 +45,7 @@ def test_ready_reload_watchdog_and_stopping_reach_the_notify_socket(start_daemon
     daemon = start_daemon(env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"})
     wait_for(lambda: notify.seen("READY=1"), 20, "READY=1")
     ready = next(m for m in notify.messages if "READY=1" in m)
-    assert f"MAINPID={daemon.pid}" in ready and "STATUS=serving; 2 workers" in ready
+    assert f"MAINPID={daemon.pid}" in ready and "STATUS=serving; 3 workers" in ready
     wait_for(lambda: sum("WATCHDOG=1" in m for m in notify.drain()) >= 3, 5, "watchdog pings")
 
     daemon.proc.send_signal(signal.SIGHUP)

@@ -143,8 +143,11 @@ def test_daemon_serves_inside_the_units_sandbox_as_an_unprivileged_user(sandbox_
         assert out.returncode == 0, out.stderr
         import json
         snap = json.loads(out.stdout)
-        workers = [w for s in snap["tree"]["children"] for w in s["children"]]
-        assert len(workers) == 2 and all(w["state"] == "ready" for w in workers)
+        from daemon.control.status import workers_in
+        everyone = workers_in(snap["tree"])
+        assert sorted(everyone) == ["audit", "gateway-0", "gateway-1"]
+        assert all(w["state"] == "ready" for w in everyone.values())
+        workers = [everyone["gateway-0"], everyone["gateway-1"]]
         assert Path(f"/proc/{snap['daemon']['pid']}/status").read_text().count("65534") >= 1
         os.kill(workers[0]["pid"], signal.SIGKILL)  # the forkserver works in the sandbox
         wait_for(lambda: "gateway-0 restarted" in (sandbox_dir / "log").read_text(), 10,

@@ -16,22 +16,36 @@ from daemon.cli.status_view import render_status
 
 @click.command()
 @config_option
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="One line per event on stderr: text (default; journald-aware) or one "
+                   "JSON object per line (overrides [daemon] log_format).")
 @one_line_errors
-def serve(config_path: str | None) -> None:
+def serve(config_path: str | None, log_format: str | None) -> None:
     """Run the daemon in the foreground (systemd style; no self-daemonising)."""
     from daemon.master import serve as run_master
 
     settings = config.load(config_path)
-    sys.exit(run_master(settings, config_arg=config_path))
+    sys.exit(run_master(settings, config_arg=config_path, log_format=log_format))
 
 
 @click.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+@click.option("--watch", is_flag=True, help="Redraw the tree and the call rates live.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between redraws.")
+@click.option("--count", type=int, default=None, hidden=True, help="Stop after N redraws.")
 @one_line_errors
-def status(config_path: str | None, as_json: bool) -> None:
+def status(config_path: str | None, as_json: bool, watch: bool, interval: float,
+           count: int | None) -> None:
     """Show the live supervision tree."""
-    snapshot = control_client(config_path).call("status", timeout=5)
+    client = control_client(config_path)
+    if watch:
+        from daemon.cli.status_watch import watch as watch_status
+
+        watch_status(lambda: client.call("status", timeout=5),
+                     client.listening.get("metrics"), interval, count)
+        return
+    snapshot = client.call("status", timeout=5)
     if as_json:
         click.echo(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2).decode())
     else:

@@ -53,6 +53,7 @@ class ControlClient:
                              "is gone)")
         self.endpoint = str(info["endpoint"])
         self._token = str(info["token"])
+        self.listening: dict[str, Any] = info.get("listen") or {}
 
     def call(self, cmd: str, args: dict[str, Any] | None = None,
              timeout: float = 10.0) -> Any:

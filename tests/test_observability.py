@@ -29,8 +29,17 @@ def value(samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_metrics_scraped_over_http_count_the_calls_just_made(start_daemon):
-    d = start_daemon(extra=gateway_config())
+def scraped_when(daemon, done) -> dict:
+    """Workers hand their tallies to prometheus once a second: scrape until ``done``."""
+    return wait_for(lambda: (lambda s: s if done(s) else None)(scrape(daemon)), 10,
+                    "the metrics to catch up")
+
+
+def test_metrics_scraped_over_http_count_the_calls_just_made(start_daemon, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "counter.py").write_text(COUNTER_V1)
+    d = start_daemon(extra={**gateway_config(), "plugins": {"dirs": [str(plugins)]}})
     d.wait_ready()
     with agent(d, "bob") as bob, agent(d, "alice") as alice:
         for i in range(5):
@@ -40,7 +49,8 @@ def test_metrics_scraped_over_http_count_the_calls_just_made(start_daemon):
         with pytest.raises(RpcError):
             alice.call_tool("sleep", {"seconds": 0})  # not in alice's role: hidden
         bob.call_tool("sleep", {"seconds": 0.01})
-    samples = scrape(d)
+    samples = scraped_when(d, lambda s: value(s, "workingagents_call_seconds_count",
+                                              tool="echo") == 8)
     assert value(samples, "workingagents_calls_total", tool="echo", agent="bob",
                  outcome="ok") == 5
     assert value(samples, "workingagents_calls_total", tool="echo", agent="alice",
@@ -49,14 +59,15 @@ def test_metrics_scraped_over_http_count_the_calls_just_made(start_daemon):
                  outcome="error") == 1
     assert value(samples, "workingagents_calls_total", tool="sleep", agent="bob",
                  outcome="ok") == 1
-    assert value(samples, "workingagents_call_seconds_count", tool="echo") == 8
     # 1 genesis + 9 calls + the intent of the sleep call
     assert value(samples, "workingagents_audit_records_total") == 11
     assert value(samples, "workingagents_audit_commit_seconds_count") >= 1
+    assert value(samples, "workingagents_plugin_loaded", plugin="counter", version="1") == 1
+    assert value(samples, "workingagents_plugin_decisions_total", plugin="counter",
+                 version="1", verdict="allow") == 9  # before_call of each call that ran
     victim = shard("bob")
     os.kill(d.pids()[victim], signal.SIGKILL)
-    wait_for(lambda: value(scrape(d), "workingagents_restarts_total", child=victim) == 1, 10,
-             "the restart to be counted")
+    scraped_when(d, lambda s: value(s, "workingagents_restarts_total", child=victim) == 1)
     # counts from the dead incarnation stay counted
     assert value(scrape(d), "workingagents_calls_total", tool="echo", agent="bob",
                  outcome="ok") == 5

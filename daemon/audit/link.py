@@ -131,18 +131,19 @@ class AuditLink:
 
     def _on_frames(self, frames: list[bytes]) -> None:
         for envelope in messages.envelopes(frames[-1]):
-            n, rest = messages.unpack_seq(envelope)
-            kind = envelope[:1]
-            if kind == messages.ACK:
-                held = self.unacked.pop(n, None)
-                if held is not None:
-                    self._tell(held, None)
+            first, last, rest = messages.unpack_range(envelope)
+            if envelope[:1] == messages.ACK:
                 self.last_error = None
-            elif kind == messages.NACK:
-                held = self.unacked.get(n)
+                for n in range(first, last + 1):
+                    held = self.unacked.pop(n, None)
+                    if held is not None:
+                        self._tell(held, None)
+            elif envelope[:1] == messages.NACK:
                 self.last_error = rest.decode(errors="replace")
-                if held is not None:
-                    self._tell(held, self.last_error)  # held on: sent again later
+                for n in range(first, last + 1):
+                    held = self.unacked.get(n)
+                    if held is not None:
+                        self._tell(held, self.last_error)  # held on: sent again later
         while self.queued and len(self.unacked) < self.capacity:
             held = self.queued.popleft()
             self._send(held)

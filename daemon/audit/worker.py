@@ -72,7 +72,7 @@ class AuditService:
             if record_id in self.accepted:
                 continue  # a copy of one about to be written: its ack will come
             if self.files.is_written(record_id):
-                self.router.send_batched(peer, messages.pack_seq(messages.ACK, n))
+                self.router.send_batched(peer, messages.pack_range(messages.ACK, n, n))
                 continue
             self.accepted.add(record_id)
             self.pending.append((peer, n, record_id, body))
@@ -120,10 +120,19 @@ class AuditService:
         self.failing = error
         reply = messages.ACK if error is None else messages.NACK
         reason = b"" if error is None else error.encode()
+        runs: dict[bytes, list[list[int]]] = {}  # per peer, runs of consecutive ids
         for peer, n, record_id, _ in batch:
             self.accepted.discard(record_id)
-            if peer:
-                self.router.send_batched(peer, messages.pack_seq(reply, n, reason))
+            if not peer:
+                continue
+            peer_runs = runs.setdefault(peer, [])
+            if peer_runs and peer_runs[-1][1] + 1 == n:
+                peer_runs[-1][1] = n
+            else:
+                peer_runs.append([n, n])
+        for peer, peer_runs in runs.items():  # one answer per run, not per record
+            for first, last in peer_runs:
+                self.router.send_batched(peer, messages.pack_range(reply, first, last, reason))
         if error is None and self.shipper.due():
             self._spawn(self.checkpoint())
         metrics.audit_queue(len(self.pending))

@@ -51,7 +51,8 @@ def _toml(sections: dict[str, dict[str, Any]]) -> str:
 
 @contextlib.contextmanager
 def temporary_daemon(gateway_workers: int = 2, supervision: dict[str, Any] | None = None,
-                     plugin_dirs: list[str] | None = None) -> Iterator[BenchDaemon]:
+                     plugin_dirs: list[str] | None = None,
+                     audit: dict[str, Any] | None = None) -> Iterator[BenchDaemon]:
     state_dir = Path(tempfile.mkdtemp(prefix="wa-bench-", dir="/tmp"))
     config = state_dir / "wa.toml"
     config.write_text(_toml({"daemon": {"state_dir": str(state_dir),
@@ -59,6 +60,8 @@ def temporary_daemon(gateway_workers: int = 2, supervision: dict[str, Any] | Non
                                         "log_level": "warning"},
                              "listen": {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*"},
                              "plugins": {"dirs": plugin_dirs or []},  # default: empty chain
+                             "metrics": {"listen": "127.0.0.1:0"},
+                             "audit": audit or {},
                              "supervision": supervision or {}}))
     log = open(state_dir / "daemon.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "serve", "--config", str(config)],

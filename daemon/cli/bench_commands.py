@@ -65,6 +65,10 @@ def gateway(conns: int, window: int, duration: float, as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return
+    _print_rows(result)
+
+
+def _print_rows(result: dict[str, object]) -> None:
     for key, value in result.items():
         if isinstance(value, dict):
             lat = value["latency_ms"]
@@ -73,6 +77,22 @@ def gateway(conns: int, window: int, duration: float, as_json: bool) -> None:
                        f"errors {value['errors']}")
         elif key != "daemon_log":
             click.echo(f"{key:<28} {value}")
+
+
+@bench.command()
+@click.option("--conns", default=8, show_default=True, help="Agent connections.")
+@click.option("--window", default=16, show_default=True, help="Calls in flight per connection.")
+@click.option("--duration", default=3.0, show_default=True, help="Seconds per mode.")
+@click.option("--json", "as_json", is_flag=True)
+def audit(conns: int, window: int, duration: float, as_json: bool) -> None:
+    """Calls/s and p99 with audit fsync "never", "batch" (default) and "always"."""
+    from daemon.bench import audit_modes
+
+    result = audit_modes.run(conns, window, duration)
+    if as_json:
+        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return
+    _print_rows(result)
 
 
 @bench.command()

@@ -47,9 +47,7 @@ class GatewayService:
                                    self.plugins, self.audit, worker.name,
                                    audit["arguments"] == "full")
         self.tasks: CallTasks[int] = CallTasks()
-        # plugin verdicts tallied here and handed to prometheus once a second: a dozen
-        # hooks per call would otherwise cost a dozen locked writes per call
-        self.decisions: dict[tuple[str, str, str], list[Any]] = {}
+        self.tally = metrics.GatewayTally()
         worker.on_raw(self.on_envelope)
         worker.on(messages.CONFIG, self.on_config)
         worker.on(UPSTREAMS, self.on_upstreams)
@@ -85,13 +83,11 @@ class GatewayService:
             self.worker.send_raw(messages.pack_reply(seq, reply))
             trace = answer.trace
             if trace is not None:
-                metrics.call(trace.tool if trace.known and trace.tool else "unknown",
-                             trace.agent, answer.status if error is None else "audit_error",
-                             time.perf_counter() - trace.started)
+                self.tally.call(trace.tool if trace.known and trace.tool else "unknown",
+                                trace.agent, answer.status if error is None else "audit_error",
+                                time.perf_counter() - trace.started)
                 for plugin, version, _hook, verdict, _reason, seconds in trace.trail:
-                    tally = self.decisions.setdefault((plugin, version, verdict), [0, 0.0])
-                    tally[0] += 1
-                    tally[1] += seconds
+                    self.tally.decision(plugin, version, verdict, seconds)
         record_id = self.audit.submit(record, durable)
 
     async def serve(self, seq: int, pending: Pending) -> None:
@@ -131,9 +127,7 @@ class GatewayService:
     async def report_metrics(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            tallies, self.decisions = self.decisions, {}
-            for (plugin, version, verdict), (count, seconds) in tallies.items():
-                metrics.decisions(plugin, version, verdict, count, seconds)
+            self.tally.flush()
             metrics.audit_held(len(self.audit))
 
     async def snapshot_states(self, interval: float) -> None:
@@ -174,4 +168,5 @@ async def run(worker: Worker, audit: dict[str, Any], gateway: dict[str, Any] | N
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
+    service.tally.flush()
     worker.send({"k": swap.STATE, "plugins": service.plugins.snapshot()})

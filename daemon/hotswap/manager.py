@@ -24,6 +24,7 @@ from typing import Any
 
 import watchfiles
 
+from daemon import metrics
 from daemon.config import Settings, plugin_dirs
 from daemon.hotswap import swap
 from daemon.hotswap.sandbox import validate
@@ -121,6 +122,7 @@ class PluginManager:
                     del self.loaded[name]
                     changes.append(f"plugin {name} unloaded ({loaded.source.path} is gone)")
                     log.info("plugin %s unloaded: %s was removed", name, loaded.source.path)
+            metrics.plugins_loaded({n: str(p.version) for n, p in self.loaded.items()})
             return changes
 
     async def _consider(self, key: str, path: Path) -> str | None:

@@ -25,8 +25,8 @@ Audit (gateway workers' and the master's DEALER -> the audit process's ROUTER):
 | first byte | direction        | layout                        | meaning                    |
 |------------|------------------|-------------------------------|----------------------------|
 | a          | link -> audit    | a, id u64, record             | a record to append         |
-| k          | audit -> link    | k, id u64                     | written (and fsynced)      |
-| n          | audit -> link    | n, id u64, reason             | not written (disk full...) |
+| k          | audit -> link    | k, first u64, last u64        | ids first..last written    |
+| n          | audit -> link    | n, first u64, last u64, reason| not written (disk full...) |
 
 Batching matters: each ZeroMQ send wakes libzmq's I/O thread, so envelopes bound for
 the same peer within one turn of the event loop travel as one frame.
@@ -61,6 +61,7 @@ ACK = b"k"
 NACK = b"n"
 _SEQ = struct.Struct("!Q")
 _LEN = struct.Struct("!I")
+_RANGE = struct.Struct("!QQ")
 
 
 class MalformedMessage(ValueError):
@@ -105,6 +106,15 @@ def unpack_call(payload: bytes) -> tuple[int, str, bytes]:
 
 def pack_seq(kind: bytes, seq: int, rest: bytes = b"") -> bytes:
     return kind + _SEQ.pack(seq) + rest
+
+
+def pack_range(kind: bytes, first: int, last: int, rest: bytes = b"") -> bytes:
+    return kind + _SEQ.pack(first) + _SEQ.pack(last) + rest
+
+
+def unpack_range(payload: bytes) -> tuple[int, int, bytes]:
+    first, last = _RANGE.unpack_from(payload, 1)
+    return first, last, payload[17:]
 
 
 def pack_cancel(seq: int) -> bytes:

@@ -12,3 +12,6 @@ workingagents bench gateway
 echo
 echo "== plugins: the bundled chain vs none, and file-drop-to-live swap latency"
 workingagents bench plugins
+echo
+echo "== audit: calls/s and p99 with fsync never, batch (default) and always"
+workingagents bench audit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -211,7 +212,25 @@ def test_plugin_decisions_name_the_plugin_and_version(start_daemon, state_dir, t
 
 
 def test_audit_cli_errors_are_one_line(tmp_path):
-    import subprocess
     out = subprocess.run([*CLI, "audit", "verify", str(tmp_path)], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 1 and "no audit files" in out.stdout
+
+
+def test_audit_tail_follow_prints_new_records_as_they_are_written(start_daemon, state_dir):
+    d = start_daemon(extra=gateway_config())
+    d.wait_ready()
+    with agent(d, "alice") as alice, agent(d, "bob") as bob:
+        bob.call_tool("echo", {"who": "bob", "i": 1})
+        follower = subprocess.Popen([*CLI, "audit", "tail", "-f", "-n", "1", "--agent", "bob",
+                                     "--json", "--config", str(d.config)],
+                                    stdout=subprocess.PIPE, text=True)
+        try:
+            assert follower.stdout is not None
+            assert json.loads(follower.stdout.readline())["args"] == {"who": "bob", "i": 1}
+            alice.call_tool("echo", {"who": "alice"})  # filtered out
+            bob.call_tool("echo", {"who": "bob", "i": 2})
+            assert json.loads(follower.stdout.readline())["args"] == {"who": "bob", "i": 2}
+        finally:
+            follower.kill()
+            follower.wait()

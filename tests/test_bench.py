@@ -68,3 +68,16 @@ def test_bench_plugins_measures_the_chain_and_the_swap_latency():
     assert result["swap_latency_ms"]["n"] == (10 if SLOW else 2)
     assert result["ratio_bundled_to_empty"] > 0
     assert not daemons()
+
+
+def test_bench_audit_compares_the_fsync_modes_without_errors():
+    out = subprocess.run([*CLI, "bench", "audit", "--duration", "3" if SLOW else "0.5",
+                          "--conns", "4", "--json"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for mode in ("never", "batch", "always"):
+        assert result[f"fsync_{mode}"]["calls_per_s"] > 0
+        assert result[f"fsync_{mode}"]["errors"] == 0
+    assert result["ratio_batch_to_never"] > 0 and result["ratio_always_to_never"] > 0
+    assert not daemons()

@@ -69,22 +69,31 @@ def files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if chain.FILE_PATTERN.match(p.name))
 
 
-def last_lines(directory: Path, count: int, keep: Filter) -> list[dict[str, Any]]:
-    """The last ``count`` records that pass ``keep``, oldest first."""
+Position = tuple[Path, int]  # a file and the offset up to which it has been read
+
+
+def last_lines(directory: Path, count: int,
+               keep: Filter) -> tuple[list[dict[str, Any]], Position]:
+    """The last ``count`` records that pass ``keep``, oldest first, and where they end
+    (to follow from, so that nothing written meanwhile is missed)."""
     found: deque[dict[str, Any]] = deque(maxlen=count)
+    position: Position = (directory, 0)
     for path in files(directory):
-        for line in path.read_bytes().splitlines():
+        data = path.read_bytes()
+        whole = data[:data.rfind(b"\n") + 1]
+        for line in whole.splitlines():
             record = _parse(line)
             if record is not None and keep(record):
                 found.append(record)
-    return list(found)
+        position = (path, len(whole))
+    return list(found), position
 
 
-def follow(directory: Path, keep: Filter, stop: Callable[[], bool] = lambda: False,
+def follow(directory: Path, keep: Filter, start: Position,
+           stop: Callable[[], bool] = lambda: False,
            poll: float = 0.2) -> Iterator[dict[str, Any]]:
-    """New records as they are written, across rotations."""
-    current = files(directory)[-1]
-    offset = current.stat().st_size
+    """New records as they are written after ``start``, across rotations."""
+    current, offset = start
     partial = b""
     while not stop():
         with current.open("rb") as f:

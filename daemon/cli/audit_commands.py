@@ -69,11 +69,12 @@ def tail_command(config_path: str | None, count: int, follow: bool, agent: str |
     def show(record: dict[str, Any]) -> None:
         click.echo(orjson.dumps(record).decode() if as_json else audit_tail.render(record))
 
-    for record in audit_tail.last_lines(where, count, keep):
+    records, position = audit_tail.last_lines(where, count, keep)
+    for record in records:
         show(record)
     if follow:
         try:
-            for record in audit_tail.follow(where, keep):
+            for record in audit_tail.follow(where, keep, position):
                 show(record)
         except KeyboardInterrupt:
             pass

@@ -46,7 +46,11 @@ from daemon.transport.agent_zmq import AgentRouter
 
 log = logging.getLogger("master")
 
-class AlreadyRunning(Exception):
+class CannotStart(Exception):
+    """Something outside the config file stops the daemon from starting (one line)."""
+
+
+class AlreadyRunning(CannotStart):
     pass
 
 
@@ -90,8 +94,13 @@ class Master:
     async def run(self) -> int:
         s = self.settings
         os.umask(0o077)
-        for d in (s.state_dir, s.runtime_dir):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for d in (s.state_dir, s.runtime_dir, s.audit_dir):
+            try:
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if not os.access(d, os.W_OK | os.X_OK):
+                    raise PermissionError(13, "not writable by this user")
+            except OSError as exc:
+                raise CannotStart(f"cannot use directory {d}: {exc.strerror}") from None
         lock = self._lock_state_dir()
         reaper.become_subreaper()
         metrics.prepare(s.runtime_dir / "metrics")  # before any worker: they inherit it
@@ -411,7 +420,7 @@ def serve(settings: config.Settings, spec: SupervisorSpec | None = None,
     _spare_workers_the_main_script()
     try:
         return uvloop.run(Master(settings, spec, config_arg).run())
-    except AlreadyRunning as exc:
+    except CannotStart as exc:
         log.error("%s", exc)
         return 1
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon.protocol.jsonrpc import AUDIT_UNAVAILABLE, RpcError
+from daemon.protocol.jsonrpc import AUDIT_UNAVAILABLE, WORKER_CRASHED, RpcError
 from tests.audit_helpers import audit_dir, calls, records, verify
 from tests.conftest import Daemon, alive, wait_for
-from tests.gateway_helpers import agent, gateway_config
+from tests.gateway_helpers import agent, gateway_config, shard
 
 
 class Load:
@@ -173,3 +173,28 @@ def test_disk_full_fails_closed_and_recovers(start_daemon, state_dir):
     assert "writing again after: disk full" in d.log()
     out = verify(view)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_call_lost_with_its_worker_is_recorded_before_the_agent_hears(start_daemon,
+                                                                        state_dir):
+    d = start_daemon(extra=gateway_config())
+    d.wait_ready()
+    victim = d.pids()[shard("bob")]
+    with agent(d, "bob") as bob:
+        result: dict[str, object] = {}
+
+        def call() -> None:
+            try:
+                bob.call_tool("sleep", {"seconds": 5})
+            except RpcError as exc:
+                result["code"] = exc.code
+        caller = threading.Thread(target=call)
+        caller.start()
+        wait_for(lambda: calls(audit_dir(state_dir), "intent"), 10, "the intent record")
+        os.kill(victim, signal.SIGKILL)
+        caller.join(10)
+    assert result["code"] == WORKER_CRASHED
+    (intent,) = calls(audit_dir(state_dir), "intent")
+    (lost,) = calls(audit_dir(state_dir), "lost")
+    assert intent["tool"] == lost["tool"] == "sleep" and lost["agent"] == "bob"
+    assert lost["worker"] == shard("bob") and lost["outcome"]["code"] == WORKER_CRASHED

@@ -162,9 +162,15 @@ async def run(worker: Worker, dir: str, state_dir: str, endpoint: str,
               rotate_seconds: float = 86400.0, checkpoint_records: int = 1000,
               checkpoint_seconds: float = 10.0, ship_dir: str = "",
               ship_command: list[str] | None = None) -> None:
-    key = load_or_create_key(Path(state_dir))
-    files = AuditFiles(Path(dir), rotate_bytes, rotate_seconds, public_text(key))
-    notes = files.open()
+    try:
+        key = load_or_create_key(Path(state_dir))
+        files = AuditFiles(Path(dir), rotate_bytes, rotate_seconds, public_text(key))
+        notes = files.open()
+    except (OSError, ValueError, KeyError) as exc:
+        # fail closed: no gateway worker may serve a call that cannot be recorded
+        log.critical("audit: cannot continue the log in %s: %s: %s (check it with "
+                     "`workingagents audit verify`)", dir, exc.__class__.__name__, exc)
+        raise SystemExit(1) from None
     shipper = checkpoints.Checkpointer(files, key, checkpoint_records, ship_dir,
                                        ship_command or [])
     service = AuditService(files, shipper, endpoint, fsync)

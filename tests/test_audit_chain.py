@@ -70,49 +70,44 @@ def test_verify_passes_an_untouched_log_and_its_shipped_checkpoints(rotated_log)
     assert "signed checkpoints verified" in out.stdout
 
 
-def test_verify_catches_an_edited_line(rotated_log, tmp_path):
-    copy = tampered(rotated_log[0], tmp_path, "edited")
+def verify_with_file_2_changed(rotated_log, tmp_path, change) -> str:
+    """verify's output after ``change`` edited the lines of the second file of a copy."""
+    copy = tampered(rotated_log[0], tmp_path, "copy")
     path = copy / "audit-00000002.jsonl"
     lines = lines_of(path)
-    lines[2] = lines[2].replace(b'"agent":"bob"', b'"agent":"eve"')
+    change(lines)
     path.write_bytes(b"".join(lines))
     out = verify(copy)
-    assert out.returncode == 1
-    assert "audit-00000002.jsonl line 4: prev does not match the hash of line 3" in out.stdout
+    assert out.returncode == 1, out.stdout
+    return out.stdout
+
+
+def test_verify_catches_an_edited_line(rotated_log, tmp_path):
+    def edit(lines: list[bytes]) -> None:
+        lines[2] = lines[2].replace(b'"agent":"bob"', b'"agent":"eve"')
+    assert "audit-00000002.jsonl line 4: prev does not match the hash of line 3" \
+        in verify_with_file_2_changed(rotated_log, tmp_path, edit)
 
 
 def test_verify_catches_a_deleted_line(rotated_log, tmp_path):
-    copy = tampered(rotated_log[0], tmp_path, "deleted")
-    path = copy / "audit-00000002.jsonl"
-    lines = lines_of(path)
-    del lines[1]
-    path.write_bytes(b"".join(lines))
-    out = verify(copy)
-    assert out.returncode == 1
-    assert "audit-00000002.jsonl line 2: record number" in out.stdout
-    assert "missing" in out.stdout
+    def delete(lines: list[bytes]) -> None:
+        del lines[1]
+    out = verify_with_file_2_changed(rotated_log, tmp_path, delete)
+    assert "audit-00000002.jsonl line 2: record number" in out and "missing" in out
 
 
 def test_verify_catches_reordered_lines(rotated_log, tmp_path):
-    copy = tampered(rotated_log[0], tmp_path, "reordered")
-    path = copy / "audit-00000002.jsonl"
-    lines = lines_of(path)
-    lines[1], lines[2] = lines[2], lines[1]
-    path.write_bytes(b"".join(lines))
-    out = verify(copy)
-    assert out.returncode == 1
-    assert "audit-00000002.jsonl line 2:" in out.stdout and "out of order" in out.stdout
+    def swap(lines: list[bytes]) -> None:
+        lines[1], lines[2] = lines[2], lines[1]
+    out = verify_with_file_2_changed(rotated_log, tmp_path, swap)
+    assert "audit-00000002.jsonl line 2:" in out and "out of order" in out
 
 
 def test_verify_catches_an_inserted_line(rotated_log, tmp_path):
-    copy = tampered(rotated_log[0], tmp_path, "inserted")
-    path = copy / "audit-00000002.jsonl"
-    lines = lines_of(path)
-    lines.insert(2, lines[1])  # a replayed record
-    path.write_bytes(b"".join(lines))
-    out = verify(copy)
-    assert out.returncode == 1
-    assert "audit-00000002.jsonl line 3:" in out.stdout and "inserted" in out.stdout
+    def replay(lines: list[bytes]) -> None:
+        lines.insert(2, lines[1])
+    out = verify_with_file_2_changed(rotated_log, tmp_path, replay)
+    assert "audit-00000002.jsonl line 3:" in out and "inserted" in out
 
 
 def test_verify_catches_a_file_removed_from_the_middle(rotated_log, tmp_path):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import orjson
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _emit(result: dict[str, Any], as_json: bool) -> None:
@@ -52,23 +55,42 @@ def memory(workers: int, as_json: bool) -> None:
     _emit(worker_memory.run(workers), as_json)
 
 
+def _load_options(func: F) -> F:
+    """The agent load of the gateway and audit benches: pipelined echo calls."""
+    for option in reversed((
+            click.option("--conns", default=8, show_default=True, help="Agent connections."),
+            click.option("--window", default=16, show_default=True,
+                         help="Calls in flight per connection."),
+            click.option("--duration", default=3.0, show_default=True,
+                         help="Seconds per measurement."),
+            click.option("--json", "as_json", is_flag=True))):
+        func = option(func)
+    return func
+
+
 @bench.command()
-@click.option("--conns", default=8, show_default=True, help="Agent connections.")
-@click.option("--window", default=16, show_default=True, help="Calls in flight per connection.")
-@click.option("--duration", default=3.0, show_default=True, help="Seconds per measurement.")
-@click.option("--json", "as_json", is_flag=True)
+@_load_options
 def gateway(conns: int, window: int, duration: float, as_json: bool) -> None:
     """Pipelined echo calls over ZeroMQ and TCP vs a bare pyzmq ROUTER echo."""
     from daemon.bench import gateway_load
 
-    result = gateway_load.run(conns, window, duration)
+    _emit_rows(gateway_load.run(conns, window, duration), as_json)
+
+
+@bench.command()
+@_load_options
+def audit(conns: int, window: int, duration: float, as_json: bool) -> None:
+    """Calls/s and p99 with audit fsync "never", "batch" (default) and "always"."""
+    from daemon.bench import audit_modes
+
+    _emit_rows(audit_modes.run(conns, window, duration), as_json)
+
+
+def _emit_rows(result: dict[str, Any], as_json: bool) -> None:
+    """Load results: one row per measurement (calls/s, latency percentiles)."""
     if as_json:
         click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return
-    _print_rows(result)
-
-
-def _print_rows(result: dict[str, object]) -> None:
     for key, value in result.items():
         if isinstance(value, dict):
             lat = value["latency_ms"]
@@ -77,22 +99,6 @@ def _print_rows(result: dict[str, object]) -> None:
                        f"errors {value['errors']}")
         elif key != "daemon_log":
             click.echo(f"{key:<28} {value}")
-
-
-@bench.command()
-@click.option("--conns", default=8, show_default=True, help="Agent connections.")
-@click.option("--window", default=16, show_default=True, help="Calls in flight per connection.")
-@click.option("--duration", default=3.0, show_default=True, help="Seconds per mode.")
-@click.option("--json", "as_json", is_flag=True)
-def audit(conns: int, window: int, duration: float, as_json: bool) -> None:
-    """Calls/s and p99 with audit fsync "never", "batch" (default) and "always"."""
-    from daemon.bench import audit_modes
-
-    result = audit_modes.run(conns, window, duration)
-    if as_json:
-        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-        return
-    _print_rows(result)
 
 
 @bench.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -51,7 +52,8 @@ def test_calls_are_recorded_with_arguments_outcome_and_worker(rotated_log):
     assert first["worker"].startswith("gateway-")
     assert first["outcome"]["status"] == "ok" and first["outcome"]["isError"] is False
     assert len(first["outcome"]["result_sha256"]) == 64 and first["outcome"]["bytes"] > 0
-    assert len(first["args_sha256"]) == 64
+    canonical = json.dumps(first["args"], sort_keys=True, separators=(",", ":"))
+    assert first["args_sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
     everything = records(directory)
     assert everything[0]["kind"] == "genesis" and everything[0]["n"] == 0
     assert [r["n"] for r in everything] == list(range(len(everything)))
@@ -229,3 +231,14 @@ def test_audit_tail_follow_prints_new_records_as_they_are_written(start_daemon, 
         finally:
             follower.kill()
             follower.wait()
+
+
+def test_digest_mode_keeps_only_the_arguments_digest(start_daemon, state_dir):
+    d = start_daemon(extra={**gateway_config(), "audit": {"arguments": "digest"}})
+    d.wait_ready()
+    with agent(d, "bob") as bob:
+        bob.call_tool("echo", {"card": "4111 1111 1111 1111"})
+    (made,) = calls(audit_dir(state_dir))
+    assert "args" not in made
+    assert made["args_sha256"] == hashlib.sha256(b'{"card":"4111 1111 1111 1111"}').hexdigest()
+    assert b"4111" not in b"".join(p.read_bytes() for p in audit_dir(state_dir).glob("*.jsonl"))

@@ -177,21 +177,22 @@ class AuditFiles:
             time.time() - self.opened_at >= self.rotate_seconds
 
     def rotate(self) -> None:
-        """Close this file durable and open the next, which starts from the chain head."""
+        """Close this file durable and open the next, which starts from the chain head.
+        If the next file cannot be made (disk full), this one stays current."""
         previous = self.current.name
         os.fsync(self.fd)
-        old_fd = self.fd
+        old = (self.index, self.fd, self.size, self.opened_at)
         try:
             self._create(self.index + 1, {"kind": "rotate", "t": time.time(),
                                           "from": previous})
         except (OSError, WriteFailed):
-            with contextlib.suppress(OSError):
-                self.current.unlink()
-            self.index -= 1
-            self.fd = old_fd
-            self.size = os.fstat(old_fd).st_size
+            if self.fd != old[1]:  # made, but its first record did not fit: take it back
+                os.close(self.fd)
+                with contextlib.suppress(OSError):
+                    self.current.unlink()
+            self.index, self.fd, self.size, self.opened_at = old
             raise
-        os.close(old_fd)
+        os.close(old[1])
         log.info("audit: rotated %s -> %s at record %d", previous, self.current.name, self.n)
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import orjson
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
@@ -123,11 +124,15 @@ class AuditLink:
         held.sent_at = time.monotonic()
         self.endpoint.send_batched(b"", held.envelope)
 
-    @staticmethod
-    def _tell(held: _Held, error: str | None) -> None:
+    def _tell(self, held: _Held, error: str | None) -> None:
         done, held.done = held.done, None
-        if done is not None:
-            done(error)
+        if done is None:
+            return
+        done(error)
+        if error is not None:  # the call behind it was refused: say so in the log too
+            self.submit(orjson.dumps({"kind": "withheld", "t": round(time.time(), 6),
+                                      "record": f"{self.prefix}:{held.id}",
+                                      "reason": error}))
 
     def _on_frames(self, frames: list[bytes]) -> None:
         for envelope in messages.envelopes(frames[-1]):

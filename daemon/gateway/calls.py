@@ -51,6 +51,7 @@ class Answer:
     trace: Trace | None = None  # None: not a tools/call (no record)
     record: bytes | None = None
     status: str = "ok"
+    audit_failed: bool = False  # refused because the audit log could not record it
 
 
 class CallHandler:
@@ -187,7 +188,7 @@ def _error(rid: jsonrpc.RequestId, trace: Trace | None, exc: RpcError) -> Answer
     if trace is None:
         return Answer(rid, reply)
     return Answer(rid, reply, trace, trace.call_record(error_outcome(exc.code, exc.message)),
-                  "error")
+                  "error", exc.code == jsonrpc.AUDIT_UNAVAILABLE)
 
 
 def _progress_sink(notify: Callable[[bytes], None], token: Any) -> Progress | None:

@@ -13,8 +13,6 @@ import logging
 import time
 from typing import Any
 
-import orjson
-
 from daemon import metrics
 from daemon.audit.link import AuditLink, unavailable
 from daemon.gateway.calls import Answer, CallHandler, Pending
@@ -67,7 +65,8 @@ class GatewayService:
             self.tasks.cancel(messages.unpack_seq(payload)[0])
 
     def answer(self, seq: int, answer: Answer) -> None:
-        """Send the response once its audit record is durable (at once in "never")."""
+        """Send the response once its audit record is durable (at once in "never", and
+        when the call already failed because the audit log could not record it)."""
         record = answer.record
         if record is None:
             self.worker.send_raw(messages.pack_reply(seq, answer.reply))
@@ -78,8 +77,6 @@ class GatewayService:
             if error is not None:
                 failed = unavailable(error)
                 reply = jsonrpc.error(answer.rid, failed.code, failed.message)
-                self.audit.submit(orjson.dumps({"kind": "withheld", "record": record_id,
-                                                "code": failed.code, "reason": error}))
             self.worker.send_raw(messages.pack_reply(seq, reply))
             trace = answer.trace
             if trace is not None:
@@ -88,7 +85,11 @@ class GatewayService:
                                 time.perf_counter() - trace.started)
                 for plugin, version, _hook, verdict, _reason, seconds in trace.trail:
                     self.tally.decision(plugin, version, verdict, seconds)
-        record_id = self.audit.submit(record, durable)
+        if answer.audit_failed:  # its intent record was refused: do not wait twice
+            self.audit.submit(record)
+            durable(None)
+        else:
+            self.audit.submit(record, durable)
 
     async def serve(self, seq: int, pending: Pending) -> None:
         try:

@@ -83,6 +83,10 @@ def test_kill_9_under_load_loses_no_acknowledged_record(start_daemon, state_dir)
     missing = [k for k in load.acked if k not in logged]
     assert not missing, f"{len(missing)} of {len(load.acked)} acknowledged calls unrecorded"
     assert len(load.acked) > 600
+    assert "unacknowledged records again" in d.log()  # the resend path was taken
+    # records sent again after an audit restart were written once (dropped by id)
+    ids = [r["id"] for r in records(audit_dir(state_dir)) if "id" in r]
+    assert len(ids) == len(set(ids))
     out = verify(audit_dir(state_dir))
     assert out.returncode == 0, out.stdout + out.stderr
 

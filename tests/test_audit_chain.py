@@ -242,3 +242,21 @@ def test_digest_mode_keeps_only_the_arguments_digest(start_daemon, state_dir):
     assert "args" not in made
     assert made["args_sha256"] == hashlib.sha256(b'{"card":"4111 1111 1111 1111"}').hexdigest()
     assert b"4111" not in b"".join(p.read_bytes() for p in audit_dir(state_dir).glob("*.jsonl"))
+
+
+def test_a_permissive_plugins_denials_are_audited_not_enforced(start_daemon, state_dir,
+                                                              tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "counter.py").write_text(COUNTER_V1)
+    d = start_daemon(extra={**gateway_config(), "plugins": {"dirs": [str(plugins)]},
+                            "plugins.config.counter": {"mode": "permissive"}})
+    d.wait_ready()
+    with agent(d, "bob") as bob:
+        assert bob.call_tool("echo", {"blocked": True})["isError"] is False
+    (made,) = calls(audit_dir(state_dir))
+    assert made["outcome"]["status"] == "ok"
+    assert made["decisions"][0]["verdict"] == "would_deny"
+    assert made["decisions"][0]["reason"] == "blocked by v1"
+    assert "[would_deny by counter v1 (before): blocked by v1]" in d.cli(
+        "audit", "tail", "--denied").stdout

@@ -75,6 +75,7 @@ class Master:
         self.reloads = 0
         self.last_reload: str | None = None
         self._shards: list[WorkerChild] = []  # read on every call: kept, not recomputed
+        self.audit_state: dict[str, Any] = {}
 
     # -- task ownership: nothing runs unowned, no exception vanishes ------------------
 
@@ -110,6 +111,7 @@ class Master:
         a = s.config.audit
         self.audit = AuditLink(s.audit_endpoint, "master", durable=a.fsync != "never",
                                timeout=a.timeout, capacity=a.buffer)
+        bus.on(messages.AUDIT_STATUS, self._audit_state)  # the audit process, once a second
         self.board = Switchboard(bus, self.gateway_workers,
                                  Authenticator(s, ensure_admin_token(s.state_dir)), _limits(s),
                                  self.audit)
@@ -188,6 +190,9 @@ class Master:
         self.notifier.ready(f"serving; {workers} workers")
         log.info("ready: %d workers in %.0f ms", workers,
                  (time.monotonic() - self.started_at) * 1000)
+
+    def _audit_state(self, _identity: bytes, message: dict[str, Any]) -> None:
+        self.audit_state = {k: v for k, v in message.items() if k != "k"}
 
     def _worker_ready(self, child: WorkerChild) -> None:
         self.board.worker_ready(child)
@@ -392,6 +397,7 @@ class Master:
                        "stopping": self._stop.is_set()},
             "tree": self.root.snapshot(),
             "plugins": self.plugins.status(),
+            "audit": self.audit_state,
         }
 
 

@@ -169,6 +169,8 @@ def test_disk_full_fails_closed_and_recovers(start_daemon, state_dir):
         assert time.monotonic() - started < 2.0  # told at once, not after the timeout
         refused_key = f"full-{i}"
         assert "cannot write the log: disk full" in d.log()
+        wait_for(lambda: "audit: FAILING: disk full" in d.cli("status").stdout, 5,
+                 "status to show the failing audit log")
         (view / "filler").unlink()
         (view / "probe").unlink(missing_ok=True)
         assert bob.call_tool("echo", {"k": "space"})["content"][0]["text"] == '{"k":"space"}'

@@ -80,8 +80,8 @@ def test_status_watch_draws_the_tree_and_rates(start_daemon):
         bob.call_tool("echo", {})
     out = d.cli("status", "--watch", "--interval", "0.2", "--count", "2")
     assert out.returncode == 0, out.stderr
-    for needle in ("gateway-0", "audit", "per second since the last refresh", "audited",
-                   "denied"):
+    for needle in ("gateway-0", "audit: writing audit-00000001.jsonl",
+                   "per second since the last refresh", "audited", "denied"):
         assert needle in out.stdout
 
 

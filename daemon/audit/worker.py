@@ -176,14 +176,25 @@ async def run(worker: Worker, dir: str, state_dir: str, endpoint: str,
     service = AuditService(files, shipper, endpoint, fsync)
     for note in notes:
         service.add_note(note)
-    ticker = asyncio.create_task(_checkpoint_every(service, checkpoint_seconds))
+    background = [asyncio.create_task(_checkpoint_every(service, checkpoint_seconds)),
+                  asyncio.create_task(_report_every(worker, service, 1.0))]
     await worker.ready()
     log.info("audit: writing %s (fsync %s)", files.current, fsync)
     await worker.stopping.wait()
-    ticker.cancel()
-    await asyncio.gather(ticker, return_exceptions=True)
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
     await service.close()
     shipper.wait_shipped(5.0)
+
+
+async def _report_every(worker: Worker, service: AuditService, seconds: float) -> None:
+    while True:
+        files, shipper = service.files, service.shipper
+        worker.send({"k": messages.AUDIT_STATUS, "file": files.current.name, "records": files.n,
+                     "fsync": service.fsync, "failing": service.failing,
+                     "checkpointed": max(shipper.last_n, 0), "pending": len(service.pending)})
+        await asyncio.sleep(seconds)
 
 
 async def _checkpoint_every(service: AuditService, seconds: float) -> None:

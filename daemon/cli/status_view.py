@@ -46,6 +46,11 @@ def render_status(snapshot: dict[str, Any]) -> str:
     lines.append(f"plugins: {loaded or 'none'}")
     for path, why in sorted((plugins.get("refused") or {}).items()):
         lines.append(f"plugin REFUSED {path}: {why}")
+    audit = snapshot.get("audit") or {}
+    if audit:
+        state = f"FAILING: {audit['failing']}" if audit.get("failing") else "writing"
+        lines.append(f"audit: {state} {audit['file']}, {audit['records']} records "
+                     f"(fsync {audit['fsync']}, {audit['checkpointed']} checkpointed)")
     if d.get("last_reload"):
         lines.append(f"last reload: {d['last_reload']}")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ Worker bus (worker DEALER -> master ROUTER at ``supervision.bus_endpoint``):
 | hb      | worker -> master |                 | heartbeat, every heartbeat_interval         |
 | hb      | master -> worker |                 | the master is alive and its loop turns      |
 | config  | master -> worker | gateway         | new gateway settings after a reload         |
+| audit   | audit -> master  | file, records.. | the audit log's state, once a second        |
 
 Data path (same sockets, binary envelopes, so the master never re-encodes a call):
 
@@ -49,6 +50,7 @@ import orjson
 READY = "ready"
 HEARTBEAT = "hb"
 CONFIG = "config"
+AUDIT_STATUS = "audit"
 
 CALL = b"c"
 CANCEL = b"x"

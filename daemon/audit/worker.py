@@ -50,6 +50,7 @@ class AuditService:
         self.idle = asyncio.Event()
         self.idle.set()
         self.failing: str | None = None
+        self.notes: list[tuple[bytes, int, bytes, bytes]] = []  # own records to retry
         self.tasks: set[asyncio.Task[None]] = set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -86,7 +87,7 @@ class AuditService:
     def _commit_next(self) -> None:
         if self.committing or not self.pending:
             return
-        batch, self.pending = self.pending, []
+        batch, self.pending, self.notes = self.notes + self.pending, [], []
         self.committing = True
         self.idle.clear()
         done = asyncio.get_running_loop().run_in_executor(self.thread, self._write, batch)
@@ -121,9 +122,12 @@ class AuditService:
         reply = messages.ACK if error is None else messages.NACK
         reason = b"" if error is None else error.encode()
         runs: dict[bytes, list[list[int]]] = {}  # per peer, runs of consecutive ids
-        for peer, n, record_id, _ in batch:
+        for entry in batch:
+            peer, n, record_id, _ = entry
             self.accepted.discard(record_id)
-            if not peer:
+            if not peer:  # our own note: kept for the next batch if this one failed
+                if error is not None:
+                    self.notes.append(entry)
                 continue
             peer_runs = runs.setdefault(peer, [])
             if peer_runs and peer_runs[-1][1] + 1 == n:

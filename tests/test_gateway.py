@@ -15,6 +15,7 @@ import pytest
 
 from daemon.client import AgentClient, AsyncAgentClient
 from daemon.protocol.jsonrpc import RpcError
+from tests.audit_helpers import calls
 from tests.conftest import CLI, wait_for
 from tests.gateway_helpers import TOKENS, agent, gateway_config, shard, tcp_address
 
@@ -206,6 +207,10 @@ def test_in_flight_cap_per_connection_answers_busy(start_daemon):
         assert err.value.code == -32013 and "retry later" in err.value.message
     with agent(daemon, "alice") as alice:
         assert alice.call_tool("echo", {})["isError"] is False
+    # a call turned away is in the audit log too
+    wait_for(lambda: [(r["agent"], r["tool"], r["outcome"]["code"])
+                      for r in calls(daemon.state_dir / "audit", "refused")]
+             == [("bob", "echo", -32013)], 5, "the refused call's record")
 
 
 def test_an_idle_connection_is_closed_and_others_are_not(start_daemon):

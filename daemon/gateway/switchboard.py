@@ -192,16 +192,18 @@ class Switchboard:
             raise RpcError(jsonrpc.INVALID_REQUEST, f"Invalid Request: id {rid!r} is already "
                                                     "in flight on this connection")
         if len(conn.inflight) >= limits.max_inflight_per_connection:
-            raise RpcError(jsonrpc.BUSY, "Busy: this connection has "
-                           f"{limits.max_inflight_per_connection} calls in flight; retry later")
+            raise self._refused(agent, method, params, RpcError(
+                jsonrpc.BUSY, "Busy: this connection has "
+                f"{limits.max_inflight_per_connection} calls in flight; retry later"))
         workers = self.workers()
         if not workers:
             raise RpcError(jsonrpc.INTERNAL_ERROR, "No gateway worker is configured")
         worker = workers[zlib.crc32(agent.name.encode()) % len(workers)]
         load = self._per_worker.get(worker.id, 0)
         if load >= limits.max_inflight_per_worker:
-            raise RpcError(jsonrpc.BUSY, f"Busy: gateway worker {worker.id} has {load} calls "
-                                         "in flight; retry later")
+            raise self._refused(agent, method, params, RpcError(
+                jsonrpc.BUSY, f"Busy: gateway worker {worker.id} has {load} calls in "
+                "flight; retry later"))
         timeout = limits.call_timeout
         if method == "tools/call":
             timeout = limits.tool_timeouts.get(str(params.get("name")), timeout)
@@ -215,6 +217,17 @@ class Switchboard:
         if identity is not None:
             self.bus.send_raw(identity, call.payload)
             call.identity = identity
+
+    def _refused(self, agent: Agent, method: str, params: dict[str, Any],
+                 error: RpcError) -> RpcError:
+        """A tools/call turned away before any worker saw it still leaves a record (its
+        answer is an error, so it does not wait for it)."""
+        if self.audit is not None and method == "tools/call":
+            self.audit.submit(orjson.dumps({
+                "kind": "refused", "t": round(time.time(), 6), "agent": agent.name,
+                "tool": params.get("name"),
+                "outcome": {"status": "error", "code": error.code, "message": error.message}}))
+        return error
 
     # -- gateway -> agent -------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import itertools
 import logging
 import os
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,7 +66,7 @@ class AuditLink:
         sock.connect(endpoint)
         self.endpoint = ZmqEndpoint(sock, self._on_frames)
         self.monitor = ZmqEndpoint(monitor, self._on_monitor)
-        self.unacked: OrderedDict[int, _Held] = OrderedDict()
+        self.unacked: dict[int, _Held] = {}  # in id order (dicts keep insertion order)
         self.queued: deque[_Held] = deque()  # over capacity: not sent yet
         self.last_error: str | None = None
         self._ids = itertools.count(1)
@@ -130,7 +130,7 @@ class AuditLink:
             return
         done(error)
         if error is not None:  # the call behind it was refused: say so in the log too
-            self.submit(orjson.dumps({"kind": "withheld", "t": round(time.time(), 6),
+            self.submit(orjson.dumps({"kind": "withheld", "t": time.time(),
                                       "record": f"{self.prefix}:{held.id}",
                                       "reason": error}))
 

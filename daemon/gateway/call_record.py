@@ -52,7 +52,7 @@ class Trace:
         self.known = False  # the tool exists and the agent may call it (a metrics label)
 
     def _base(self, kind: str, with_arguments: bool) -> dict[str, Any]:
-        record: dict[str, Any] = {"kind": kind, "t": round(self.t, 6), "agent": self.agent,
+        record: dict[str, Any] = {"kind": kind, "t": self.t, "agent": self.agent,
                                   "tool": self.tool, "worker": self.worker}
         canonical = orjson.dumps(self.arguments, option=_SORTED)
         record["args_sha256"] = hashlib.sha256(canonical).hexdigest()
@@ -71,7 +71,7 @@ class Trace:
             record["intent"] = self.intent
         record["decisions"] = self._decisions()
         record["outcome"] = outcome
-        record["ms"] = round((time.perf_counter() - self.started) * 1000, 3)
+        record["ms"] = _ms(time.perf_counter() - self.started)
         return orjson.dumps(record)
 
     def _decisions(self) -> list[dict[str, Any]]:
@@ -79,11 +79,16 @@ class Trace:
         for plugin, version, hook, verdict, reason, seconds in self.trail:
             entry: dict[str, Any] = {"plugin": plugin, "version": version,
                                      "hook": hook.removesuffix("_call"), "verdict": verdict,
-                                     "ms": round(seconds * 1000, 3)}
+                                     "ms": _ms(seconds)}
             if reason is not None:
                 entry["reason"] = reason
             out.append(entry)
         return out
+
+
+def _ms(seconds: float) -> float:
+    """Milliseconds to the microsecond (round() of a float costs ~1 µs; this, 0.1)."""
+    return int(seconds * 1e6) / 1000
 
 
 def result_outcome(result: dict[str, Any], raw: bytes) -> dict[str, Any]:

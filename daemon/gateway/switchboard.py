@@ -224,7 +224,7 @@ class Switchboard:
         answer is an error, so it does not wait for it)."""
         if self.audit is not None and method == "tools/call":
             self.audit.submit(orjson.dumps({
-                "kind": "refused", "t": round(time.time(), 6), "agent": agent.name,
+                "kind": "refused", "t": time.time(), "agent": agent.name,
                 "tool": params.get("name"),
                 "outcome": {"status": "error", "code": error.code, "message": error.message}}))
         return error
@@ -276,7 +276,7 @@ class Switchboard:
             return
         _seq, agent, raw = messages.unpack_call(call.payload)
         params = orjson.loads(raw).get("params") or {}
-        record = orjson.dumps({"kind": "lost", "t": round(time.time(), 6), "agent": agent,
+        record = orjson.dumps({"kind": "lost", "t": time.time(), "agent": agent,
                                "tool": params.get("name"), "worker": call.worker.id,
                                "outcome": {"status": "error", "code": code,
                                            "message": message}})

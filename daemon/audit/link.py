@@ -24,6 +24,7 @@ import orjson
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from daemon import metrics
 from daemon.protocol import jsonrpc
 from daemon.protocol.jsonrpc import RpcError
 from daemon.transport import messages
@@ -166,13 +167,21 @@ class AuditLink:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_EVERY)
-            now = time.monotonic()
-            for held in itertools.chain(self.unacked.values(), self.queued):
-                if held.done is not None and held.deadline < now:
-                    why = self.last_error or "no answer from the audit process"
-                    self._tell(held, f"{why} (waited {self.timeout:g}s)")
-            for held in [h for h in self.unacked.values() if now - h.sent_at > RESEND_AFTER]:
-                self._send(held)
+            try:
+                self._expire(time.monotonic())
+            except Exception:  # the sweeper must outlive any one bad turn
+                log.exception("audit link: sweep failed")
+
+    def _expire(self, now: float) -> None:
+        """Fail the calls whose records are overdue; send again what went unanswered."""
+        overdue = [held for held in itertools.chain(self.unacked.values(), self.queued)
+                   if held.done is not None and held.deadline < now]
+        why = self.last_error or "no answer from the audit process"
+        for held in overdue:  # telling may submit a note: not while iterating
+            self._tell(held, f"{why} (waited {self.timeout:g}s)")
+        for held in [h for h in self.unacked.values() if now - h.sent_at > RESEND_AFTER]:
+            self._send(held)
+        metrics.audit_held(len(self))
 
 
 def unavailable(why: str) -> RpcError:

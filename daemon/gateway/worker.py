@@ -129,7 +129,6 @@ class GatewayService:
         while True:
             await asyncio.sleep(1.0)
             self.tally.flush()
-            metrics.audit_held(len(self.audit))
 
     async def snapshot_states(self, interval: float) -> None:
         """Send the plugins' state to the master when it changed, so that a restarted

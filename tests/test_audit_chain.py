@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,16 @@ def test_a_permissive_plugins_denials_are_audited_not_enforced(start_daemon, sta
     assert made["decisions"][0]["reason"] == "blocked by v1"
     assert "[would_deny by counter v1 (before): blocked by v1]" in d.cli(
         "audit", "tail", "--denied").stdout
+
+
+def test_files_rotate_by_age_too(start_daemon, state_dir):
+    d = start_daemon(extra={**gateway_config(), "audit": {"rotate_seconds": 0.5}})
+    d.wait_ready()
+    with agent(d, "bob") as bob:
+        bob.call_tool("echo", {"i": 1})
+        time.sleep(0.7)
+        bob.call_tool("echo", {"i": 2})
+    files = sorted(audit_dir(state_dir).glob("audit-*.jsonl"))
+    assert len(files) >= 2
+    assert json.loads(lines_of(files[-1])[0])["kind"] == "rotate"
+    assert verify(audit_dir(state_dir)).returncode == 0

@@ -108,9 +108,7 @@ class Master:
         prepare_forkserver(w.target for w in worker_specs(self.spec))
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         bus = WorkerBus(ctx, s.bus_endpoint)
-        a = s.config.audit
-        self.audit = AuditLink(s.audit_endpoint, "master", durable=a.fsync != "never",
-                               timeout=a.timeout, capacity=a.buffer)
+        self.audit = AuditLink.from_options(ctx, tree.audit_link_options(s), "master")
         bus.on(messages.AUDIT_STATUS, self._audit_state)  # the audit process, once a second
         self.board = Switchboard(bus, self.gateway_workers,
                                  Authenticator(s, ensure_admin_token(s.state_dir)), _limits(s),

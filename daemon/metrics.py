@@ -90,7 +90,7 @@ class GatewayTally:
     """
 
     def __init__(self) -> None:
-        self.pending: dict[tuple[str, str, str], list[Any]] = {}
+        self.calls: dict[tuple[str, str, str], list[Any]] = {}
         self.verdicts: dict[tuple[str, str, str], list[Any]] = {}
 
     def decision(self, plugin: str, version: str, verdict: str, seconds: float) -> None:
@@ -99,9 +99,9 @@ class GatewayTally:
         tally[1] += seconds
 
     def call(self, tool: str, agent: str, outcome: str, seconds: float) -> None:
-        tally = self.pending.get((tool, agent, outcome))
+        tally = self.calls.get((tool, agent, outcome))
         if tally is None:
-            tally = self.pending[(tool, agent, outcome)] = [0, 0.0, [0] * (len(_BOUNDS))]
+            tally = self.calls[(tool, agent, outcome)] = [0, 0.0, [0] * (len(_BOUNDS))]
         tally[0] += 1
         tally[1] += seconds
         tally[2][bisect.bisect_left(_BOUNDS, seconds)] += 1
@@ -113,8 +113,8 @@ class GatewayTally:
             if counter is not None:
                 counter.inc(count)
                 _child("plugin_seconds", plugin).inc(seconds)
-        pending, self.pending = self.pending, {}
-        for (tool, agent, outcome), (count, total, buckets) in pending.items():
+        calls, self.calls = self.calls, {}
+        for (tool, agent, outcome), (count, total, buckets) in calls.items():
             counter = _child("calls", tool, agent, outcome)
             if counter is None:
                 continue
@@ -161,15 +161,17 @@ def audit_commit(seconds: float, records: int) -> None:
 
 
 def audit_queue(depth: int) -> None:
-    metrics = _metrics()
-    if metrics is not None:
-        metrics["audit_queue"].set(depth)
+    _set("audit_queue", depth)
 
 
 def audit_held(count: int) -> None:
+    _set("audit_held", count)
+
+
+def _set(gauge: str, value: float) -> None:
     metrics = _metrics()
     if metrics is not None:
-        metrics["audit_held"].set(count)
+        metrics[gauge].set(value)
 
 
 def process_dead(pid: int) -> None:

@@ -77,6 +77,7 @@ def audit_options(settings: Settings) -> dict[str, Any]:
 
 
 def audit_worker(settings: Settings) -> WorkerSpec:
+    # it stops last, and then writes the batch in hand and a final signed checkpoint
     return WorkerSpec(id=AUDIT, target="daemon.audit.worker:run", options=audit_options(settings),
                       shutdown=settings.config.supervision.shutdown_timeout + 5.0)
 

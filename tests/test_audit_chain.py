@@ -274,3 +274,20 @@ def test_files_rotate_by_age_too(start_daemon, state_dir):
     assert len(files) >= 2
     assert json.loads(lines_of(files[-1])[0])["kind"] == "rotate"
     assert verify(audit_dir(state_dir)).returncode == 0
+
+
+def test_a_log_ending_in_a_record_longer_than_a_mebibyte_continues(start_daemon, state_dir):
+    big = {**gateway_config(), "listen": {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*",
+                                          "max_message_bytes": 4 << 20}}
+    d = start_daemon(extra=big)
+    d.wait_ready()
+    with agent(d, "bob") as bob:
+        bob.call_tool("echo", {"blob": "x" * (2 << 20)})
+    d.stop()
+    d2 = start_daemon(extra=big)
+    d2.wait_ready()
+    with agent(d2, "bob") as bob:
+        bob.call_tool("echo", {"after": "restart"})
+    d2.stop()
+    assert [sorted(c["args"]) for c in calls(audit_dir(state_dir))] == [["blob"], ["after"]]
+    assert verify(audit_dir(state_dir)).returncode == 0

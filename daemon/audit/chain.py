@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-
-import orjson
+from pathlib import Path
 
 ZERO = bytes(32)
 FILE_PATTERN = re.compile(r"^audit-(\d{8})\.jsonl$")
@@ -44,6 +43,6 @@ def file_name(index: int) -> str:
     return f"audit-{index:08d}.jsonl"
 
 
-def digest(value: object) -> str:
-    """sha256 of a JSON value in canonical form (sorted keys), as recorded."""
-    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+def log_files(directory: Path) -> list[Path]:
+    """The audit files in ``directory``, in chain order."""
+    return sorted(p for p in directory.iterdir() if FILE_PATTERN.match(p.name))

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import zmq
@@ -47,8 +48,8 @@ class _Held:
 
 
 class AuditLink:
-    def __init__(self, endpoint: str, identity: str, *, durable: bool, timeout: float,
-                 capacity: int) -> None:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, identity: str, *,
+                 durable: bool, timeout: float, capacity: int) -> None:
         self.identity = identity
         # ids must never repeat across daemon runs (the audit process drops a record whose
         # id it already wrote), and worker names and incarnations do repeat
@@ -56,8 +57,7 @@ class AuditLink:
         self.durable = durable  # False ("never"): calls do not wait for their records
         self.timeout = timeout
         self.capacity = capacity
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        sock = self.ctx.socket(zmq.DEALER)
+        sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, identity.encode())
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 0)  # bounded by ``capacity`` instead
@@ -73,6 +73,13 @@ class AuditLink:
         self._ids = itertools.count(1)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
+    @classmethod
+    def from_options(cls, ctx: zmq.Context[zmq.Socket[bytes]], options: dict[str, Any],
+                     identity: str) -> AuditLink:
+        """From ``tree.audit_link_options``: the same settings in every process."""
+        return cls(ctx, options["endpoint"], identity, durable=options["fsync"] != "never",
+                   timeout=options["timeout"], capacity=options["buffer"])
+
     def __len__(self) -> int:
         return len(self.unacked) + len(self.queued)
 
@@ -85,9 +92,7 @@ class AuditLink:
         held = _Held(n, messages.pack_seq(messages.RECORD, n, line), done,
                      time.monotonic() + self.timeout)
         if len(self.unacked) < self.capacity:
-            self._send(held)
-            if not self.durable:
-                self._tell(held, None)
+            self._release(held)
         else:
             self.queued.append(held)
         return record_id
@@ -116,9 +121,14 @@ class AuditLink:
         self._sweeper.cancel()
         self.monitor.close()
         self.endpoint.close()
-        self.ctx.term()
 
     # -- internals ------------------------------------------------------------------------
+
+    def _release(self, held: _Held) -> None:
+        """Send a record; in "never" its call goes on at once."""
+        self._send(held)
+        if not self.durable:
+            self._tell(held, None)
 
     def _send(self, held: _Held) -> None:
         self.unacked[held.id] = held
@@ -151,10 +161,7 @@ class AuditLink:
                     if held is not None:
                         self._tell(held, self.last_error)  # held on: sent again later
         while self.queued and len(self.unacked) < self.capacity:
-            held = self.queued.popleft()
-            self._send(held)
-            if not self.durable:
-                self._tell(held, None)
+            self._release(self.queued.popleft())
 
     def _on_monitor(self, frames: list[bytes]) -> None:
         event = parse_monitor_message(frames)

@@ -30,7 +30,7 @@ log = logging.getLogger("audit")
 
 DEDUP_TAIL_BYTES = 8 << 20  # record ids read back at start, to drop resent copies
 DEDUP_MEMORY = 200_000
-_ID = re.compile(rb'"id":"([^"]+)"')  # at the start of a record from a link
+CHUNK = 1 << 16
 # in a written line: only right after n and prev, never inside the arguments, which an
 # agent chooses (a forged id there must not make a real record look written)
 _LINE_ID = re.compile(rb'^\{"n":\d+,"prev":"[0-9a-f]{64}","id":"([^"]+)"', re.MULTILINE)
@@ -63,7 +63,7 @@ class AuditFiles:
         """Find where the log ends; returns records to append about what was found (a
         torn tail).  A new log starts with its genesis record."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        files = sorted(p for p in self.dir.iterdir() if chain.FILE_PATTERN.match(p.name))
+        files = chain.log_files(self.dir)
         while files and files[-1].stat().st_size == 0:  # made, then crashed before a line
             files.pop().unlink()
         if not files:
@@ -81,12 +81,10 @@ class AuditFiles:
 
     def _cut_torn_tail(self, path: Path) -> list[bytes]:
         size = os.fstat(self.fd).st_size
-        tail = os.pread(self.fd, min(size, 1 << 20), max(0, size - (1 << 20)))
-        if tail.endswith(b"\n"):
+        if not size or os.pread(self.fd, 1, size - 1) == b"\n":
             return []
-        cut = tail.rfind(b"\n") + 1
-        torn = tail[cut:]
-        keep = size - len(torn)
+        keep = _line_start(self.fd, size)
+        torn = os.pread(self.fd, size - keep, keep)
         os.ftruncate(self.fd, keep)
         os.fsync(self.fd)
         log.warning("audit: %s ended in a torn line of %d bytes (a crash mid-write); "
@@ -97,12 +95,13 @@ class AuditFiles:
                               "sha256": hashlib.sha256(torn).hexdigest()})]
 
     def _recover_head(self, path: Path) -> None:
-        tail = os.pread(self.fd, min(self.size, 1 << 20), max(0, self.size - (1 << 20)))
-        line = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        end = self.size - 1  # the last line's newline
+        start = _line_start(self.fd, end)
+        line = os.pread(self.fd, end - start, start)
         record = orjson.loads(line)
         self.n = int(record["n"]) + 1
         self.head = chain.node(bytes.fromhex(record["prev"]), chain.leaf(line))
-        first = orjson.loads(os.pread(self.fd, 1 << 16, 0).split(b"\n", 1)[0])
+        first = orjson.loads(_first_line(self.fd))
         self.opened_at = float(first.get("t", time.time()))
         log.info("audit: log continues in %s at record %d", path.name, self.n)
 
@@ -137,9 +136,10 @@ class AuditFiles:
         finally:
             os.close(dir_fd)
 
-    def append(self, bodies: list[bytes], sync: bool) -> None:
-        """Chain and write the records in one write; fsync if asked.  On failure the file
-        and the chain are as they were before, and WriteFailed says why."""
+    def append(self, bodies: list[bytes], sync: bool, ids: list[bytes] | None = None) -> None:
+        """Chain and write the records in one write; fsync if asked; ``ids`` are the
+        records' ids, remembered once written.  On failure the file and the chain are as
+        they were before, and WriteFailed says why."""
         n, head, size = self.n, self.head, self.size
         lines = []
         for body in bodies:
@@ -161,10 +161,9 @@ class AuditFiles:
                 else exc.strerror or str(exc)
             raise WriteFailed(f"{why} ({self.current})") from None
         self.n, self.head, self.size = n, head, size + len(data)
-        for body in bodies:
-            found = _ID.match(body, 1)
-            if found is not None:
-                self._seen(found.group(1))
+        for record_id in ids or ():
+            if record_id:  # the audit process's own notes have none
+                self._seen(record_id)
 
     def is_written(self, record_id: bytes) -> bool:
         return record_id in self.seen
@@ -201,3 +200,26 @@ class AuditFiles:
                 os.fsync(self.fd)
             os.close(self.fd)
             self.fd = -1
+
+
+def _line_start(fd: int, end: int) -> int:
+    """The offset where the line ending at ``end`` starts (just after the newline before
+    it), read backwards a chunk at a time: a record can be longer than any window."""
+    pos = end
+    while pos > 0:
+        start = max(0, pos - CHUNK)
+        found = os.pread(fd, pos - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        pos = start
+    return 0
+
+
+def _first_line(fd: int) -> bytes:
+    data = b""
+    while b"\n" not in data:
+        chunk = os.pread(fd, CHUNK, len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0]

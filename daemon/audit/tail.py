@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,28 +64,31 @@ def render(record: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if chain.FILE_PATTERN.match(p.name))
-
-
 Position = tuple[Path, int]  # a file and the offset up to which it has been read
 
 
 def last_lines(directory: Path, count: int,
                keep: Filter) -> tuple[list[dict[str, Any]], Position]:
     """The last ``count`` records that pass ``keep``, oldest first, and where they end
-    (to follow from, so that nothing written meanwhile is missed)."""
-    found: deque[dict[str, Any]] = deque(maxlen=count)
-    position: Position = (directory, 0)
-    for path in files(directory):
+    (to follow from, so that nothing written meanwhile is missed).  Files are read from
+    the newest back, only as far as needed."""
+    files = chain.log_files(directory)
+    found: list[dict[str, Any]] = []
+    position: Position = (files[-1], 0)
+    for path in reversed(files):
         data = path.read_bytes()
         whole = data[:data.rfind(b"\n") + 1]
-        for line in whole.splitlines():
+        if path == files[-1]:
+            position = (path, len(whole))
+        for line in reversed(whole.splitlines()):
+            if len(found) >= count:
+                break
             record = _parse(line)
             if record is not None and keep(record):
                 found.append(record)
-        position = (path, len(whole))
-    return list(found), position
+        if len(found) >= count:
+            break
+    return found[::-1], position
 
 
 def follow(directory: Path, keep: Filter, start: Position,
@@ -106,7 +108,7 @@ def follow(directory: Path, keep: Filter, start: Position,
             record = _parse(line)
             if record is not None and keep(record):
                 yield record
-        newer = [p for p in files(directory) if p.name > current.name]
+        newer = [p for p in chain.log_files(directory) if p.name > current.name]
         if newer and not data:
             current, offset, partial = newer[0], 0, b""
             continue

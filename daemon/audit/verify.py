@@ -42,7 +42,7 @@ def collect(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     checkpoints: list[Path] = []
     for path in paths:
         if path.is_dir():
-            logs += [p for p in path.iterdir() if chain.FILE_PATTERN.match(p.name)]
+            logs += chain.log_files(path)
             if (path / signing.CHECKPOINTS).exists():
                 checkpoints.append(path / signing.CHECKPOINTS)
         elif path.name == signing.CHECKPOINTS:

@@ -36,13 +36,12 @@ _ID_AT = len(b'{"id":"')
 
 
 class AuditService:
-    def __init__(self, files: AuditFiles, shipper: checkpoints.Checkpointer, endpoint: str,
-                 fsync: str) -> None:
+    def __init__(self, files: AuditFiles, shipper: checkpoints.Checkpointer,
+                 ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, fsync: str) -> None:
         self.files = files
         self.shipper = shipper
         self.fsync = fsync
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.router = ZmqEndpoint(bind_router(self.ctx, endpoint), self.on_frames)
+        self.router = ZmqEndpoint(bind_router(ctx, endpoint), self.on_frames)
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
         self.pending: list[tuple[bytes, int, bytes, bytes]] = []  # peer, n, id, body
         self.accepted: set[bytes] = set()  # ids pending or being written
@@ -99,12 +98,12 @@ class AuditService:
         try:
             if self.files.due_for_rotation():
                 self.files.rotate()
-            bodies = [body for _, _, _, body in batch]
             if self.fsync == "always":
-                for body in bodies:
-                    self.files.append([body], sync=True)
+                for _, _, record_id, body in batch:
+                    self.files.append([body], True, [record_id])
             else:
-                self.files.append(bodies, sync=self.fsync == "batch")
+                self.files.append([body for *_, body in batch], self.fsync == "batch",
+                                  [record_id for _, _, record_id, _ in batch])
         except (WriteFailed, OSError) as exc:
             return str(exc)
         finally:
@@ -146,8 +145,13 @@ class AuditService:
             self.idle.set()
 
     async def checkpoint(self) -> None:
-        """Sign the chain head now (in the writer thread, between batches)."""
-        await asyncio.get_running_loop().run_in_executor(self.thread, self.shipper.checkpoint)
+        """Sign the chain head now (in the writer thread, between batches).  A checkpoint
+        that cannot be written (disk full) is logged; the next one covers its records."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.thread,
+                                                             self.shipper.checkpoint)
+        except OSError as exc:
+            log.error("audit: cannot write a checkpoint: %s", exc)
 
     async def close(self) -> None:
         while not self.idle.is_set() or self.pending:
@@ -158,7 +162,6 @@ class AuditService:
         self.router.close()
         self.thread.shutdown(wait=True)
         self.files.close()
-        self.ctx.term()
 
 
 async def run(worker: Worker, dir: str, state_dir: str, endpoint: str,
@@ -177,7 +180,7 @@ async def run(worker: Worker, dir: str, state_dir: str, endpoint: str,
         raise SystemExit(1) from None
     shipper = checkpoints.Checkpointer(files, key, checkpoint_records, ship_dir,
                                        ship_command or [])
-    service = AuditService(files, shipper, endpoint, fsync)
+    service = AuditService(files, shipper, worker.context, endpoint, fsync)
     for note in notes:
         service.add_note(note)
     background = [asyncio.create_task(_checkpoint_every(service, checkpoint_seconds)),
@@ -204,7 +207,4 @@ async def _report_every(worker: Worker, service: AuditService, seconds: float) -
 async def _checkpoint_every(service: AuditService, seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
-        try:
-            await service.checkpoint()
-        except Exception:
-            log.exception("audit: checkpoint failed")
+        await service.checkpoint()

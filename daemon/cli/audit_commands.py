@@ -9,6 +9,7 @@ import click
 import orjson
 
 from daemon import config
+from daemon.audit import chain
 from daemon.audit import tail as audit_tail
 from daemon.audit.verify import summary, verify
 from daemon.cli.options import config_option, one_line_errors
@@ -62,7 +63,7 @@ def tail_command(config_path: str | None, count: int, follow: bool, agent: str |
                  tool: str | None, denied: bool, as_json: bool, directory: Path | None) -> None:
     """The latest audit records as readable lines."""
     where = directory or _audit_dir(config_path)
-    if not where.is_dir() or not audit_tail.files(where):
+    if not where.is_dir() or not chain.log_files(where):
         raise click.ClickException(f"no audit log in {where}")
     keep = audit_tail.Filter(agent, tool, denied)
 

@@ -111,11 +111,8 @@ def plugins(swaps: int, duration: float, as_json: bool) -> None:
 
     result = plugin_swap.run(swaps, duration)
     if as_json:
-        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        _emit(result, True)
         return
-    for key in ("empty_chain", "bundled_chain"):
-        value, lat = result[key], result[key]["latency_ms"]
-        click.echo(f"{key:<28} {value['calls_per_s']:>8} calls/s  p50 {lat['p50']:.3f} ms  "
-                   f"p99 {lat['p99']:.3f} ms  errors {value['errors']}")
-    click.echo(f"{'ratio_bundled_to_empty':<28} {result['ratio_bundled_to_empty']}")
+    _emit_rows({k: result[k] for k in ("empty_chain", "bundled_chain",
+                                       "ratio_bundled_to_empty")}, False)
     _emit({"swap_latency_ms": result["swap_latency_ms"]}, False)

@@ -26,6 +26,7 @@ class Trace:
     """What the audit needs to know about one call, gathered as it runs."""
 
     __slots__ = (
+        "_canonical",
         "agent",
         "arguments",
         "intent",
@@ -50,11 +51,17 @@ class Trace:
         self.trail: Trail = []
         self.intent: str | None = None
         self.known = False  # the tool exists and the agent may call it (a metrics label)
+        self._canonical: bytes | None = None  # the arguments' canonical JSON, made once
+
+    def canonical_arguments(self) -> bytes:
+        if self._canonical is None:
+            self._canonical = orjson.dumps(self.arguments, option=_SORTED)
+        return self._canonical
 
     def _base(self, kind: str, with_arguments: bool) -> dict[str, Any]:
         record: dict[str, Any] = {"kind": kind, "t": self.t, "agent": self.agent,
                                   "tool": self.tool, "worker": self.worker}
-        canonical = orjson.dumps(self.arguments, option=_SORTED)
+        canonical = self.canonical_arguments()
         record["args_sha256"] = hashlib.sha256(canonical).hexdigest()
         if with_arguments and self.keep_arguments:
             record["args"] = orjson.Fragment(canonical)
@@ -105,3 +112,11 @@ def result_outcome(result: dict[str, Any], raw: bytes) -> dict[str, Any]:
 
 def error_outcome(code: int, message: str) -> dict[str, Any]:
     return {"status": "error", "code": code, "message": message}
+
+
+def master_record(kind: str, agent: str, tool: Any, code: int, message: str,
+                  **more: Any) -> bytes:
+    """A call the master answered itself ("lost": its worker died or never answered;
+    "refused": turned away before any worker saw it)."""
+    return orjson.dumps({"kind": kind, "t": time.time(), "agent": agent, "tool": tool, **more,
+                         "outcome": error_outcome(code, message)})

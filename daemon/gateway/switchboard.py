@@ -26,6 +26,7 @@ import orjson
 
 from daemon.audit.link import AuditLink
 from daemon.gateway.auth import Agent, Authenticator
+from daemon.gateway.call_record import master_record
 from daemon.protocol import jsonrpc, mcp
 from daemon.protocol.jsonrpc import RpcError
 from daemon.supervision.bus import WorkerBus
@@ -223,10 +224,8 @@ class Switchboard:
         """A tools/call turned away before any worker saw it still leaves a record (its
         answer is an error, so it does not wait for it)."""
         if self.audit is not None and method == "tools/call":
-            self.audit.submit(orjson.dumps({
-                "kind": "refused", "t": time.time(), "agent": agent.name,
-                "tool": params.get("name"),
-                "outcome": {"status": "error", "code": error.code, "message": error.message}}))
+            self.audit.submit(master_record("refused", agent.name, params.get("name"),
+                                            error.code, error.message))
         return error
 
     # -- gateway -> agent -------------------------------------------------------------
@@ -275,14 +274,10 @@ class Switchboard:
             self._finish(call, reply)
             return
         _seq, agent, raw = messages.unpack_call(call.payload)
-        params = orjson.loads(raw).get("params") or {}
-        record = orjson.dumps({"kind": "lost", "t": time.time(), "agent": agent,
-                               "tool": params.get("name"), "worker": call.worker.id,
-                               "outcome": {"status": "error", "code": code,
-                                           "message": message}})
-        self._release(call)  # the worker's share is free; the agent's waits for the record
-        call.conn.inflight.pop(call.rid, None)
-        self.audit.submit(record, lambda _error: call.conn.send(reply))
+        tool = (orjson.loads(raw).get("params") or {}).get("name")
+        self.audit.submit(master_record("lost", agent, tool, code, message,
+                                        worker=call.worker.id),
+                          lambda _error: self._finish(call, reply))
 
     # -- worker lifecycle (the readiness gate) ----------------------------------------
 

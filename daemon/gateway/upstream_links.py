@@ -26,8 +26,8 @@ SEPARATOR = "__"
 
 
 class UpstreamLinks:
-    def __init__(self) -> None:
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+        self.ctx = ctx
         self.links: dict[str, tuple[str, ZmqEndpoint]] = {}  # name -> endpoint, socket
         self.waiting: dict[int, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
         self.progress: dict[int, Progress] = {}
@@ -93,6 +93,11 @@ class UpstreamLinks:
         entry = self.waiting.get(seq)
         if entry is not None and not entry[1].done():
             entry[1].set_result(orjson.loads(raw))
+
+    def close(self) -> None:
+        for _endpoint, link in self.links.values():
+            link.close()
+        self.links.clear()
 
     def _fail(self, upstream: str) -> None:
         for name, future in self.waiting.values():

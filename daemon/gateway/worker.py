@@ -33,14 +33,14 @@ class GatewayService:
     def __init__(self, worker: Worker, options: dict[str, Any],
                  plugin_specs: list[dict[str, Any]], audit: dict[str, Any]) -> None:
         self.worker = worker
-        self.links = UpstreamLinks()
+        self.links = UpstreamLinks(worker.context)
         self.plugins = PluginHost()
         # the plugins the master has committed, with their latest state: before READY,
         # so a (re)started worker never serves a call without its guardrails
         self.plugins.install(plugin_specs)
-        identity = messages.worker_identity(worker.name, worker.incarnation).decode()
-        self.audit = AuditLink(audit["endpoint"], identity, durable=audit["fsync"] != "never",
-                               timeout=audit["timeout"], capacity=audit["buffer"])
+        self.audit = AuditLink.from_options(
+            worker.context, audit,
+            messages.worker_identity(worker.name, worker.incarnation).decode())
         self.handler = CallHandler(Policy.from_options(options), self.links.update({}),
                                    self.plugins, self.audit, worker.name,
                                    audit["arguments"] == "full")
@@ -154,6 +154,7 @@ class GatewayService:
             await self.tasks.drain()
         await self.audit.drain(self.audit.timeout)
         self.audit.close()
+        self.links.close()
 
 
 async def run(worker: Worker, audit: dict[str, Any], gateway: dict[str, Any] | None = None,

@@ -41,8 +41,7 @@ class UpstreamService:
         self.worker = worker
         self.name = name
         self.client = client
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        sock = bind_router(self.ctx, endpoint)
+        sock = bind_router(worker.context, endpoint)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.router = ZmqEndpoint(sock, self.on_frames)
         self.tasks: CallTasks[tuple[bytes, int]] = CallTasks()
@@ -93,7 +92,6 @@ class UpstreamService:
     async def close(self) -> None:
         await self.tasks.cancel_all()
         self.router.close()
-        self.ctx.term()
 
 
 async def run(worker: Worker, name: str, command: list[str], endpoint: str,

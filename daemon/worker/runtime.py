@@ -65,8 +65,10 @@ class WorkerBoot:
 class Worker:
     """The handle a job gets: identity, readiness, stop request, bus messages."""
 
-    def __init__(self, boot: WorkerBoot, endpoint: ZmqEndpoint) -> None:
+    def __init__(self, boot: WorkerBoot, endpoint: ZmqEndpoint,
+                 context: zmq.Context[zmq.Socket[bytes]]) -> None:
         self.name = boot.name
+        self.context = context  # the process's one ZeroMQ context: jobs make sockets here
         self.incarnation = boot.incarnation
         self.boot = boot
         self.stopping = asyncio.Event()
@@ -177,7 +179,7 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
         worker.dispatch(message)
 
     endpoint = ZmqEndpoint(sock, on_bus)
-    worker = Worker(boot, endpoint)
+    worker = Worker(boot, endpoint, ctx)
     master_gone = asyncio.Event()
     threading.Thread(target=_watch_master, args=(master_fd,), name="master-watch",
                      daemon=True).start()
@@ -209,7 +211,7 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
         code = 1
     await asyncio.gather(hb_task, gone_task, return_exceptions=True)
     endpoint.close()
-    ctx.term()
+    ctx.destroy(linger=0)  # closes whatever sockets a job left open, then terminates
     return code
 
 

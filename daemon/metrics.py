@@ -67,7 +67,8 @@ def _metrics() -> dict[str, Any] | None:
                             multiprocess_mode="livesum"),
         "fsync": Histogram("workingagents_audit_commit_seconds", "Time to write (and fsync) "
                            "one batch of audit records", buckets=LATENCY_BUCKETS),
-        "records": Counter("workingagents_audit_records", "Audit records written"),
+        "records": Counter("workingagents_audit_records", "Audit records written (not "
+                           "counting the genesis and rotate lines that open each file)"),
     }
 
 

@@ -72,6 +72,11 @@ class ListenSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=T
 class GatewaySection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     call_timeout: float = 60.0  # seconds; a call still running then answers -32016
     tool_timeouts: dict[str, float] = msgspec.field(default_factory=dict)  # per tool name
+    # An agent with this many calls that hung, crashed or overran a gateway worker ...
+    quarantine_strikes: int = 3
+    quarantine_window: float = 60.0  # ... within this many seconds is quarantined (-32019)
+    quarantine_seconds: float = 30.0  # for this long, doubling each time it trips again,
+    quarantine_max_seconds: float = 600.0  # up to this (and forgiven after this long quiet)
 
 
 class RoleSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -98,6 +103,9 @@ class PluginsSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=
     dirs: list[str] | None = None  # default: the bundled plugins, /etc/workingagents/plugins.d
     watch: bool = True  # swap on file drop (watchfiles); reload/SIGHUP rescans too
     budget_ms: float = 50.0  # a hook slower than this denies the call (fail closed)
+    # A hook still running this long past its budget cannot be interrupted (C code): its
+    # gateway worker is replaced, and the call answers -32018
+    hook_grace_ms: float = 500.0
     snapshot_interval: float = 2.0  # seconds between plugin state snapshots
     # [plugins.config.NAME]: the plugin's own table; "mode" ("enforce" | "permissive")
     # and "budget_ms" are read by the gateway, everything else by the plugin
@@ -308,6 +316,14 @@ def _check_gateway(config: Config, refuse: Any) -> None:
     if config.plugins.budget_ms <= 0 or config.plugins.snapshot_interval <= 0:
         raise refuse("plugins.budget_ms", "budget_ms and snapshot_interval > 0",
                      config.plugins.budget_ms)
+    if config.plugins.hook_grace_ms <= 0:
+        raise refuse("plugins.hook_grace_ms", "a number > 0", config.plugins.hook_grace_ms)
+    if gateway.quarantine_strikes < 1:
+        raise refuse("gateway.quarantine_strikes", "an integer >= 1",
+                     gateway.quarantine_strikes)
+    for key in ("quarantine_window", "quarantine_seconds", "quarantine_max_seconds"):
+        if getattr(gateway, key) <= 0:
+            raise refuse(f"gateway.{key}", "a number > 0", getattr(gateway, key))
     for name, upstream in config.upstreams.items():
         if not name.replace("-", "").replace("_", "").isalnum() or "__" in name:
             raise refuse(f"upstreams.{name}", "a name of letters, digits, - and _ without "

@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -29,17 +30,19 @@ from daemon import __version__, config, logs, metrics, tree
 from daemon.audit.link import AuditLink
 from daemon.control.server import ControlServer
 from daemon.gateway.auth import Authenticator, ensure_admin_token
+from daemon.gateway.quarantine import Quarantine, QuarantineLimits
 from daemon.gateway.switchboard import Limits, Switchboard
 from daemon.gateway.upstreams import UpstreamDirectory
 from daemon.hotswap.manager import PluginManager
 from daemon.supervision import reaper
 from daemon.supervision.bus import WorkerBus
 from daemon.supervision.child import StartFailed, TreeContext
+from daemon.supervision.overrun_watch import OverrunWatch
 from daemon.supervision.sdnotify import Notifier
 from daemon.supervision.spec import SupervisorSpec, check_tree
 from daemon.supervision.supervisor import Supervisor, worker_specs
 from daemon.supervision.worker_child import WorkerChild
-from daemon.supervision.worker_process import prepare_forkserver
+from daemon.supervision.worker_process import WorkerProcess, prepare_forkserver
 from daemon.transport import messages
 from daemon.transport.agent_tcp import serve_tcp
 from daemon.transport.agent_zmq import AgentRouter
@@ -112,7 +115,10 @@ class Master:
         bus.on(messages.AUDIT_STATUS, self._audit_state)  # the audit process, once a second
         self.board = Switchboard(bus, self.gateway_workers,
                                  Authenticator(s, ensure_admin_token(s.state_dir)), _limits(s),
-                                 self.audit)
+                                 self.audit, Quarantine(_quarantine_limits(s)))
+        slot_dir = s.runtime_dir / "slots"
+        shutil.rmtree(slot_dir, ignore_errors=True)
+        slot_dir.mkdir(mode=0o700)
         self.plugins = PluginManager(s, bus, self.gateway_workers)
         self.upstreams = UpstreamDirectory(bus, self.gateway_workers, self.board.notify_agents,
                                            tree.UPSTREAM_TARGET)
@@ -120,7 +126,8 @@ class Master:
             bus=bus, bus_endpoint=bus.endpoint, master_pid=os.getpid(),
             log_level=s.config.daemon.log_level, on_root_failure=self._root_failed,
             spawn=self.own, on_worker_ready=self._worker_ready,
-            on_worker_gone=self._worker_gone, boot_options=self.plugins.boot_options))
+            on_worker_gone=self._worker_gone, boot_options=self.plugins.boot_options,
+            slot_dir=slot_dir))
         self._refresh_shards()
         await self.plugins.rescan()  # validated before any worker starts: they boot with it
         control = ControlServer(ctx, s.control_endpoint, self.token, self)
@@ -138,6 +145,10 @@ class Master:
         self._install_signal_handlers()
         ticker = self.own(self._tick())
         self.own(self.plugins.watch())
+        self.overruns = OverrunWatch(
+            self.gateway_workers, s.config.plugins.hook_grace_ms / 1000,
+            lambda _child, running: self.board.overran(running.seq, running.plugin), self.own)
+        self.own(self.overruns.run(min(0.02, s.config.plugins.budget_ms / 4000)))
         log.info("workingagents %s starting: config %s, state %s, control %s, agents on "
                  "tcp %s and zmq %s", __version__, s.source or "built-in defaults",
                  s.state_dir, control.endpoint, self.listening["tcp"], self.listening["zmq"])
@@ -196,9 +207,9 @@ class Master:
         self.board.worker_ready(child)
         self.upstreams.worker_ready(child)
 
-    def _worker_gone(self, child: WorkerChild, identity: bytes) -> None:
-        self.board.worker_gone(child, identity)
-        self.upstreams.worker_gone(child, identity)
+    def _worker_gone(self, child: WorkerChild, proc: WorkerProcess) -> None:
+        self.board.worker_gone(child, proc.identity, proc.culprit)
+        self.upstreams.worker_gone(child, proc.identity)
 
     def _root_failed(self, reason: str) -> None:
         log.critical("giving up: %s; exiting with status 1", reason)
@@ -258,6 +269,7 @@ class Master:
                 last_hb = now
             self.root.check_liveness(now)
             self.board.expire(now)
+            self.board.quarantine.expire(now)
             self.board.sweep_idle(now, self.settings.config.listen.idle_timeout)
             if now - last_reap >= 5.0:  # backstop in case a SIGCHLD was coalesced away
                 reaper.reap_orphans()
@@ -313,10 +325,12 @@ class Master:
                 or new.config.listen != old.config.listen:
             self.board.auth = Authenticator(new, ensure_admin_token(new.state_dir))
             self.board.limits = _limits(new)
+            self.board.quarantine.limits = _quarantine_limits(new)
             self._push_gateway_options(new)
             changes.append("agents, roles and gateway limits")
         if not self.custom_tree:
             changes += await self._resize_gateway(old, new)
+        self.overruns.grace = new.config.plugins.hook_grace_ms / 1000
         self.plugins.settings = new
         changes += await self.plugins.rescan()
         return changes
@@ -396,6 +410,7 @@ class Master:
             "tree": self.root.snapshot(),
             "plugins": self.plugins.status(),
             "audit": self.audit_state,
+            "quarantine": self.board.quarantine.snapshot(time.monotonic()),
         }
 
 
@@ -412,6 +427,12 @@ def _limits(settings: config.Settings) -> Limits:
     listen, gateway = settings.config.listen, settings.config.gateway
     return Limits(listen.max_inflight_per_connection, listen.max_inflight_per_worker,
                   gateway.call_timeout, dict(gateway.tool_timeouts))
+
+
+def _quarantine_limits(settings: config.Settings) -> QuarantineLimits:
+    g = settings.config.gateway
+    return QuarantineLimits(g.quarantine_strikes, g.quarantine_window, g.quarantine_seconds,
+                            g.quarantine_max_seconds)
 
 
 def serve(settings: config.Settings, spec: SupervisorSpec | None = None,

@@ -69,6 +69,12 @@ def _metrics() -> dict[str, Any] | None:
                            "one batch of audit records", buckets=LATENCY_BUCKETS),
         "records": Counter("workingagents_audit_records", "Audit records written (not "
                            "counting the genesis and rotate lines that open each file)"),
+        "strikes": Counter("workingagents_agent_strikes", "Calls of an agent that hung, "
+                           "crashed or overran a plugin budget in a gateway worker",
+                           ["agent", "why"]),
+        "quarantined": Gauge("workingagents_agent_quarantined", "1 while an agent is "
+                             "quarantined (its calls answer -32019)", ["agent"],
+                             multiprocess_mode="livemax"),
     }
 
 
@@ -134,6 +140,18 @@ def restart(child: str) -> None:
     counter = _child("restarts", child)
     if counter is not None:
         counter.inc()
+
+
+def agent_strike(agent: str, why: str) -> None:
+    counter = _child("strikes", agent, why)
+    if counter is not None:
+        counter.inc()
+
+
+def agent_quarantined(agent: str, on: bool) -> None:
+    gauge = _child("quarantined", agent)
+    if gauge is not None:
+        gauge.set(1 if on else 0)
 
 
 _shown_plugins: set[tuple[str, str]] = set()

@@ -51,6 +51,9 @@ def render_status(snapshot: dict[str, Any]) -> str:
         state = f"FAILING: {audit['failing']}" if audit.get("failing") else "writing"
         lines.append(f"audit: {state} {audit['file']}, {audit['records']} records "
                      f"(fsync {audit['fsync']}, {audit['checkpointed']} checkpointed)")
+    for q in snapshot.get("quarantine") or []:
+        lines.append(f"agent QUARANTINED {q['agent']}: retry in {q['retry_after']:.0f}s "
+                     f"({q['reason']})")
     if d.get("last_reload"):
         lines.append(f"last reload: {d['last_reload']}")
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from daemon.gateway.upstream_links import unavailable
 from daemon.plugin import Call
 from daemon.protocol import jsonrpc, mcp
 from daemon.protocol.jsonrpc import RpcError
+from daemon.supervision.call_slot import CallSlot
 from daemon.tools.registry import Progress, Tool, ToolRegistry
 
 log = logging.getLogger("gateway")
@@ -40,6 +41,7 @@ class Pending:
     tool: Tool
     arguments: dict[str, Any]
     trace: Trace
+    seq: int = 0  # the master's number for this call (what the call slot names)
 
 
 @dataclass(slots=True)
@@ -57,17 +59,19 @@ class Answer:
 class CallHandler:
     def __init__(self, policy: Policy, tools: ToolRegistry, plugins: PluginHost | None = None,
                  audit: AuditLink | None = None, worker: str = "",
-                 keep_arguments: bool = True) -> None:
+                 keep_arguments: bool = True, slot: CallSlot | None = None) -> None:
         self.policy = policy
+        self.slot = slot
         self.tools = tools
         self.plugins = plugins or PluginHost()
         self.audit = audit
         self.worker = worker
         self.keep_arguments = keep_arguments
 
-    def begin(self, agent: str, raw: bytes) -> Answer | Pending:
+    def begin(self, agent: str, raw: bytes, seq: int = 0) -> Answer | Pending:
         """The answer, when nothing must be awaited (tools/list, an inline tool and no
-        plugins, an error found before any tool runs); else the call to ``finish``."""
+        plugins, an error found before any tool runs); else the call to ``finish``.
+        The caller marks the call slot around it: an inline tool may run here."""
         message = orjson.loads(raw)
         rid = message["id"]
         params = message.get("params") or {}
@@ -80,7 +84,7 @@ class CallHandler:
                           self.keep_arguments)
             tool, arguments = self._resolve(agent, params)
             trace.known = True
-            pending = Pending(agent, rid, params, stateless, tool, arguments, trace)
+            pending = Pending(agent, rid, params, stateless, tool, arguments, trace, seq)
             if tool.inline is None or self.plugins.chain:
                 return pending
             try:
@@ -149,14 +153,22 @@ class CallHandler:
         trail = pending.trace.trail
         call = Call(agent, self.policy.agent_roles.get(agent, ()), name, arguments,
                     tool.input_schema, tool.description)
+        slot, seq = self.slot, pending.seq
         if chain:
-            admitted = await plugin_chain.before(chain, call, trail)
+            admitted = await plugin_chain.before(chain, call, trail, slot, seq)
             if isinstance(admitted, dict):
                 return mcp.finish(admitted, stateless)
             call = admitted
         try:
             if tool.inline is not None:  # pure: nothing to announce, nothing to await
-                result = tool.inline(call.arguments)
+                if slot is None:
+                    result = tool.inline(call.arguments)
+                else:
+                    slot.running(seq)
+                    try:
+                        result = tool.inline(call.arguments)
+                    finally:
+                        slot.idle()
             else:
                 if self.audit is not None:  # no tool with effects runs unrecorded
                     pending.trace.intent = await self.audit.write(
@@ -173,7 +185,7 @@ class CallHandler:
         except Exception as exc:
             result = self._failed(agent, name, exc)
         if chain:
-            result = await plugin_chain.after(chain, call, result, trail)
+            result = await plugin_chain.after(chain, call, result, trail, slot, seq)
         return mcp.finish(result, stateless)
 
     @staticmethod

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -27,6 +28,7 @@ import orjson
 from daemon.hotswap.source import PluginSource, load_class
 from daemon.plugin import Call, Deny, Plugin
 from daemon.protocol import mcp
+from daemon.supervision.call_slot import CallSlot, HookOverrun
 
 log = logging.getLogger("plugins")
 CLOSE_GRACE = 120.0  # an old version is closed once calls that began on it are surely done
@@ -140,32 +142,63 @@ def denied(by: Hosted, reason: str, kind: str) -> dict[str, Any]:
     return result
 
 
-async def _run_hook(hosted: Hosted, hook: Coroutine[Any, Any, Any]) -> Any:
+async def _run_hook(hosted: Hosted, start: Callable[[], Coroutine[Any, Any, Any]],
+                    slot: CallSlot | None, seq: int) -> Any:
     """One hook call under the plugin's time budget; failures deny (fail closed).
 
     The hook is started eagerly: most hooks never await, and for them a timer per hook
     (asyncio.timeout) was a quarter of the worker's time.  Only a hook that suspends is
-    resumed under a timeout for what is left of its budget.
+    resumed under a timeout for what is left of its budget.  While the hook's own code
+    runs, the call slot says so, with its deadline: the master interrupts it there if it
+    overruns (HookOverrun), or replaces the worker if it cannot be interrupted.
     """
     started = time.perf_counter()
+    deadline = time.monotonic() + hosted.budget
+    hook: Coroutine[Any, Any, Any] | None = None
     try:
-        pending = hook.send(None)
+        if slot is not None:
+            slot.arm(seq, deadline, hosted.name)
+        try:
+            hook = start()  # a hook that is not a coroutine function runs right here
+            pending = hook.send(None)
+        finally:
+            if slot is not None:
+                slot.idle()
     except StopIteration as done:
         if time.perf_counter() - started > hosted.budget:
             return _overran(hosted)
         return done.value
+    except HookOverrun:
+        return _interrupted(hosted)
     except Exception as exc:
         return _failed(hosted, exc)
     remaining = hosted.budget - (time.perf_counter() - started)
+    assert hook is not None
     try:
-        return await asyncio.wait_for(_resume(hook, pending), max(remaining, 0.0))
+        return await asyncio.wait_for(_resume(hook, pending, slot, seq, deadline, hosted.name),
+                                      max(remaining, 0.0))
     except TimeoutError:
         return _overran(hosted)
+    except HookOverrun:
+        return _interrupted(hosted)
     except Exception as exc:
         return _failed(hosted, exc)
 
 
-async def _resume(hook: Coroutine[Any, Any, Any], pending: Any) -> Any:
+def _step(hook: Coroutine[Any, Any, Any], slot: CallSlot | None, seq: int, deadline: float,
+          plugin: str) -> Any:
+    """Run the hook up to its next suspension, with the call slot armed meanwhile."""
+    if slot is None:
+        return hook.send(None)
+    try:
+        slot.arm(seq, deadline, plugin)
+        return hook.send(None)
+    finally:
+        slot.idle()
+
+
+async def _resume(hook: Coroutine[Any, Any, Any], pending: Any, slot: CallSlot | None,
+                  seq: int, deadline: float, plugin: str) -> Any:
     """Drive a coroutine that was started by hand, as a Task would."""
     try:
         while True:
@@ -176,7 +209,7 @@ async def _resume(hook: Coroutine[Any, Any, Any], pending: Any) -> Any:
                 pending._asyncio_future_blocking = False
                 with contextlib.suppress(Exception):
                     await pending  # its outcome reaches the hook when it resumes
-            pending = hook.send(None)
+            pending = _step(hook, slot, seq, deadline, plugin)
     except StopIteration as done:
         return done.value
     except asyncio.CancelledError:
@@ -187,6 +220,13 @@ async def _resume(hook: Coroutine[Any, Any, Any], pending: Any) -> Any:
 def _overran(hosted: Hosted) -> Deny:
     return Deny(f"plugin {hosted.name} overran its {hosted.budget * 1000:g} ms budget",
                 "guardrail")
+
+
+def _interrupted(hosted: Hosted) -> Deny:
+    log.warning("plugin %s v%s overran its %g ms budget and was interrupted", hosted.name,
+                hosted.version, hosted.budget * 1000)
+    return Deny(f"plugin {hosted.name} overran its {hosted.budget * 1000:g} ms budget "
+                "(interrupted)", "guardrail")
 
 
 def _failed(hosted: Hosted, exc: Exception) -> Deny:
@@ -208,26 +248,28 @@ def _enforced(hosted: Hosted, verdict: Deny, call: Call) -> bool:
 Trail = list[tuple[str, str, str, str, str | None, float]]
 
 
-async def before(chain: tuple[Hosted, ...], call: Call,
-                 trail: Trail | None = None) -> Call | dict[str, Any]:
+async def before(chain: tuple[Hosted, ...], call: Call, trail: Trail | None = None,
+                 slot: CallSlot | None = None, seq: int = 0) -> Call | dict[str, Any]:
     """The call as the chain lets it through (maybe rewritten), or a denial result."""
-    out = await _through(chain, "before_call", call, Call, lambda hook, c: hook(c), call, trail)
+    out = await _through(chain, "before_call", call, Call, lambda hook, c: hook(c), call, trail,
+                         slot, seq)
     assert isinstance(out, Call | dict)
     return out
 
 
 async def after(chain: tuple[Hosted, ...], call: Call, result: dict[str, Any],
-                trail: Trail | None = None) -> dict[str, Any]:
+                trail: Trail | None = None, slot: CallSlot | None = None,
+                seq: int = 0) -> dict[str, Any]:
     """The result as the chain lets it through (maybe rewritten), or a denial result."""
     out = await _through(chain, "after_call", result, dict, lambda hook, r: hook(call, r), call,
-                         trail)
+                         trail, slot, seq)
     assert isinstance(out, dict)
     return out
 
 
 async def _through(chain: tuple[Hosted, ...], hook_name: str, value: Any, rewrites: type,
                    invoke: Callable[[Any, Any], Coroutine[Any, Any, Any]], call: Call,
-                   trail: Trail | None) -> Any:
+                   trail: Trail | None, slot: CallSlot | None, seq: int) -> Any:
     """Run one hook of every plugin in order: a Deny ends it (unless permissive), a value
     of type ``rewrites`` replaces what the next plugin sees, None passes it on."""
     note = trail.append if trail is not None else _ignore
@@ -236,7 +278,7 @@ async def _through(chain: tuple[Hosted, ...], hook_name: str, value: Any, rewrit
         if hook is None:
             continue
         started = time.perf_counter()
-        verdict = await _run_hook(hosted, invoke(hook, value))
+        verdict = await _run_hook(hosted, functools.partial(invoke, hook, value), slot, seq)
         took = time.perf_counter() - started
         version = str(hosted.version)
         if isinstance(verdict, Deny):

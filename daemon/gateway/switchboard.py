@@ -8,14 +8,17 @@ and go to the agent without being decoded.
 
 Fate of a call: a call waits in the master while its worker is not READY and goes out
 when it is.  If its worker dies, a call on which a tool had started gets -32014 (its
-outcome is unknown) and any other is re-routed to the replacement; a call never waits
-longer than its timeout.
+outcome is unknown); the call whose own code hung or crashed the worker gets -32018 and
+is never handed to the replacement (it would do the same there); any other is re-routed
+to the replacement.  A call never waits longer than its timeout.  An agent whose calls
+keep doing that is quarantined (gateway.quarantine): its calls answer -32019.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 import zlib
 from collections.abc import Callable
@@ -27,6 +30,7 @@ import orjson
 from daemon.audit.link import AuditLink
 from daemon.gateway.auth import Agent, Authenticator
 from daemon.gateway.call_record import master_record
+from daemon.gateway.quarantine import Quarantine, QuarantineLimits
 from daemon.protocol import jsonrpc, mcp
 from daemon.protocol.jsonrpc import RpcError
 from daemon.supervision.bus import WorkerBus
@@ -58,11 +62,14 @@ class Connection:
 class Call:
     conn: Connection
     rid: jsonrpc.RequestId
+    agent: str
+    tool: str | None  # what tools/call named (for the master's own audit records)
     worker: WorkerChild
     payload: bytes  # the envelope, ready to (re)send
     deadline: float
     identity: bytes | None = None  # the incarnation it was handed to; None: waiting
     reached_tool: bool = False  # the worker said a tool started on it (see STARTED)
+    overran: bool = False  # a hook overran on it: the worker is interrupting it
 
 
 @dataclass
@@ -75,8 +82,10 @@ class Limits:
 
 class Switchboard:
     def __init__(self, bus: WorkerBus, workers: Callable[[], list[WorkerChild]],
-                 auth: Authenticator, limits: Limits, audit: AuditLink | None = None) -> None:
+                 auth: Authenticator, limits: Limits, audit: AuditLink | None = None,
+                 quarantine: Quarantine | None = None) -> None:
         self.bus = bus
+        self.quarantine = quarantine or Quarantine(QuarantineLimits())
         self.audit = audit
         self.workers = workers
         self.auth = auth
@@ -206,11 +215,19 @@ class Switchboard:
                 jsonrpc.BUSY, f"Busy: gateway worker {worker.id} has {load} calls in "
                 "flight; retry later"))
         timeout = limits.call_timeout
+        tool = None
+        now = time.monotonic()
         if method == "tools/call":
-            timeout = limits.tool_timeouts.get(str(params.get("name")), timeout)
+            wait = self.quarantine.retry_after(agent.name, now)
+            if wait:
+                raise self._refused(agent, method, params, _quarantined(agent.name, wait))
+            name = params.get("name")
+            tool = name if isinstance(name, str) else None
+            timeout = limits.tool_timeouts.get(str(name), timeout)
         seq = next(self._seq)
-        call = Call(conn, rid, worker, messages.pack_call(seq, agent.name, raw),
-                    time.monotonic() + timeout + 1.0)  # the worker times out first
+        call = Call(conn, rid, agent.name, tool, worker,
+                    messages.pack_call(seq, agent.name, raw),
+                    now + timeout + 1.0)  # the worker times out first
         self.calls[seq] = call
         conn.inflight[rid] = seq
         self._per_worker[worker.id] = load + 1
@@ -269,14 +286,15 @@ class Switchboard:
         call = self.calls.pop(seq, None)
         if call is None:
             return
-        reply = jsonrpc.error(call.rid, code, message)
+        self._answer_error(call, RpcError(code, message), "lost")
+
+    def _answer_error(self, call: Call, error: RpcError, kind: str) -> None:
+        reply = jsonrpc.error(call.rid, error.code, error.message, error.data)
         if self.audit is None:
             self._finish(call, reply)
             return
-        _seq, agent, raw = messages.unpack_call(call.payload)
-        tool = (orjson.loads(raw).get("params") or {}).get("name")
-        self.audit.submit(master_record("lost", agent, tool, code, message,
-                                        worker=call.worker.id),
+        self.audit.submit(master_record(kind, call.agent, call.tool, error.code,
+                                        error.message, worker=call.worker.id),
                           lambda _error: self._finish(call, reply))
 
     # -- worker lifecycle (the readiness gate) ----------------------------------------
@@ -290,11 +308,19 @@ class Switchboard:
                 self.bus.send_raw(identity, call.payload)
                 call.identity = identity
 
-    def worker_gone(self, worker: WorkerChild, identity: bytes) -> None:
+    def worker_gone(self, worker: WorkerChild, identity: bytes, culprit: int = 0) -> None:
+        """``culprit``: the call whose own code was running when the worker hung or died
+        (supervision.call_slot), or 0."""
         lost = [seq for seq, c in self.calls.items() if c.identity == identity]
         for seq in lost:
             call = self.calls[seq]
-            if call.reached_tool:
+            if seq == culprit:
+                self._fail(seq, jsonrpc.CALL_KILLED_WORKER, f"Gateway worker {worker.id} "
+                           "hung or crashed while running this call; it was not retried, "
+                           "so that it cannot take another worker down")
+                self.strike(call.agent, "crashed", f"call {call.tool or '?'} hung or crashed "
+                            f"{worker.id}")
+            elif call.reached_tool:
                 self._fail(seq, jsonrpc.WORKER_CRASHED, f"Gateway worker {worker.id} "
                            "stopped while running this call; its outcome is unknown")
             else:
@@ -304,6 +330,31 @@ class Switchboard:
         current = worker.identity
         if current is not None and current != identity:
             self.worker_ready(worker)  # a replacement is already READY (make-before-break)
+
+    # -- poison calls -------------------------------------------------------------------
+
+    def overran(self, seq: int, plugin: str) -> None:
+        """Call ``seq``'s hook in ``plugin`` overran its budget and is being interrupted."""
+        call = self.calls.get(seq)
+        if call is not None:
+            call.overran = True  # its answer (a denial) comes from the worker
+            self.strike(call.agent, "overran", f"plugin {plugin} overran its budget on "
+                        f"{call.tool or '?'}")
+
+    def strike(self, agent: str, why: str, detail: str) -> None:
+        now = time.monotonic()
+        if not self.quarantine.strike(agent, why, detail, now):
+            return
+        # Its calls still queued go nowhere: answered now, and cancelled in the worker
+        # (sent at once, so that they arrive before the worker reads its next call).
+        error = _quarantined(agent, self.quarantine.retry_after(agent, now))
+        for seq, call in list(self.calls.items()):
+            if call.agent == agent and not (call.reached_tool or call.overran):
+                del self.calls[seq]
+                if call.identity is not None:
+                    self.bus.send_raw(call.identity, messages.pack_cancel(seq))
+                self._answer_error(call, error, "refused")
+        self.bus.flush()
 
     def expire(self, now: float) -> None:
         """Backstop for calls whose worker never came back within their timeout."""
@@ -317,3 +368,9 @@ class Switchboard:
                          now - conn.last_active)
                 conn.close()
                 self.detach(conn)
+
+
+def _quarantined(agent: str, wait: float) -> RpcError:
+    return RpcError(jsonrpc.QUARANTINED, f"Quarantined: agent {agent}'s calls kept hanging, "
+                    "crashing or overrunning gateway workers; retry in "
+                    f"{math.ceil(wait)}s", {"retry_after": math.ceil(wait)})

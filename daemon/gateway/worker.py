@@ -41,9 +41,10 @@ class GatewayService:
         self.audit = AuditLink.from_options(
             worker.context, audit,
             messages.worker_identity(worker.name, worker.incarnation).decode())
+        self.slot = worker.slot
         self.handler = CallHandler(Policy.from_options(options), self.links.update({}),
                                    self.plugins, self.audit, worker.name,
-                                   audit["arguments"] == "full")
+                                   audit["arguments"] == "full", self.slot)
         self.tasks: CallTasks[int] = CallTasks()
         self.tally = metrics.GatewayTally()
         worker.on_raw(self.on_envelope)
@@ -56,7 +57,15 @@ class GatewayService:
         kind = payload[:1]
         if kind == messages.CALL:
             seq, agent, raw = messages.unpack_call(payload)
-            begun = self.handler.begin(agent, raw)
+            slot = self.slot
+            if slot is None:
+                begun = self.handler.begin(agent, raw, seq)
+            else:
+                slot.running(seq)
+                try:
+                    begun = self.handler.begin(agent, raw, seq)
+                finally:
+                    slot.idle()
             if isinstance(begun, Answer):
                 self.answer(seq, begun)
             else:
@@ -103,6 +112,11 @@ class GatewayService:
             self.audit.submit(pending.trace.call_record({"status": "cancelled"}))
             raise
         self.answer(seq, answer)
+        if self.slot is not None and self.slot.interrupted:
+            # The master may have quarantined the agent whose hook overran and cancelled
+            # its other calls, queued here behind this one: read that before they run.
+            self.slot.interrupted = False
+            self.worker.read_bus()
 
     def on_swap(self, message: dict[str, Any]) -> None:
         """One step of the master's all-or-nothing swap; the reply says how it went."""

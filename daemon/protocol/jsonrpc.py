@@ -13,6 +13,8 @@
 | -32015 | tool unavailable: its upstream is down               |
 | -32016 | timed out                                            |
 | -32017 | audit unavailable (fail closed)                      |
+| -32018 | this call hung or crashed its worker; not retried     |
+| -32019 | the agent is quarantined (data.retry_after seconds)  |
 | -32022 | unsupported protocol version (MCP 2026-07-28)        |
 """
 
@@ -33,6 +35,8 @@ WORKER_CRASHED = -32014
 TOOL_UNAVAILABLE = -32015
 TIMED_OUT = -32016
 AUDIT_UNAVAILABLE = -32017
+CALL_KILLED_WORKER = -32018
+QUARANTINED = -32019
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 
 RequestId = str | int

@@ -52,6 +52,10 @@ class WorkerBus:
         Nothing to check: a dead worker is noticed by its exit, not by a failed send."""
         self._zmq.send_batched(identity, payload)
 
+    def flush(self) -> None:
+        """Send what send_raw queued now rather than at the end of this loop turn."""
+        self._zmq.flush()
+
     def heartbeat_all(self) -> None:
         frame = messages.encode({"k": messages.HEARTBEAT})
         for identity, proc in self._workers.items():

@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.supervision.intensity import Backoff
@@ -57,10 +58,12 @@ class TreeContext:
     spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
     # Traffic follows these: a worker gets calls only once READY (the readiness gate).
     on_worker_ready: Callable[[Any], None] = lambda child: None
-    on_worker_gone: Callable[[Any, bytes], None] = lambda child, identity: None
+    on_worker_gone: Callable[[Any, Any], None] = lambda child, proc: None
     # Options decided at each start rather than in the spec (plugins and their latest
     # state, for a gateway worker), merged over the spec's options.
     boot_options: Callable[[Any], dict[str, Any]] = lambda child: {}
+    # Where each worker incarnation's call slot lives (supervision.call_slot); None: none.
+    slot_dir: Path | None = None
 
 
 class Child(ABC):

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from daemon import metrics
+from daemon.supervision.call_slot import CallSlot
 from daemon.supervision.child import Child, ChildState, Exit, StartFailed, TreeContext
 from daemon.supervision.spec import Liveness, WorkerSpec
 from daemon.supervision.worker_process import WorkerProcess
@@ -40,6 +41,9 @@ class WorkerChild(Child):
 
     def _spawn_process(self) -> WorkerProcess:
         self.incarnation += 1
+        slot = None
+        if self.tree.slot_dir is not None:
+            slot = CallSlot.create(self.tree.slot_dir / f"{self.id}#{self.incarnation}")
         boot = WorkerBoot(
             name=self.id, incarnation=self.incarnation, target=self.spec.target,
             options={**self.spec.options, **self.tree.boot_options(self)},
@@ -47,13 +51,16 @@ class WorkerChild(Child):
             master_pid=self.tree.master_pid,
             heartbeat_interval=self.liveness.heartbeat_interval,
             heartbeat_timeout=self.liveness.heartbeat_timeout, log_level=self.tree.log_level,
+            slot_path=str(slot.path) if slot is not None else "",
         )
-        proc = WorkerProcess(boot, self._on_exit)
+        proc = WorkerProcess(boot, self._on_exit, slot)
         self.tree.bus.attach(proc)
         try:
             proc.start()
         except OSError as exc:
             self.tree.bus.detach(proc)
+            if slot is not None:
+                slot.close(unlink=True)
             raise StartFailed(f"cannot start a process: {exc}") from None
         return proc
 
@@ -120,8 +127,7 @@ class WorkerChild(Child):
     def _on_exit(self, proc: WorkerProcess) -> None:
         self.tree.bus.detach(proc)
         metrics.process_dead(proc.pid)
-        metrics.process_dead(proc.pid)
-        self.tree.on_worker_gone(self, proc.identity)
+        self.tree.on_worker_gone(self, proc)
         if proc is not self.proc or proc.exit is None:
             return  # a replaced incarnation, or one whose start is being awaited
         self.last_exit = proc.exit.describe()
@@ -130,7 +136,9 @@ class WorkerChild(Child):
         self.state = ChildState.DOWN
         self.down_at = time.monotonic()
         reason = proc.exit.describe()
-        if proc.hung_since:
+        if proc.stuck_in:
+            reason = f"stuck in plugin {proc.stuck_in} past its budget, {reason}"
+        elif proc.hung_since:
             reason = f"no heartbeat for {self.liveness.heartbeat_timeout:g}s, {reason}"
         assert self.parent is not None
         self.parent.child_exited(self, Exit(reason, proc.exit.normal, proc.exit.uptime,
@@ -154,6 +162,7 @@ class WorkerChild(Child):
         silent = now - proc.last_heartbeat
         if silent > self.liveness.heartbeat_timeout:
             proc.hung_since = now
+            proc.frozen = proc.is_frozen()  # SIGSTOPped: hung, but no call's doing
             log.error("%s pid %d sent no heartbeat for %.1fs: hung; SIGABRT (stack dump "
                       "follows), SIGKILL after %gs", self.path(), proc.pid, silent,
                       self.liveness.abort_grace)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from daemon.supervision.call_slot import CallSlot
 from daemon.supervision.spec import BRUTAL_KILL
 from daemon.transport.messages import worker_identity
 from daemon.worker.runtime import WorkerBoot, enter
@@ -28,6 +29,10 @@ from daemon.worker.runtime import WorkerBoot, enter
 log = logging.getLogger("supervisor")
 
 _CTX = multiprocessing.get_context("forkserver")
+# Deaths that code running in the worker can cause (a fault, an abort, an exit);
+# SIGKILL and SIGTERM come from outside (an operator, the OOM killer, us).
+_SELF_INFLICTED = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
+                             signal.SIGABRT, signal.SIGSYS, signal.SIGXCPU})
 _PRELOAD = ["daemon.worker.runtime", "zmq", "uvloop", "orjson", "psutil"]
 
 
@@ -73,8 +78,10 @@ class ExitStatus:
 class WorkerProcess:
     """Start, readiness, heartbeat bookkeeping, signals and reaping of one process."""
 
-    def __init__(self, boot: WorkerBoot, on_exit: Callable[[WorkerProcess], None]) -> None:
+    def __init__(self, boot: WorkerBoot, on_exit: Callable[[WorkerProcess], None],
+                 slot: CallSlot | None = None) -> None:
         self.boot = boot
+        self.slot = slot
         self.identity = worker_identity(boot.name, boot.incarnation)  # on the bus
         self.on_exit = on_exit
         self.pid = 0
@@ -82,6 +89,10 @@ class WorkerProcess:
         self.ready_at = 0.0
         self.last_heartbeat = 0.0
         self.hung_since = 0.0  # set when liveness gave up on it
+        self.frozen = False  # it was hung because someone SIGSTOPped it: not a call's doing
+        self.stuck_in: str = ""  # the plugin whose hook it was killed in, past its grace
+        self.stop_requested = False
+        self.culprit = 0  # the call whose code killed or hung it (see call_slot), 0: none
         self.exit: ExitStatus | None = None
         self._loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = self._loop.create_future()
@@ -120,10 +131,28 @@ class WorkerProcess:
         self.signal_group(signal.SIGKILL)
         now = time.monotonic()
         self.exit = ExitStatus(code if code is not None else 255, now - self.started_at)
+        self.culprit = self._culprit(self.exit)
         if not self.ready.done():
             self.ready.cancel()
         self.exited.set()
-        self.on_exit(self)
+        try:
+            self.on_exit(self)
+        finally:
+            if self.slot is not None:
+                self.slot.close(unlink=True)
+
+    def _culprit(self, exit: ExitStatus) -> int:
+        """The call to blame for this death: the one whose code was running, when the
+        death is one that code can cause.  An operator's kill -9 or SIGSTOP blames no
+        call: the calls it interrupted go to the replacement."""
+        running = self.slot.read().seq if self.slot is not None else 0
+        if not running or self.stop_requested or self.frozen:
+            return 0
+        if self.stuck_in or self.hung_since:
+            return running
+        if exit.code < 0:
+            return running if -exit.code in _SELF_INFLICTED else 0
+        return running if exit.code > 0 else 0
 
     @property
     def alive(self) -> bool:
@@ -147,6 +176,7 @@ class WorkerProcess:
         """SIGTERM, wait up to ``shutdown`` seconds, then SIGKILL; always reaped."""
         if not self.alive:
             return
+        self.stop_requested = True
         if shutdown == BRUTAL_KILL:
             self.kill()
         else:
@@ -159,6 +189,14 @@ class WorkerProcess:
                             self.boot.name, self.pid, float(shutdown))
                 self.kill()
         await self.exited.wait()
+
+    def is_frozen(self) -> bool:
+        """Stopped by a signal (SIGSTOP, a debugger) rather than busy."""
+        try:
+            return psutil.Process(self.pid).status() in (psutil.STATUS_STOPPED,
+                                                          psutil.STATUS_TRACING_STOP)
+        except psutil.Error:
+            return False
 
     async def abort(self, grace: float) -> None:
         """A hung worker: SIGABRT so faulthandler logs its stack, then SIGKILL."""

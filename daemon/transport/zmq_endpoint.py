@@ -97,6 +97,10 @@ class ZmqEndpoint:
             payload = envelopes[0] if len(envelopes) == 1 else messages.pack_batch(envelopes)
             self.send([peer, payload] if peer else [payload])
 
+    def drain(self) -> None:
+        """Read and handle whatever has arrived, now (normally the loop does it)."""
+        self._drain()
+
     def _schedule_drain(self) -> None:
         if not self._drain_pending and not self._closed:
             self._drain_pending = True

@@ -35,6 +35,7 @@ import uvloop
 import zmq
 
 from daemon import logs
+from daemon.supervision.call_slot import INTERRUPT_SIGNAL, CallSlot
 from daemon.transport import messages
 from daemon.transport.zmq_endpoint import ZmqEndpoint
 
@@ -60,14 +61,16 @@ class WorkerBoot:
     heartbeat_timeout: float
     log_level: str = "info"
     env: dict[str, str] = field(default_factory=dict)
+    slot_path: str = ""  # the call slot this incarnation writes (supervision.call_slot)
 
 
 class Worker:
     """The handle a job gets: identity, readiness, stop request, bus messages."""
 
     def __init__(self, boot: WorkerBoot, endpoint: ZmqEndpoint,
-                 context: zmq.Context[zmq.Socket[bytes]]) -> None:
+                 context: zmq.Context[zmq.Socket[bytes]], slot: CallSlot | None = None) -> None:
         self.name = boot.name
+        self.slot = slot  # which call runs now, for the supervisor (gateway workers)
         self.context = context  # the process's one ZeroMQ context: jobs make sockets here
         self.incarnation = boot.incarnation
         self.boot = boot
@@ -92,6 +95,11 @@ class Worker:
         anything else happens."""
         self._endpoint.flush()
         self._endpoint.send([payload])
+
+    def read_bus(self) -> None:
+        """Handle what the master sent while this worker's loop was busy (a cancel for
+        calls that are queued here), before the next queued call runs."""
+        self._endpoint.drain()
 
     def on_raw(self, handler: Callable[[bytes], None]) -> None:
         """Route data-path envelopes (agent calls) to a job's handler."""
@@ -179,7 +187,10 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
         worker.dispatch(message)
 
     endpoint = ZmqEndpoint(sock, on_bus)
-    worker = Worker(boot, endpoint, ctx)
+    slot = CallSlot.open(boot.slot_path) if boot.slot_path else None
+    if slot is not None:  # raise HookOverrun in a hook the master says overran
+        signal.signal(INTERRUPT_SIGNAL, slot.interrupt)
+    worker = Worker(boot, endpoint, ctx, slot)
     master_gone = asyncio.Event()
     threading.Thread(target=_watch_master, args=(master_fd,), name="master-watch",
                      daemon=True).start()

@@ -19,21 +19,25 @@ restarts and upgrades.
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 import orjson
+import re2
 
 from daemon.plugin import Deny, Plugin
 
-MARKERS = re.compile(
-    r"ignore\s+(?:all\s+)?(?:the\s+)?(?:previous|prior|above|earlier)\s+"
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False
+# RE2: linear time, and fast enough for a 1 MiB result well within the hook budget
+MARKERS = re2.compile(
+    r"(?i)ignore\s+(?:all\s+)?(?:the\s+)?(?:previous|prior|above|earlier)\s+"
     r"(?:instructions|prompts?|messages?)"
     r"|disregard\s+(?:all\s+)?(?:the\s+)?(?:previous|prior|above|system)"
     r"|you\s+are\s+now\s+(?:a|an|in)\b|new\s+instructions\s*:|system\s+prompt\s*:"
     r"|<\|im_start\|>|<\|system\|>|\[/?INST\]",
-    re.IGNORECASE)
-HIDDEN = re.compile("[\U000e0000-\U000e007f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+    _OPTIONS)
+HIDDEN = re2.compile("[\U000e0000-\U000e007f\u200b-\u200f\u202a-\u202e\u2066-\u2069]",
+                     _OPTIONS)
 
 
 def markers(text: str) -> list[str]:

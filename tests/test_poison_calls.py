@@ -15,7 +15,6 @@ import pytest
 from daemon.client import AsyncAgentClient
 from daemon.protocol.jsonrpc import RpcError
 from tests.audit_helpers import audit_dir, records
-from tests.conftest import wait_for
 from tests.gateway_helpers import TOKENS, agent, gateway_config, listen, shard, tcp_address
 
 POISON = '''

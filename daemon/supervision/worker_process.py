@@ -31,13 +31,25 @@ _CTX = multiprocessing.get_context("forkserver")
 _PRELOAD = ["daemon.worker.runtime", "zmq", "uvloop", "orjson", "psutil"]
 
 
+# Only the master acts on these.  Sent to its whole process group (a terminal hangup,
+# `timeout`, `kill -- -PGID`), they would kill the forkserver, and with it every worker
+# (their parent-death signal), or the resource tracker.  Both helpers are exec'd, so an
+# ignored disposition is all they inherit; workers restore theirs when they detach.
+_MASTER_ONLY_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+
+
 def prepare_forkserver(targets: Iterable[str]) -> None:
     """Start the forkserver now, with every worker module imported once, up front."""
     modules = dict.fromkeys(_PRELOAD + [t.partition(":")[0] for t in targets])
     _CTX.set_forkserver_preload(list(modules))
     from multiprocessing import forkserver
 
-    forkserver.ensure_running()
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _MASTER_ONLY_SIGNALS}
+    try:
+        forkserver.ensure_running()  # also starts the resource tracker
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def forkserver_helper_pids() -> set[int]:

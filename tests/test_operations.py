@@ -78,7 +78,7 @@ def test_a_busy_listen_address_is_one_line_naming_the_key_and_address(start_daem
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        address = "127.0.0.1:{}".format(busy.getsockname()[1])
+        address = f"127.0.0.1:{busy.getsockname()[1]}"
         listen = {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*"}
         section, _, option = key.partition(".")
         value = f"tcp://{address}" if key == "listen.zmq" else address

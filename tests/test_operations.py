@@ -105,7 +105,8 @@ def test_upstream_stderr_is_logged_one_json_event_per_line_named_after_the_upstr
     wait_for(lambda: "second line" in d.log(), 10, "the upstream's stderr in the log")
     events = [json.loads(line) for line in d.log().splitlines() if line.strip()]  # all JSON
     said = [e for e in events if e["logger"] == "upstream.noisy"]
-    assert [e["message"] for e in said[:2]] == ["noisy: red alert", "noisy:   second line"]
+    assert [e["message"] for e in said[:2]] == ["noisy stderr: red alert",
+                                                "noisy stderr:   second line"]
     assert "\x1b" not in d.log()
     assert len(said[2]["message"]) < 20_000, "a long line is cut"
 

@@ -23,7 +23,7 @@ import psutil
 
 from daemon.supervision.spec import BRUTAL_KILL
 from daemon.transport.messages import worker_identity
-from daemon.worker.runtime import WorkerBoot, enter
+from daemon.worker.runtime import EXIT_MEANINGS, WorkerBoot, describe_exit, enter
 
 log = logging.getLogger("supervisor")
 
@@ -71,15 +71,8 @@ class ExitStatus:
         return self.code == 0
 
     def describe(self) -> str:
-        if self.code < 0:
-            try:
-                name = signal.Signals(-self.code).name
-            except ValueError:
-                name = f"signal {-self.code}"
-            return f"killed by {name}"
-        if self.code == 255:  # multiprocessing's code for "no status: forkserver died"
-            return "exit code 255 (or its forkserver died)"
-        return f"exit code {self.code}"
+        meaning = EXIT_MEANINGS.get(self.code)
+        return describe_exit(self.code) + (f" ({meaning})" if meaning else "")
 
 
 class WorkerProcess:

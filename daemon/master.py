@@ -132,10 +132,10 @@ class Master:
                 spawn=self.own, on_worker_ready=self._worker_ready,
                 on_worker_gone=self._worker_gone, boot_options=self.plugins.boot_options))
             self._refresh_shards()
-            held.push_async_callback(self._cancel_tasks)
             await self.plugins.rescan()  # validated before any worker starts: they boot with it
             control = ControlServer(ctx, s.control_endpoint, self.token, self)
             held.callback(control.close)
+            held.push_async_callback(self._cancel_tasks)  # the ticker, commands, watchers
             self.listening = await self._listen(ctx, held)
             self._publish_control_file(control.endpoint)
             self._install_signal_handlers()

@@ -110,50 +110,54 @@ class Master:
             held.callback(runtime_files.remove, s, self.spec)
             held.callback(self.notifier.close)
             held.callback(s.control_file.unlink, missing_ok=True)
-            reaper.become_subreaper()
-            metrics.prepare(runtime_files.metrics_dir(s))  # before any worker: inherited
-            prepare_forkserver(w.target for w in worker_specs(self.spec))
-            ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-            held.callback(ctx.term)
-            bus = WorkerBus(ctx, s.bus_endpoint)
-            held.callback(bus.close)
-            self.audit = AuditLink.from_options(ctx, tree.audit_link_options(s), "master")
-            held.callback(self.audit.close)
-            bus.on(messages.AUDIT_STATUS, self._audit_state)  # the audit process, once a second
-            self.board = Switchboard(bus, self.gateway_workers,
-                                     Authenticator(s, ensure_admin_token(s.state_dir)),
-                                     _limits(s), self.audit)
-            self.plugins = PluginManager(s, bus, self.gateway_workers)
-            self.upstreams = UpstreamDirectory(bus, self.gateway_workers,
-                                               self.board.notify_agents, tree.UPSTREAM_TARGET)
-            self.root = Supervisor(self.spec, TreeContext(
-                bus=bus, bus_endpoint=bus.endpoint, master_pid=os.getpid(),
-                log_level=s.config.daemon.log_level, on_root_failure=self._root_failed,
-                spawn=self.own, on_worker_ready=self._worker_ready,
-                on_worker_gone=self._worker_gone, boot_options=self.plugins.boot_options))
-            self._refresh_shards()
-            await self.plugins.rescan()  # validated before any worker starts: they boot with it
-            control = ControlServer(ctx, s.control_endpoint, self.token, self)
-            held.callback(control.close)
-            held.push_async_callback(self._cancel_tasks)  # the ticker, commands, watchers
-            self.listening = await self._listen(ctx, held)
-            self._publish_control_file(control.endpoint)
-            self._install_signal_handlers()
-            self.own(self._tick())
-            self.own(self.plugins.watch())
-            log.info("workingagents %s starting: config %s, state %s, control %s, agents on "
-                     "tcp %s and zmq %s", __version__, s.source or "built-in defaults",
-                     s.state_dir, control.endpoint, self.listening["tcp"],
-                     self.listening["zmq"])
-            await self._start_tree()
-            await self._stop.wait()
-            self.notifier.stopping()
-            log.info("stopping%s", " (brutal)" if self._brutal else "")
-            if self._brutal:
-                self._kill_all()
-            await self.root.stop()
+            await self._serve(held)
         log.info("stopped (exit code %d)", self.exit_code)
         return self.exit_code
+
+    async def _serve(self, held: contextlib.AsyncExitStack) -> None:
+        """Start everything, each with its release on ``held``; serve until stopped."""
+        s = self.settings
+        reaper.become_subreaper()
+        metrics.prepare(runtime_files.metrics_dir(s))  # before any worker: they inherit it
+        prepare_forkserver(w.target for w in worker_specs(self.spec))
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        held.callback(ctx.term)
+        bus = WorkerBus(ctx, s.bus_endpoint)
+        held.callback(bus.close)
+        self.audit = AuditLink.from_options(ctx, tree.audit_link_options(s), "master")
+        held.callback(self.audit.close)
+        bus.on(messages.AUDIT_STATUS, self._audit_state)  # the audit process, once a second
+        self.board = Switchboard(bus, self.gateway_workers,
+                                 Authenticator(s, ensure_admin_token(s.state_dir)), _limits(s),
+                                 self.audit)
+        self.plugins = PluginManager(s, bus, self.gateway_workers)
+        self.upstreams = UpstreamDirectory(bus, self.gateway_workers, self.board.notify_agents,
+                                           tree.UPSTREAM_TARGET)
+        self.root = Supervisor(self.spec, TreeContext(
+            bus=bus, bus_endpoint=bus.endpoint, master_pid=os.getpid(),
+            log_level=s.config.daemon.log_level, on_root_failure=self._root_failed,
+            spawn=self.own, on_worker_ready=self._worker_ready,
+            on_worker_gone=self._worker_gone, boot_options=self.plugins.boot_options))
+        self._refresh_shards()
+        await self.plugins.rescan()  # validated before any worker starts: they boot with it
+        control = ControlServer(ctx, s.control_endpoint, self.token, self)
+        held.callback(control.close)
+        held.push_async_callback(self._cancel_tasks)  # the ticker, commands, watchers
+        self.listening = await self._listen(ctx, held)
+        self._publish_control_file(control.endpoint)
+        self._install_signal_handlers()
+        self.own(self._tick())
+        self.own(self.plugins.watch())
+        log.info("workingagents %s starting: config %s, state %s, control %s, agents on "
+                 "tcp %s and zmq %s", __version__, s.source or "built-in defaults",
+                 s.state_dir, control.endpoint, self.listening["tcp"], self.listening["zmq"])
+        await self._start_tree()
+        await self._stop.wait()
+        self.notifier.stopping()
+        log.info("stopping%s", " (brutal)" if self._brutal else "")
+        if self._brutal:
+            self._kill_all()
+        await self.root.stop()
 
     async def _listen(self, ctx: zmq.Context[zmq.Socket[bytes]],
                       held: contextlib.AsyncExitStack) -> dict[str, str | None]:

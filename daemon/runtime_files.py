@@ -1,7 +1,8 @@
 """What a daemon keeps in its runtime dir, and its removal once the daemon has stopped.
 
-The master, the audit process and each upstream worker bind ipc:// sockets there, and
-every process writes its metrics to per-pid files under ``metrics/``.  ZeroMQ leaves an
+The master, the audit process and each upstream worker bind ipc:// sockets there, every
+process writes its metrics to per-pid files under ``metrics/``, and gateway workers share
+their call slots with the master under ``slots/``.  ZeroMQ leaves an
 ipc socket's file behind when it closes, and nobody else will remove them: the master
 does, after every process of its tree has exited (so nothing is still bound to them).
 """
@@ -18,6 +19,7 @@ from daemon.supervision.spec import SupervisorSpec
 from daemon.supervision.supervisor import worker_specs
 
 IPC = "ipc://"
+PER_RUN_DIRS = ("metrics", "slots")  # made afresh at each start
 
 
 def metrics_dir(settings: Settings) -> Path:
@@ -36,4 +38,5 @@ def remove(settings: Settings, spec: SupervisorSpec) -> None:
         with contextlib.suppress(OSError):
             if stat.S_ISSOCK(path.lstat().st_mode):  # never a file someone put there
                 path.unlink()
-    shutil.rmtree(metrics_dir(settings), ignore_errors=True)
+    for name in PER_RUN_DIRS:
+        shutil.rmtree(settings.runtime_dir / name, ignore_errors=True)

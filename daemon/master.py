@@ -26,7 +26,7 @@ import orjson
 import psutil
 import zmq
 
-from daemon import __version__, config, logs, metrics, tree
+from daemon import __version__, config, logs, metrics, runtime_files, tree
 from daemon.audit.link import AuditLink
 from daemon.control.server import ControlServer
 from daemon.gateway.auth import Authenticator, ensure_admin_token
@@ -106,12 +106,29 @@ class Master:
             except OSError as exc:
                 raise CannotStart(f"cannot use directory {d}: {exc.strerror}") from None
         lock = self._lock_state_dir()
+        # Each resource is released in reverse order, whether the daemon stops or fails to
+        # start; what it leaves in the runtime dir goes once every process of it is gone.
+        async with contextlib.AsyncExitStack() as held:
+            held.callback(os.close, lock)
+            held.callback(runtime_files.remove, s, self.spec)
+            held.callback(self.notifier.close)
+            held.callback(s.control_file.unlink, missing_ok=True)
+            await self._serve(held)
+        log.info("stopped (exit code %d)", self.exit_code)
+        return self.exit_code
+
+    async def _serve(self, held: contextlib.AsyncExitStack) -> None:
+        """Start everything, each with its release on ``held``; serve until stopped."""
+        s = self.settings
         reaper.become_subreaper()
-        metrics.prepare(s.runtime_dir / "metrics")  # before any worker: they inherit it
+        metrics.prepare(runtime_files.metrics_dir(s))  # before any worker: they inherit it
         prepare_forkserver(w.target for w in worker_specs(self.spec))
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        held.callback(ctx.term)
         bus = WorkerBus(ctx, s.bus_endpoint)
+        held.callback(bus.close)
         self.audit = AuditLink.from_options(ctx, tree.audit_link_options(s), "master")
+        held.callback(self.audit.close)
         bus.on(messages.AUDIT_STATUS, self._audit_state)  # the audit process, once a second
         self.board = Switchboard(bus, self.gateway_workers,
                                  Authenticator(s, ensure_admin_token(s.state_dir)), _limits(s),
@@ -131,19 +148,12 @@ class Master:
         self._refresh_shards()
         await self.plugins.rescan()  # validated before any worker starts: they boot with it
         control = ControlServer(ctx, s.control_endpoint, self.token, self)
-        listen = s.config.listen
-        tcp = await serve_tcp(self.board, listen.tcp, listen.max_message_bytes) \
-            if listen.tcp else None
-        router = AgentRouter(ctx, listen.zmq, self.board, listen.max_message_bytes) \
-            if listen.zmq else None
-        scrape = metrics.serve(s.config.metrics.listen) if s.config.metrics.listen else None
-        self.listening = {
-            "tcp": "{}:{}".format(*tcp.sockets[0].getsockname()[:2]) if tcp else None,
-            "zmq": router.endpoint if router else None,
-            "metrics": "{}:{}".format(*scrape[:2]) if scrape else None}
+        held.callback(control.close)
+        held.push_async_callback(self._cancel_tasks)  # the ticker, commands, watchers
+        self.listening = await self._listen(ctx, held)
         self._publish_control_file(control.endpoint)
         self._install_signal_handlers()
-        ticker = self.own(self._tick())
+        self.own(self._tick())
         self.own(self.plugins.watch())
         self.overruns = OverrunWatch(
             self.gateway_workers, s.config.plugins.hook_grace_ms / 1000,
@@ -152,35 +162,47 @@ class Master:
         log.info("workingagents %s starting: config %s, state %s, control %s, agents on "
                  "tcp %s and zmq %s", __version__, s.source or "built-in defaults",
                  s.state_dir, control.endpoint, self.listening["tcp"], self.listening["zmq"])
+        await self._start_tree()
+        await self._stop.wait()
+        self.notifier.stopping()
+        log.info("stopping%s", " (brutal)" if self._brutal else "")
+        if self._brutal:
+            self._kill_all()
+        await self.root.stop()
+
+    async def _listen(self, ctx: zmq.Context[zmq.Socket[bytes]],
+                      held: contextlib.AsyncExitStack) -> dict[str, str | None]:
+        """Open the agent and metrics listeners; a busy or bad address is one line that
+        names its config key."""
+        listen = self.settings.config.listen
+        scrape_at = self.settings.config.metrics.listen
+        tcp = router = scrape = None
         try:
-            await self._start_tree()
-            await self._stop.wait()
-            self.notifier.stopping()
-            log.info("stopping%s", " (brutal)" if self._brutal else "")
-            if self._brutal:
-                self._kill_all()
-            await self.root.stop()
-        finally:
-            if tcp is not None:
-                tcp.close()
-            if router is not None:
-                router.close()
-            if scrape is not None:
-                scrape[2].shutdown()
-            self.audit.close()
-            ticker.cancel()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            control.close()
-            bus.close()
-            ctx.term()
-            with contextlib.suppress(FileNotFoundError):
-                s.control_file.unlink()
-            self.notifier.close()
-            os.close(lock)
-        log.info("stopped (exit code %d)", self.exit_code)
-        return self.exit_code
+            key, address = "listen.tcp", listen.tcp
+            if address:
+                tcp = await serve_tcp(self.board, address, listen.max_message_bytes)
+                held.callback(tcp.close)
+            key, address = "listen.zmq", listen.zmq
+            if address:
+                router = AgentRouter(ctx, address, self.board,
+                                     listen.max_message_bytes)
+                held.callback(router.close)
+            key, address = "metrics.listen", scrape_at
+            if address:
+                scrape = metrics.serve(address)
+                held.callback(scrape[2].shutdown)
+        except (OSError, ValueError, zmq.ZMQError) as exc:
+            errno = getattr(exc, "errno", None)
+            reason = os.strerror(errno) if errno else str(exc)  # not the library's wording
+            raise CannotStart(f"cannot listen on {address} ({key}): {reason}") from None
+        return {"tcp": "{}:{}".format(*tcp.sockets[0].getsockname()[:2]) if tcp else None,
+                "zmq": router.endpoint if router else None,
+                "metrics": "{}:{}".format(*scrape[:2]) if scrape else None}
+
+    async def _cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _start_tree(self) -> None:
         start = self.own(self.root.start())

@@ -42,8 +42,10 @@ def status(config_path: str | None, as_json: bool, watch: bool, interval: float,
     if watch:
         from daemon.cli.status_watch import watch as watch_status
 
-        watch_status(lambda: client.call("status", timeout=5),
-                     client.listening.get("metrics"), interval, count)
+        ended = watch_status(lambda: client.call("status", timeout=5),
+                             client.listening.get("metrics"), interval, count)
+        if ended:
+            click.echo(ended)
         return
     snapshot = client.call("status", timeout=5)
     if as_json:

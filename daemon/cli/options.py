@@ -36,4 +36,14 @@ def one_line_errors(func: F) -> F:
 
 
 def control_client(config_path: str | None) -> ControlClient:
-    return ControlClient(config.locate_state_dir(config_path))
+    try:
+        return ControlClient(config.locate_state_dir(config_path))
+    except NotRunning as exc:
+        if config_path:
+            raise
+        # A daemon started with `serve --config X` keeps its control file elsewhere.
+        source = config.config_path(None)
+        origin = f"{source} puts" if source else "the built-in defaults put"
+        raise NotRunning(f"{exc}; looked where {origin} it: for a daemon started with "
+                         "`serve --config PATH`, pass --config PATH or set "
+                         "$WORKINGAGENTS_CONFIG") from None

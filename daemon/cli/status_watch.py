@@ -1,7 +1,8 @@
 """`status --watch`: the tree and the call rates, redrawn in place (rich.live).
 
 Rates come from the daemon's own Prometheus endpoint (the address is in control.json):
-the difference between two scrapes over the time between them.
+the difference between two scrapes over the time between them.  When the daemon stops,
+the view says so and the command exits 0.
 """
 
 from __future__ import annotations
@@ -18,16 +19,21 @@ from rich.table import Table
 from rich.text import Text
 
 from daemon.cli.status_view import render_status
+from daemon.control.client import Stopped
 
 Totals = dict[str, float]
 
 
 def scrape(address: str | None) -> Totals:
-    """Counters summed the way the view shows them; {} without a metrics endpoint."""
+    """Counters summed the way the view shows them; {} without a metrics endpoint, or
+    while it does not answer (a daemon stopping)."""
     if not address:
         return {}
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=2) as response:
-        text = response.read().decode()
+    try:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
     totals: Totals = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -53,7 +59,7 @@ def rates_table(before: Totals, after: Totals, seconds: float) -> Table:
 
     def rate(key: str) -> str:
         delta = after.get(key, 0) - before.get(key, 0)
-        return f"{delta / seconds:.1f}" if seconds > 0 else "-"
+        return f"{delta / seconds:.1f}" if seconds > 0 and before and after else "-"
     table.add_row(rate("calls"), rate("calls:ok"), rate("calls:denied"),
                   rate("calls:tool_error"), rate("calls:error"), rate("audit"),
                   rate("restarts"), f"{after.get('held', 0):.0f}")
@@ -61,8 +67,9 @@ def rates_table(before: Totals, after: Totals, seconds: float) -> Table:
 
 
 def watch(fetch: Callable[[], dict[str, Any]], metrics_address: str | None, interval: float,
-          count: int | None) -> None:
-    """Redraw until interrupted (or ``count`` refreshes, for scripts and tests)."""
+          count: int | None) -> str | None:
+    """Redraw until interrupted (or ``count`` refreshes, for scripts and tests); returns
+    the line to end on if the daemon stopped meanwhile."""
     before, at = scrape(metrics_address), time.monotonic()
     shown = 0
     with Live(auto_refresh=False) as live:
@@ -77,3 +84,6 @@ def watch(fetch: Callable[[], dict[str, Any]], metrics_address: str | None, inte
                 shown += 1
         except KeyboardInterrupt:
             pass
+        except Stopped as exc:
+            return str(exc)
+    return None

@@ -7,6 +7,7 @@ file or a dead pid means "not running" at once, without waiting on a socket.
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,10 @@ from daemon.transport import messages
 
 class NotRunning(Exception):
     pass
+
+
+class Stopped(NotRunning):
+    """The daemon's process ended while we were talking to it."""
 
 
 def read_control_file(state_dir: Path) -> dict[str, Any]:
@@ -65,15 +70,22 @@ class ControlClient:
             rid = next(_ids)
             sock.send(messages.encode({"id": rid, "token": self._token, "cmd": cmd,
                                        "args": args or {}}))
-            if not sock.poll(int(timeout * 1000)):
-                raise NotRunning(f"no answer from the daemon (pid {self.pid}) at "
-                                 f"{self.endpoint} within {timeout:g}s")
+            deadline = time.monotonic() + timeout
+            while not sock.poll(100):  # a daemon that stops is told apart from a hung one
+                if not self.alive():
+                    raise Stopped(f"workingagents stopped (pid {self.pid})")
+                if time.monotonic() > deadline:
+                    raise NotRunning(f"no answer from the daemon (pid {self.pid}) at "
+                                     f"{self.endpoint} within {timeout:g}s")
             reply = messages.decode(sock.recv())
         finally:
             sock.close()
         if not reply.get("ok"):
             raise ControlError(str(reply.get("error")))
         return reply.get("result")
+
+    def alive(self) -> bool:
+        return _is_alive(self.pid)
 
 
 def _is_alive(pid: int) -> bool:

@@ -24,7 +24,7 @@ import psutil
 from daemon.supervision.call_slot import CallSlot
 from daemon.supervision.spec import BRUTAL_KILL
 from daemon.transport.messages import worker_identity
-from daemon.worker.runtime import WorkerBoot, enter
+from daemon.worker.runtime import EXIT_MEANINGS, WorkerBoot, describe_exit, enter
 
 log = logging.getLogger("supervisor")
 
@@ -36,13 +36,25 @@ _SELF_INFLICTED = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signa
 _PRELOAD = ["daemon.worker.runtime", "zmq", "uvloop", "orjson", "psutil"]
 
 
+# Only the master acts on these.  Sent to its whole process group (a terminal hangup,
+# `timeout`, `kill -- -PGID`), they would kill the forkserver, and with it every worker
+# (their parent-death signal), or the resource tracker.  Both helpers are exec'd, so an
+# ignored disposition is all they inherit; workers restore theirs when they detach.
+_MASTER_ONLY_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+
+
 def prepare_forkserver(targets: Iterable[str]) -> None:
     """Start the forkserver now, with every worker module imported once, up front."""
     modules = dict.fromkeys(_PRELOAD + [t.partition(":")[0] for t in targets])
     _CTX.set_forkserver_preload(list(modules))
     from multiprocessing import forkserver
 
-    forkserver.ensure_running()
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _MASTER_ONLY_SIGNALS}
+    try:
+        forkserver.ensure_running()  # also starts the resource tracker
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def forkserver_helper_pids() -> set[int]:
@@ -64,15 +76,8 @@ class ExitStatus:
         return self.code == 0
 
     def describe(self) -> str:
-        if self.code < 0:
-            try:
-                name = signal.Signals(-self.code).name
-            except ValueError:
-                name = f"signal {-self.code}"
-            return f"killed by {name}"
-        if self.code == 255:  # multiprocessing's code for "no status: forkserver died"
-            return "exit code 255 (or its forkserver died)"
-        return f"exit code {self.code}"
+        meaning = EXIT_MEANINGS.get(self.code)
+        return describe_exit(self.code) + (f" ({meaning})" if meaning else "")
 
 
 class WorkerProcess:

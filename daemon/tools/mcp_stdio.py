@@ -4,7 +4,8 @@ It probes ``server/discover`` first (2026-07-28) and falls back to the ``initial
 handshake on any error, as the SDKs do.  Request ids are its own (agents' ids never reach
 an upstream), cancellations are forwarded as ``notifications/cancelled``, and progress
 notifications go to a callback.  The server runs in the worker's process group, with a
-parent-death signal, so it never outlives its worker.
+parent-death signal, so it never outlives its worker.  Its stderr goes to the log, one
+event per line (stderr_relay).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import orjson
 from daemon import __version__
 from daemon.protocol import mcp
 from daemon.protocol.jsonrpc import INTERNAL_ERROR, TOOL_UNAVAILABLE, RpcError
+from daemon.tools import stderr_relay
 
 log = logging.getLogger("upstream")
 HANDSHAKE_TIMEOUT = 20.0
@@ -37,8 +39,9 @@ def _die_with_parent() -> None:
 
 
 class StdioMcpClient:
-    def __init__(self, command: list[str], env: dict[str, str], cwd: str | None,
+    def __init__(self, name: str, command: list[str], env: dict[str, str], cwd: str | None,
                  on_notification: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.name = name
         self.command = command
         self.env = {**os.environ, **env}
         self.cwd = cwd or None
@@ -50,11 +53,15 @@ class StdioMcpClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._stderr: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            env=self.env, cwd=self.cwd, preexec_fn=_die_with_parent, limit=1 << 24)
+            stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.cwd,
+            preexec_fn=_die_with_parent, limit=1 << 24)
+        assert self.proc.stderr is not None
+        self._stderr = asyncio.create_task(stderr_relay.relay(self.proc.stderr, self.name))
         self._reader = asyncio.create_task(self._read())
         async with asyncio.timeout(HANDSHAKE_TIMEOUT):
             await self._handshake()
@@ -160,6 +167,23 @@ class StdioMcpClient:
         return result
 
     async def close(self, timeout: float = 3.0) -> None:
+        try:
+            await self._end_process(timeout)
+        finally:
+            await self._drain_stderr()
+
+    async def _drain_stderr(self, timeout: float = 1.0) -> None:
+        """Its last words are logged before its exit; a grandchild of the server that
+        holds the pipe open does not hold us up."""
+        if self._stderr is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._stderr), timeout)
+        except TimeoutError:
+            self._stderr.cancel()
+        await asyncio.gather(self._stderr, return_exceptions=True)
+
+    async def _end_process(self, timeout: float) -> None:
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return

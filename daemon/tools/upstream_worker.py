@@ -3,7 +3,8 @@
 It starts the server (stdio), does the dual-era handshake, lists its tools, tells the
 master (bus kind "tools"), and then serves gateway workers on its own ROUTER: gateway
 workers call it directly, so an upstream call costs no extra hop through the master.  If
-the server exits, so does this worker (exit 1): the supervisor restarts it under the OTP
+the server exits, so does this worker (exit 69, after one line saying how the server
+ended; 4 if it never started): the supervisor restarts it under the OTP
 rules, and the master tells agents that the tools went and came back.
 
 Wire, gateway worker DEALER -> this ROUTER (envelopes of transport.messages):
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from typing import Any
 
 import orjson
@@ -30,10 +30,11 @@ from daemon.tools.mcp_stdio import StdioMcpClient
 from daemon.transport import messages
 from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
 from daemon.worker.call_tasks import CallTasks
-from daemon.worker.runtime import Worker
+from daemon.worker.runtime import EXIT_UPSTREAM_EXITED, JobExit, Worker, describe_exit
 
 log = logging.getLogger("upstream")
 TOOLS = "tools"
+EXIT_UPSTREAM_DID_NOT_START = 4
 
 
 class UpstreamService:
@@ -96,16 +97,16 @@ class UpstreamService:
 
 async def run(worker: Worker, name: str, command: list[str], endpoint: str,
               env: dict[str, str] | None = None, cwd: str = "") -> None:
-    client = StdioMcpClient(command, env or {}, cwd)
+    client = StdioMcpClient(name, command, env or {}, cwd)
     try:
         await client.start()
         tools = await client.list_tools()
     except (OSError, RpcError, TimeoutError) as exc:
         await client.close()
         code = client.proc.returncode if client.proc else None
-        why = f"the server exited with code {code}" if code is not None else repr(exc)
-        log.error("upstream %s (%s) did not start: %s", name, " ".join(command), why)
-        sys.exit(4)
+        why = f"the server exited ({describe_exit(code)})" if code is not None else repr(exc)
+        raise JobExit(EXIT_UPSTREAM_DID_NOT_START, f"upstream {name} ({' '.join(command)}) "
+                                                   f"did not start: {why}") from None
     service = UpstreamService(worker, name, client, endpoint)
     log.info("%s: MCP %s, %d tools", name, client.version, len(tools))
     worker.send({"k": TOOLS, "upstream": name, "endpoint": service.endpoint, "tools": tools})
@@ -119,4 +120,6 @@ async def run(worker: Worker, name: str, command: list[str], endpoint: str,
     await client.close()
     if not worker.stopping.is_set():
         code = client.proc.returncode if client.proc else None
-        raise RuntimeError(f"upstream {name} exited (code {code})")
+        how = describe_exit(code) if code is not None else "closed its stdout"
+        raise JobExit(EXIT_UPSTREAM_EXITED, f"upstream {name}: the server exited ({how}); "
+                                            "this worker exits so that it is restarted")

@@ -38,7 +38,11 @@ def bind_router(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, *, mandatory
     if hwm is not None:
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.bind(endpoint)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError:
+        sock.close()  # an open socket would keep the context's term() waiting forever
+        raise
     if endpoint.startswith("ipc://"):
         os.chmod(endpoint[len("ipc://"):], 0o600)
     return sock

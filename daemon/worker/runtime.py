@@ -42,7 +42,13 @@ from daemon.transport.zmq_endpoint import ZmqEndpoint
 log = logging.getLogger("worker")
 
 PR_SET_PDEATHSIG = 1
+# Exit codes with a meaning the supervisor's log adds (sysexits.h numbers, so that a
+# job's own small codes never read as one of these).
+EXIT_UPSTREAM_EXITED = 69  # the upstream server this worker runs exited
 EXIT_MASTER_GONE = 70  # distinct, so the log of a surviving master could tell it apart
+EXIT_MEANINGS = {EXIT_UPSTREAM_EXITED: "its upstream server exited",
+                 EXIT_MASTER_GONE: "the master was gone",
+                 255: "or its forkserver died"}  # multiprocessing's "no status"
 
 Job = Callable[..., Coroutine[Any, Any, None]]
 
@@ -62,6 +68,25 @@ class WorkerBoot:
     log_level: str = "info"
     env: dict[str, str] = field(default_factory=dict)
     slot_path: str = ""  # the call slot this incarnation writes (supervision.call_slot)
+
+
+class JobExit(Exception):
+    """Raised by a job to end its process with ``code``, having said why in one line
+    (no traceback: the reason is known)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def describe_exit(code: int) -> str:
+    """A process's exit as a person would say it: "killed by SIGKILL", "exit code 3"."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 class Worker:
@@ -217,6 +242,9 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
     code = 0
     try:
         job_task.result()
+    except JobExit as exc:
+        log.error("%s", exc)
+        code = exc.code
     except Exception:
         log.exception("job %s failed", boot.target)
         code = 1

@@ -27,6 +27,7 @@ import zmq
 
 from daemon import __version__, config, logs, metrics, tree
 from daemon.audit.link import AuditLink
+from daemon.control import health
 from daemon.control.server import ControlServer
 from daemon.gateway.auth import Authenticator, ensure_admin_token
 from daemon.gateway.switchboard import Limits, Switchboard
@@ -120,7 +121,8 @@ class Master:
             bus=bus, bus_endpoint=bus.endpoint, master_pid=os.getpid(),
             log_level=s.config.daemon.log_level, on_root_failure=self._root_failed,
             spawn=self.own, on_worker_ready=self._worker_ready,
-            on_worker_gone=self._worker_gone, boot_options=self.plugins.boot_options))
+            on_worker_gone=self._worker_gone, boot_options=self.plugins.boot_options,
+            on_subtree_change=self.upstreams.subtree_changed))
         self._refresh_shards()
         await self.plugins.rescan()  # validated before any worker starts: they boot with it
         control = ControlServer(ctx, s.control_endpoint, self.token, self)
@@ -385,7 +387,7 @@ class Master:
         me = psutil.Process()
         with me.oneshot():
             cpu, rss = me.cpu_percent(None), me.memory_info().rss
-        return {
+        snapshot = {
             "daemon": {"version": __version__, "pid": os.getpid(),
                        "uptime": round(time.monotonic() - self.started_at, 3),
                        "config": str(self.settings.source) if self.settings.source else None,
@@ -396,7 +398,9 @@ class Master:
             "tree": self.root.snapshot(),
             "plugins": self.plugins.status(),
             "audit": self.audit_state,
+            "upstreams": self.upstreams.status(),
         }
+        return {**health.assess(snapshot), **snapshot}
 
 
 def _spare_workers_the_main_script() -> None:

@@ -61,10 +61,12 @@ def rates_table(before: Totals, after: Totals, seconds: float) -> Table:
 
 
 def watch(fetch: Callable[[], dict[str, Any]], metrics_address: str | None, interval: float,
-          count: int | None) -> None:
-    """Redraw until interrupted (or ``count`` refreshes, for scripts and tests)."""
+          count: int | None) -> dict[str, Any] | None:
+    """Redraw until interrupted (or ``count`` refreshes, for scripts and tests); returns
+    the last snapshot shown (its health is the exit status)."""
     before, at = scrape(metrics_address), time.monotonic()
     shown = 0
+    snapshot = None
     with Live(auto_refresh=False) as live:
         try:
             while count is None or shown < count:
@@ -77,3 +79,4 @@ def watch(fetch: Callable[[], dict[str, Any]], metrics_address: str | None, inte
                 shown += 1
         except KeyboardInterrupt:
             pass
+    return snapshot

@@ -93,6 +93,8 @@ def test_an_upstream_that_gave_up_is_probed_and_comes_back_by_itself(start_daemo
     snap = json.loads(d.cli("status", "--json").stdout)
     assert snap["health"] == "degraded"
     assert any(r.startswith("upstream flaky: ") for r in snap["reasons"])
+    watched = d.cli("status", "--watch", "--interval", "0.1", "--count", "1")
+    assert watched.returncode == 3 and "DEGRADED" in watched.stdout
     assert snap["daemon"]["healthy"], "the tree serves: the watchdog keeps being fed"
     assert value(scrape(d), "workingagents_upstream_up", upstream="flaky") == 0
     with agent(d, "bob") as bob:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 
 from daemon.protocol.jsonrpc import RpcError
 from tests.conftest import wait_for
-from tests.gateway_helpers import agent, gateway_config
+from tests.gateway_helpers import agent, gateway_config, shard
 from tests.test_observability import scrape, value
 
 FLAKY = Path(__file__).parent / "fixtures" / "flaky_upstream.py"
@@ -40,6 +41,14 @@ def kill_the_server(d) -> None:
     os.kill(servers[0].pid, signal.SIGKILL)
 
 
+def call_add(d) -> object:
+    with agent(d, "bob") as bob:
+        try:
+            return bob.call_tool("flaky__add", {"a": 3, "b": 4})["content"][0]["text"]
+        except RpcError as exc:
+            return exc
+
+
 def restarting(d) -> None:
     wait_for(lambda: d.workers()["mcp:flaky"]["state"] != "ready", 10,
              "the master to see the upstream restart")
@@ -57,6 +66,7 @@ def test_while_an_upstream_restarts_its_tools_stay_listed_and_calls_wait_for_it(
     d.wait_ready(timeout=60)
     with agent(d, "bob") as bob:
         assert bob.call_tool("flaky__add", {"a": 1, "b": 1})["content"][0]["text"] == "2"
+        gateway_pid = d.workers()[shard("bob")]["pid"]
         (state_dir / "slow").write_text("2.5")  # the restart takes 2.5 s and more
         kill_the_server(d)
         restarting(d)
@@ -67,7 +77,16 @@ def test_while_an_upstream_restarts_its_tools_stay_listed_and_calls_wait_for_it(
             bob.call_tool("flaky__read_note", {"name": "hello"})
         assert err.value.code == -32015 and "restarting" in err.value.message
         assert time.monotonic() - started < 10
-        result = bob.call_tool("flaky__add", {"a": 3, "b": 4})  # waits: default timeout
+        # a call that waits has not started its tool: if its gateway worker dies, the
+        # call goes to the replacement (not -32014)
+        answers: list[object] = []
+        waiting = threading.Thread(target=lambda: answers.append(call_add(d)))
+        waiting.start()
+        time.sleep(0.3)
+        os.kill(gateway_pid, signal.SIGKILL)
+        waiting.join(30)
+        assert answers == ["7"]
+        result = bob.call_tool("flaky__add", {"a": 3, "b": 4})
         assert result["content"][0]["text"] == "7"
         assert not [n for n in bob.notifications
                     if n["method"] == "notifications/tools/list_changed"], \

@@ -84,6 +84,7 @@ class Supervisor(Child):
             finally:
                 self._once = False
             self.state = ChildState.READY
+            self.next_probe_at = None  # revived (by hand, say): its pending probe lapses
             self.started_at = time.monotonic()
 
     async def _start_child(self, child: Child) -> None:

@@ -28,6 +28,7 @@ import zmq
 
 from daemon import __version__, config, logs, metrics, runtime_files, tree
 from daemon.audit.link import AuditLink
+from daemon.control import health
 from daemon.control.server import ControlServer
 from daemon.gateway.auth import Authenticator, ensure_admin_token
 from daemon.gateway.quarantine import Quarantine, QuarantineLimits
@@ -144,7 +145,7 @@ class Master:
             log_level=s.config.daemon.log_level, on_root_failure=self._root_failed,
             spawn=self.own, on_worker_ready=self._worker_ready,
             on_worker_gone=self._worker_gone, boot_options=self.plugins.boot_options,
-            slot_dir=slot_dir))
+            slot_dir=slot_dir, on_subtree_change=self.upstreams.subtree_changed))
         self._refresh_shards()
         await self.plugins.rescan()  # validated before any worker starts: they boot with it
         control = ControlServer(ctx, s.control_endpoint, self.token, self)
@@ -421,7 +422,7 @@ class Master:
         me = psutil.Process()
         with me.oneshot():
             cpu, rss = me.cpu_percent(None), me.memory_info().rss
-        return {
+        snapshot = {
             "daemon": {"version": __version__, "pid": os.getpid(),
                        "uptime": round(time.monotonic() - self.started_at, 3),
                        "config": str(self.settings.source) if self.settings.source else None,
@@ -433,7 +434,9 @@ class Master:
             "plugins": self.plugins.status(),
             "audit": self.audit_state,
             "quarantine": self.board.quarantine.snapshot(time.monotonic()),
+            "upstreams": self.upstreams.status(),
         }
+        return {**health.assess(snapshot), **snapshot}
 
 
 def _spare_workers_the_main_script() -> None:

@@ -60,6 +60,9 @@ def _metrics() -> dict[str, Any] | None:
         "plugins": Gauge("workingagents_plugin_loaded", "Plugin versions serving (1), or "
                          "no longer serving (0)",
                          ["plugin", "version"], multiprocess_mode="livemax"),
+        "upstream_up": Gauge("workingagents_upstream_up", "1 while an upstream MCP server "
+                             "is up, 0 while it restarts or is down", ["upstream"],
+                             multiprocess_mode="livemax"),
         "audit_queue": Gauge("workingagents_audit_queue_depth", "Records waiting for the "
                              "audit writer", multiprocess_mode="livesum"),
         "audit_held": Gauge("workingagents_audit_unacknowledged", "Records a process holds "
@@ -170,6 +173,13 @@ def plugins_loaded(loaded: dict[str, str]) -> None:
         metrics["plugins"].labels(name, version).set(1)
     _shown_plugins.clear()
     _shown_plugins.update(now)
+
+
+def upstream_up(name: str, up: bool) -> None:
+    """Set by the master whenever an upstream's state changes."""
+    gauge = _child("upstream_up", name)
+    if gauge is not None:
+        gauge.set(1 if up else 0)
 
 
 def audit_commit(seconds: float, records: int) -> None:

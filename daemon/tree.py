@@ -8,8 +8,9 @@
             └── mcp:NAME     the worker that runs the server over stdio
 
 An upstream that keeps failing exhausts its own supervisor's intensity and stops there
-(temporary: nothing above it is charged), so one broken server loses only its own tools;
-`workingagents restart upstream:NAME` tries it again.
+(temporary: nothing above it is charged), so one broken server loses only its own tools.
+It is probed again by itself (one start attempt after 1 s, 2 s, 4 s ... up to 60 s), and
+`workingagents restart upstream:NAME` tries it at once.
 
 Built-in tools (echo, sleep) run inside each gateway worker, so a call to one costs no
 extra process hop.
@@ -23,6 +24,7 @@ from daemon.config import Settings
 from daemon.supervision.spec import (
     Intensity,
     Liveness,
+    Probe,
     Restart,
     Strategy,
     SupervisorSpec,
@@ -92,6 +94,7 @@ def gateway_worker(settings: Settings, index: int) -> WorkerSpec:
 
 
 UPSTREAM_TARGET = "daemon.tools.upstream_worker:run"
+UPSTREAM_PROBE = Probe(initial=1.0, max=60.0, reset=60.0)
 
 
 def upstream_subtree(settings: Settings, name: str) -> SupervisorSpec:
@@ -104,7 +107,7 @@ def upstream_subtree(settings: Settings, name: str) -> SupervisorSpec:
         shutdown=settings.config.supervision.shutdown_timeout)
     return SupervisorSpec(id=f"upstream:{name}", strategy=Strategy.ONE_FOR_ONE,
                           intensity=intensity, liveness=liveness, restart=Restart.TEMPORARY,
-                          children=(worker,))
+                          probe=UPSTREAM_PROBE, children=(worker,))
 
 
 def build(settings: Settings) -> SupervisorSpec:

@@ -6,8 +6,8 @@ import os
 import signal
 from pathlib import Path
 
-from daemon.supervision.intensity import Backoff, RestartIntensity
-from daemon.supervision.spec import Intensity, Liveness
+from daemon.supervision.intensity import Backoff, ProbeDelay, RestartIntensity
+from daemon.supervision.spec import Intensity, Liveness, Probe
 from tests.conftest import wait_for
 
 
@@ -24,6 +24,12 @@ def test_backoff_is_immediate_then_doubles_then_resets_after_a_quiet_period():
     b = Backoff(Liveness(backoff_initial=0.1, backoff_max=0.5, backoff_reset=10))
     assert [b.next_delay(1) for _ in range(5)] == [0.0, 0.1, 0.2, 0.4, 0.5]
     assert b.next_delay(up_for=11) == 0.0, "a child that stayed up 10s starts afresh"
+
+
+def test_probes_of_a_subtree_that_gave_up_double_up_to_a_cap_and_reset_once_it_stays_up():
+    p = ProbeDelay(Probe(initial=1, max=10, reset=60))
+    assert [p.next_delay(0) for _ in range(6)] == [1, 2, 4, 8, 10, 10]
+    assert p.next_delay(up_for=61) == 1, "it stayed up a minute: the next probe is quick"
 
 
 def test_a_flapping_child_escalates_to_the_root_and_the_daemon_exits_1(start_daemon, state_dir):

@@ -139,7 +139,10 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(daemon, plugi
     with agent(d, "bob") as bob:
         assert "[v1 #" in echo_text(bob)
     assert "refused, the version serving stays" in d.log()
-    assert f"plugin REFUSED {path}" in d.cli("status").stdout
+    status = d.cli("status")
+    assert f"plugin REFUSED {path}" in status.stdout
+    assert status.returncode == 3 and "DEGRADED" in status.stdout, "a refused file degrades"
+    assert f"plugin file refused: {path}" in status.stdout
 
 
 def test_a_file_writable_by_others_is_refused(daemon, plugin_dir):

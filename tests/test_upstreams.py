@@ -92,23 +92,19 @@ def test_roles_apply_to_upstream_tools(daemon):
         assert err.value.code == -32602
 
 
-def test_a_crashing_upstream_loses_only_its_own_tools_and_comes_back(daemon):
+def test_a_crashing_upstream_fails_only_the_call_in_flight_and_the_next_call_waits(daemon):
     with agent(daemon, "bob") as bob, agent(daemon, "alice") as alice:
         with pytest.raises(RpcError) as err:
             bob.call_tool("notes__crash", {})
         assert err.value.code == -32015 and "outcome is unknown" in err.value.message
-        started = time.monotonic()
-        with pytest.raises(RpcError) as err:
-            bob.call_tool("notes__add", {"a": 1, "b": 2})  # while it restarts
-        assert err.value.code == -32015 and time.monotonic() - started < 1.0
+        wait_for(lambda: "upstream notes is restarting" in daemon.log(), 10,
+                 "the master to see it go (until then, a call is in flight at it)")
+        assert "notes__add" in [t["name"] for t in bob.list_tools()], "still listed"
+        # while it restarts: waits for it (see tests/test_upstream_restarts.py)
+        assert bob.call_tool("notes__add", {"a": 1, "b": 2})["content"][0]["text"] == "3"
         assert bob.call_tool("old__shout", {"text": "x"})["content"][0]["text"] == "X"
         assert alice.call_tool("echo", {})["isError"] is False
-        wait_for(lambda: "notes__add" in [t["name"] for t in bob.list_tools()], 30,
-                 "the upstream's tools to come back")
-        assert bob.call_tool("notes__add", {"a": 1, "b": 2})["content"][0]["text"] == "3"
-        changed = [n for n in bob.notifications
-                   if n["method"] == "notifications/tools/list_changed"]
-        assert len(changed) >= 2, "told when the tools went and when they came back"
+        assert "upstream notes is restarting" in daemon.log()
 
 
 def test_killing_an_upstream_worker_takes_its_server_along(daemon):
@@ -139,7 +135,8 @@ def test_a_broken_upstream_gives_up_alone_and_the_gateway_keeps_serving(start_da
     tree = d.status()["tree"]
     tools = next(c for c in tree["children"] if c["name"] == "tools")
     broken = next(c for c in tools["children"] if c["name"] == "upstream:broken")
-    assert broken["state"] == "stopped" and "restart intensity exceeded" in broken["last_exit"]
+    assert broken["state"] in ("stopped", "starting"), "between probes, or in one"
+    assert "restart intensity exceeded" in d.log()
     assert d.proc.poll() is None and d.status()["daemon"]["healthy"]
     with agent(d, "bob") as bob:
         assert bob.call_tool("notes__add", {"a": 1, "b": 1})["content"][0]["text"] == "2"

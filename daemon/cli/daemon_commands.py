@@ -12,6 +12,7 @@ import psutil
 from daemon import config
 from daemon.cli.options import config_option, control_client, one_line_errors
 from daemon.cli.status_view import render_status
+from daemon.control.health import DEGRADED
 
 
 @click.command()
@@ -37,21 +38,24 @@ def serve(config_path: str | None, log_format: str | None) -> None:
 @one_line_errors
 def status(config_path: str | None, as_json: bool, watch: bool, interval: float,
            count: int | None) -> None:
-    """Show the live supervision tree."""
+    """Show the live supervision tree.  Exit status: 0 healthy, 1 not running, 3 degraded
+    (something is down or refused, but calls are served)."""
     client = control_client(config_path)
     if watch:
         from daemon.cli.status_watch import watch as watch_status
 
-        ended = watch_status(lambda: client.call("status", timeout=5),
-                             client.listening.get("metrics"), interval, count)
+        snapshot, ended = watch_status(lambda: client.call("status", timeout=5),
+                                       client.listening.get("metrics"), interval, count)
         if ended:
             click.echo(ended)
-        return
-    snapshot = client.call("status", timeout=5)
-    if as_json:
-        click.echo(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2).decode())
     else:
-        click.echo(render_status(snapshot))
+        snapshot = client.call("status", timeout=5)
+        if as_json:
+            click.echo(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2).decode())
+        else:
+            click.echo(render_status(snapshot))
+    if snapshot and snapshot.get("health") == DEGRADED:
+        sys.exit(3)
 
 
 @click.command()

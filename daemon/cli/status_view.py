@@ -30,10 +30,11 @@ def _cpu(value: float | None) -> str:
 
 def render_status(snapshot: dict[str, Any]) -> str:
     d = snapshot["daemon"]
-    health = "healthy" if d["healthy"] else "DEGRADED"
+    health = "DEGRADED" if snapshot.get("health", "healthy") != "healthy" else "healthy"
     lines = [
         f"workingagents {d['version']}  pid {d['pid']}  up {_duration(d['uptime'])}  "
         f"{health}  config {d['config'] or 'built-in defaults'}",
+        *(f"  {reason}" for reason in snapshot.get("reasons", [])),
         f"{'NAME':<28} {'PID':>7} {'STATE':<9} {'RESTARTS':>8} {'UPTIME':>8} {'CPU%':>6} "
         f"{'RSS':>8}  LAST EXIT",
         f"{'master':<28} {d['pid']:>7} {'stopping' if d['stopping'] else 'running':<9} "
@@ -68,7 +69,9 @@ def _walk(node: dict[str, Any], prefix: str, last: bool, lines: list[str],
         detail = f"{node['strategy']}, {i['recent']}/{i['max_restarts']} in {i['max_seconds']:g}s"
         lines.append(f"{name:<28} {'-':>7} {node['state']:<9} {node['restarts']:>8} "
                      f"{_duration(node['uptime']):>8} {'':>6} {'':>8}  [{detail}]"
-                     + (f" {node['last_exit']}" if node.get("last_exit") else ""))
+                     + (f" {node['last_exit']}" if node.get("last_exit") else "")
+                     + (f"; next probe in {node['next_probe']:.0f}s"
+                        if node.get("next_probe") is not None else ""))
         child_prefix = prefix + ("" if root else ("   " if last else "│  "))
         kids = node["children"]
         for n, child in enumerate(kids):

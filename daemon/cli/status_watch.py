@@ -67,11 +67,13 @@ def rates_table(before: Totals, after: Totals, seconds: float) -> Table:
 
 
 def watch(fetch: Callable[[], dict[str, Any]], metrics_address: str | None, interval: float,
-          count: int | None) -> str | None:
+          count: int | None) -> tuple[dict[str, Any] | None, str | None]:
     """Redraw until interrupted (or ``count`` refreshes, for scripts and tests); returns
-    the line to end on if the daemon stopped meanwhile."""
+    the last snapshot shown (its health is the exit status) and, if the daemon stopped
+    meanwhile, the line to end on."""
     before, at = scrape(metrics_address), time.monotonic()
     shown = 0
+    snapshot = None
     with Live(auto_refresh=False) as live:
         try:
             while count is None or shown < count:
@@ -85,5 +87,5 @@ def watch(fetch: Callable[[], dict[str, Any]], metrics_address: str | None, inte
         except KeyboardInterrupt:
             pass
         except Stopped as exc:
-            return str(exc)
-    return None
+            return None, str(exc)
+    return snapshot, None

@@ -1,8 +1,10 @@
 """status: the live tree.
 
 request args: {}
-result: {"daemon": {...}, "tree": {name, kind, state, pid, restarts, uptime, cpu_percent,
-         rss, children: [...]}}
+result: {"health": "healthy" | "degraded", "reasons": [...] (see control/health.py),
+         "daemon": {...}, "tree": {name, kind, state, pid, restarts, uptime, cpu_percent,
+         rss, children: [...]}, "plugins": {...}, "audit": {...},
+         "upstreams": {name: {state, since, why, retry_in, tools}}}
 """
 
 from __future__ import annotations

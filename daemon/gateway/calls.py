@@ -131,7 +131,8 @@ class CallHandler:
             upstream = self.policy.upstream_of(name)
             if (tool is None and upstream and upstream not in self.tools.live_upstreams
                     and self.policy.may_call(agent, name)):
-                raise unavailable(upstream)  # it may exist, but its server is down
+                # it may exist, but its server is down
+                raise unavailable(upstream, self.tools.retry_at.get(upstream))
             # a hidden tool answers exactly like one that does not exist
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
         arguments = params.get("arguments", {})
@@ -170,12 +171,15 @@ class CallHandler:
                     finally:
                         slot.idle()
             else:
+                deadline = asyncio.get_running_loop().time() + timeout
+                if tool.ready is not None:  # a restarting upstream: wait, so that nothing
+                    await tool.ready(deadline)  # is recorded or announced if it stays away
                 if self.audit is not None:  # no tool with effects runs unrecorded
                     pending.trace.intent = await self.audit.write(
                         pending.trace.intent_record())
                 if started is not None:
                     started()
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout_at(deadline):
                     result = await tool.run(call.arguments, progress)
         except TimeoutError:
             raise RpcError(jsonrpc.TIMED_OUT, f"Timed out: {name} did not finish within "

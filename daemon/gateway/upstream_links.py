@@ -1,8 +1,10 @@
 """A gateway worker's connections to the upstream workers that are up.
 
 Calls go straight to the upstream worker's ROUTER (no hop through the master).  When the
-master withdraws an upstream, its link closes and the calls waiting on it answer -32015
-at once: the upstream went away, so their outcome is unknown.
+master says an upstream is no longer up, its link closes and the calls in flight on it
+answer -32015 at once: the upstream went away, so their outcome is unknown.  While it
+restarts, its tools stay in the registry with a ``ready`` step that waits for it to be up
+again (see daemon/gateway/upstreams.py for the states).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import time
 from typing import Any
 
 import orjson
@@ -23,6 +26,7 @@ from daemon.transport import messages
 from daemon.transport.zmq_endpoint import ZmqEndpoint
 
 SEPARATOR = "__"
+UP, RESTARTING, DOWN = "up", "restarting", "down"  # as daemon.gateway.upstreams says
 
 
 class UpstreamLinks:
@@ -32,36 +36,68 @@ class UpstreamLinks:
         self.waiting: dict[int, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
         self.progress: dict[int, Progress] = {}
         self._seq = itertools.count(1)
+        self.states: dict[str, str] = {}  # name -> up | restarting | down
+        self.retry_at: dict[str, float] = {}  # down: name -> its next probe (epoch s)
+        self._changed = asyncio.Event()  # set (and replaced) on every update
 
     def update(self, upstreams: dict[str, dict[str, Any]]) -> ToolRegistry:
         """Follow the master's view; returns the registry of every tool now callable."""
         for name in list(self.links):
             endpoint, link = self.links[name]
-            if upstreams.get(name, {}).get("endpoint") != endpoint:
+            info = upstreams.get(name, {})
+            if info.get("state", UP) != UP or info.get("endpoint") != endpoint:
                 link.close()
                 del self.links[name]
                 self._fail(name)
         registry = ToolRegistry()
         builtin.register(registry)
-        registry.live_upstreams = set(upstreams)
+        self.states = {}
+        self.retry_at = registry.retry_at
         for name, info in upstreams.items():
-            if name not in self.links:
+            state = self.states[name] = str(info.get("state", UP))
+            if state == DOWN:
+                if info.get("retry_at") is not None:
+                    registry.retry_at[name] = float(info["retry_at"])
+                continue
+            if not info.get("endpoint"):
+                continue  # restarting, but never up: no tools known yet
+            registry.live_upstreams.add(name)
+            if state == UP and name not in self.links:
                 sock = self.ctx.socket(zmq.DEALER)
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.connect(str(info["endpoint"]))
                 self.links[name] = (str(info["endpoint"]), ZmqEndpoint(sock, self._on_reply))
+            # up: no step before the call (the hot path); restarting: wait for it first
+            ready = None if state == UP else functools.partial(self.until_up, name)
             for tool in info.get("tools", []):
                 registry.add(Tool(
                     f"{name}{SEPARATOR}{tool['name']}", str(tool.get("description", "")),
                     tool.get("inputSchema") or {"type": "object"},
-                    functools.partial(self.call, name, tool["name"])))
+                    functools.partial(self.call, name, tool["name"]), ready=ready))
+        self._changed.set()
+        self._changed = asyncio.Event()
         return registry
+
+    async def until_up(self, upstream: str, deadline: float | None) -> None:
+        """Return once a restarting upstream is up again; -32015 if it gives up, or is
+        not back by ``deadline`` (the event loop's clock; None: the caller's timeout)."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                while self.states.get(upstream) == RESTARTING:
+                    await self._changed.wait()
+        except TimeoutError:
+            raise RpcError(jsonrpc.TOOL_UNAVAILABLE, f"Tool unavailable: upstream {upstream} "
+                           "is restarting and was not back within the call's timeout; "
+                           "retry later") from None
+        if upstream not in self.links:
+            raise unavailable(upstream, self.retry_at.get(upstream))
 
     async def call(self, upstream: str, tool: str, arguments: dict[str, Any],
                    progress: Progress | None = None) -> dict[str, Any]:
         entry = self.links.get(upstream)
-        if entry is None:
-            raise unavailable(upstream)
+        if entry is None:  # it began restarting since the call was resolved
+            await self.until_up(upstream, None)
+            entry = self.links[upstream]
         link = entry[1]
         seq = next(self._seq)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -107,6 +143,9 @@ class UpstreamLinks:
                                               "call; its outcome is unknown"))
 
 
-def unavailable(upstream: str) -> RpcError:
+def unavailable(upstream: str, retry_at: float | None = None) -> RpcError:
+    """-32015 for an upstream that is down; ``retry_at``: when its next probe is."""
+    when = "retry later" if retry_at is None else \
+        f"next try in {max(0.0, retry_at - time.time()):.0f}s"
     return RpcError(jsonrpc.TOOL_UNAVAILABLE, f"Tool unavailable: upstream {upstream} is "
-                                              "down; retry later")
+                                              f"down; {when}")

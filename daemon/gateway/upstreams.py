@@ -1,24 +1,48 @@
 """Which upstream MCP servers are up, and what they offer (kept by the master).
 
-An upstream worker reports its tools and endpoint (bus kind "tools") before READY.  Once
-it is READY its tools are published to every gateway worker; when it exits they are
-withdrawn at once, so calls to them answer -32015 instead of hanging.  Either way,
-agents that did the handshake get notifications/tools/list_changed.
+An upstream worker reports its tools and endpoint (bus kind "tools") before READY.  Every
+gateway worker gets each upstream's last known tools with its state:
+
+  up          listed and called at once
+  restarting  its worker exited and its supervisor is restarting it (or probing it):
+              still listed, and calls wait for it, so a restart never turns into
+              -32602 and fails a call only if it is not back within the call's timeout
+  down        its supervisor gave up: not listed; calls answer -32015 at once, saying
+              when the next probe is (``retry_at``, epoch seconds)
+
+Agents that did the handshake get notifications/tools/list_changed when the listed tools
+change (not for a restart that brings back the same tools).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from daemon import metrics
 from daemon.protocol import jsonrpc
 from daemon.supervision.bus import WorkerBus
+from daemon.supervision.child import ChildState
 from daemon.supervision.worker_child import WorkerChild
+
+if TYPE_CHECKING:
+    from daemon.supervision.supervisor import Supervisor
 
 log = logging.getLogger("upstreams")
 UPSTREAMS = "upstreams"  # bus kind, master -> gateway workers
 LIST_CHANGED = jsonrpc.notification("notifications/tools/list_changed")
+UP, RESTARTING, DOWN = "up", "restarting", "down"
+
+
+@dataclass
+class Health:
+    state: str
+    since: float  # epoch seconds: when it came up, or when it stopped being up
+    why: str = ""
+    retry_at: float | None = None  # epoch seconds of the next probe (down only)
 
 
 class UpstreamDirectory:
@@ -30,6 +54,8 @@ class UpstreamDirectory:
         self.target = target  # the job that upstream workers run
         self.reported: dict[str, dict[str, Any]] = {}  # name -> endpoint, tools
         self.up: dict[str, bytes] = {}  # name -> identity of the serving incarnation
+        self.health: dict[str, Health] = {}
+        self._listed: dict[str, list[Any]] = {}  # what agents were last told is listed
         bus.on("tools", self.on_tools)
 
     def on_tools(self, identity: bytes, message: dict[str, Any]) -> None:
@@ -40,6 +66,8 @@ class UpstreamDirectory:
     def _name(self, child: WorkerChild) -> str | None:
         return str(child.spec.options["name"]) if child.spec.target == self.target else None
 
+    # -- what the tree tells us ---------------------------------------------------------
+
     def worker_ready(self, child: WorkerChild) -> None:
         name = self._name(child)
         if name is None:
@@ -48,22 +76,71 @@ class UpstreamDirectory:
             return
         if name in self.reported and child.proc is not None:
             self.up[name] = child.proc.identity
-            self._changed(f"upstream {name} is up with "
-                          f"{len(self.reported[name]['tools'])} tools")
+            self._set(name, Health(UP, time.time()),
+                      f"with {len(self.reported[name]['tools'])} tools")
 
     def worker_gone(self, child: WorkerChild, identity: bytes) -> None:
         name = self._name(child)
-        if name is not None and self.up.get(name) == identity:
-            del self.up[name]
-            self._changed(f"upstream {name} is down; its tools answer -32015 until it is back")
+        if name is None or self.up.get(name) != identity:
+            return
+        del self.up[name]
+        if child.state is ChildState.STOPPING:  # stopped on purpose (shutdown)
+            self._set(name, Health(DOWN, time.time(), "stopped"), "its tools answer -32015")
+            return
+        proc = child.proc
+        why = proc.exit.describe() if proc is not None and proc.exit is not None else "exited"
+        self._set(name, Health(RESTARTING, time.time(), why), "calls wait for it")
+
+    def subtree_changed(self, subtree: Supervisor) -> None:
+        """Its supervisor gave up (down until the next probe), or a probe began."""
+        for worker in subtree.workers():
+            name = self._name(worker)
+            if name is None:
+                continue
+            if subtree.state is not ChildState.STOPPED:
+                self._set(name, Health(RESTARTING, time.time(), f"probe {subtree.probes}"),
+                          "calls wait for it")
+                continue
+            retry_at = None if subtree.next_probe_at is None else \
+                time.time() + max(0.0, subtree.next_probe_at - time.monotonic())
+            self._set(name, Health(DOWN, time.time(), subtree.last_exit or "gave up", retry_at),
+                      "its tools answer -32015" + ("" if retry_at is None else
+                                                   f" until the next probe, in "
+                                                   f"{retry_at - time.time():.0f}s"))
+
+    # -- what the gateway workers, agents, status and metrics are told ------------------
 
     def state(self) -> dict[str, Any]:
-        return {"k": UPSTREAMS, "upstreams": {n: self.reported[n] for n in sorted(self.up)}}
+        upstreams = {}
+        for name, health in sorted(self.health.items()):
+            reported = self.reported.get(name, {"endpoint": None, "tools": []})
+            upstreams[name] = {**reported, "state": health.state,
+                               "retry_at": health.retry_at}
+        return {"k": UPSTREAMS, "upstreams": upstreams}
 
-    def _changed(self, why: str) -> None:
-        log.info("%s", why)
+    def status(self) -> dict[str, dict[str, Any]]:
+        now = time.time()
+        return {name: {"state": h.state, "since": h.since, "why": h.why,
+                       "retry_in": None if h.retry_at is None else
+                       round(max(0.0, h.retry_at - now), 1),
+                       "tools": len(self.reported.get(name, {}).get("tools", []))}
+                for name, h in sorted(self.health.items())}
+
+    def _set(self, name: str, health: Health, detail: str) -> None:
+        was = self.health.get(name)
+        if was is not None and was.state != UP and health.state != UP:
+            health.since = was.since  # "down since" the moment it stopped serving
+        self.health[name] = health
+        if health.state == UP:
+            log.info("upstream %s is up %s", name, detail)
+        else:
+            log.info("upstream %s is %s (%s); %s", name, health.state, health.why, detail)
+        metrics.upstream_up(name, health.state == UP)
         state = self.state()
         for worker in self.gateway_workers():
             if worker.identity is not None:
                 self.bus.send(worker.identity, state)
-        self.notify_agents(LIST_CHANGED)
+        listed = {n: u["tools"] for n, u in state["upstreams"].items() if u["state"] != DOWN}
+        if listed != self._listed:
+            self._listed = listed
+            self.notify_agents(LIST_CHANGED)

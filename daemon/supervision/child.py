@@ -59,6 +59,8 @@ class TreeContext:
     # Traffic follows these: a worker gets calls only once READY (the readiness gate).
     on_worker_ready: Callable[[Any], None] = lambda child: None
     on_worker_gone: Callable[[Any, Any], None] = lambda child, proc: None
+    # A temporary subtree stopped after giving up, or one of its probes began.
+    on_subtree_change: Callable[[Any], None] = lambda supervisor: None
     # Options decided at each start rather than in the spec (plugins and their latest
     # state, for a gateway worker), merged over the spec's options.
     boot_options: Callable[[Any], dict[str, Any]] = lambda child: {}

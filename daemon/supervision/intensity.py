@@ -2,7 +2,8 @@
 
 They answer different questions.  Intensity decides when a supervisor gives up and
 escalates to its parent.  Backoff spaces restarts so that a crash loop does not spin the
-CPU while it is still within the intensity.
+CPU while it is still within the intensity.  A probe delay spaces the half-open retries of
+a temporary subtree that gave up (spec.Probe).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from daemon.supervision.spec import Intensity, Liveness
+from daemon.supervision.spec import Intensity, Liveness, Probe
 
 
 class RestartIntensity:
@@ -58,3 +59,19 @@ class Backoff:
             return 0.0
         delay = self.liveness.backoff_initial * 2 ** (self.streak - 2)
         return float(min(delay, self.liveness.backoff_max))
+
+
+class ProbeDelay:
+    """Delay before the next probe of a subtree that gave up: initial, 2*initial, ... up
+    to max; back to initial once the subtree had stayed up ``reset`` seconds."""
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+        self.streak = 0
+
+    def next_delay(self, up_for: float) -> float:
+        if up_for >= self.probe.reset:
+            self.streak = 0
+        delay = min(self.probe.initial * 2 ** self.streak, self.probe.max)
+        self.streak += 1
+        return float(delay)

@@ -48,6 +48,17 @@ class Liveness:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """Half-open retry of a temporary subtree that gave up: one start attempt after
+    ``initial`` seconds, then after twice as long each time it fails, up to ``max``; the
+    delay goes back to ``initial`` once the subtree has stayed up ``reset`` seconds."""
+
+    initial: float = 1.0
+    max: float = 60.0
+    reset: float = 60.0
+
+
+@dataclass(frozen=True)
 class WorkerSpec:
     id: str
     target: str  # "module:function" run in the worker process
@@ -64,6 +75,7 @@ class SupervisorSpec:
     intensity: Intensity = Intensity()
     liveness: Liveness = Liveness()
     restart: Restart = Restart.PERMANENT
+    probe: Probe | None = None  # temporary only: retried by itself after it gave up
 
     def names(self) -> list[str]:
         """Every id in this subtree, itself first, depth first."""

@@ -3,6 +3,10 @@
 Workers and nested supervisors are both ``Child``ren.  Exits arrive as events
 (``child_exited``) and are handled one at a time per supervisor, under its lock, by tasks
 the supervisor owns; different subtrees are handled concurrently.
+
+One addition to OTP: a temporary subtree whose spec has a ``probe`` is not left stopped
+for good when it gives up.  Its parent tries it again after a capped, doubling delay,
+one start attempt per probe (half-open, like a circuit breaker), until it stays up.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 
 from daemon import metrics
 from daemon.supervision.child import Child, ChildState, Exit, StartFailed, TreeContext
-from daemon.supervision.intensity import RestartIntensity
+from daemon.supervision.intensity import ProbeDelay, RestartIntensity
 from daemon.supervision.spec import (
     ChildSpec,
     Intensity,
@@ -46,6 +50,10 @@ class Supervisor(Child):
         self.strategy = spec.strategy
         self.liveness = spec.liveness
         self.intensity = RestartIntensity(spec.intensity)
+        self.probe_delay = ProbeDelay(spec.probe) if spec.probe else None
+        self.next_probe_at: float | None = None  # monotonic; set while it waits for one
+        self.probes = 0
+        self._once = False  # a probe's start: one attempt, no retries
         self.lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.children: list[Child] = [self._build(c) for c in spec.children]
@@ -57,13 +65,15 @@ class Supervisor(Child):
 
     # -- start and stop -------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the children in order, each READY before the next starts."""
+    async def start(self, once: bool = False) -> None:
+        """Start the children in order, each READY before the next starts.  ``once``: a
+        child that fails to start fails the whole start (a probe's single attempt)."""
         # Holding the lock queues exits of early children until the sequence is done.
         async with self.lock:
             self.state = ChildState.STARTING
             self.generation += 1
             self.intensity.reset()  # a restarted supervisor starts with a clean history
+            self._once = once
             try:
                 for child in list(self.children):
                     await self._start_child(child)
@@ -71,7 +81,10 @@ class Supervisor(Child):
                 await self._stop_children()
                 self.state = ChildState.STOPPED
                 raise StartFailed(str(exc)) from None
+            finally:
+                self._once = False
             self.state = ChildState.READY
+            self.next_probe_at = None  # revived (by hand, say): its pending probe lapses
             self.started_at = time.monotonic()
 
     async def _start_child(self, child: Child) -> None:
@@ -89,6 +102,8 @@ class Supervisor(Child):
                 if child.restart is Restart.TEMPORARY:
                     self._retire(child)
                     return
+                if self._once:
+                    raise IntensityExceeded(f"{child.path()} failed to start: {exc}") from None
                 self._count_restart(child, "failed to start", str(exc))
                 await self._back_off(child, up_for=0.0)
                 child.restarts += 1
@@ -135,7 +150,7 @@ class Supervisor(Child):
                 log.info("%s exited (%s) after %.1fs; %s, not restarted", child.path(),
                          exit.reason, exit.uptime, child.restart.value)
                 if child.restart is Restart.TEMPORARY:
-                    self._retire(child)
+                    self._retire(child, exit.uptime)
                 else:
                     child.state = ChildState.STOPPED
                 return
@@ -190,6 +205,7 @@ class Supervisor(Child):
 
     async def _give_up(self, reason: str) -> None:
         log.error("%s", reason)
+        up_for = self.uptime()  # before the state changes, which zeroes it
         self.state = ChildState.STOPPING
         await self._stop_children()
         self.state = ChildState.DOWN
@@ -199,17 +215,47 @@ class Supervisor(Child):
             return
         log.error("%s: shut down; escalating to %s", self.path(), self.parent.path())
         self.parent.child_exited(self, Exit("restart intensity exceeded", False,
-                                            self.uptime(), self.generation))
+                                            up_for, self.generation))
 
-    def _retire(self, child: Child) -> None:
+    def _retire(self, child: Child, up_for: float = 0.0) -> None:
         """A temporary child is not restarted.  A worker leaves the tree (OTP); a subtree
-        that gave up stays in sight as stopped, so that `restart NAME` can revive it."""
+        that gave up stays in sight as stopped, so that `restart NAME` can revive it, and
+        is probed later if its spec says so."""
         if isinstance(child, Supervisor):
             child.state = ChildState.STOPPED
-            log.warning("%s stays stopped (temporary, not restarted): %s", child.path(),
-                        child.last_exit)
+            if child.probe_delay is None:
+                log.warning("%s stays stopped (temporary, not restarted): %s", child.path(),
+                            child.last_exit)
+            else:
+                delay = child.probe_delay.next_delay(up_for)
+                child.next_probe_at = due = time.monotonic() + delay
+                log.warning("%s stopped (temporary, not restarted): %s; probe in %gs",
+                            child.path(), child.last_exit, delay)
+                self._own(self._probe(child, due))
+            self.tree.on_subtree_change(child)
         else:
             self._remove(child, "temporary, not restarted")
+
+    async def _probe(self, child: Supervisor, due: float) -> None:
+        """Half-open: one start attempt; if it fails, the next probe waits twice as long."""
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        async with self.lock:
+            if (child.next_probe_at != due or child.state is not ChildState.STOPPED
+                    or self.state is not ChildState.READY or child not in self.children):
+                return  # revived by `restart NAME` meanwhile, or this supervisor stops
+            child.next_probe_at = None
+            child.probes += 1
+            log.info("%s: probe %d: one start attempt", child.path(), child.probes)
+            child.state = ChildState.STARTING  # seen as restarting from here on
+            self.tree.on_subtree_change(child)
+            try:
+                await child.start(once=True)
+            except StartFailed as exc:
+                child.last_exit = f"probe {child.probes} failed: {exc}"
+                self._retire(child)
+                return
+            child.restarts += 1
+            log.info("%s: probe %d succeeded; back in service", child.path(), child.probes)
 
     def _remove(self, child: Child, why: str) -> None:
         if child in self.children:
@@ -299,6 +345,8 @@ class Supervisor(Child):
                           "max_restarts": limits.max_restarts,
                           "max_seconds": limits.max_seconds},
             "last_exit": self.last_exit,
+            "next_probe": None if self.next_probe_at is None else
+            round(max(0.0, self.next_probe_at - time.monotonic()), 1),
             "children": [c.snapshot() for c in self.children],
         }
 

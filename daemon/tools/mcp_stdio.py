@@ -128,6 +128,8 @@ class StdioMcpClient:
         if self.modern:
             params = {**params, "_meta": {**params.get("_meta", {}),
                                           **mcp.stateless_meta(CLIENT_INFO)}}
+        if self.exited.is_set():  # the reader has failed its pending calls already
+            raise RpcError(TOOL_UNAVAILABLE, "Tool unavailable: the upstream server exited")
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         try:

@@ -20,6 +20,9 @@ class Tool:
     # A pure, instant function of its arguments: run in line, without a task per call.
     # Pure matters: a call whose worker died before answering may be run again.
     inline: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Awaited before the call is recorded or announced (its upstream restarts): returns
+    # once the tool can run, raises RpcError if it cannot by the deadline (loop clock).
+    ready: Callable[[float], Awaitable[None]] | None = None
 
     def definition(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
@@ -32,6 +35,7 @@ class ToolRegistry:
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
         self.live_upstreams: set[str] = set()  # upstreams whose tools are in here
+        self.retry_at: dict[str, float] = {}  # upstreams down -> their next try (epoch s)
 
     def add(self, tool: Tool) -> None:
         self._tools[tool.name] = tool

@@ -14,6 +14,7 @@ import fcntl
 import importlib.util
 import logging
 import os
+import resource
 import secrets
 import signal
 import sys
@@ -104,6 +105,7 @@ class Master:
                 raise CannotStart(f"cannot use directory {d}: {exc.strerror}") from None
         lock = self._lock_state_dir()
         reaper.become_subreaper()
+        _raise_open_files_limit()
         metrics.prepare(s.runtime_dir / "metrics")  # before any worker: they inherit it
         prepare_forkserver(w.target for w in worker_specs(self.spec))
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -406,6 +408,16 @@ def _spare_workers_the_main_script() -> None:
     main = sys.modules["__main__"]
     if getattr(main, "__spec__", None) is None:
         main.__spec__ = importlib.util.find_spec("daemon.__main__")
+
+
+def _raise_open_files_limit() -> None:
+    """Every agent connection is a file: the soft limit (often 1024) would refuse agents
+    long before memory runs short, so take the hard limit (systemd: LimitNOFILE=)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    log.info("open files: limit %s%s", "unlimited" if hard == resource.RLIM_INFINITY else hard,
+             f" (raised from {soft})" if soft != hard else "")
 
 
 def _limits(settings: config.Settings) -> Limits:

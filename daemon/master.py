@@ -44,6 +44,7 @@ from daemon.supervision.worker_process import prepare_forkserver
 from daemon.transport import messages
 from daemon.transport.agent_tcp import serve_tcp
 from daemon.transport.agent_zmq import AgentRouter
+from daemon.transport.line_guard import LineGuard
 
 log = logging.getLogger("master")
 
@@ -127,7 +128,8 @@ class Master:
         await self.plugins.rescan()  # validated before any worker starts: they boot with it
         control = ControlServer(ctx, s.control_endpoint, self.token, self)
         listen = s.config.listen
-        tcp = await serve_tcp(self.board, listen.tcp, listen.max_message_bytes) \
+        self.lines = LineGuard(listen.line_timeout, listen.max_pending_bytes)
+        tcp = await serve_tcp(self.board, listen.tcp, listen.max_message_bytes, self.lines) \
             if listen.tcp else None
         router = AgentRouter(ctx, listen.zmq, self.board, listen.max_message_bytes) \
             if listen.zmq else None
@@ -261,6 +263,7 @@ class Master:
             self.root.check_liveness(now)
             self.board.expire(now)
             self.board.sweep_idle(now, self.settings.config.listen.idle_timeout)
+            self.lines.sweep(now)
             if now - last_reap >= 5.0:  # backstop in case a SIGCHLD was coalesced away
                 reaper.reap_orphans()
                 last_reap = now
@@ -315,6 +318,7 @@ class Master:
                 or new.config.listen != old.config.listen:
             self.board.auth = Authenticator(new, ensure_admin_token(new.state_dir))
             self.board.limits = _limits(new)
+            self.lines.retune(new.config.listen.line_timeout, new.config.listen.max_pending_bytes)
             self._push_gateway_options(new)
             changes.append("agents, roles and gateway limits")
         if not self.custom_tree:

@@ -90,8 +90,9 @@ def raise_fd_limit(need: int) -> None:
 
 def is_closed(sock: socket.socket, seen: bytearray) -> bool:
     """Reads what the daemon sent without blocking; True once it closed the connection."""
+    sock.setblocking(False)
     try:
-        while data := sock.recv(65536, socket.MSG_DONTWAIT):
+        while data := sock.recv(65536):
             seen += data
         return True
     except BlockingIOError:

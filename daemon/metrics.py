@@ -67,6 +67,9 @@ def _metrics() -> dict[str, Any] | None:
                             multiprocess_mode="livesum"),
         "fsync": Histogram("workingagents_audit_commit_seconds", "Time to write (and fsync) "
                            "one batch of audit records", buckets=LATENCY_BUCKETS),
+        "unauthenticated": Counter("workingagents_unauthenticated", "Requests refused for "
+                                   "a missing or wrong token (-32010); never audited",
+                                   ["transport"]),
         "records": Counter("workingagents_audit_records", "Audit records written (not "
                            "counting the genesis and rotate lines that open each file)"),
     }
@@ -152,6 +155,12 @@ def plugins_loaded(loaded: dict[str, str]) -> None:
         metrics["plugins"].labels(name, version).set(1)
     _shown_plugins.clear()
     _shown_plugins.update(now)
+
+
+def unauthenticated(transport: str) -> None:
+    counter = _child("unauthenticated", transport)
+    if counter is not None:
+        counter.inc()
 
 
 def audit_commit(seconds: float, records: int) -> None:

@@ -149,6 +149,7 @@ def test_slowloris_lines_trickled_a_byte_a_second_are_cut_off_and_the_agent_is_s
     partial = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}'
     with WellBehavedAgent(d, pause=0.2), agent(d, "alice") as quiet:
         quiet.call_tool("echo", {})
+        before, peak = rss(d.pid), 0
         socks = [socket.create_connection(tcp_address(d), timeout=5) for _ in range(count)]
         seen = [bytearray() for _ in socks]
         started = time.monotonic()
@@ -163,12 +164,14 @@ def test_slowloris_lines_trickled_a_byte_a_second_are_cut_off_and_the_agent_is_s
                             socks[i].send(partial[second:second + 1])
                         except OSError:
                             open_.discard(i)
+                peak = max(peak, rss(d.pid))
                 if not open_:
                     break
                 time.sleep(1.0)
             took = time.monotonic() - started
             assert not open_, f"{len(open_)} trickling connections still open after {took:.0f}s"
-            figure(f"slowloris: {count} connections at 1 byte/s, all closed after {took:.1f}s")
+            figure(f"slowloris: {count} connections at 1 byte/s, all closed after {took:.1f}s; "
+                   f"master RSS {before / MiB:.1f} -> peak {peak / MiB:.1f} MiB")
             replies = [json.loads(bytes(s).splitlines()[0]) for s in seen if s]
             assert replies and all(r["error"]["code"] == -32600 for r in replies)
             assert "not completed within 2s" in replies[0]["error"]["message"]

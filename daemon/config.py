@@ -65,6 +65,9 @@ class ListenSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=T
     zmq: str = "tcp://127.0.0.1:7701"  # ZeroMQ ROUTER, one JSON-RPC message per frame; "" = off
     max_message_bytes: int = 1 << 20  # a longer line or frame is refused
     idle_timeout: float = 300.0  # a connection silent this long is closed
+    line_timeout: float = 30.0  # a TCP line must complete this long after its first byte
+    max_pending_bytes: int = 64 << 20  # all incomplete TCP lines together; past it the
+    # connection with the oldest one is closed
     max_inflight_per_connection: int = 256  # more answer -32013 busy
     max_inflight_per_worker: int = 8192
 
@@ -299,11 +302,13 @@ def _check_gateway(config: Config, refuse: Any) -> None:
             raise refuse("listen.tcp", "HOST:PORT (port 0 picks a free one)", listen.tcp)
     if listen.zmq and not listen.zmq.startswith(("tcp://", "ipc://")):
         raise refuse("listen.zmq", "tcp://HOST:PORT or ipc://PATH", listen.zmq)
-    for key in ("max_message_bytes", "max_inflight_per_connection", "max_inflight_per_worker"):
+    for key in ("max_message_bytes", "max_inflight_per_connection", "max_inflight_per_worker",
+                "max_pending_bytes"):
         if getattr(listen, key) < 1:
             raise refuse(f"listen.{key}", "an integer >= 1", getattr(listen, key))
-    if listen.idle_timeout <= 0:
-        raise refuse("listen.idle_timeout", "a number > 0", listen.idle_timeout)
+    for key in ("idle_timeout", "line_timeout"):
+        if getattr(listen, key) <= 0:
+            raise refuse(f"listen.{key}", "a number > 0", getattr(listen, key))
     if gateway.call_timeout <= 0:
         raise refuse("gateway.call_timeout", "a number > 0", gateway.call_timeout)
     for tool, seconds in gateway.tool_timeouts.items():

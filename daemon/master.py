@@ -14,6 +14,7 @@ import fcntl
 import importlib.util
 import logging
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -47,6 +48,7 @@ from daemon.supervision.worker_process import WorkerProcess, prepare_forkserver
 from daemon.transport import messages
 from daemon.transport.agent_tcp import serve_tcp
 from daemon.transport.agent_zmq import AgentRouter
+from daemon.transport.line_guard import LineGuard
 
 log = logging.getLogger("master")
 
@@ -122,6 +124,7 @@ class Master:
         """Start everything, each with its release on ``held``; serve until stopped."""
         s = self.settings
         reaper.become_subreaper()
+        _raise_open_files_limit()
         metrics.prepare(runtime_files.metrics_dir(s))  # before any worker: they inherit it
         prepare_forkserver(w.target for w in worker_specs(self.spec))
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -151,6 +154,7 @@ class Master:
         control = ControlServer(ctx, s.control_endpoint, self.token, self)
         held.callback(control.close)
         held.push_async_callback(self._cancel_tasks)  # the ticker, commands, watchers
+        self.lines = LineGuard(s.config.listen.line_timeout, s.config.listen.max_pending_bytes)
         self.listening = await self._listen(ctx, held)
         self._publish_control_file(control.endpoint)
         self._install_signal_handlers()
@@ -181,7 +185,8 @@ class Master:
         try:
             key, address = "listen.tcp", listen.tcp
             if address:
-                tcp = await serve_tcp(self.board, address, listen.max_message_bytes)
+                tcp = await serve_tcp(self.board, address, listen.max_message_bytes,
+                                      self.lines)
                 held.callback(tcp.close)
             key, address = "listen.zmq", listen.zmq
             if address:
@@ -294,6 +299,7 @@ class Master:
             self.board.expire(now)
             self.board.quarantine.expire(now)
             self.board.sweep_idle(now, self.settings.config.listen.idle_timeout)
+            self.lines.sweep(now)
             if now - last_reap >= 5.0:  # backstop in case a SIGCHLD was coalesced away
                 reaper.reap_orphans()
                 last_reap = now
@@ -349,6 +355,7 @@ class Master:
             self.board.auth = Authenticator(new, ensure_admin_token(new.state_dir))
             self.board.limits = _limits(new)
             self.board.quarantine.limits = _quarantine_limits(new)
+            self.lines.retune(new.config.listen.line_timeout, new.config.listen.max_pending_bytes)
             self._push_gateway_options(new)
             changes.append("agents, roles and gateway limits")
         if not self.custom_tree:
@@ -446,6 +453,16 @@ def _spare_workers_the_main_script() -> None:
     main = sys.modules["__main__"]
     if getattr(main, "__spec__", None) is None:
         main.__spec__ = importlib.util.find_spec("daemon.__main__")
+
+
+def _raise_open_files_limit() -> None:
+    """Every agent connection is a file: the soft limit (often 1024) would refuse agents
+    long before memory runs short, so take the hard limit (systemd: LimitNOFILE=)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    log.info("open files: limit %s%s", "unlimited" if hard == resource.RLIM_INFINITY else hard,
+             f" (raised from {soft})" if soft != hard else "")
 
 
 def _limits(settings: config.Settings) -> Limits:

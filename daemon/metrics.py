@@ -70,6 +70,9 @@ def _metrics() -> dict[str, Any] | None:
                             multiprocess_mode="livesum"),
         "fsync": Histogram("workingagents_audit_commit_seconds", "Time to write (and fsync) "
                            "one batch of audit records", buckets=LATENCY_BUCKETS),
+        "unauthenticated": Counter("workingagents_unauthenticated", "Requests refused for "
+                                   "a missing or wrong token (-32010); never audited",
+                                   ["transport"]),
         "records": Counter("workingagents_audit_records", "Audit records written (not "
                            "counting the genesis and rotate lines that open each file)"),
         "strikes": Counter("workingagents_agent_strikes", "Calls of an agent that hung, "
@@ -180,6 +183,12 @@ def upstream_up(name: str, up: bool) -> None:
     gauge = _child("upstream_up", name)
     if gauge is not None:
         gauge.set(1 if up else 0)
+
+
+def unauthenticated(transport: str) -> None:
+    counter = _child("unauthenticated", transport)
+    if counter is not None:
+        counter.inc()
 
 
 def audit_commit(seconds: float, records: int) -> None:

@@ -103,7 +103,8 @@ def upstream_subtree(settings: Settings, name: str) -> SupervisorSpec:
     worker = WorkerSpec(
         id=f"mcp:{name}", target=UPSTREAM_TARGET,
         options={"name": name, "command": list(up.command), "env": dict(up.env),
-                 "cwd": up.cwd, "endpoint": f"ipc://{settings.runtime_dir}/up-{name}.sock"},
+                 "cwd": up.cwd, "endpoint": f"ipc://{settings.runtime_dir}/up-{name}.sock",
+                 "start_timeout": settings.config.supervision.start_timeout},
         shutdown=settings.config.supervision.shutdown_timeout)
     return SupervisorSpec(id=f"upstream:{name}", strategy=Strategy.ONE_FOR_ONE,
                           intensity=intensity, liveness=liveness, restart=Restart.TEMPORARY,

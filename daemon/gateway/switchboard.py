@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from daemon import metrics
 from daemon.audit.link import AuditLink
 from daemon.gateway.auth import Agent, Authenticator
 from daemon.gateway.call_record import master_record
@@ -129,6 +130,8 @@ class Switchboard:
         try:
             self._dispatch(conn, message, raw)
         except RpcError as exc:  # notifications never raise, so this always has a reader
+            if exc.code == jsonrpc.UNAUTHENTICATED:  # counted, not audited: floods are cheap
+                metrics.unauthenticated(conn.transport)
             conn.send(jsonrpc.error(rid if jsonrpc.valid_id(rid) else None, exc.code,
                                     exc.message, exc.data))
 

@@ -6,6 +6,10 @@ an upstream), cancellations are forwarded as ``notifications/cancelled``, and pr
 notifications go to a callback.  The server runs in the worker's process group, with a
 parent-death signal, so it never outlives its worker.  Its stderr goes to the log, one
 event per line (stderr_relay).
+
+What the server writes is bounded: a message over MAX_MESSAGE_BYTES is refused as it
+streams in (the request it answered fails at once, with a log line), and lines that are
+not JSON-RPC are ignored, with one log line per GARBAGE_LOG_EVERY seconds at most.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import ctypes
 import itertools
 import logging
 import os
+import re
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,9 +31,15 @@ from daemon import __version__
 from daemon.protocol import mcp
 from daemon.protocol.jsonrpc import INTERNAL_ERROR, TOOL_UNAVAILABLE, RpcError
 from daemon.tools import stderr_relay
+from daemon.tools.stdout_lines import LineSplitter
 
 log = logging.getLogger("upstream")
 HANDSHAKE_TIMEOUT = 20.0
+MAX_MESSAGE_BYTES = 16 << 20  # a longer message from the server is refused
+READ_CHUNK = 1 << 16  # also the pipe reader's buffer limit: it holds at most twice this
+GARBAGE_LOG_EVERY = 10.0  # seconds between log lines about lines that are not JSON-RPC
+# The id of a reply, when it comes first (or right after "jsonrpc"), as SDKs write it.
+_REPLY_ID = re.compile(rb'\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(\d+)\s*,')
 CLIENT_INFO = {"name": "workingagents-gateway", "version": __version__}
 
 
@@ -54,12 +66,14 @@ class StdioMcpClient:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._stderr: asyncio.Task[None] | None = None
+        self._garbage = 0  # lines ignored since the last log line about them
+        self._garbage_logged = 0.0
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.cwd,
-            preexec_fn=_die_with_parent, limit=1 << 24)
+            preexec_fn=_die_with_parent, limit=READ_CHUNK)
         assert self.proc.stderr is not None
         self._stderr = asyncio.create_task(stderr_relay.relay(self.proc.stderr, self.name))
         self._reader = asyncio.create_task(self._read())
@@ -83,22 +97,11 @@ class StdioMcpClient:
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
+        lines = LineSplitter(MAX_MESSAGE_BYTES, self._oversized)
         try:
-            while line := await self.proc.stdout.readline():
-                try:
-                    message = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    log.warning("upstream wrote a line that is not JSON; ignored")
-                    continue
-                if not isinstance(message, dict):
-                    continue
-                rid = message.get("id")
-                future = self._pending.pop(rid, None) \
-                    if "method" not in message and isinstance(rid, int) else None
-                if future is not None and not future.done():
-                    future.set_result(message)
-                elif "method" in message and "id" not in message and self.on_notification:
-                    self.on_notification(message)
+            while chunk := await self.proc.stdout.read(READ_CHUNK):
+                for line in lines.feed(chunk):
+                    self._on_line(line)
         finally:
             self.exited.set()
             for future in self._pending.values():
@@ -106,6 +109,42 @@ class StdioMcpClient:
                     future.set_exception(RpcError(
                         TOOL_UNAVAILABLE, "Tool unavailable: the upstream server exited "
                                           "during the call; its outcome is unknown"))
+
+    def _on_line(self, line: bytes) -> None:
+        try:
+            message = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            message = None
+        if not isinstance(message, dict):
+            if line.strip():
+                self._ignored()
+            return
+        rid = message.get("id")
+        future = self._pending.pop(rid, None) \
+            if "method" not in message and isinstance(rid, int) else None
+        if future is not None and not future.done():
+            future.set_result(message)
+        elif "method" in message and "id" not in message and self.on_notification:
+            self.on_notification(message)
+
+    def _ignored(self) -> None:
+        """A line that is not a JSON-RPC object: counted, and logged now and then."""
+        self._garbage += 1
+        now = time.monotonic()
+        if now - self._garbage_logged >= GARBAGE_LOG_EVERY:
+            log.warning("upstream wrote %d lines that are not JSON-RPC objects; ignored",
+                        self._garbage)
+            self._garbage, self._garbage_logged = 0, now
+
+    def _oversized(self, head: bytes) -> None:
+        found = _REPLY_ID.match(head)
+        future = self._pending.pop(int(found[1]), None) if found else None
+        log.error("refused a message of over %d bytes from the upstream (%s)",
+                  MAX_MESSAGE_BYTES, f"the answer to request {found[1].decode()}" if found
+                  else "not a recognisable answer")
+        if future is not None and not future.done():
+            future.set_exception(RpcError(INTERNAL_ERROR, "upstream error: its answer is "
+                                          f"over {MAX_MESSAGE_BYTES} bytes; refused"))
 
     async def _write(self, message: dict[str, Any]) -> None:
         assert self.proc is not None and self.proc.stdin is not None

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import zmq
 
-from daemon.protocol.jsonrpc import INTERNAL_ERROR, RpcError
+from daemon.protocol.jsonrpc import INTERNAL_ERROR, TIMED_OUT, RpcError
 from daemon.tools.mcp_stdio import StdioMcpClient
 from daemon.transport import messages
 from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
@@ -95,16 +95,31 @@ class UpstreamService:
         self.router.close()
 
 
+async def start(client: StdioMcpClient, budget: float) -> list[dict[str, Any]]:
+    """Handshake and tools/list, both within ``budget`` (less than the supervisor's
+    start_timeout, so that a server that never answers gets a log line that says so
+    rather than a kill that says nothing)."""
+    try:
+        async with asyncio.timeout(budget):
+            await client.start()
+            return await client.list_tools()
+    except TimeoutError:
+        step = "tools/list" if client.version else "the handshake"
+        raise RpcError(TIMED_OUT, f"no answer to {step} within {budget:g}s") from None
+
+
 async def run(worker: Worker, name: str, command: list[str], endpoint: str,
-              env: dict[str, str] | None = None, cwd: str = "") -> None:
+              env: dict[str, str] | None = None, cwd: str = "",
+              start_timeout: float = 10.0) -> None:
     client = StdioMcpClient(name, command, env or {}, cwd)
     try:
-        await client.start()
-        tools = await client.list_tools()
+        tools = await start(client, start_timeout * 0.8)
     except (OSError, RpcError, TimeoutError) as exc:
+        exited = client.exited.is_set()  # on its own, before close() ends a live server
         await client.close()
         code = client.proc.returncode if client.proc else None
-        why = f"the server exited ({describe_exit(code)})" if code is not None else repr(exc)
+        why = f"the server exited ({describe_exit(code)})" if exited and code is not None \
+            else str(exc) or repr(exc)
         raise JobExit(EXIT_UPSTREAM_DID_NOT_START, f"upstream {name} ({' '.join(command)}) "
                                                    f"did not start: {why}") from None
     service = UpstreamService(worker, name, client, endpoint)

@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,26 @@ async def wait_healed(target: DaemonUnderTest, names: set[str]) -> tuple[bool, s
     return False, f"not healed after {HEAL_TIMEOUT:g}s: {what}"
 
 
+async def plugin_settled(target: DaemonUnderTest, version: int) -> tuple[bool, str]:
+    """The last version of ``swapped`` dropped is the one serving (a swap is never lost)."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        plugins = (await target.astatus())["plugins"]
+        serving = {p["name"]: p["version"] for p in plugins["loaded"]}.get("swapped")
+        if serving == version:
+            return True, f"swapped v{serving} serving, the last dropped"
+        if time.monotonic() > deadline:
+            refused = "; ".join(f"{path}: {why}" for path, why in plugins["refused"].items())
+            return False, (f"swapped v{serving} serving, but v{version} was dropped last"
+                           + (f"; refused: {refused}" if refused else ""))
+        await asyncio.sleep(0.2)
+
+
+def shard(agent: str, workers: int) -> str:
+    """The gateway worker an agent's calls go to (documented: crc32(agent) % workers)."""
+    return f"gateway-{zlib.crc32(agent.encode()) % workers}"
+
+
 async def track(target: DaemonUnderTest, until: float) -> None:
     """Remember every process of the daemon while the chaos runs (for the orphan check)."""
     while time.monotonic() < until:
@@ -135,6 +156,7 @@ async def drive(args: argparse.Namespace, target: DaemonUnderTest, plugin_dir: P
         await asyncio.sleep(0.5)  # a duplicate answer would arrive about now
         elapsed = time.monotonic() - started
         healed, heal_note = await wait_healed(target, names)
+        swapped, swap_note = await plugin_settled(target, faults.swapped_version)
         memory_end = target.memory()
     finally:
         for client in clients:
@@ -154,14 +176,16 @@ async def drive(args: argparse.Namespace, target: DaemonUnderTest, plugin_dir: P
                      "gateway_workers": args.workers, "agents": [s.name for s in goods],
                      "window": args.window, "rate_per_agent": args.rate,
                      "fault_gap_s": list(args.gap), "fault_weights": WEIGHTS},
-        "good": good.as_dict(), "by_door": checks.by_door(good_requests),
+        "good": good.as_dict(), "by_door": checks.breakdown(good_requests, "door"),
+        "by_agent": {name: {**v, "shard": shard(name, args.workers)} for name, v in
+                     checks.breakdown(ledger.requests, "agent").items()},
         "poison": poison.as_dict(),
         "faults": {"injected": dict(sorted(faults.injected.items())),
                    "missed": dict(sorted(faults.missed.items())),
                    "problems": faults.problems},
         "audit": {"records": audit.records, "verify": (verify_out + verify_err).strip()},
         "memory_mb": {"start": mb(memory_start), "end": mb(memory_end)},
-        "stop": stop_note, "heal": heal_note, "leftovers": leftovers,
+        "plugin": swap_note, "stop": stop_note, "heal": heal_note, "leftovers": leftovers,
     }
     summary["checks"] = {
         "exactly one response per request":
@@ -174,6 +198,7 @@ async def drive(args: argparse.Namespace, target: DaemonUnderTest, plugin_dir: P
         "poison calls denied or -32018/-32019": checks.bad_agent_unexpected(poison) == 0,
         "audit verify passes": verify_rc == 0,
         "tree back to full strength": healed,
+        "the last plugin version dropped serves": swapped,
         "no process left after stop": stopped and not leftovers,
         "memory bounded": not checks.memory_grew_too_much(memory_start, memory_end),
         f"ok >= {args.min_ok:g}% (well-behaved agents)": good.ok_percent >= args.min_ok,

@@ -87,14 +87,15 @@ def split(requests: list[Request]) -> tuple[list[Request], list[Request]]:
     return good, [r for r in requests if r.agent == BAD_AGENT]
 
 
-def by_door(requests: list[Request]) -> dict[str, dict[str, Any]]:
-    doors: dict[str, list[Request]] = {}
+def breakdown(requests: list[Request], key: str) -> dict[str, dict[str, Any]]:
+    """requests and ok % per value of ``key`` ("door" or "agent")."""
+    groups: dict[str, list[Request]] = {}
     for r in requests:
-        doors.setdefault(r.door, []).append(r)
-    return {door: {"requests": len(rs),
+        groups.setdefault(getattr(r, key), []).append(r)
+    return {name: {"requests": len(rs),
                    "ok_percent": round(100.0 * sum(r.verdict() == "ok" for r in rs)
                                        / len(rs), 3)}
-            for door, rs in sorted(doors.items())}
+            for name, rs in sorted(groups.items())}
 
 
 def memory_grew_too_much(start: dict[str, int], end: dict[str, int]) -> bool:

@@ -25,7 +25,8 @@ def render(summary: dict[str, Any], as_json: bool) -> str:
         f"audit-missing {good['audit_missing']}, "
         f"-32014 before the tool started {good['unstarted_32014']}",
         f"errors by code: {compact(good['outcomes']) or 'none'}",
-        f"by door: {doors(summary['by_door'])}",
+        f"by door: {groups(summary['by_door'])}",
+        f"by agent (and its gateway worker): {groups(summary['by_agent'])}",
         f"poison calls (bad agent, not in ok %): {poison['requests']}, answered "
         f"{compact({**poison['outcomes'], 'ok': poison['ok']}) or 'none'}",
         f"faults injected: {compact(faults['injected'])}"
@@ -35,6 +36,7 @@ def render(summary: dict[str, Any], as_json: bool) -> str:
         f"end {summary['memory_mb']['end']['total']}; "
         f"end by process: {compact(summary['memory_mb']['end'])}",
         f"audit: {summary['audit']['records']} records; verify: {summary['audit']['verify']}",
+        f"plugin: {summary['plugin']}",
         f"heal: {summary['heal']}; stop: {summary['stop']}"
         + (f"; left after stop: {summary['leftovers']}" if summary["leftovers"] else ""),
         "checks:",
@@ -46,9 +48,12 @@ def render(summary: dict[str, Any], as_json: bool) -> str:
     return "\n".join(lines)
 
 
-def doors(by_door: dict[str, dict[str, Any]]) -> str:
-    return ", ".join(f"{door} {v['requests']} at {v['ok_percent']}%"
-                     for door, v in by_door.items())
+def groups(breakdown: dict[str, dict[str, Any]]) -> str:
+    out = []
+    for name, v in breakdown.items():
+        where = f" ({v['shard']})" if "shard" in v else ""
+        out.append(f"{name}{where} {v['requests']} at {v['ok_percent']}%")
+    return ", ".join(out)
 
 
 def compact(values: dict[str, Any]) -> str:

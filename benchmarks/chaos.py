@@ -49,6 +49,7 @@ CALL_TIMEOUT = 10.0  # the gateway's call_timeout: a stuck call answers -32016 b
 CLIENT_TIMEOUT = CALL_TIMEOUT + 5  # beyond it, a call with no answer is lost
 HEAL_TIMEOUT = 20.0  # the tree must be back to full strength within this after the chaos
 STORM_CALLS = 4
+SWAP_GRACE = 20.0  # a drop must be serving by then (a swap step waits 15 s for a worker)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,7 +103,7 @@ async def wait_healed(target: DaemonUnderTest, names: set[str]) -> tuple[bool, s
 
 async def plugin_settled(target: DaemonUnderTest, version: int) -> tuple[bool, str]:
     """The last version of ``swapped`` dropped is the one serving (a swap is never lost)."""
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + SWAP_GRACE
     while True:
         plugins = (await target.astatus())["plugins"]
         serving = {p["name"]: p["version"] for p in plugins["loaded"]}.get("swapped")
@@ -182,7 +183,7 @@ async def drive(args: argparse.Namespace, target: DaemonUnderTest, plugin_dir: P
         "poison": poison.as_dict(),
         "faults": {"injected": dict(sorted(faults.injected.items())),
                    "missed": dict(sorted(faults.missed.items())),
-                   "problems": faults.problems},
+                   "problems": faults.problems, "timeline": faults.timeline},
         "audit": {"records": audit.records, "verify": (verify_out + verify_err).strip()},
         "memory_mb": {"start": mb(memory_start), "end": mb(memory_end)},
         "plugin": swap_note, "stop": stop_note, "heal": heal_note, "leftovers": leftovers,

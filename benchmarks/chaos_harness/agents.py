@@ -13,6 +13,7 @@ import hashlib
 import random
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 
@@ -50,11 +51,14 @@ def bad_agent() -> AgentSpec:
 
 async def connect(spec: AgentSpec, target: DaemonUnderTest) -> RecordingClient:
     listen = target.listen()
+    client: RecordingClient
     if spec.door == "tcp":
         host, _, port = listen["tcp"].rpartition(":")
-        client = await RecordingClient.tcp(host, int(port), spec.token, spec.stateless)
+        client = cast(RecordingClient, await RecordingClient.tcp(host, int(port), spec.token,
+                                                                 spec.stateless))
     elif spec.door == "zmq":
-        client = await RecordingClient.zmq(listen["zmq"], spec.token, spec.stateless)
+        client = cast(RecordingClient, await RecordingClient.zmq(listen["zmq"], spec.token,
+                                                                 spec.stateless))
     else:
         argv = [*CLI, "mcp-bridge", "--config", str(target.config)]
         client = await RecordingClient.bridge(argv, ENV, spec.token, spec.stateless)

@@ -39,7 +39,7 @@ class AuditIndex:
                 index.intents.add(sha)
             elif record.get("kind") == "call" and sha and \
                     (record.get("outcome") or {}).get("status") == "ok":
-                index.ok_calls.add((record.get("agent"), record.get("tool"), sha))
+                index.ok_calls.add((str(record.get("agent")), str(record.get("tool")), sha))
         return index
 
 

@@ -52,6 +52,8 @@ class FaultInjector:
         self.injected: Counter[str] = Counter()
         self.missed: Counter[str] = Counter()
         self.problems: list[str] = []  # faults that failed in a way worth reporting
+        self.timeline: list[tuple[float, str, str]] = []  # (seconds in, kind, outcome)
+        self._t0 = time.monotonic()
 
     async def run(self, until: float, gap: tuple[float, float]) -> None:
         """Inject faults until ``until``; each runs as its own task, all awaited."""
@@ -65,56 +67,70 @@ class FaultInjector:
         await asyncio.gather(*tasks)
 
     async def inject(self, kind: str) -> None:
+        at = round(time.monotonic() - self._t0, 2)
         try:
-            await getattr(self, kind)()
+            detail = await getattr(self, kind)()
         except (Missed, ProcessLookupError, psutil.NoSuchProcess):
             self.missed[kind] += 1
+            self.timeline.append((at, kind, "missed"))
             return
         except Exception as exc:  # a harness fault must not end the run
             self.problems.append(f"{kind}: {type(exc).__name__}: {exc}")
+            self.timeline.append((at, kind, "failed"))
             return
         self.injected[kind] += 1
+        self.timeline.append((at, kind, detail or "done"))
 
-    async def _ready_pid(self, prefix: str) -> int:
+    async def _ready_pid(self, prefix: str) -> tuple[int, str]:
+        """(pid, name) of a READY worker whose name starts with ``prefix``."""
         workers = workers_in((await self.target.astatus())["tree"])
-        pids = [w["pid"] for name, w in sorted(workers.items())
-                if name.startswith(prefix) and w["state"] == "ready" and w["pid"]]
-        if not pids:
+        ready = [(int(w["pid"]), name) for name, w in sorted(workers.items())
+                 if name.startswith(prefix) and w["state"] == "ready" and w["pid"]]
+        if not ready:
             raise Missed(prefix)
-        return int(self.rng.choice(pids))
+        return self.rng.choice(ready)
 
-    async def kill_gateway(self) -> None:
-        os.kill(await self._ready_pid("gateway-"), signal.SIGKILL)
+    async def kill_gateway(self) -> str:
+        pid, name = await self._ready_pid("gateway-")
+        os.kill(pid, signal.SIGKILL)
+        return name
 
-    async def kill_audit(self) -> None:
-        os.kill(await self._ready_pid("audit"), signal.SIGKILL)
+    async def kill_audit(self) -> str:
+        os.kill((await self._ready_pid("audit"))[0], signal.SIGKILL)
+        return "audit"
 
-    async def kill_upstream(self) -> None:
-        worker = psutil.Process(await self._ready_pid("mcp:notes"))
+    async def kill_upstream(self) -> str:
+        worker = psutil.Process((await self._ready_pid("mcp:notes"))[0])
         servers = worker.children()
         if not servers:
             raise Missed("no upstream server process")
         for server in servers:
             server.kill()
+        return f"pid {' '.join(str(s.pid) for s in servers)}"
 
-    async def stop_gateway(self) -> None:
-        pid = await self._ready_pid("gateway-")
+    async def stop_gateway(self) -> str:
+        pid, name = await self._ready_pid("gateway-")
         os.kill(pid, signal.SIGSTOP)
         try:
             await asyncio.sleep(STOP_SECONDS)
         finally:
             with contextlib.suppress(ProcessLookupError):  # most likely killed as hung
                 os.kill(pid, signal.SIGCONT)
+        return name
 
-    async def swap_plugin(self) -> None:
+    async def swap_plugin(self) -> str:
         self.swapped_version += 1
         plugin_files.drop(self.plugin_dir, "swapped",
                           plugin_files.swapped_source(self.swapped_version))
+        return f"v{self.swapped_version}"
 
-    async def reload(self) -> None:
+    async def reload(self) -> str:
+        started = time.monotonic()
         rc, out, err = await self.target.cli("reload", timeout=30)
         if rc != 0:
             self.problems.append(f"reload exited {rc}: {(out + err).strip()[:200]}")
+        return f"exit {rc} after {time.monotonic() - started:.1f}s"
 
-    async def poison_storm(self) -> None:
+    async def poison_storm(self) -> str:
         await self.storm()
+        return "answered"

@@ -165,9 +165,7 @@ async def drive(args: argparse.Namespace, target: DaemonUnderTest, plugin_dir: P
     stopped, stop_note = await target.stop()
     await asyncio.sleep(0.5)  # let the reaped go
     leftovers = target.leftovers()
-    rc, audit_lines, _ = await target.cli("audit", "tail", "--json", "-n", "100000000",
-                                            timeout=300)
-    audit = checks.AuditIndex.parse(audit_lines) if rc == 0 else checks.AuditIndex()
+    audit = await asyncio.to_thread(checks.AuditIndex.read, target.state_dir / "audit")
     verify_rc, verify_out, verify_err = await target.cli("audit", "verify", timeout=300)
     good_requests, bad_requests = checks.split(ledger.requests)
     good, poison = checks.tally(good_requests, audit), checks.tally(bad_requests, audit)
@@ -183,8 +181,9 @@ async def drive(args: argparse.Namespace, target: DaemonUnderTest, plugin_dir: P
         "poison": poison.as_dict(),
         "faults": {"injected": dict(sorted(faults.injected.items())),
                    "missed": dict(sorted(faults.missed.items())),
-                   "problems": faults.problems, "timeline": faults.timeline},
-        "audit": {"records": audit.records, "verify": (verify_out + verify_err).strip()},
+                   "problems": faults.problems, "timeline": sorted(faults.timeline)},
+        "audit": {"records": audit.records, "unreadable_lines": audit.unreadable,
+                  "verify": (verify_out + verify_err).strip()},
         "memory_mb": {"start": mb(memory_start), "end": mb(memory_end)},
         "plugin": swap_note, "stop": stop_note, "heal": heal_note, "leftovers": leftovers,
     }
@@ -193,7 +192,7 @@ async def drive(args: argparse.Namespace, target: DaemonUnderTest, plugin_dir: P
             good.verdicts["lost"] + good.duplicates + poison.verdicts["lost"]
             + poison.duplicates == 0,
         "every success correct": good.verdicts["wrong"] + poison.verdicts["wrong"] == 0,
-        "every success audited": rc == 0 and good.audit_missing + poison.audit_missing == 0,
+        "every success audited": good.audit_missing + poison.audit_missing == 0,
         "-32014 only after the tool started":
             good.unstarted_32014 + poison.unstarted_32014 == 0,
         "poison calls denied or -32018/-32019": checks.bad_agent_unexpected(poison) == 0,

@@ -1,7 +1,7 @@
 """What the harness checks at the end, from the ledger and the audit log.
 
-The audit log is read the way an auditor would, with ``workingagents audit tail
---json``.  A call is found by the digest of its (unique) arguments: a success must have
+The audit log is read from its files, a line at a time (a soak writes millions of
+records).  A call is found by the digest of its (unique) arguments: a success must have
 a ``call`` record with status ``ok``; a -32014 is allowed only for a call whose tool had
 started, which the log shows as an ``intent`` record (and ``echo``, pure, never has one).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,23 +25,33 @@ MEMORY_GROWTH = 200 << 20
 
 @dataclass
 class AuditIndex:
-    ok_calls: set[tuple[str, str, str]] = field(default_factory=set)  # agent, tool, sha
-    intents: set[str] = field(default_factory=set)  # args_sha256 of started tools
+    ok_calls: set[tuple[str, str, bytes]] = field(default_factory=set)  # agent, tool, digest
+    intents: set[bytes] = field(default_factory=set)  # argument digests of started tools
     records: int = 0
+    unreadable: int = 0
 
     @classmethod
-    def parse(cls, lines: str) -> AuditIndex:
+    def read(cls, directory: Path) -> AuditIndex:
         index = cls()
-        for line in lines.splitlines():
-            record: dict[str, Any] = orjson.loads(line)
-            index.records += 1
-            sha = record.get("args_sha256")
-            if record.get("kind") == "intent" and sha:
-                index.intents.add(sha)
-            elif record.get("kind") == "call" and sha and \
-                    (record.get("outcome") or {}).get("status") == "ok":
-                index.ok_calls.add((str(record.get("agent")), str(record.get("tool")), sha))
+        for path in sorted(directory.glob("audit-*.jsonl")):
+            with path.open("rb") as lines:
+                for line in lines:
+                    try:
+                        index.add(orjson.loads(line))
+                    except orjson.JSONDecodeError:
+                        index.unreadable += 1  # `audit verify` says what is wrong
         return index
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.records += 1
+        sha = record.get("args_sha256")
+        if not sha:
+            return
+        if record.get("kind") == "intent":
+            self.intents.add(bytes.fromhex(sha))
+        elif record.get("kind") == "call" and (record.get("outcome") or {}).get("status") == "ok":
+            self.ok_calls.add((str(record.get("agent")), str(record.get("tool")),
+                               bytes.fromhex(sha)))
 
 
 @dataclass
@@ -72,11 +83,12 @@ def tally(requests: list[Request], audit: AuditIndex) -> Tally:
         verdict = request.verdict()
         out.requests += 1
         out.verdicts[verdict] += 1
-        out.duplicates += len(request.responses) > 1
-        sha = request.args_sha256
-        if verdict == "ok" and (request.agent, request.tool, sha) not in audit.ok_calls:
+        out.duplicates += request.answers > 1
+        digest = request.digest
+        if verdict == "ok" and (request.agent, request.tool, digest) not in audit.ok_calls:
             out.audit_missing += 1
-        if verdict == "error -32014" and (request.tool == "echo" or sha not in audit.intents):
+        if verdict == "error -32014" and (request.tool == "echo"
+                                          or digest not in audit.intents):
             out.unstarted_32014 += 1
     return out
 

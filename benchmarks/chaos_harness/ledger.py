@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -21,36 +20,44 @@ from daemon.client import AsyncAgentClient
 from daemon.protocol import mcp
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
+    """One tools/call and what came back, kept small: a soak files millions of them."""
+
     agent: str
     door: str  # "tcp", "zmq", "bridge"
     tool: str
-    arguments: dict[str, Any]
-    expected: str  # the text of a correct result
-    sent: float = field(default_factory=time.monotonic)
-    responses: list[dict[str, Any]] = field(default_factory=list)
+    arguments: dict[str, Any] | None  # dropped once answered
+    expected: str  # the text of a correct result; dropped once answered
+    digest: bytes = b""  # how the audit log names the arguments: sha256 of canonical JSON
+    answers: int = 0
+    first: str = "lost"  # the verdict on the first answer
 
-    @property
-    def args_sha256(self) -> str:
-        """How the audit log names these arguments (sha256 of their canonical JSON)."""
-        return hashlib.sha256(orjson.dumps(self.arguments, option=orjson.OPT_SORT_KEYS)) \
-            .hexdigest()
+    def __post_init__(self) -> None:
+        self.digest = hashlib.sha256(orjson.dumps(self.arguments,
+                                                  option=orjson.OPT_SORT_KEYS)).digest()
 
-    def verdict(self) -> str:
-        """"ok", "wrong", "denied", "tool_error", "error <code>" or "lost"."""
-        if not self.responses:
-            return "lost"
-        first = self.responses[0]
-        if "error" in first:
-            return f"error {first['error'].get('code')}"
-        result = first.get("result") or {}
+    def answer(self, message: dict[str, Any]) -> None:
+        self.answers += 1
+        if self.answers == 1:
+            self.first = self._judge(message)
+            self.arguments, self.expected = None, ""
+
+    def _judge(self, message: dict[str, Any]) -> str:
+        """"ok", "wrong", "denied", "tool_error" or "error <code>"."""
+        if "error" in message:
+            return f"error {message['error'].get('code')}"
+        result = message.get("result") or {}
         if (result.get("_meta") or {}).get(mcp.META_DENIED):
             return "denied"
         if result.get("isError"):
             return "tool_error"
         content = result.get("content") or [{}]
         return "ok" if content[0].get("text") == self.expected else "wrong"
+
+    def verdict(self) -> str:
+        """The first answer's verdict, or "lost" if none came."""
+        return self.first
 
 
 class Ledger:
@@ -92,17 +99,16 @@ class RecordingClient(AsyncAgentClient):
         if isinstance(message, dict) and "method" not in message:
             filed = self.filed.get(message.get("id"))  # type: ignore[arg-type]
             if filed is not None:
-                filed.responses.append(message)
+                filed.answer(message)
         super()._deliver(raw)
 
     async def call(self, request: Request, timeout: float) -> None:
-        """Send one tools/call; its response(s) land in ``request.responses``."""
+        """Send one tools/call; each answer is filed with ``request.answer``."""
         rid, raw = self.build("tools/call", {"name": request.tool,
                                              "arguments": request.arguments})
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         self.filed[rid] = request
-        request.sent = time.monotonic()
         await self.send_raw(raw)
         await asyncio.wait_for(future, timeout)
 

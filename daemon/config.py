@@ -236,10 +236,15 @@ def with_agents_dir(config: Config, path: Path | None) -> Config:
         extra = agents_dir.read(agents_dir.location(path, default_state_dir()))
     except agents_dir.AgentsDirError as exc:
         raise ConfigError(str(exc)) from None
-    for name, (_, file) in extra.items():
+    for name, (agent, file) in extra.items():
         if name in config.agents:
             raise ConfigError(f"{file}: key agents.{name}: agent {name} is also defined in "
                               f"{path}")
+
+        def refuse(key: str, expected: str, got: object, file: Path = file) -> ConfigError:
+            return ConfigError(f"{file}: key {key}: expected {expected}, got {got!r}")
+
+        _check_agent(config, name, agent, refuse)  # errors name the file in agents.d
     if not extra:
         return config
     agents = {**config.agents, **{name: agent for name, (agent, _) in extra.items()}}
@@ -356,14 +361,18 @@ def _check_gateway(config: Config, refuse: Any) -> None:
                 raise refuse(f"upstreams.{name}.env.{var}", "a variable set in env or "
                              "secret_env, not both", "<hidden>")
     for name, agent in config.agents.items():
-        digest = agent.token_sha256.lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise refuse(f"agents.{name}.token_sha256", "64 hex digits (sha256 of the token)",
-                         "<hidden>")
-        for role in agent.roles:
-            if role not in config.roles and role != "admin":
-                raise refuse(f"agents.{name}.roles", f"roles defined in [roles.*] "
-                             f"(known: {', '.join(sorted(config.roles)) or 'none'})", role)
+        _check_agent(config, name, agent, refuse)
+
+
+def _check_agent(config: Config, name: str, agent: AgentSection, refuse: Any) -> None:
+    digest = agent.token_sha256.lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise refuse(f"agents.{name}.token_sha256", "64 hex digits (sha256 of the token)",
+                     "<hidden>")
+    for role in agent.roles:
+        if role not in config.roles and role != "admin":
+            raise refuse(f"agents.{name}.roles", f"roles defined in [roles.*] "
+                         f"(known: {', '.join(sorted(config.roles)) or 'none'})", role)
 
 
 def _check_audit(config: Config, refuse: Any) -> None:

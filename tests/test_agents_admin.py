@@ -112,6 +112,8 @@ def test_agents_d_files_hold_only_agents_each_defined_once(tmp_path):
     (agents_d / "a.toml").write_text(f'[agents.x]\ntoken_sha256 = "{digest}"\n')
     refused(f'[agents.x]\ntoken_sha256 = "{digest}"\n', "also defined in")
     (agents_d / "a.toml").unlink()
+    refused(f'[agents.x]\ntoken_sha256 = "{digest}"\nroles = ["gone"]\n',
+            "key agents.x.roles: expected roles defined in [roles.*]")
     bad.write_text(f'[agents.x]\ntoken_sha256 = "{digest}"\nroles = ["analyst"]\n')
     bad.chmod(0o666)
     with pytest.raises(config.ConfigError, match="writable by others"):

@@ -16,6 +16,9 @@ from typing import Any, Literal
 
 import msgspec
 
+from daemon import agents_dir, secret_env
+from daemon.agents_dir import AgentSection
+
 SYSTEM_CONFIG = Path("/etc/workingagents/workingagents.toml")
 IPC_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
 
@@ -86,17 +89,15 @@ class RoleSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     tools: list[str] = msgspec.field(default_factory=list)  # glob patterns of tool names
 
 
-class AgentSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    token_sha256: str  # hex sha256 of the agent's bearer token
-    roles: list[str] = msgspec.field(default_factory=list)
-
-
 class UpstreamSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """An upstream MCP server over stdio, run as a supervised child of the tools
     supervisor; its tools appear as <name>__<tool>."""
 
     command: list[str]
-    env: dict[str, str] = msgspec.field(default_factory=dict)
+    env: dict[str, str] = msgspec.field(default_factory=dict)  # plain values, no secrets
+    # VAR = "NAME": the server's $VAR is the secret NAME, read at start from the daemon's
+    # environment or $CREDENTIALS_DIRECTORY/NAME (daemon.secret_env); never in the TOML
+    secret_env: dict[str, str] = msgspec.field(default_factory=dict)
     cwd: str = ""
 
 
@@ -218,7 +219,7 @@ def locate_state_dir(explicit: str | None = None) -> Path:
 def load(explicit: str | None = None) -> Settings:
     path = config_path(explicit)
     if path is None:
-        return settle(Config(), None)
+        return settle(with_agents_dir(Config(), None), None)
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -229,7 +230,28 @@ def load(explicit: str | None = None) -> Settings:
         raise ConfigError(f"{path}: {_readable(str(exc))}") from None
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return settle(config, path)
+    return settle(with_agents_dir(config, path), path)
+
+
+def with_agents_dir(config: Config, path: Path | None) -> Config:
+    """The config plus the agents of agents.d/*.toml (`workingagents agents add`)."""
+    try:
+        extra = agents_dir.read(agents_dir.location(path, default_state_dir()))
+    except agents_dir.AgentsDirError as exc:
+        raise ConfigError(str(exc)) from None
+    for name, (agent, file) in extra.items():
+        if name in config.agents:
+            raise ConfigError(f"{file}: key agents.{name}: agent {name} is also defined in "
+                              f"{path}")
+
+        def refuse(key: str, expected: str, got: object, file: Path = file) -> ConfigError:
+            return ConfigError(f"{file}: key {key}: expected {expected}, got {got!r}")
+
+        _check_agent(config, name, agent, refuse)  # errors name the file in agents.d
+    if not extra:
+        return config
+    agents = {**config.agents, **{name: agent for name, (agent, _) in extra.items()}}
+    return msgspec.structs.replace(config, agents=agents)
 
 
 def _readable(msg: str) -> str:
@@ -336,15 +358,26 @@ def _check_gateway(config: Config, refuse: Any) -> None:
         if not upstream.command or not all(upstream.command):
             raise refuse(f"upstreams.{name}.command", "a non-empty list of strings",
                          upstream.command)
+        for var, secret in upstream.secret_env.items():  # names only: never a value
+            if not secret_env.NAME.fullmatch(secret):
+                raise refuse(f"upstreams.{name}.secret_env.{var}", "the name of an "
+                             "environment variable or credential", secret)
+            if var in upstream.env:
+                raise refuse(f"upstreams.{name}.env.{var}", "a variable set in env or "
+                             "secret_env, not both", "<hidden>")
     for name, agent in config.agents.items():
-        digest = agent.token_sha256.lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise refuse(f"agents.{name}.token_sha256", "64 hex digits (sha256 of the token)",
-                         "<hidden>")
-        for role in agent.roles:
-            if role not in config.roles and role != "admin":
-                raise refuse(f"agents.{name}.roles", f"roles defined in [roles.*] "
-                             f"(known: {', '.join(sorted(config.roles)) or 'none'})", role)
+        _check_agent(config, name, agent, refuse)
+
+
+def _check_agent(config: Config, name: str, agent: AgentSection, refuse: Any) -> None:
+    digest = agent.token_sha256.lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise refuse(f"agents.{name}.token_sha256", "64 hex digits (sha256 of the token)",
+                     "<hidden>")
+    for role in agent.roles:
+        if role not in config.roles and role != "admin":
+            raise refuse(f"agents.{name}.roles", f"roles defined in [roles.*] "
+                         f"(known: {', '.join(sorted(config.roles)) or 'none'})", role)
 
 
 def _check_audit(config: Config, refuse: Any) -> None:

@@ -27,7 +27,7 @@ import orjson
 import psutil
 import zmq
 
-from daemon import __version__, config, logs, metrics, runtime_files, tree
+from daemon import __version__, config, fixed_settings, logs, metrics, runtime_files, tree
 from daemon.audit.link import AuditLink
 from daemon.control import health
 from daemon.control.server import ControlServer
@@ -328,19 +328,9 @@ class Master:
 
     async def _apply(self, new: config.Settings) -> list[str]:
         old = self.settings
-        fixed = {"daemon.state_dir": (old.state_dir, new.state_dir),
-                 "listen.tcp": (old.config.listen.tcp, new.config.listen.tcp),
-                 "listen.zmq": (old.config.listen.zmq, new.config.listen.zmq),
-                 "upstreams": (old.config.upstreams, new.config.upstreams),
-                 "daemon.runtime_dir": (old.runtime_dir, new.runtime_dir),
-                 "control.endpoint": (old.control_endpoint, new.control_endpoint),
-                 "supervision.bus_endpoint": (old.bus_endpoint, new.bus_endpoint),
-                 "audit": (old.config.audit, new.config.audit),
-                 "metrics": (old.config.metrics, new.config.metrics)}
-        for key, (was, now) in fixed.items():
-            if was != now:
-                raise config.ConfigError(f"{new.source}: key {key}: cannot change while "
-                                         f"running ({was} -> {now}); restart the service")
+        refused = fixed_settings.refusal(old, new)
+        if refused is not None:
+            raise config.ConfigError(f"{new.source}: {refused}; restart the service")
         changes: list[str] = []
         if new.config.daemon.log_level != old.config.daemon.log_level:
             logging.getLogger().setLevel(new.config.daemon.log_level.upper())

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.config import Settings
+from daemon import secret_env
+from daemon.config import ConfigError, Settings
 from daemon.supervision.spec import (
     Intensity,
     Liveness,
@@ -97,13 +98,27 @@ UPSTREAM_TARGET = "daemon.tools.upstream_worker:run"
 UPSTREAM_PROBE = Probe(initial=1.0, max=60.0, reset=60.0)
 
 
+def upstream_env(settings: Settings, name: str) -> dict[str, str]:
+    """The server's extra environment: plain values plus its secrets, read now (at start)
+    as redacted-repr Secret strings; a missing secret is a ConfigError naming key and
+    secret, never a value."""
+    up = settings.config.upstreams[name]
+    try:
+        secrets = secret_env.read_all(up.secret_env)
+    except secret_env.MissingSecret as exc:
+        raise ConfigError(f"{settings.source or 'built-in defaults'}: key "
+                          f"upstreams.{name}.secret_env.{exc}") from None
+    return {**up.env, **secrets}
+
+
 def upstream_subtree(settings: Settings, name: str) -> SupervisorSpec:
     up = settings.config.upstreams[name]
     intensity, liveness = limits(settings)
     worker = WorkerSpec(
         id=f"mcp:{name}", target=UPSTREAM_TARGET,
-        options={"name": name, "command": list(up.command), "env": dict(up.env),
-                 "cwd": up.cwd, "endpoint": f"ipc://{settings.runtime_dir}/up-{name}.sock",
+        options={"name": name, "command": list(up.command),
+                 "env": upstream_env(settings, name), "cwd": up.cwd,
+                 "endpoint": f"ipc://{settings.runtime_dir}/up-{name}.sock",
                  "start_timeout": settings.config.supervision.start_timeout},
         shutdown=settings.config.supervision.shutdown_timeout)
     return SupervisorSpec(id=f"upstream:{name}", strategy=Strategy.ONE_FOR_ONE,

@@ -143,6 +143,40 @@ def test_shipped_checkpoints_catch_a_tail_cut_with_the_local_checkpoints(rotated
     assert out.returncode == 1 and "truncated" in out.stdout
 
 
+def test_verify_of_the_newest_file_alone_still_catches_a_cut_tail(rotated_log, tmp_path):
+    copy = tampered(rotated_log[0], tmp_path, "cut")
+    last = sorted(copy.glob("audit-*.jsonl"))[-1]
+    assert verify(last).returncode == 0, "untouched, the file alone verifies"
+    last.write_bytes(b"".join(lines_of(last)[:-2]))
+    out = verify(last)  # the checkpoints beside it are found and applied
+    assert out.returncode == 1 and "were cut off" in out.stdout, out.stdout + out.stderr
+
+
+def test_verify_of_an_older_file_alone_leaves_later_checkpoints_to_later_files(rotated_log):
+    first = sorted(rotated_log[0].glob("audit-*.jsonl"))[0]
+    out = verify(first)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "signed checkpoints verified" in out.stdout and "later files" in out.stderr
+
+
+def test_verify_of_a_file_without_checkpoints_fails_saying_how_to_give_them(rotated_log,
+                                                                           tmp_path):
+    directory, shipped = rotated_log
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    last = sorted(directory.glob("audit-*.jsonl"))[-1]
+    shutil.copy(last, alone / last.name)
+    out = verify(alone / last.name)
+    assert out.returncode == 1
+    assert "cannot be detected without the signed checkpoints" in out.stdout
+    assert "--checkpoints" in out.stdout
+    out = verify(alone / last.name, "--checkpoints", shipped)  # and no genesis to name a key
+    assert out.returncode == 1 and "give --key" in out.stdout
+    key = records(directory)[0]["key"]
+    out = verify(alone / last.name, "--checkpoints", shipped, "--key", key)
+    assert out.returncode == 0 and "signed checkpoints verified" in out.stdout, out.stdout
+
+
 def test_verify_refuses_a_forged_checkpoint(rotated_log, tmp_path):
     copy = tampered(rotated_log[0], tmp_path, "forged")
     path = copy / "checkpoints.jsonl"

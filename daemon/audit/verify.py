@@ -4,7 +4,9 @@ The walk recomputes every link: a line whose ``n`` or ``prev`` does not follow f
 line before it is the first broken record, named by file and line.  Signed checkpoints
 then say how far the log had come: one that covers more records than the files hold
 proves the tail was cut off, one whose head differs proves a rewrite.  Checkpoints are
-read from the audit dir and from any shipped copy given with ``--checkpoints``.
+read from the audit dir (for a log file given alone: its directory) and from any shipped
+copy given with ``--checkpoints``; log files given without any checkpoints fail, since
+nothing else could show that their tail was cut off.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ def collect(paths: list[Path]) -> tuple[list[Path], list[Path]]:
             checkpoints.append(path)
         else:
             logs.append(path)
-    return sorted(set(logs), key=lambda p: p.name), checkpoints
+            if (path.parent / signing.CHECKPOINTS).exists():  # where the daemon writes them
+                checkpoints.append(path.parent / signing.CHECKPOINTS)
+    return sorted(set(logs), key=lambda p: p.name), list(dict.fromkeys(checkpoints))
 
 
 def verify(paths: list[Path], extra_checkpoints: list[Path] | None = None,
@@ -60,11 +64,42 @@ def verify(paths: list[Path], extra_checkpoints: list[Path] | None = None,
         report.problem = "no audit files (audit-NNNNNNNN.jsonl) found in " + \
             ", ".join(str(p) for p in paths)
         return report
-    checkpoints = _read_checkpoints(checkpoint_files + list(extra_checkpoints or []), report)
+    checkpoint_files += extra_checkpoints or []
+    checkpoints = _read_checkpoints(checkpoint_files, report)
     heads = _walk(logs, {int(c["n"]) for c in checkpoints if _is_int(c.get("n"))}, report)
+    files_given = any(not p.is_dir() for p in paths)
+    if report.ok and not checkpoint_files:
+        if files_given:
+            report.problem = (f"no {signing.CHECKPOINTS} beside {logs[-1]}: a cut-off tail "
+                              "cannot be detected without the signed checkpoints; give them "
+                              "with --checkpoints FILE (or verify the whole audit dir)")
+        else:
+            report.notes.append(f"no {signing.CHECKPOINTS}: a cut-off tail cannot be "
+                                "detected without the signed checkpoints")
     if report.ok:
-        _check_checkpoints(checkpoints, heads, public_key or report.key, report)
+        key = public_key or report.key or _genesis_key(logs[0].parent)
+        later = [p for p in chain.log_files(logs[-1].parent) if p.name > logs[-1].name]
+        if checkpoints and key is None and files_given:
+            report.problem = ("the checkpoints cannot be checked without the log's public "
+                              "key (the walk did not start at a genesis record): give --key")
+        else:
+            _check_checkpoints(checkpoints, heads, key, report, later)
     return report
+
+
+def _genesis_key(directory: Path) -> str | None:
+    """The key named by the genesis record of ``directory``'s first file, for a walk that
+    starts later (one file given alone): as trusted as verifying the whole dir."""
+    files = chain.log_files(directory)
+    try:
+        with files[0].open("rb") as f:
+            first = orjson.loads(f.readline())
+    except (IndexError, OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(first, dict) or first.get("kind") != "genesis":
+        return None
+    key = first.get("key")
+    return key if isinstance(key, str) else None
 
 
 def _is_int(value: Any) -> bool:
@@ -159,7 +194,9 @@ def _read_checkpoints(files: list[Path], report: Report) -> list[dict[str, Any]]
 
 
 def _check_checkpoints(checkpoints: list[dict[str, Any]], heads: dict[int, bytes],
-                       key_text: str | None, report: Report) -> None:
+                       key_text: str | None, report: Report, later: list[Path]) -> None:
+    """``later``: log files after the last one checked, which hold the records that
+    checkpoints past it cover (not a cut-off tail)."""
     if not checkpoints:
         return
     if key_text is None:
@@ -180,6 +217,10 @@ def _check_checkpoints(checkpoints: list[dict[str, Any]], heads: dict[int, bytes
         n = int(checkpoint["n"])
         if n <= report.first:
             continue  # before the first record checked
+        if n > report.next_n and later:
+            report.notes.append(f"checkpoints past record {report.next_n - 1} cover later "
+                                f"files not given ({later[0].name}…): not checked")
+            return
         if n > report.next_n:
             report.problem = (f"{where}: truncated: a checkpoint signed at "
                               f"{checkpoint['t']} covers {n} records, the log has only "

@@ -8,6 +8,7 @@ import click
 
 from daemon import __version__
 from daemon.cli.agent_commands import call, mcp_bridge, tools
+from daemon.cli.agents_admin import agents
 from daemon.cli.audit_commands import audit
 from daemon.cli.bench_commands import bench
 from daemon.cli.daemon_commands import reload, restart, serve, status, stop
@@ -21,7 +22,7 @@ def cli() -> None:
 
 
 for command in (serve, status, reload, restart, stop, tools, call, mcp_bridge, plugins,
-                audit, bench):
+                agents, audit, bench):
     cli.add_command(command)
 
 

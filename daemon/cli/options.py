@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from daemon import config
+from daemon import agents_dir, config
 from daemon.control.client import ControlClient, ControlError, NotRunning
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,7 +29,7 @@ def one_line_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (config.ConfigError, NotRunning, ControlError) as exc:
+        except (config.ConfigError, agents_dir.AgentsDirError, NotRunning, ControlError) as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon.config import Settings
@@ -22,6 +22,7 @@ ADMIN = "admin"  # the local administrator; its role "admin" may see and call ev
 class Agent:
     name: str
     roles: tuple[str, ...]
+    token_sha256: str = field(default="", repr=False, compare=False)
 
 
 def digest(token: str) -> str:
@@ -46,10 +47,11 @@ def ensure_admin_token(state_dir: Path) -> str:
 
 class Authenticator:
     def __init__(self, settings: Settings, admin_token: str) -> None:
-        self._by_digest: dict[str, Agent] = {
-            digest(admin_token): Agent(ADMIN, (ADMIN,))}
+        admin = digest(admin_token)
+        self._by_digest: dict[str, Agent] = {admin: Agent(ADMIN, (ADMIN,), admin)}
         for name, agent in settings.config.agents.items():
-            self._by_digest[agent.token_sha256.lower()] = Agent(name, tuple(agent.roles))
+            key = agent.token_sha256.lower()
+            self._by_digest[key] = Agent(name, tuple(agent.roles), key)
 
     def agent_for(self, token: object) -> Agent | None:
         if not isinstance(token, str) or not token:
@@ -58,3 +60,8 @@ class Authenticator:
         # digest, never on how much of a secret matched, so it needs no constant-time
         # compare (sha256 preimages stay out of reach).
         return self._by_digest.get(digest(token))
+
+    def current(self, agent: Agent) -> Agent | None:
+        """What a session authenticated earlier is now: None once its token is revoked
+        (or replaced) by a reload, so an open connection loses access with it."""
+        return self._by_digest.get(agent.token_sha256)

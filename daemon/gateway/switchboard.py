@@ -190,6 +190,10 @@ class Switchboard:
         if conn.agent is None:
             raise RpcError(jsonrpc.UNAUTHENTICATED, "Unauthenticated: send initialize with "
                            f"a token, or put one in params._meta[{mcp.META_TOKEN!r}]")
+        conn.agent = self.auth.current(conn.agent)  # revoked since the handshake: None
+        if conn.agent is None:
+            raise RpcError(jsonrpc.UNAUTHENTICATED, "Unauthenticated: this connection's "
+                                                    "token has been revoked")
         return conn.agent
 
     def _notification(self, conn: Connection, method: str, params: Any) -> None:

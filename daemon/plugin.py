@@ -35,10 +35,15 @@ DenyKind = Literal["policy", "guardrail", "rate_limit"]
 
 @dataclass(frozen=True)
 class Deny:
-    """Refuse the call; the agent gets a result with isError and this reason."""
+    """Refuse the call; the agent gets a result with isError and this reason.
+
+    ``redacted``: what the audit record may keep of the arguments instead of what the
+    agent sent (a guardrail that blocks a secret passes the arguments with the secret
+    masked); None keeps them as they were.  The record always has their sha256."""
 
     reason: str
     kind: DenyKind = "policy"
+    redacted: Any = None
 
 
 @dataclass(frozen=True)

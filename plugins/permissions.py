@@ -18,7 +18,10 @@ The policy files hot-reload: at most once a second the plugin checks them, and a
 set is parsed once (cedarpy.PolicySet) and swapped in; a set that does not parse is
 refused with a log line and the previous one keeps deciding.  Cedar numbers are integers:
 a fractional argument reaches a policy as a string.  Without policy files the plugin
-allows everything (it is off).
+allows everything (it is off).  Once any policy exists, Cedar denies what no ``permit``
+allows: a set without a single ``permit`` is loaded with a warning, since it denies every
+call, the admin's included.  A denial names the policy that decided it: its file, line
+and ``@id("...")`` if it has one, or that no permit matched.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import re
 from typing import Any
 
 import cedarpy
@@ -33,6 +37,33 @@ import cedarpy
 from daemon.plugin import Deny, Plugin
 
 RELOAD_CHECK_S = 1.0
+# where a policy starts: its first annotation, or its effect (comments are blanked first)
+_POLICY_START = re.compile(r"(?m)^\s*(?:@|permit\s*\(|forbid\s*\()")
+_COMMENT = re.compile(r"//[^\n]*")
+
+
+def describe_policies(files: list[tuple[str, str]]) -> list[str]:
+    """For each policy of the concatenated files, in Cedar's order (policy0, policy1,
+    ...): "forbid @id("x") at FILE:LINE", for a denial to name."""
+    out = []
+    for path, text in files:
+        found = json.loads(cedarpy.policies_to_json_str(text))["staticPolicies"]
+        policies = [found[f"policy{i}"] for i in range(len(found))]
+        blanked = _COMMENT.sub("", text)
+        starts, at = [], 0
+        while (m := _POLICY_START.search(blanked, at)) is not None:
+            first = m.start() + len(m.group()) - len(m.group().lstrip())
+            starts.append(blanked.count("\n", 0, first) + 1)
+            end = blanked.find(";", m.end())  # the policy ends at its ';'
+            if end < 0:
+                break
+            at = end + 1
+        for i, policy in enumerate(policies):
+            where = f"{path}:{starts[i]}" if len(starts) == len(policies) else path
+            name = policy.get("annotations", {}).get("id")
+            label = f'{policy["effect"]} @id("{name}")' if name else policy["effect"]
+            out.append(f"{label} at {where}")
+    return out
 
 
 def cedar_value(value: Any) -> Any:
@@ -56,6 +87,7 @@ class Permissions(Plugin):
     def __init__(self, config: dict[str, Any] | None = None, log: Any = None) -> None:
         super().__init__(config, log)
         self.policies: cedarpy.PolicySet | None = None
+        self.described: list[str] = []  # policyN -> where it is, for denials
         self.digest = ""
         self.checked = 0.0
         # parsed once per (agent, roles): re-marshalling them per call cost half the time
@@ -71,10 +103,11 @@ class Permissions(Plugin):
         if not force and now - self.checked < RELOAD_CHECK_S:
             return
         self.checked = now
-        texts = []
+        files = []
         for path in self.files():
             with open(path) as f:
-                texts.append(f.read())
+                files.append((path, f.read()))
+        texts = [text for _path, text in files]
         digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
         if digest == self.digest:
             return
@@ -83,14 +116,20 @@ class Permissions(Plugin):
             return
         try:
             policies = cedarpy.PolicySet.from_str("\n".join(texts))
+            described = describe_policies(files)
         except ValueError as exc:
             if force and self.policies is None and not self.digest:
                 raise  # the first load: refuse this plugin version outright
             self.log.error("Cedar policies refused, the previous set stays: %s", exc)
             self.digest = digest  # do not re-parse the same broken text every second
             return
-        self.policies, self.digest = policies, digest
-        self.log.info("Cedar policy set loaded from %d files (%s)", len(texts), digest[:12])
+        self.policies, self.described, self.digest = policies, described, digest
+        self.log.info("Cedar policy set loaded from %d files (%s): %d policies", len(texts),
+                      digest[:12], len(described))
+        if not any(d.startswith("permit") for d in described):
+            self.log.warning("the Cedar policies in %s hold no permit: Cedar denies what no "
+                             "permit allows, so every call is denied, the admin's included",
+                             ", ".join(path for path, _text in files))
 
     def _entities(self, agent: str, roles: tuple[str, ...]) -> cedarpy.Entities:
         key = (agent, roles)
@@ -114,6 +153,16 @@ class Permissions(Plugin):
                                        self._entities(call.agent, tuple(call.roles)))
         if result.allowed:
             return None
-        reasons = ", ".join(result.diagnostics.reasons) or "no permit matched"
         return Deny(f"Cedar policy does not allow {call.agent} to call {call.tool} with "
-                    f"these arguments ({reasons})", "policy")
+                    f"these arguments ({self._why(result.diagnostics.reasons)})", "policy")
+
+    def _why(self, reasons: list[str]) -> str:
+        if not reasons:
+            return "no permit matched; Cedar denies by default"
+        named = []
+        for reason in reasons:
+            index = int(reason[6:]) if reason.startswith("policy") and \
+                reason[6:].isdigit() else -1
+            named.append(self.described[index] if 0 <= index < len(self.described)
+                         else reason)
+        return "; ".join(named)

@@ -66,10 +66,11 @@ class Secrets(Plugin):
         text = orjson.dumps(call.arguments).decode()
         if not self.find(text):
             return None
+        redacted = orjson.loads(self.redact(text))  # what the audit record may keep
         if self.config.get("arguments", "block") == "redact":
-            return call.with_arguments(orjson.loads(self.redact(text)))
+            return call.with_arguments(redacted)
         return Deny("the arguments carry a secret (API key, private key or token)",
-                    "guardrail")
+                    "guardrail", redacted=redacted)
 
     async def after_call(self, call: Any, result: dict[str, Any]) -> Any:
         texts = [b.get("text", "") for b in result.get("content") or []

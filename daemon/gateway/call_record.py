@@ -31,11 +31,13 @@ class Trace:
         "arguments",
         "intent",
         "keep_arguments",
+        "kept",
         "known",
         "started",
         "t",
         "tool",
         "trail",
+        "withheld",
         "worker",
     )
 
@@ -52,6 +54,10 @@ class Trace:
         self.intent: str | None = None
         self.known = False  # the tool exists and the agent may call it (a metrics label)
         self._canonical: bytes | None = None  # the arguments' canonical JSON, made once
+        # the arguments as the guardrails left them (rewritten, or a denial's redacted
+        # copy), recorded instead of the agent's own; None: the agent's own
+        self.kept: Any = None
+        self.withheld: dict[str, Any] | None = None  # a result the tool gave, not sent
 
     def canonical_arguments(self) -> bytes:
         if self._canonical is None:
@@ -62,9 +68,13 @@ class Trace:
         record: dict[str, Any] = {"kind": kind, "t": self.t, "agent": self.agent,
                                   "tool": self.tool, "worker": self.worker}
         canonical = self.canonical_arguments()
-        record["args_sha256"] = hashlib.sha256(canonical).hexdigest()
+        record["args_sha256"] = hashlib.sha256(canonical).hexdigest()  # of the agent's own
         if with_arguments and self.keep_arguments:
-            record["args"] = orjson.Fragment(canonical)
+            if self.kept is None:
+                record["args"] = orjson.Fragment(canonical)
+            else:  # a guardrail rewrote or redacted them: never the raw secret
+                record["args"] = self.kept
+                record["args_redacted"] = True
         return record
 
     def intent_record(self) -> bytes:
@@ -78,6 +88,8 @@ class Trace:
             record["intent"] = self.intent
         record["decisions"] = self._decisions()
         record["outcome"] = outcome
+        if self.withheld is not None:
+            record["withheld"] = self.withheld
         record["ms"] = _ms(time.perf_counter() - self.started)
         return orjson.dumps(record)
 
@@ -108,6 +120,13 @@ def result_outcome(result: dict[str, Any], raw: bytes) -> dict[str, Any]:
     if denied:
         outcome["by"] = denied.get("by")
     return outcome
+
+
+def withheld(result: dict[str, Any]) -> dict[str, Any]:
+    """What the record says of a result the tool gave that the agent did not get."""
+    raw = orjson.dumps(result)
+    return {"tool_ran": True, "isError": bool(result.get("isError")),
+            "result_sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
 
 
 def error_outcome(code: int, message: str) -> dict[str, Any]:

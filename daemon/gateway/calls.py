@@ -17,7 +17,7 @@ import orjson
 
 from daemon.audit.link import AuditLink
 from daemon.gateway import plugin_chain
-from daemon.gateway.call_record import Trace, error_outcome, result_outcome
+from daemon.gateway.call_record import Trace, error_outcome, result_outcome, withheld
 from daemon.gateway.permissions import Policy
 from daemon.gateway.plugin_chain import PluginHost
 from daemon.gateway.upstream_links import unavailable
@@ -133,7 +133,10 @@ class CallHandler:
                     and self.policy.may_call(agent, name)):
                 # it may exist, but its server is down
                 raise unavailable(upstream, self.tools.retry_at.get(upstream))
-            # a hidden tool answers exactly like one that does not exist
+            # a hidden tool answers exactly like one that does not exist, but the audit
+            # log says the roles denied it: an agent probing for tools shows up there
+            if tool is not None or upstream:
+                raise RoleDenied(name, self.policy.agent_roles.get(agent, ()))
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
         arguments = params.get("arguments", {})
         if arguments is None:
@@ -156,9 +159,14 @@ class CallHandler:
                     tool.input_schema, tool.description)
         slot, seq = self.slot, pending.seq
         if chain:
-            admitted = await plugin_chain.before(chain, call, trail, slot, seq)
+            redacted: list[Any] = []
+            admitted = await plugin_chain.before(chain, call, trail, slot, seq, redacted)
             if isinstance(admitted, dict):
+                if redacted:
+                    pending.trace.kept = redacted[0]
                 return mcp.finish(admitted, stateless)
+            if admitted.arguments is not arguments:  # rewritten (maybe redacted)
+                pending.trace.kept = admitted.arguments
             call = admitted
         try:
             if tool.inline is not None:  # pure: nothing to announce, nothing to await
@@ -189,7 +197,10 @@ class CallHandler:
         except Exception as exc:
             result = self._failed(agent, name, exc)
         if chain:
+            given = result
             result = await plugin_chain.after(chain, call, result, trail, slot, seq)
+            if result is not given and _denied(result) and not _denied(given):
+                pending.trace.withheld = withheld(given)
         return mcp.finish(result, stateless)
 
     @staticmethod
@@ -199,12 +210,31 @@ class CallHandler:
         return mcp.text_result(f"Tool {name} failed: {exc}", is_error=True)
 
 
+class RoleDenied(RpcError):
+    """A tool the agent's roles hide: to the agent, exactly an unknown tool."""
+
+    def __init__(self, tool: str, roles: tuple[str, ...]) -> None:
+        super().__init__(jsonrpc.INVALID_PARAMS, f"Unknown tool: {tool}")
+        self.reason = (f"roles {', '.join(roles) or '(none)'} do not allow tool {tool}")
+
+
 def _error(rid: jsonrpc.RequestId, trace: Trace | None, exc: RpcError) -> Answer:
     reply = jsonrpc.error(rid, exc.code, exc.message, exc.data)
     if trace is None:
         return Answer(rid, reply)
-    return Answer(rid, reply, trace, trace.call_record(error_outcome(exc.code, exc.message)),
-                  "error", exc.code == jsonrpc.AUDIT_UNAVAILABLE)
+    outcome = error_outcome(exc.code, exc.message)
+    status = "error"
+    if isinstance(exc, RoleDenied):
+        trace.trail.append(("roles", "-", "before_call", "deny", exc.reason, 0.0))
+        outcome.update(status="denied", by="roles")
+        status = "denied"
+    return Answer(rid, reply, trace, trace.call_record(outcome), status,
+                  exc.code == jsonrpc.AUDIT_UNAVAILABLE)
+
+
+def _denied(result: dict[str, Any]) -> bool:
+    meta = result.get("_meta")
+    return isinstance(meta, dict) and mcp.META_DENIED in meta
 
 
 def _progress_sink(notify: Callable[[bytes], None], token: Any) -> Progress | None:

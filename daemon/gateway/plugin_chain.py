@@ -249,10 +249,12 @@ Trail = list[tuple[str, str, str, str, str | None, float]]
 
 
 async def before(chain: tuple[Hosted, ...], call: Call, trail: Trail | None = None,
-                 slot: CallSlot | None = None, seq: int = 0) -> Call | dict[str, Any]:
-    """The call as the chain lets it through (maybe rewritten), or a denial result."""
+                 slot: CallSlot | None = None, seq: int = 0,
+                 redacted: list[Any] | None = None) -> Call | dict[str, Any]:
+    """The call as the chain lets it through (maybe rewritten), or a denial result
+    (then ``redacted`` gets what the denying plugin said the audit may keep, if any)."""
     out = await _through(chain, "before_call", call, Call, lambda hook, c: hook(c), call, trail,
-                         slot, seq)
+                         slot, seq, redacted)
     assert isinstance(out, Call | dict)
     return out
 
@@ -269,7 +271,8 @@ async def after(chain: tuple[Hosted, ...], call: Call, result: dict[str, Any],
 
 async def _through(chain: tuple[Hosted, ...], hook_name: str, value: Any, rewrites: type,
                    invoke: Callable[[Any, Any], Coroutine[Any, Any, Any]], call: Call,
-                   trail: Trail | None, slot: CallSlot | None, seq: int) -> Any:
+                   trail: Trail | None, slot: CallSlot | None, seq: int,
+                   redacted: list[Any] | None = None) -> Any:
     """Run one hook of every plugin in order: a Deny ends it (unless permissive), a value
     of type ``rewrites`` replaces what the next plugin sees, None passes it on."""
     note = trail.append if trail is not None else _ignore
@@ -284,6 +287,8 @@ async def _through(chain: tuple[Hosted, ...], hook_name: str, value: Any, rewrit
         if isinstance(verdict, Deny):
             if _enforced(hosted, verdict, call):
                 note((hosted.name, version, hook_name, "deny", verdict.reason, took))
+                if redacted is not None and verdict.redacted is not None:
+                    redacted.append(verdict.redacted)
                 return denied(hosted, verdict.reason, verdict.kind)
             note((hosted.name, version, hook_name, "would_deny", verdict.reason, took))
         elif isinstance(verdict, rewrites):

@@ -129,7 +129,14 @@ class Master:
             on_worker_gone=self._worker_gone, boot_options=self.plugins.boot_options,
             slot_dir=slot_dir))
         self._refresh_shards()
-        await self.plugins.rescan()  # validated before any worker starts: they boot with it
+        try:
+            await self.plugins.start()  # validated before any worker starts: they boot with it
+        except config.ConfigError as exc:  # a plugin table that does not fit its schema
+            self.audit.close()
+            bus.close()
+            ctx.term()
+            os.close(lock)
+            raise CannotStart(str(exc)) from None
         control = ControlServer(ctx, s.control_endpoint, self.token, self)
         listen = s.config.listen
         tcp = await serve_tcp(self.board, listen.tcp, listen.max_message_bytes) \
@@ -312,6 +319,7 @@ class Master:
             if was != now:
                 raise config.ConfigError(f"{new.source}: key {key}: cannot change while "
                                          f"running ({was} -> {now}); restart the service")
+        await self.plugins.check_tables(new)  # a plugin table that does not fit: refused
         changes: list[str] = []
         if new.config.daemon.log_level != old.config.daemon.log_level:
             logging.getLogger().setLevel(new.config.daemon.log_level.upper())

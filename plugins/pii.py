@@ -10,9 +10,11 @@ long numbers pass.  Patterns are precompiled once per version.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
-from daemon.plugin import Plugin
+import msgspec
+
+from daemon.plugin import Plugin, PluginConfig
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # Whole numbers only: a match may not continue into a neighbouring digit group, so that
@@ -58,13 +60,20 @@ def redact(text: str, kinds: set[str]) -> tuple[str, int]:
     return text, found
 
 
+class PiiConfig(PluginConfig):
+    kinds: list[Literal["email", "phone", "card"]] = msgspec.field(
+        default_factory=lambda: ["email", "phone", "card"])
+
+
 class Pii(Plugin):
     name = "pii"
     version = 1
     priority = 60
+    config_schema = PiiConfig
+    config: PiiConfig
 
     async def after_call(self, call: Any, result: dict[str, Any]) -> dict[str, Any] | None:
-        kinds = set(self.config.get("kinds", ["email", "phone", "card"]))
+        kinds = set(self.config.kinds)
         changed, content = 0, []
         for block in result.get("content") or []:
             if block.get("type") == "text":

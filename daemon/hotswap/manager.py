@@ -59,7 +59,6 @@ class Loaded:
 class Refusal:
     sha256: str  # of the refused bytes, or "" if unread
     why: str
-    table: str = ""  # why the [plugins.config.NAME] table did not fit, if that is why
 
 
 class PluginManager:
@@ -71,6 +70,7 @@ class PluginManager:
         self.loaded: dict[str, Loaded] = {}
         self.refused: dict[str, Refusal] = {}  # plugin file path -> why
         self.kept = KeptVersions(settings.state_dir)
+        self._misfit_is_fatal = False  # during the first scan: a bad table stops the start
         self.snapshots: dict[str, dict[str, Any]] = {}  # worker id -> {name: state}
         self._lock = asyncio.Lock()
         self._tokens = itertools.count(1)
@@ -123,11 +123,11 @@ class PluginManager:
         """The first scan, before any worker starts (they boot with its outcome).  A
         table that does not fit its plugin's schema stops the start, like any config
         error; a refused file serves its kept version, if there is one."""
-        await self.rescan()
-        for path, refusal in sorted(self.refused.items()):
-            if refusal.table:
-                where = self.settings.source or "built-in defaults"
-                raise ConfigError(f"{where}: {refusal.table} (the config_schema of {path})")
+        self._misfit_is_fatal = True
+        try:
+            await self.rescan()
+        finally:
+            self._misfit_is_fatal = False
 
     async def rescan(self) -> list[str]:
         """Bring the workers in line with the plugin dirs; returns what changed."""
@@ -167,8 +167,7 @@ class PluginManager:
                 try:
                     await asyncio.to_thread(validate, lo.source, {lo.name: table})
                 except TableRefused as exc:
-                    raise ConfigError(f"{new.source or 'built-in defaults'}: {exc} (the "
-                                      f"config_schema of {lo.source.path})") from None
+                    raise _misfit_error(new, exc, lo.source.path) from None
                 except Refused:
                     pass  # not the table's fault: the swap refuses it with the reason
 
@@ -202,8 +201,8 @@ class PluginManager:
             verdict, _ = await self._validate(source, key)
             await self._swap(verdict.name, source)
         except Refused as exc:
-            table = str(exc) if isinstance(exc, TableRefused) else ""
-            return await self._refused(key, Refusal(source.sha256, str(exc), table))
+            self._misfit(exc, key)
+            return await self._refused(key, Refusal(source.sha256, str(exc)))
         old = self.loaded.get(verdict.name)
         self._commit(verdict, source)
         self.refused.pop(key, None)
@@ -260,22 +259,27 @@ class PluginManager:
             log.error("plugin file %s: no accepted version of it is kept; nothing of it "
                       "serves", key)
             return None
+        if kept.name in self.loaded:
+            return None  # that plugin serves from another file
         source = PluginSource(key, kept.source.code, kept.source.sha256)
         try:
             verdict, _ = await self._validate(source, key)
             await self._swap(verdict.name, source)
         except Refused as exc:
+            self._misfit(exc, key)
             log.error("plugin file %s: its kept version (%s v%s) is refused too: %s", key,
                       kept.name, kept.version, exc)
-            if isinstance(exc, TableRefused):  # at start, a config error like any other
-                own = self.refused[key]
-                self.refused[key] = Refusal(own.sha256, f"{own.why}; its kept version "
-                                            f"{kept.name} v{kept.version}: {exc}", str(exc))
             return None
         self._commit(verdict, source)
         log.warning("plugin file %s refused: serving the kept %s v%s (accepted %s) instead",
                     key, verdict.name, verdict.version, self.loaded[verdict.name].accepted)
         return f"serving the kept {verdict.name} v{verdict.version} instead"
+
+    def _misfit(self, exc: Refused, key: str) -> None:
+        """At start, a table that does not fit its plugin is a config error (one line,
+        exit 1); later, it refuses that version and the serving one stays."""
+        if self._misfit_is_fatal and isinstance(exc, TableRefused):
+            raise _misfit_error(self.settings, exc, key) from None
 
     def _serving(self, key: str) -> Loaded | None:
         return next((lo for lo in self.loaded.values() if lo.source.path == key), None)
@@ -375,6 +379,12 @@ class PluginManager:
             if serving is not None:
                 out[path] = f"{serving.name} v{serving.version} (kept from {serving.accepted})"
         return out
+
+
+def _misfit_error(settings: Settings, exc: TableRefused, path: str) -> ConfigError:
+    """Worded like any config error: the file, the key, what was expected."""
+    return ConfigError(f"{settings.source or 'built-in defaults'}: {exc} (the config_schema "
+                       f"of {path})")
 
 
 def _changed_on_disk(source: PluginSource) -> bool:

@@ -151,6 +151,19 @@ def test_a_table_typo_at_reload_is_refused_and_calls_keep_their_old_table(
     assert d.status()["daemon"]["last_reload"].startswith("refused:")
 
 
+def test_a_dropped_file_refused_for_its_table_loads_once_reload_fixes_the_table(
+        start_daemon, plugin_dir):
+    d = serve(start_daemon, plugin_dir, rate_limit=TYPO)  # no rate_limit file yet
+    path = drop(plugin_dir, "rate_limit", (BUNDLED / "rate_limit.py").read_text())
+    why = wait_for(lambda: d.status()["plugins"]["refused"].get(str(path)), 20, "refusal")
+    assert "key plugins.config.rate_limit.bogus: unknown key" in why
+    d.config.write_text(d.config.read_text().replace('"bogus" = 1', '"agent_burst" = 5')
+                        .replace('"fast"', "100"))
+    out = d.cli("reload")
+    assert out.returncode == 0 and "plugin rate_limit v1" in out.stdout, out
+    assert loaded(d) == {"rate_limit": 1} and d.status()["plugins"]["refused"] == {}
+
+
 def test_plugins_check_refuses_a_table_that_does_not_fit(state_dir):
     config = write_config(state_dir / "check.toml", {
         "daemon": {"state_dir": str(state_dir)}, "plugins.config.rate_limit": TYPO})

@@ -59,6 +59,7 @@ class Loaded:
 class Refusal:
     sha256: str  # of the refused bytes, or "" if unread
     why: str
+    tables: dict[str, Any] | None = None  # the [plugins.config] it was checked with
 
 
 class PluginManager:
@@ -194,15 +195,17 @@ class PluginManager:
                 self.refused.pop(key, None)  # a refused version or table was put back
                 return None  # unchanged
             return await self._reconfigure(current)
+        tables = dict(self.settings.config.plugins.config)
         refused = self.refused.get(key)
-        if refused is not None and refused.sha256 == source.sha256:
-            return None  # this very version was refused already
+        if refused is not None and refused.sha256 == source.sha256 \
+                and refused.tables == tables:
+            return None  # this very version was refused already, with these tables
         try:
             verdict, _ = await self._validate(source, key)
             await self._swap(verdict.name, source)
         except Refused as exc:
             self._misfit(exc, key)
-            return await self._refused(key, Refusal(source.sha256, str(exc)))
+            return await self._refused(key, Refusal(source.sha256, str(exc), tables))
         old = self.loaded.get(verdict.name)
         self._commit(verdict, source)
         self.refused.pop(key, None)

@@ -227,7 +227,7 @@ def load(explicit: str | None = None) -> Settings:
     try:
         config = msgspec.toml.decode(raw, type=Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{path}: {_readable(str(exc))}") from None
+        raise ConfigError(f"{path}: {validation_message(str(exc))}") from None
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return settle(with_agents_dir(config, path), path)
@@ -254,13 +254,14 @@ def with_agents_dir(config: Config, path: Path | None) -> Config:
     return msgspec.structs.replace(config, agents=agents)
 
 
-def _readable(msg: str) -> str:
-    # msgspec says "... - at `$.daemon.gateway_workers`"; lead with the key instead.
+def validation_message(msg: str, prefix: str = "") -> str:
+    """msgspec says "... - at `$.daemon.gateway_workers`"; lead with the key instead
+    (``prefix``: where the validated table sits, e.g. "plugins.config.NAME")."""
     text, sep, where = msg.rpartition(" - at ")
     if not sep:
-        return msg
-    key = where.strip("`").removeprefix("$").lstrip(".") or "(top level)"
-    return f"key {key}: {text}"
+        return f"key {prefix}: {msg}" if prefix else msg
+    key = ".".join(filter(None, (prefix, where.strip("`").removeprefix("$").lstrip("."))))
+    return f"key {key or '(top level)'}: {text}"
 
 
 def settle(config: Config, source: Path | None) -> Settings:

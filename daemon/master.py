@@ -150,7 +150,10 @@ class Master:
             on_worker_gone=self._worker_gone, boot_options=self.plugins.boot_options,
             slot_dir=slot_dir, on_subtree_change=self.upstreams.subtree_changed))
         self._refresh_shards()
-        await self.plugins.rescan()  # validated before any worker starts: they boot with it
+        try:
+            await self.plugins.start()  # validated before any worker starts: they boot with it
+        except config.ConfigError as exc:  # a plugin table that does not fit its schema
+            raise CannotStart(str(exc)) from None  # what is held is released on the way out
         control = ControlServer(ctx, s.control_endpoint, self.token, self)
         held.callback(control.close)
         held.push_async_callback(self._cancel_tasks)  # the ticker, commands, watchers
@@ -331,6 +334,7 @@ class Master:
         refused = fixed_settings.refusal(old, new)
         if refused is not None:
             raise config.ConfigError(f"{new.source}: {refused}; restart the service")
+        await self.plugins.check_tables(new)  # a plugin table that does not fit: refused
         changes: list[str] = []
         if new.config.daemon.log_level != old.config.daemon.log_level:
             logging.getLogger().setLevel(new.config.daemon.log_level.upper())

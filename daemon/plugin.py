@@ -20,6 +20,18 @@ Either hook may be left out.  ``self.state`` is the live state: plain JSON-able 
 that it can be snapshotted and handed to ``migrate``.  ``self.config`` is the plugin's own
 ``[plugins.config.NAME]`` table, ``self.log`` a logger, ``self.clock()`` monotonic seconds.
 A hook that raises or overruns its time budget denies the call (fail closed).
+
+A plugin may declare the schema of its table, so that a typo is refused at start, at
+reload and by `plugins check` instead of failing calls; ``self.config`` is then the
+validated value (an instance of the schema, defaults filled in):
+
+    class Limits(PluginConfig):       # a msgspec Struct; unknown keys are refused
+        max_calls: int = 1000
+
+    class Quota(Plugin):
+        config_schema = Limits        # self.config.max_calls
+
+The table's "mode" and "budget_ms" keys belong to the gateway and never reach the plugin.
 """
 
 from __future__ import annotations
@@ -29,6 +41,8 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
+
+import msgspec
 
 DenyKind = Literal["policy", "guardrail", "rate_limit"]
 
@@ -62,14 +76,21 @@ class Call:
         return dataclasses.replace(self, arguments=arguments)
 
 
+class PluginConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """A base for a plugin's ``config_schema``: typed fields with defaults, unknown keys
+    refused (nested tables too, when they derive from it)."""
+
+
 class Plugin:
     name: ClassVar[str] = ""
     version: ClassVar[int | str] = 1
     priority: ClassVar[int] = 100
+    # The schema of [plugins.config.NAME] (a msgspec Struct); None takes any table
+    config_schema: ClassVar[type[msgspec.Struct] | None] = None
 
-    def __init__(self, config: dict[str, Any] | None = None,
-                 log: logging.Logger | None = None) -> None:
-        self.config: dict[str, Any] = dict(config or {})
+    def __init__(self, config: Any = None, log: logging.Logger | None = None) -> None:
+        # the validated schema instance, or the raw table (a dict) without a schema
+        self.config: Any = {} if config is None else config
         self.log = log or logging.getLogger(f"plugin.{self.name}")
         self.state: Any = None
 

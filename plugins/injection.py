@@ -19,12 +19,12 @@ restarts and upgrades.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import re2
 
-from daemon.plugin import Deny, Plugin
+from daemon.plugin import Deny, Plugin, PluginConfig
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
@@ -47,10 +47,17 @@ def markers(text: str) -> list[str]:
     return found
 
 
+class InjectionConfig(PluginConfig):
+    results: Literal["flag", "block"] = "flag"
+    accept: dict[str, str] = {}  # tool -> the fingerprint of a definition an admin accepted
+
+
 class Injection(Plugin):
     name = "injection"
     version = 1
     priority = 40
+    config_schema = InjectionConfig
+    config: InjectionConfig
 
     def initial_state(self) -> dict[str, Any]:
         return {"pins": {}}  # tool -> fingerprint of the definition first seen
@@ -62,7 +69,7 @@ class Injection(Plugin):
 
     async def before_call(self, call: Any) -> Deny | None:
         seen = self.fingerprint(call)
-        accepted = (self.config.get("accept") or {}).get(call.tool)
+        accepted = self.config.accept.get(call.tool)
         if accepted == seen:
             self.state["pins"][call.tool] = seen
             return None
@@ -89,7 +96,7 @@ class Injection(Plugin):
         found = [m for t in texts for m in markers(t)]
         if not found:
             return None
-        if self.config.get("results", "flag") == "block":
+        if self.config.results == "block":
             return Deny(f"the result carries prompt-injection markers ({found[0]!r})",
                         "guardrail")
         warning = {"type": "text", "text": "[injection: this tool result contains text that "

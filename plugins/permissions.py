@@ -34,7 +34,7 @@ from typing import Any
 
 import cedarpy
 
-from daemon.plugin import Deny, Plugin
+from daemon.plugin import Deny, Plugin, PluginConfig
 
 RELOAD_CHECK_S = 1.0
 # where a policy starts: its first annotation, or its effect (comments are blanked first)
@@ -79,12 +79,18 @@ def cedar_value(value: Any) -> Any:
     return value
 
 
+class PermissionsConfig(PluginConfig):
+    policies: list[str] = []  # files (globs) of Cedar policies
+
+
 class Permissions(Plugin):
     name = "permissions"
     version = 1
     priority = 5
+    config_schema = PermissionsConfig
+    config: PermissionsConfig
 
-    def __init__(self, config: dict[str, Any] | None = None, log: Any = None) -> None:
+    def __init__(self, config: Any = None, log: Any = None) -> None:
         super().__init__(config, log)
         self.policies: cedarpy.PolicySet | None = None
         self.described: list[str] = []  # policyN -> where it is, for denials
@@ -95,7 +101,7 @@ class Permissions(Plugin):
         self.reload(force=True)
 
     def files(self) -> list[str]:
-        return sorted(f for pattern in self.config.get("policies", [])
+        return sorted(f for pattern in self.config.policies
                       for f in glob.glob(pattern))
 
     def reload(self, force: bool = False) -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 import re2
 
-from daemon.plugin import Plugin
+from daemon.plugin import Plugin, PluginConfig
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
@@ -91,13 +92,20 @@ def redact(text: str, kinds: set[str]) -> tuple[str, int]:
     return (data[2:-2].decode() if found else text), found
 
 
+class PiiConfig(PluginConfig):
+    kinds: list[Literal["email", "phone", "card"]] = msgspec.field(
+        default_factory=lambda: ["email", "phone", "card"])
+
+
 class Pii(Plugin):
     name = "pii"
     version = 1
     priority = 60
+    config_schema = PiiConfig
+    config: PiiConfig
 
     async def after_call(self, call: Any, result: dict[str, Any]) -> dict[str, Any] | None:
-        kinds = set(self.config.get("kinds", ["email", "phone", "card"]))
+        kinds = set(self.config.kinds)
         changed, content = 0, []
         for block in result.get("content") or []:
             if block.get("type") == "text":

@@ -17,15 +17,32 @@ gateway worker, so its buckets live in one place.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from daemon.plugin import Deny, Plugin
+from msgspec import Meta
+
+from daemon.plugin import Deny, Plugin, PluginConfig
+
+
+class ToolLimit(PluginConfig):
+    rate: Annotated[float, Meta(gt=0)]  # calls per second
+    burst: Annotated[float, Meta(ge=1)] = 1
+
+
+class RateLimitConfig(PluginConfig):
+    agent_rate: Annotated[float, Meta(ge=0)] = 0  # 0: no limit per agent
+    agent_burst: Annotated[float, Meta(ge=1)] = 1
+    tool_rate: Annotated[float, Meta(ge=0)] = 0  # 0: no limit per (agent, tool)
+    tool_burst: Annotated[float, Meta(ge=1)] = 1
+    tools: dict[str, ToolLimit] = {}  # per-tool overrides
 
 
 class RateLimit(Plugin):
     name = "rate_limit"
     version = 1
     priority = 10
+    config_schema = RateLimitConfig
+    config: RateLimitConfig
 
     def initial_state(self) -> dict[str, Any]:
         return {"buckets": {}}  # key -> [tokens, wall-clock time of that count]
@@ -33,13 +50,13 @@ class RateLimit(Plugin):
     def _limits(self, tool: str) -> list[tuple[str, float, float]]:
         c = self.config
         out = []
-        if c.get("agent_rate"):
-            out.append(("agent", float(c["agent_rate"]), float(c.get("agent_burst", 1))))
-        override = (c.get("tools") or {}).get(tool)
-        if override:
-            out.append(("tool", float(override["rate"]), float(override.get("burst", 1))))
-        elif c.get("tool_rate"):
-            out.append(("tool", float(c["tool_rate"]), float(c.get("tool_burst", 1))))
+        if c.agent_rate:
+            out.append(("agent", c.agent_rate, c.agent_burst))
+        override = c.tools.get(tool)
+        if override is not None:
+            out.append(("tool", override.rate, override.burst))
+        elif c.tool_rate:
+            out.append(("tool", c.tool_rate, c.tool_burst))
         return out
 
     async def before_call(self, call: Any) -> Deny | None:

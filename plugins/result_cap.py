@@ -8,18 +8,26 @@ Text beyond the cap is cut and a note says so; content blocks past the cap are d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from daemon.plugin import Plugin
+from msgspec import Meta
+
+from daemon.plugin import Plugin, PluginConfig
+
+
+class ResultCapConfig(PluginConfig):
+    max_bytes: Annotated[int, Meta(ge=1)] = 1 << 20
 
 
 class ResultCap(Plugin):
     name = "result_cap"
     version = 1
     priority = 90
+    config_schema = ResultCapConfig
+    config: ResultCapConfig
 
     async def after_call(self, call: Any, result: dict[str, Any]) -> dict[str, Any] | None:
-        cap = int(self.config.get("max_bytes", 1 << 20))
+        cap = self.config.max_bytes
         content = result.get("content") or []
         sizes = [len(str(block.get("text", "")).encode()) if block.get("type") == "text"
                  else len(str(block)) for block in content]

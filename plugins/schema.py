@@ -11,22 +11,28 @@ from typing import Any
 
 import jsonschema
 
-from daemon.plugin import Deny, Plugin
+from daemon.plugin import Deny, Plugin, PluginConfig
+
+
+class SchemaConfig(PluginConfig):
+    skip: list[str] = []  # tools not to check
 
 
 class Schema(Plugin):
     name = "schema"
     version = 1
     priority = 30
+    config_schema = SchemaConfig
+    config: SchemaConfig
 
-    def __init__(self, config: dict[str, Any] | None = None, log: Any = None) -> None:
+    def __init__(self, config: Any = None, log: Any = None) -> None:
         super().__init__(config, log)
         # compiled once per schema object (a tool's schema is the same dict on every call)
         self.validators: dict[int, tuple[Any, Any]] = {}
 
     async def before_call(self, call: Any) -> Deny | None:
         schema = call.input_schema
-        if not schema or call.tool in self.config.get("skip", []):
+        if not schema or call.tool in self.config.skip:
             return None
         cached = self.validators.get(id(schema))
         if cached is None or cached[0] is not schema:

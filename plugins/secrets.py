@@ -15,12 +15,12 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import re2
 
-from daemon.plugin import Deny, Plugin
+from daemon.plugin import Deny, Plugin, PluginConfig
 
 KNOWN = {
     "aws access key": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
@@ -39,21 +39,30 @@ def entropy(word: str) -> float:
     return -sum(n / len(word) * math.log2(n / len(word)) for n in counts.values())
 
 
+class SecretsConfig(PluginConfig):
+    arguments: Literal["block", "redact"] = "block"
+    results: Literal["redact", "block"] = "redact"
+    entropy: bool = False
+    patterns: list[str] = []  # extra patterns (RE2 syntax)
+
+
 class Secrets(Plugin):
     name = "secrets"
     version = 1
     priority = 20
+    config_schema = SecretsConfig
+    config: SecretsConfig
 
-    def __init__(self, config: dict[str, Any] | None = None, log: Any = None) -> None:
+    def __init__(self, config: Any = None, log: Any = None) -> None:
         super().__init__(config, log)
-        patterns = [*KNOWN.values(), *self.config.get("patterns", [])]
+        patterns = [*KNOWN.values(), *self.config.patterns]
         options = re2.Options()
         options.log_errors = False
         self.matcher = re2.compile("|".join(f"(?:{p})" for p in patterns), options)
 
     def find(self, text: str) -> list[str]:
         hits = [m.group() for m in self.matcher.finditer(text)]
-        if self.config.get("entropy"):
+        if self.config.entropy:
             hits += [w for w in WORD.findall(text) if entropy(w) > 4.5]
         return hits
 
@@ -67,7 +76,7 @@ class Secrets(Plugin):
         if not self.find(text):
             return None
         redacted = orjson.loads(self.redact(text))  # what the audit record may keep
-        if self.config.get("arguments", "block") == "redact":
+        if self.config.arguments == "redact":
             return call.with_arguments(redacted)
         return Deny("the arguments carry a secret (API key, private key or token)",
                     "guardrail", redacted=redacted)
@@ -77,7 +86,7 @@ class Secrets(Plugin):
                  if b.get("type") == "text"]
         if not any(self.find(t) for t in texts):
             return None
-        if self.config.get("results", "redact") == "block":
+        if self.config.results == "block":
             return Deny("the result carries a secret", "guardrail")
         return {**result, "content": [
             {**b, "text": self.redact(b["text"])} if b.get("type") == "text" else b

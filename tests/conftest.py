@@ -186,3 +186,29 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+BUNDLED = Path(__file__).parent.parent / "plugins"
+
+
+@pytest.fixture
+def bundled_daemon(start_daemon: Callable[..., Daemon], state_dir: Path) -> Callable[..., Any]:
+    """A gateway daemon with some bundled plugins (copied into a plugin dir), each with
+    its config table; returns (daemon, plugin dir) once they are loaded."""
+    from tests.gateway_helpers import gateway_config
+
+    def start(names: list[str], **config: Any) -> tuple[Daemon, Path]:
+        plugin_dir = state_dir / "plugins"
+        plugin_dir.mkdir(mode=0o755, exist_ok=True)
+        for name in names:
+            shutil.copy(BUNDLED / f"{name}.py", plugin_dir / f"{name}.py")
+        extra = gateway_config()
+        extra["plugins"] = {"dirs": [str(plugin_dir)], "config": config}
+        d = start_daemon(extra=extra)
+        d.wait_ready()
+
+        def loaded() -> bool:
+            return set(names) <= {p["name"] for p in d.status()["plugins"]["loaded"]}
+        wait_for(loaded, 30, f"{names} to load")
+        return d, plugin_dir
+    return start

@@ -16,19 +16,8 @@ BUNDLED = Path(__file__).parent.parent / "plugins"
 
 
 @pytest.fixture
-def daemon(start_daemon, state_dir):
-    def start(names: list[str], **config):
-        plugin_dir = state_dir / "plugins"
-        plugin_dir.mkdir(mode=0o755, exist_ok=True)
-        for name in names:
-            shutil.copy(BUNDLED / f"{name}.py", plugin_dir / f"{name}.py")
-        extra = gateway_config()
-        extra["plugins"] = {"dirs": [str(plugin_dir)], "config": config}
-        d = start_daemon(extra=extra)
-        d.wait_ready()
-        wait_for(lambda: set(names) <= set(loaded(d)), 30, f"{names} to load")
-        return d, plugin_dir
-    return start
+def daemon(bundled_daemon):
+    return bundled_daemon
 
 
 def text(result) -> str:

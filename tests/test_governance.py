@@ -14,9 +14,9 @@ import pytest
 
 from daemon.protocol.jsonrpc import RpcError
 from tests.audit_helpers import audit_dir, calls
-from tests.conftest import CLI, wait_for
-from tests.gateway_helpers import agent, gateway_config
-from tests.test_bundled_plugins import BUNDLED, daemon, text  # noqa: F401 - the fixture
+from tests.conftest import BUNDLED, CLI, wait_for
+from tests.gateway_helpers import agent
+from tests.test_bundled_plugins import text
 from tests.test_plugins import drop, loaded
 
 SECRET = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0" * 2
@@ -28,8 +28,8 @@ def record_for(d, predicate) -> dict:
     return found[-1]  # type: ignore[no-any-return]
 
 
-def test_a_tool_the_roles_hide_answers_unknown_and_is_audited_as_a_denial_by_roles(daemon):
-    d, _ = daemon([])
+def test_a_tool_the_roles_hide_answers_unknown_and_is_audited_as_a_denial_by_roles(bundled_daemon):
+    d, _ = bundled_daemon([])
     with agent(d, "alice") as alice:  # analyst: echo only
         with pytest.raises(RpcError) as err:
             alice.call_tool("sleep", {"seconds": 0})
@@ -48,8 +48,8 @@ def test_a_tool_the_roles_hide_answers_unknown_and_is_audited_as_a_denial_by_rol
 
 
 @pytest.mark.parametrize("mode", ["block", "redact"])
-def test_a_secret_in_the_arguments_never_reaches_the_audit_log(daemon, mode):
-    d, _ = daemon(["secrets"], secrets={"arguments": mode})
+def test_a_secret_in_the_arguments_never_reaches_the_audit_log(bundled_daemon, mode):
+    d, _ = bundled_daemon(["secrets"], secrets={"arguments": mode})
     arguments = {"note": f"use {SECRET} please", "n": 1}
     with agent(d, "bob") as bob:
         result = bob.call_tool("echo", arguments)
@@ -78,8 +78,8 @@ class Withhold(Plugin):
 '''
 
 
-def test_a_result_denied_after_a_tool_with_effects_ran_says_so_in_the_audit_log(daemon):
-    d, plugin_dir = daemon([])
+def test_a_result_denied_after_a_tool_with_effects_ran_says_so_in_the_audit_log(bundled_daemon):
+    d, plugin_dir = bundled_daemon([])
     drop(plugin_dir, "withhold", DENY_RESULTS)
     wait_for(lambda: "withhold" in loaded(d), 20, "withhold to load")
     with agent(d, "bob") as bob:
@@ -92,9 +92,9 @@ def test_a_result_denied_after_a_tool_with_effects_ran_says_so_in_the_audit_log(
     assert record["outcome"]["status"] == "denied" and record["outcome"]["by"] == "withhold"
 
 
-def test_the_bundled_chain_passes_results_up_to_the_message_cap(daemon):
+def test_the_bundled_chain_passes_results_up_to_the_message_cap(bundled_daemon):
     names = sorted(p.stem for p in BUNDLED.glob("*.py"))
-    d, _ = daemon(names)
+    d, _ = bundled_daemon(names)
     words = " ".join(f"word{i} and 2026 report item {i % 97}" for i in range(30000))
     for size in (100 << 10, 400 << 10, 900 << 10):
         payload = {"text": words[:size]}
@@ -110,11 +110,11 @@ forbid(principal, action, resource == Tool::"sleep");
 '''
 
 
-def test_cedar_warns_without_a_permit_and_names_the_policy_that_denied(daemon, state_dir):
+def test_cedar_warns_without_a_permit_and_names_the_policy_that_denied(bundled_daemon, state_dir):
     policies = Path(state_dir) / "policies"
     policies.mkdir()
     (policies / "rules.cedar").write_text("// only a forbid\n" + CEDAR_ONLY_FORBID)
-    d, _ = daemon(["permissions"], permissions={"policies": [str(policies / "*.cedar")]})
+    d, _ = bundled_daemon(["permissions"], permissions={"policies": [str(policies / "*.cedar")]})
     assert "hold no permit" in d.log() and "every call is denied" in d.log()
     with agent(d, "bob") as bob:
         slept = bob.call_tool("sleep", {"seconds": 0})

@@ -28,6 +28,17 @@ def _cpu(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def refused_lines(plugins: dict[str, Any], label: str) -> list[str]:
+    """One line per refused plugin file: why, and what serves in its place."""
+    fallback = plugins.get("fallback") or {}
+    lines = []
+    for path, why in sorted((plugins.get("refused") or {}).items()):
+        instead = f"serving {fallback[path]} instead" if path in fallback \
+            else "nothing of it serves"
+        lines.append(f"{label} {path}: {why}; {instead}")
+    return lines
+
+
 def render_status(snapshot: dict[str, Any]) -> str:
     d = snapshot["daemon"]
     health = "DEGRADED" if snapshot.get("health", "healthy") != "healthy" else "healthy"
@@ -45,8 +56,7 @@ def render_status(snapshot: dict[str, Any]) -> str:
     plugins = snapshot.get("plugins") or {}
     loaded = ", ".join(f"{p['name']} v{p['version']}" for p in plugins.get("loaded", []))
     lines.append(f"plugins: {loaded or 'none'}")
-    for path, why in sorted((plugins.get("refused") or {}).items()):
-        lines.append(f"plugin REFUSED {path}: {why}")
+    lines += refused_lines(plugins, "plugin REFUSED")
     audit = snapshot.get("audit") or {}
     if audit:
         state = f"FAILING: {audit['failing']}" if audit.get("failing") else "writing"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from daemon.control import reload, restart, status, stop
+from daemon.control import plugin_check, reload, restart, status, stop
 
 
 class CommandError(Exception):
     """A request that cannot be carried out; its message goes back to the caller."""
 
 
-COMMANDS: dict[str, ModuleType] = {m.NAME: m for m in (status, reload, restart, stop)}
+COMMANDS: dict[str, ModuleType] = {m.NAME: m for m in (status, reload, restart, stop,
+                                                        plugin_check)}

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from daemon.hotswap.plugin_config import plugin_config
 from daemon.hotswap.source import PluginSource, load_class
 from daemon.plugin import Call, Deny, Plugin
 from daemon.protocol import mcp
@@ -50,10 +51,10 @@ def build(spec: dict[str, Any]) -> Hosted:
     once) and an instance, not yet given any state."""
     code = base64.b64decode(spec["code"])
     cls = load_class(PluginSource(spec["path"], code, spec["sha256"]))
-    config = dict(spec.get("config") or {})
-    mode = str(config.pop("mode", "enforce"))
-    budget = float(config.pop("budget_ms", spec.get("budget_ms", 50))) / 1000
-    plugin = cls(config, logging.getLogger(f"plugin.{cls.name}"))
+    table = spec.get("config") or {}
+    mode = str(table.get("mode", "enforce"))
+    budget = float(table.get("budget_ms", spec.get("budget_ms", 50))) / 1000
+    plugin = cls(plugin_config(cls, table), logging.getLogger(f"plugin.{cls.name}"))
     return Hosted(cls.name, cls.version, cls.priority, spec["sha256"], mode, budget, plugin)
 
 

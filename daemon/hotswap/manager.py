@@ -9,6 +9,12 @@ version leaves the old one serving; ``status`` and ``plugins list`` say why.  De
 file unloads its plugin.  Committed versions and their latest state snapshots also go
 into a gateway worker's boot options each time it starts, so a restarted worker serves
 with them from its first call, resuming from its latest state snapshot.
+
+Each committed version is also kept in the state dir (kept.py): a file refused while
+nothing of it serves (a daemon starting with a broken file in place) falls back to the
+last accepted version of that plugin, so a policy never silently disappears.  A plugin's
+[plugins.config.NAME] table is checked against its ``config_schema`` wherever a version
+is validated; at start and at reload a table that does not fit is a config error.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from typing import Any
 import watchfiles
 
 from daemon import metrics
-from daemon.config import Settings, plugin_dirs
+from daemon.config import ConfigError, Settings, plugin_dirs
 from daemon.hotswap import swap
-from daemon.hotswap.sandbox import validate
+from daemon.hotswap.kept import KeptVersions
+from daemon.hotswap.plugin_config import TableRefused
+from daemon.hotswap.sandbox import Verdict, validate
 from daemon.hotswap.source import PluginSource, Refused, is_plugin_file, read_source
 from daemon.supervision.bus import WorkerBus
 from daemon.supervision.worker_child import WorkerChild
@@ -44,6 +52,14 @@ class Loaded:
     hooks: list[str]
     source: PluginSource
     config: dict[str, Any]  # its [plugins.config.NAME] table when it was swapped in
+    accepted: str  # when this version was first committed (kept.py)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    sha256: str  # of the refused bytes, or "" if unread
+    why: str
+    tables: dict[str, Any] | None = None  # the [plugins.config] it was checked with
 
 
 class PluginManager:
@@ -53,8 +69,9 @@ class PluginManager:
         self.bus = bus
         self.gateway_workers = gateway_workers
         self.loaded: dict[str, Loaded] = {}
-        # path -> (sha256 of the refused bytes, or "" if unread; why)
-        self.refused: dict[str, tuple[str, str]] = {}
+        self.refused: dict[str, Refusal] = {}  # plugin file path -> why
+        self.kept = KeptVersions(settings.state_dir)
+        self._misfit_is_fatal = False  # during the first scan: a bad table stops the start
         self.snapshots: dict[str, dict[str, Any]] = {}  # worker id -> {name: state}
         self._lock = asyncio.Lock()
         self._tokens = itertools.count(1)
@@ -75,16 +92,19 @@ class PluginManager:
 
     # -- specs: what a gateway worker needs to host a version ---------------------------
 
-    def spec(self, source: PluginSource, name: str) -> dict[str, Any]:
+    def spec(self, source: PluginSource, name: str,
+             table: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"name": name, "path": source.path, "sha256": source.sha256,
-                "code": base64.b64encode(source.code).decode(), "config": self._table(name),
+                "code": base64.b64encode(source.code).decode(),
+                "config": self._table(name) if table is None else table,
                 "budget_ms": self.settings.config.plugins.budget_ms}
 
     def worker_plugins(self, worker: str) -> list[dict[str, Any]]:
-        """The committed plugins for a worker's (re)start, with its latest state."""
+        """The committed plugins for a worker's (re)start, with its latest state: the
+        table each was committed with (a refused new table never reaches a restart)."""
         out = []
         for name, loaded in sorted(self.loaded.items()):
-            spec = self.spec(loaded.source, name)
+            spec = self.spec(loaded.source, name, loaded.config)
             snap = self.snapshots.get(worker, {}).get(name)
             if snap is not None:
                 spec.update(state=snap.get("state"), state_version=snap.get("version"))
@@ -99,6 +119,16 @@ class PluginManager:
                 "snapshot_interval": self.settings.config.plugins.snapshot_interval}
 
     # -- the scan and the swap -------------------------------------------------------
+
+    async def start(self) -> None:
+        """The first scan, before any worker starts (they boot with its outcome).  A
+        table that does not fit its plugin's schema stops the start, like any config
+        error; a refused file serves its kept version, if there is one."""
+        self._misfit_is_fatal = True
+        try:
+            await self.rescan()
+        finally:
+            self._misfit_is_fatal = False
 
     async def rescan(self) -> list[str]:
         """Bring the workers in line with the plugin dirs; returns what changed."""
@@ -122,42 +152,140 @@ class PluginManager:
                     del self.loaded[name]
                     changes.append(f"plugin {name} unloaded ({loaded.source.path} is gone)")
                     log.info("plugin %s unloaded: %s was removed", name, loaded.source.path)
+            self.kept.forget_all_but(set(seen))
             metrics.plugins_loaded({n: str(p.version) for n, p in self.loaded.items()})
             return changes
+
+    async def check_tables(self, new: Settings) -> None:
+        """Before a reload changes anything: each serving plugin's new table must fit its
+        schema, or the reload is refused (ConfigError) and the running config stays.  A
+        plugin whose file changed too is checked with its new version, in the rescan."""
+        async with self._lock:
+            for lo in list(self.loaded.values()):
+                table = dict(new.config.plugins.config.get(lo.name, {}))
+                if table == lo.config or _changed_on_disk(lo.source):
+                    continue
+                try:
+                    await asyncio.to_thread(validate, lo.source, {lo.name: table})
+                except TableRefused as exc:
+                    raise _misfit_error(new, exc, lo.source.path) from None
+                except Refused:
+                    pass  # not the table's fault: the swap refuses it with the reason
+
+    async def check(self, source: PluginSource) -> dict[str, Any]:
+        """`plugins check` with the daemon running: the hot loader's checks, migrate on a
+        copy of the live state included, with the tables in force; nothing is swapped."""
+        async with self._lock:
+            try:
+                verdict, migrated = await self._validate(source, None)
+            except Refused as exc:
+                return {"ok": False, "error": str(exc)}
+        return {"ok": True, "name": verdict.name, "version": verdict.version,
+                "priority": verdict.priority, "hooks": verdict.hooks,
+                "migrated_from": migrated}
 
     async def _consider(self, key: str, path: Path) -> str | None:
         try:
             source = read_source(path)
         except Refused as exc:
-            return self._refuse(key, str(exc))
-        current = next((lo for lo in self.loaded.values() if lo.source.path == key), None)
+            return await self._refused(key, Refusal("", str(exc)))
+        current = self._serving(key)
         if current is not None and current.source.sha256 == source.sha256:
             if self._table(current.name) == current.config:
+                self.refused.pop(key, None)  # a refused version or table was put back
                 return None  # unchanged
             return await self._reconfigure(current)
-        if self.refused.get(key, ("", ""))[0] == source.sha256:
-            return None  # this very version was refused already
-        live_states = await self._live_states()
+        tables = dict(self.settings.config.plugins.config)
+        refused = self.refused.get(key)
+        if refused is not None and refused.sha256 == source.sha256 \
+                and refused.tables == tables:
+            return None  # this very version was refused already, with these tables
         try:
-            first = await asyncio.to_thread(validate, source,
-                                            dict(self.settings.config.plugins.config),
-                                            live_states)
-            live = self.loaded.get(first.name)
-            if live is not None and live.source.path != key:
-                raise Refused(f"plugin {first.name} is already loaded from {live.source.path}")
-            if live is not None and live.version == first.version:
-                raise Refused(f"version {first.version!r} is the version already serving; "
-                              "change `version` to upgrade")
-            await self._swap(first.name, source)
+            verdict, _ = await self._validate(source, key)
+            await self._swap(verdict.name, source)
         except Refused as exc:
-            return self._refuse(key, str(exc), source.sha256)
-        old = f" (was v{live.version})" if live is not None else ""
-        self.loaded[first.name] = Loaded(first.name, first.version, first.priority,
-                                         first.hooks, source, self._table(first.name))
+            self._misfit(exc, key)
+            return await self._refused(key, Refusal(source.sha256, str(exc), tables))
+        old = self.loaded.get(verdict.name)
+        self._commit(verdict, source)
         self.refused.pop(key, None)
-        log.info("plugin %s v%s loaded from %s%s (sha256 %s)", first.name, first.version,
-                 key, old, source.sha256[:12])
-        return f"plugin {first.name} v{first.version}{old}"
+        was = f" (was v{old.version})" if old is not None else ""
+        log.info("plugin %s v%s loaded from %s%s (sha256 %s)", verdict.name,
+                 verdict.version, key, was, source.sha256[:12])
+        return f"plugin {verdict.name} v{verdict.version}{was}"
+
+    async def _validate(self, source: PluginSource,
+                        key: str | None) -> tuple[Verdict, int | str | None]:
+        """The hot loader's checks of a version (``key``: the file it would serve from);
+        returns the verdict and the live version whose state migrate was tried on."""
+        live_states = await self._live_states()
+        verdict = await asyncio.to_thread(validate, source,
+                                          dict(self.settings.config.plugins.config),
+                                          live_states)
+        live = self.loaded.get(verdict.name)
+        if key is not None and live is not None and live.source.path != key:
+            raise Refused(f"plugin {verdict.name} is already loaded from {live.source.path}")
+        if live is not None and live.version == verdict.version:
+            raise Refused(f"version {verdict.version!r} is the version already serving; "
+                          "change `version` to upgrade")
+        migrated = live_states.get(verdict.name)
+        return verdict, (migrated or {}).get("version")
+
+    def _commit(self, verdict: Verdict, source: PluginSource) -> None:
+        """A version the workers took: record it, and keep its bytes for a restart."""
+        try:
+            accepted = self.kept.keep(verdict.name, verdict.version, source)
+        except OSError as exc:
+            log.error("plugin %s v%s serves, but could not be kept in %s: %s", verdict.name,
+                      verdict.version, self.kept.dir, exc)
+            accepted = "now (not kept)"
+        self.loaded[verdict.name] = Loaded(verdict.name, verdict.version, verdict.priority,
+                                           verdict.hooks, source, self._table(verdict.name),
+                                           accepted)
+
+    async def _refused(self, key: str, refusal: Refusal) -> str:
+        """Record a refused file.  If nothing of it serves (the daemon started with it in
+        place, or its plugin was never loaded here), serve its kept version instead."""
+        self.refused[key] = refusal
+        serving = self._serving(key)
+        if serving is not None:
+            log.error("plugin file %s refused, the version serving stays (%s v%s): %s", key,
+                      serving.name, serving.version, refusal.why)
+            return f"refused {key}: {refusal.why}"
+        log.error("plugin file %s refused: %s", key, refusal.why)
+        fallback = await self._fall_back(key)
+        return f"refused {key}: {refusal.why}" + (f"; {fallback}" if fallback else "")
+
+    async def _fall_back(self, key: str) -> str | None:
+        kept = self.kept.find(key)
+        if kept is None:
+            log.error("plugin file %s: no accepted version of it is kept; nothing of it "
+                      "serves", key)
+            return None
+        if kept.name in self.loaded:
+            return None  # that plugin serves from another file
+        source = PluginSource(key, kept.source.code, kept.source.sha256)
+        try:
+            verdict, _ = await self._validate(source, key)
+            await self._swap(verdict.name, source)
+        except Refused as exc:
+            self._misfit(exc, key)
+            log.error("plugin file %s: its kept version (%s v%s) is refused too: %s", key,
+                      kept.name, kept.version, exc)
+            return None
+        self._commit(verdict, source)
+        log.warning("plugin file %s refused: serving the kept %s v%s (accepted %s) instead",
+                    key, verdict.name, verdict.version, self.loaded[verdict.name].accepted)
+        return f"serving the kept {verdict.name} v{verdict.version} instead"
+
+    def _misfit(self, exc: Refused, key: str) -> None:
+        """At start, a table that does not fit its plugin is a config error (one line,
+        exit 1); later, it refuses that version and the serving one stays."""
+        if self._misfit_is_fatal and isinstance(exc, TableRefused):
+            raise _misfit_error(self.settings, exc, key) from None
+
+    def _serving(self, key: str) -> Loaded | None:
+        return next((lo for lo in self.loaded.values() if lo.source.path == key), None)
 
     def _table(self, name: str) -> dict[str, Any]:
         return dict(self.settings.config.plugins.config.get(name, {}))
@@ -168,15 +296,13 @@ class PluginManager:
         try:
             await self._swap(current.name, current.source)
         except Refused as exc:
-            return self._refuse(current.source.path, f"new config refused: {exc}")
+            return await self._refused(current.source.path,
+                                       Refusal(current.source.sha256,
+                                               f"new config refused: {exc}"))
         current.config = self._table(current.name)
+        self.refused.pop(current.source.path, None)
         log.info("plugin %s v%s: config table applied", current.name, current.version)
         return f"plugin {current.name} v{current.version} reconfigured"
-
-    def _refuse(self, key: str, why: str, sha256: str = "") -> str:
-        log.error("plugin file %s refused, the version serving stays: %s", key, why)
-        self.refused[key] = (sha256, why)
-        return f"refused {key}: {why}"
 
     async def _live_states(self) -> dict[str, dict[str, Any]]:
         """The serving versions' state as the workers hold it now (a fresh snapshot), for
@@ -245,7 +371,30 @@ class PluginManager:
         return {"loaded": [{"name": lo.name, "version": lo.version, "priority": lo.priority,
                             "hooks": lo.hooks, "path": lo.source.path,
                             "sha256": lo.source.sha256} for lo in self.loaded.values()],
-                "refused": {path: why for path, (_, why) in self.refused.items()}}
+                "refused": {path: r.why for path, r in self.refused.items()},
+                "fallback": self._fallbacks()}
+
+    def _fallbacks(self) -> dict[str, str]:
+        """Refused file -> the earlier version of it that serves instead."""
+        out = {}
+        for path in self.refused:
+            serving = self._serving(path)
+            if serving is not None:
+                out[path] = f"{serving.name} v{serving.version} (kept from {serving.accepted})"
+        return out
+
+
+def _misfit_error(settings: Settings, exc: TableRefused, path: str) -> ConfigError:
+    """Worded like any config error: the file, the key, what was expected."""
+    return ConfigError(f"{settings.source or 'built-in defaults'}: {exc} (the config_schema "
+                       f"of {path})")
+
+
+def _changed_on_disk(source: PluginSource) -> bool:
+    try:
+        return read_source(Path(source.path)).sha256 != source.sha256
+    except Refused:
+        return True
 
 
 def _plugin_change(change: watchfiles.Change, path: str) -> bool:

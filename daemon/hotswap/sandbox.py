@@ -1,8 +1,9 @@
 """Validate a plugin version in a throwaway process before anything changes.
 
-The child imports the file's exact bytes, finds the Plugin class, runs ``migrate`` on a
-copy of the live state (or ``initial_state``), checks that the state is JSON-able, and
-runs ``self_test``.  A module that crashes the interpreter or loops forever at import
+The child imports the file's exact bytes, finds the Plugin class, checks its
+[plugins.config.NAME] table against its ``config_schema``, runs ``migrate`` on a copy of
+the live state (or ``initial_state``), checks that the state is JSON-able, and runs
+``self_test``.  A module that crashes the interpreter or loops forever at import
 only takes the child with it: the parent kills it at the timeout.  The same check backs
 ``workingagents plugins check FILE``.
 
@@ -23,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from daemon.hotswap.plugin_config import TableRefused
 from daemon.hotswap.source import PluginSource, Refused
 
 CHECK_TIMEOUT = 10.0
@@ -81,11 +83,12 @@ def validate(source: PluginSource, configs: dict[str, dict[str, Any]] | None = N
         raise Refused(f"the check process died ({how}): {tail[0]}")
     verdict = orjson.loads(lines[-1])
     if not verdict.get("ok"):
-        raise Refused(str(verdict.get("error")))
+        raise (TableRefused if verdict.get("table") else Refused)(str(verdict.get("error")))
     return Verdict(verdict["name"], verdict["version"], verdict["priority"], verdict["hooks"])
 
 
 def _check(request: dict[str, Any]) -> dict[str, Any]:
+    from daemon.hotswap.plugin_config import TableRefused, plugin_config
     from daemon.hotswap.source import hooks, load_class
 
     code = base64.b64decode(request["code"])
@@ -98,10 +101,11 @@ def _check(request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": f"syntax error at line {exc.lineno}: {exc.msg}"}
     except BaseException as exc:
         return {"ok": False, "error": f"import failed: {exc.__class__.__name__}: {exc}"}
+    try:
+        config = plugin_config(cls, request["configs"].get(cls.name) or {})
+    except TableRefused as exc:
+        return {"ok": False, "error": str(exc), "table": True}
     step = "__init__"
-    config = dict(request["configs"].get(cls.name) or {})
-    config.pop("mode", None)
-    config.pop("budget_ms", None)
     live = request["live"].get(cls.name)
     try:
         plugin = cls(config)

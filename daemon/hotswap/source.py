@@ -15,6 +15,8 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from daemon.plugin import Plugin
 
 
@@ -84,6 +86,11 @@ def load_class(source: PluginSource) -> type[Plugin]:
         raise Refused(f"{cls.__name__}.priority must be an integer")
     if not isinstance(cls.version, int | str) or isinstance(cls.version, bool):
         raise Refused(f"{cls.__name__}.version must be an integer or a string")
+    schema = cls.config_schema
+    if schema is not None and not (isinstance(schema, type)
+                                   and issubclass(schema, msgspec.Struct)):
+        raise Refused(f"{cls.__name__}.config_schema must be a msgspec Struct "
+                      "(e.g. a daemon.plugin.PluginConfig subclass)")
     return cls
 
 

@@ -19,8 +19,11 @@ def assess(snapshot: dict[str, Any]) -> dict[str, Any]:
     for name, up in (snapshot.get("upstreams") or {}).items():
         if up["state"] != "up":
             reasons.append(_upstream_reason(name, up))
-    for path, why in sorted(((snapshot.get("plugins") or {}).get("refused") or {}).items()):
-        reasons.append(f"plugin file refused: {path}: {why}")
+    plugins = snapshot.get("plugins") or {}
+    fallback = plugins.get("fallback") or {}
+    for path, why in sorted((plugins.get("refused") or {}).items()):
+        serving = f"; serving {fallback[path]} instead" if path in fallback else ""
+        reasons.append(f"plugin file refused: {path}: {why}{serving}")
     failing = (snapshot.get("audit") or {}).get("failing")
     if failing:
         reasons.append(f"audit log failing: {failing}")

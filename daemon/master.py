@@ -235,6 +235,8 @@ class Master:
         self.audit_state = {k: v for k, v in message.items() if k != "k"}
 
     def _worker_ready(self, child: WorkerChild) -> None:
+        if self.plugins.stale(child):  # it started while a plugin swap was under way
+            self.own(self.plugins.catch_up(child))
         self.board.worker_ready(child)
         self.upstreams.worker_ready(child)
 

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from daemon.supervision.worker_child import WorkerChild
 
 log = logging.getLogger("plugins")
 STEP_TIMEOUT = 15.0
+REPLY_CHECK = 0.1  # how often a wait for a reply checks that the worker is still there
 
 
 @dataclass
@@ -62,6 +64,10 @@ class Refusal:
     tables: dict[str, Any] | None = None  # the [plugins.config] it was checked with
 
 
+class Unanswered(Refused):
+    """A swap that a worker never answered (neither took nor refused the version)."""
+
+
 class PluginManager:
     def __init__(self, settings: Settings, bus: WorkerBus,
                  gateway_workers: Callable[[], list[WorkerChild]]) -> None:
@@ -73,6 +79,9 @@ class PluginManager:
         self.kept = KeptVersions(settings.state_dir)
         self._misfit_is_fatal = False  # during the first scan: a bad table stops the start
         self.snapshots: dict[str, dict[str, Any]] = {}  # worker id -> {name: state}
+        # what each gateway worker was started with: (name -> (sha256, table)); a worker
+        # that started while a swap ran may have booted with the set before it
+        self._booted: dict[str, dict[str, tuple[str, Any]]] = {}
         self._lock = asyncio.Lock()
         self._tokens = itertools.count(1)
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -115,8 +124,43 @@ class PluginManager:
         """For a gateway worker's (re)start: the committed plugins, its latest state."""
         if worker not in self.gateway_workers():
             return {}
+        self._booted[worker.id] = self._serving_set()
         return {"plugins": self.worker_plugins(worker.id),
                 "snapshot_interval": self.settings.config.plugins.snapshot_interval}
+
+    def _serving_set(self) -> dict[str, tuple[str, Any]]:
+        return {name: (lo.source.sha256, lo.config) for name, lo in self.loaded.items()}
+
+    def stale(self, worker: WorkerChild) -> bool:
+        """A gateway worker now READY that booted with another set than the one serving
+        (it started while a swap was under way)."""
+        booted = self._booted.get(worker.id)
+        return booted is not None and booted != self._serving_set()
+
+    async def catch_up(self, worker: WorkerChild) -> None:
+        """Bring one worker to the serving set, as a swap would have (state migrates)."""
+        async with self._lock:
+            booted, identity = self._booted.get(worker.id, {}), worker.identity
+            if identity is None:
+                return  # gone again: its next start boots with the serving set
+            for name, lo in sorted(self.loaded.items()):
+                if booted.get(name) == (lo.source.sha256, lo.config):
+                    continue
+                spec = self.spec(lo.source, name, lo.config)
+                prepared = await self._broadcast(swap.PREPARE, name, {"spec": spec}, [worker])
+                if all(r.get("ok") for r in prepared.values()):
+                    await self._broadcast(swap.COMMIT, name, {}, [worker])
+                    log.info("%s started during a swap: plugin %s v%s caught up", worker.id,
+                             name, lo.version)
+                else:
+                    log.error("%s could not take plugin %s v%s: %s; restarting it",
+                              worker.id, name, lo.version, prepared)
+                    if worker.proc is not None:
+                        worker.proc.kill()
+                    return
+            for name in sorted(set(booted) - set(self.loaded)):
+                await self._broadcast(swap.UNLOAD, name, {}, [worker])
+            self._booted[worker.id] = self._serving_set()
 
     # -- the scan and the swap -------------------------------------------------------
 
@@ -205,7 +249,9 @@ class PluginManager:
             await self._swap(verdict.name, source)
         except Refused as exc:
             self._misfit(exc, key)
-            return await self._refused(key, Refusal(source.sha256, str(exc), tables))
+            # a worker that did not answer says nothing of the file: try it again
+            sha256 = "" if isinstance(exc, Unanswered) else source.sha256
+            return await self._refused(key, Refusal(sha256, str(exc), tables))
         old = self.loaded.get(verdict.name)
         self._commit(verdict, source)
         self.refused.pop(key, None)
@@ -326,18 +372,26 @@ class PluginManager:
         failed = [f"{w}: {r.get('error')}" for w, r in prepared.items() if not r.get("ok")]
         if failed:
             await self._broadcast(swap.ABORT, name, {})
-            raise Refused("a gateway worker could not take it, so none did: "
-                          + "; ".join(failed))
-        committed = await self._broadcast(swap.COMMIT, name, {})
+            unanswered = all("no answer" in str(r.get("error")) for r in prepared.values()
+                             if not r.get("ok"))
+            raise (Unanswered if unanswered else Refused)(
+                "a gateway worker could not take it, so none did: " + "; ".join(failed))
+        took = [w for w in self.gateway_workers() if prepared.get(w.id, {}).get("ok")
+                and not prepared[w.id].get("gone")]
+        committed = await self._broadcast(swap.COMMIT, name, {}, took)
         for worker, reply in committed.items():
             if not reply.get("ok"):
                 log.critical("plugin %s: %s failed to commit after preparing: %s; "
                              "restarting it", name, worker, reply.get("error"))
 
-    async def _broadcast(self, kind: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Send one step to every READY gateway worker and wait for every reply."""
-        asks = {}
-        for worker in self.gateway_workers():
+    async def _broadcast(self, kind: str, name: str, body: dict[str, Any],
+                         workers: list[WorkerChild] | None = None) -> dict[str, Any]:
+        """Send one step to every READY gateway worker (or to ``workers``) and wait for
+        every reply.  A worker that dies or is replaced meanwhile does not hold the swap
+        up: it answers {"ok": True, "gone": True}, and its replacement boots with the
+        serving set (or catches up, if it started during the swap)."""
+        asks = []
+        for worker in self.gateway_workers() if workers is None else workers:
             identity = worker.identity
             if identity is None:
                 continue  # it gets the committed set from its spec when it starts
@@ -346,15 +400,23 @@ class PluginManager:
                 asyncio.get_running_loop().create_future()
             self._replies[token] = future
             self.bus.send(identity, {"k": kind, "token": token, "name": name, **body})
-            asks[worker.id] = (token, future)
-        replies: dict[str, Any] = {}
-        for worker_id, (token, future) in asks.items():
+            asks.append((worker, identity, token, future))
+        return {worker.id: await self._reply(worker, identity, token, future)
+                for worker, identity, token, future in asks}
+
+    async def _reply(self, worker: WorkerChild, identity: bytes, token: int,
+                     future: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while True:
             try:
-                replies[worker_id] = await asyncio.wait_for(future, STEP_TIMEOUT)
+                return await asyncio.wait_for(asyncio.shield(future), REPLY_CHECK)
             except TimeoutError:
-                self._replies.pop(token, None)
-                replies[worker_id] = {"ok": False, "error": f"no answer in {STEP_TIMEOUT:g}s"}
-        return replies
+                if worker.identity != identity:  # it died, hung and was killed, or moved on
+                    self._replies.pop(token, None)
+                    return {"ok": True, "gone": True}
+                if time.monotonic() > deadline:
+                    self._replies.pop(token, None)
+                    return {"ok": False, "error": f"no answer in {STEP_TIMEOUT:g}s"}
 
     async def watch(self) -> None:
         """Rescan on file drops.  Editors' temp files are ignored; the documented way to

@@ -136,7 +136,7 @@ class CallHandler:
             # a hidden tool answers exactly like one that does not exist, but the audit
             # log says the roles denied it: an agent probing for tools shows up there
             if tool is not None or upstream:
-                raise RoleDenied(name, self.policy.agent_roles.get(agent, ()))
+                raise RoleDenied(name, self.policy.agent_roles.get(agent, ()), tool is not None)
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
         arguments = params.get("arguments", {})
         if arguments is None:
@@ -213,9 +213,10 @@ class CallHandler:
 class RoleDenied(RpcError):
     """A tool the agent's roles hide: to the agent, exactly an unknown tool."""
 
-    def __init__(self, tool: str, roles: tuple[str, ...]) -> None:
+    def __init__(self, tool: str, roles: tuple[str, ...], exists: bool) -> None:
         super().__init__(jsonrpc.INVALID_PARAMS, f"Unknown tool: {tool}")
         self.reason = (f"roles {', '.join(roles) or '(none)'} do not allow tool {tool}")
+        self.exists = exists  # a real tool's name is a bounded metrics label
 
 
 def _error(rid: jsonrpc.RequestId, trace: Trace | None, exc: RpcError) -> Answer:
@@ -226,6 +227,7 @@ def _error(rid: jsonrpc.RequestId, trace: Trace | None, exc: RpcError) -> Answer
     status = "error"
     if isinstance(exc, RoleDenied):
         trace.trail.append(("roles", "-", "before_call", "deny", exc.reason, 0.0))
+        trace.known = exc.exists
         outcome.update(status="denied", by="roles")
         status = "denied"
     return Answer(rid, reply, trace, trace.call_record(outcome), status,

@@ -331,7 +331,8 @@ class Supervisor(Child):
     def healthy(self) -> bool:
         # A temporary subtree that gave up is stopped by design: status shows it, but it
         # must not stop the watchdog (systemd would restart everyone for one upstream).
-        if self.state is ChildState.STOPPED and self.parent is not None:
+        # Nor must one of its probes (a single start attempt) while it runs.
+        if self.parent is not None and (self.state is ChildState.STOPPED or self._once):
             return True
         return self.state is ChildState.READY and all(c.healthy() for c in self.children)
 

@@ -4,19 +4,22 @@ daemon's keys live in <state_dir>/curve."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import zmq
 import zmq.auth
 
 from daemon import config
-from daemon.client import AgentClient
+from daemon.client import AgentClient, AsyncAgentClient
 from daemon.protocol.jsonrpc import RpcError
 from tests.conftest import Daemon, wait_for, write_config
 from tests.gateway_helpers import TOKENS, agent, gateway_config, listen, shard
@@ -99,6 +102,20 @@ def test_an_unknown_key_or_a_plain_client_gets_nothing_through(start_daemon, ctx
         assert carol.call_tool("echo", {})["isError"] is False
 
 
+def test_the_asyncio_client_authenticates_by_key_too(start_daemon):
+    d = start_daemon(extra=curve_config())
+    d.wait_ready()
+
+    async def calls() -> list[dict[str, Any]]:
+        async with await AsyncAgentClient.zmq_curve(
+                listen(d)["zmq_curve"], server_public(d.state_dir), *CAROL) as carol:
+            return list(await asyncio.gather(*(carol.call_tool("echo", {"i": i})
+                                               for i in range(20))))
+
+    results = asyncio.run(calls())
+    assert all(r["isError"] is False for r in results) and len(results) == 20
+
+
 def test_a_token_in_meta_is_still_checked_on_a_curve_connection(start_daemon):
     d = start_daemon(extra=curve_config())
     d.wait_ready()
@@ -172,7 +189,8 @@ def test_the_cli_without_the_keys_says_so_in_one_line(start_daemon, state_dir):
     assert "cannot read the daemon's Curve keys" in out.stderr
 
 
-def test_a_daemon_with_a_tcp_bus_answers_calls_and_restarts_a_killed_worker(start_daemon):
+def test_a_daemon_with_a_tcp_bus_answers_calls_restarts_a_worker_and_lets_no_one_else_in(
+        start_daemon, ctx):
     d = start_daemon(supervision={"bus_endpoint": "tcp://127.0.0.1:*"},
                      extra=gateway_config())
     d.wait_ready()
@@ -183,6 +201,17 @@ def test_a_daemon_with_a_tcp_bus_answers_calls_and_restarts_a_killed_worker(star
         os.kill(old, signal.SIGKILL)
         wait_for(lambda: d.pids().get(worker) not in (None, old), 15, "a restart over tcp")
         assert bob.call_tool("echo", {"n": 2})["isError"] is False
+
+    published = {int(str(a).rpartition(":")[2]) for a in listen(d).values() if a}
+    ports = {c.laddr.port for c in psutil.Process(d.pid).net_connections("tcp")
+             if c.status == psutil.CONN_LISTEN} - published
+    assert ports, "the bus listens on a tcp port of its own"
+    probes = [plain_dealer(f"tcp://127.0.0.1:{port}", ctx) for port in ports]
+    for probe in probes:  # on an ipc:// bus, this junk is logged as "dropping bus message"
+        probe.send(b"{forged")
+    time.sleep(1.0)
+    assert "dropping bus message" not in d.log()
+    assert d.status()["daemon"]["healthy"]
 
 
 @pytest.mark.parametrize("agent_table, expected", [

@@ -25,7 +25,9 @@ class AgentsDirError(Exception):
 
 
 class AgentSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    token_sha256: str  # hex sha256 of the agent's bearer token
+    # An agent has a token, a Curve key, or both (config._check_agent insists on one).
+    token_sha256: str = ""  # hex sha256 of the agent's bearer token
+    curve_public_key: str = ""  # Z85: its Curve key stands for a token on [listen] zmq_curve
     roles: list[str] = msgspec.field(default_factory=list)
 
 

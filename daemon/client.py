@@ -8,6 +8,9 @@
     async with AsyncAgentClient.tcp("127.0.0.1", 7700, token) as agent:
         results = await asyncio.gather(*(agent.call_tool("echo", {"i": i}) for i in range(100)))
 
+``AgentClient.zmq_curve(endpoint, server_public, public, secret)`` authenticates with a
+Curve key pair instead of a token (``[listen] zmq_curve``).
+
 Handshake era by default (``initialize`` with the token, MCP 2025-11-25); pass
 ``stateless=True`` to speak 2026-07-28 instead (token and version in every request's
 ``_meta``).  Requests may be pipelined; responses are matched by id.  A JSON-RPC error
@@ -19,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import time
 from typing import Any
 
 import orjson
 import zmq
 import zmq.asyncio
+import zmq.utils.monitor
 
 from daemon.protocol import mcp
 from daemon.protocol.jsonrpc import RpcError
@@ -52,8 +57,9 @@ class _Session:
                                   "params": params})
 
     def initialize_params(self) -> dict[str, Any]:
+        meta = {mcp.META_TOKEN: self.token} if self.token is not None else {}
         return {"protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": {},
-                "clientInfo": CLIENT_INFO, "_meta": {mcp.META_TOKEN: self.token}}
+                "clientInfo": CLIENT_INFO, "_meta": meta}
 
     @staticmethod
     def outcome(message: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +97,23 @@ class AgentClient(_Session):
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(endpoint)
+        return cls(sock, token, stateless, timeout)
+
+    @classmethod
+    def zmq_curve(cls, endpoint: str, server_public: str | bytes, public: str | bytes,
+                  secret: str | bytes, token: str | None = None, stateless: bool = False,
+                  timeout: float = 30.0) -> AgentClient:
+        """Connect to ``[listen] zmq_curve`` with a Curve key pair registered for an agent
+        (Z85 keys); the key stands for the token.  A key the gateway does not know is
+        refused at the handshake: ConnectionRefusedError, within ``timeout``."""
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        _curve_client(sock, server_public, public, secret)
+        try:
+            _connect_checked(sock, endpoint, timeout)
+        except BaseException:
+            sock.close()
+            raise
         return cls(sock, token, stateless, timeout)
 
     def send_raw(self, raw: bytes) -> None:
@@ -190,6 +213,21 @@ class AsyncAgentClient(_Session):
         await self._start()
         return self
 
+    @classmethod
+    async def zmq_curve(cls, endpoint: str, server_public: str | bytes, public: str | bytes,
+                        secret: str | bytes, token: str | None = None,
+                        stateless: bool = False) -> AsyncAgentClient:
+        """As ``AgentClient.zmq_curve`` (an unknown key is not told apart here: its
+        requests time out)."""
+        self = cls(token, stateless)
+        self._zsock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+        self._zsock.setsockopt(zmq.LINGER, 0)
+        _curve_client(self._zsock, server_public, public, secret)
+        self._zsock.connect(endpoint)
+        self._reader_task = asyncio.create_task(self._read_frames())
+        await self._start()
+        return self
+
     async def _start(self) -> None:
         if not self.stateless:
             await self.request("initialize", self.initialize_params())
@@ -262,3 +300,42 @@ class AsyncAgentClient(_Session):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _key(key: str | bytes) -> bytes:
+    return key.encode() if isinstance(key, str) else key
+
+
+def _curve_client(sock: zmq.Socket[Any], server_public: str | bytes, public: str | bytes,
+                  secret: str | bytes) -> None:
+    sock.setsockopt(zmq.CURVE_SERVERKEY, _key(server_public))
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, _key(public))
+    sock.setsockopt(zmq.CURVE_SECRETKEY, _key(secret))
+
+
+_HANDSHAKE_DONE = zmq.EVENT_HANDSHAKE_SUCCEEDED
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+def _connect_checked(sock: zmq.Socket[bytes], endpoint: str, timeout: float) -> None:
+    """Connect and wait for the Curve handshake, so that a refused key is an error now
+    rather than requests that never get an answer."""
+    monitor = sock.get_monitor_socket(_HANDSHAKE_DONE | _HANDSHAKE_FAILED)
+    try:
+        sock.connect(endpoint)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not monitor.poll(int(left * 1000) + 1):
+                break
+            event = zmq.utils.monitor.recv_monitor_message(monitor)["event"]
+            if event & _HANDSHAKE_DONE:
+                return
+            if event & _HANDSHAKE_FAILED:
+                raise ConnectionRefusedError(f"{endpoint} refused this Curve key (not "
+                                             "registered for an agent, or the wrong server "
+                                             "key)")
+        raise TimeoutError(f"no Curve handshake with {endpoint} within {timeout:g}s")
+    finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)

@@ -66,6 +66,9 @@ class ListenSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=T
 
     tcp: str = "127.0.0.1:7700"  # TCP shim: newline-delimited JSON-RPC 2.0; "" = off
     zmq: str = "tcp://127.0.0.1:7701"  # ZeroMQ ROUTER, one JSON-RPC message per frame; "" = off
+    # ZeroMQ ROUTER with CurveZMQ: agents authenticate by a key registered in
+    # [agents.NAME] curve_public_key; the server's keys are in <state_dir>/curve; "" = off
+    zmq_curve: str = ""
     max_message_bytes: int = 1 << 20  # a longer line or frame is refused
     idle_timeout: float = 300.0  # a connection silent this long is closed
     line_timeout: float = 30.0  # a TCP line must complete this long after its first byte
@@ -323,8 +326,10 @@ def _check_gateway(config: Config, refuse: Any) -> None:
         host, sep, port = listen.tcp.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
             raise refuse("listen.tcp", "HOST:PORT (port 0 picks a free one)", listen.tcp)
-    if listen.zmq and not listen.zmq.startswith(("tcp://", "ipc://")):
-        raise refuse("listen.zmq", "tcp://HOST:PORT or ipc://PATH", listen.zmq)
+    for key in ("zmq", "zmq_curve"):
+        address = getattr(listen, key)
+        if address and not address.startswith(("tcp://", "ipc://")):
+            raise refuse(f"listen.{key}", "tcp://HOST:PORT or ipc://PATH", address)
     for key in ("max_message_bytes", "max_inflight_per_connection", "max_inflight_per_worker",
                 "max_pending_bytes"):
         if getattr(listen, key) < 1:
@@ -366,19 +371,39 @@ def _check_gateway(config: Config, refuse: Any) -> None:
             if var in upstream.env:
                 raise refuse(f"upstreams.{name}.env.{var}", "a variable set in env or "
                              "secret_env, not both", "<hidden>")
+    keys: dict[str, str] = {}
     for name, agent in config.agents.items():
         _check_agent(config, name, agent, refuse)
+        if agent.curve_public_key in keys:  # which agent would the key be?
+            raise refuse(f"agents.{name}.curve_public_key", "a key no other agent has",
+                         f"the key of agents.{keys[agent.curve_public_key]}")
+        if agent.curve_public_key:
+            keys[agent.curve_public_key] = name
 
 
 def _check_agent(config: Config, name: str, agent: AgentSection, refuse: Any) -> None:
+    if not agent.token_sha256 and not agent.curve_public_key:
+        raise refuse(f"agents.{name}", "token_sha256 or curve_public_key (or both)",
+                     "neither")
     digest = agent.token_sha256.lower()
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    if digest and (len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest)):
         raise refuse(f"agents.{name}.token_sha256", "64 hex digits (sha256 of the token)",
                      "<hidden>")
+    key = agent.curve_public_key
+    if key and not _is_curve_key(key):
+        # Not echoed: a secret key pasted here by mistake must not reach a log line.
+        raise refuse(f"agents.{name}.curve_public_key", "a Curve public key, 40 characters "
+                     "of Z85 (zmq.curve_keypair()[0])", f"<{len(key)} characters>")
     for role in agent.roles:
         if role not in config.roles and role != "admin":
             raise refuse(f"agents.{name}.roles", f"roles defined in [roles.*] "
                          f"(known: {', '.join(sorted(config.roles)) or 'none'})", role)
+
+
+def _is_curve_key(text: str) -> bool:
+    from daemon.transport.curve import is_public_key  # zmq: imported only when needed
+
+    return is_public_key(text)
 
 
 def _check_audit(config: Config, refuse: Any) -> None:

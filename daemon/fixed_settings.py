@@ -35,6 +35,7 @@ def refusal(old: Settings, new: Settings) -> str | None:
                "daemon.runtime_dir": (old.runtime_dir, new.runtime_dir),
                "listen.tcp": (old.config.listen.tcp, new.config.listen.tcp),
                "listen.zmq": (old.config.listen.zmq, new.config.listen.zmq),
+               "listen.zmq_curve": (old.config.listen.zmq_curve, new.config.listen.zmq_curve),
                "control.endpoint": (old.control_endpoint, new.control_endpoint),
                "supervision.bus_endpoint": (old.bus_endpoint, new.bus_endpoint)}
     for key, (was, now) in scalars.items():

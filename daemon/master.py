@@ -45,10 +45,11 @@ from daemon.supervision.spec import SupervisorSpec, check_tree
 from daemon.supervision.supervisor import Supervisor, worker_specs
 from daemon.supervision.worker_child import WorkerChild
 from daemon.supervision.worker_process import WorkerProcess, prepare_forkserver
-from daemon.transport import messages
+from daemon.transport import curve, messages
 from daemon.transport.agent_tcp import serve_tcp
 from daemon.transport.agent_zmq import AgentRouter
 from daemon.transport.line_guard import LineGuard
+from daemon.transport.zap import ZapHandler
 
 log = logging.getLogger("master")
 
@@ -129,7 +130,8 @@ class Master:
         prepare_forkserver(w.target for w in worker_specs(self.spec))
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         held.callback(ctx.term)
-        bus = WorkerBus(ctx, s.bus_endpoint)
+        keys = self._curve(ctx, held)
+        bus = WorkerBus(ctx, s.bus_endpoint, keys.bus_server)
         held.callback(bus.close)
         self.audit = AuditLink.from_options(ctx, tree.audit_link_options(s), "master")
         held.callback(self.audit.close)
@@ -148,17 +150,18 @@ class Master:
             log_level=s.config.daemon.log_level, on_root_failure=self._root_failed,
             spawn=self.own, on_worker_ready=self._worker_ready,
             on_worker_gone=self._worker_gone, boot_options=self.plugins.boot_options,
-            slot_dir=slot_dir, on_subtree_change=self.upstreams.subtree_changed))
+            slot_dir=slot_dir, on_subtree_change=self.upstreams.subtree_changed,
+            bus_curve=keys.bus_client))
         self._refresh_shards()
         try:
             await self.plugins.start()  # validated before any worker starts: they boot with it
         except config.ConfigError as exc:  # a plugin table that does not fit its schema
             raise CannotStart(str(exc)) from None  # what is held is released on the way out
-        control = ControlServer(ctx, s.control_endpoint, self.token, self)
+        control = ControlServer(ctx, s.control_endpoint, self.token, self, keys.control_server)
         held.callback(control.close)
         held.push_async_callback(self._cancel_tasks)  # the ticker, commands, watchers
         self.lines = LineGuard(s.config.listen.line_timeout, s.config.listen.max_pending_bytes)
-        self.listening = await self._listen(ctx, held)
+        self.listening = await self._listen(ctx, held, keys.server)
         self._publish_control_file(control.endpoint)
         self._install_signal_handlers()
         self.own(self._tick())
@@ -168,8 +171,10 @@ class Master:
             lambda _child, running: self.board.overran(running.seq, running.plugin), self.own)
         self.own(self.overruns.run(min(0.02, s.config.plugins.budget_ms / 4000)))
         log.info("workingagents %s starting: config %s, state %s, control %s, agents on "
-                 "tcp %s and zmq %s", __version__, s.source or "built-in defaults",
-                 s.state_dir, control.endpoint, self.listening["tcp"], self.listening["zmq"])
+                 "tcp %s and zmq %s%s", __version__, s.source or "built-in defaults",
+                 s.state_dir, control.endpoint, self.listening["tcp"], self.listening["zmq"],
+                 f" and zmq_curve {self.listening['zmq_curve']}"
+                 if self.listening["zmq_curve"] else "")
         await self._start_tree()
         await self._stop.wait()
         self.notifier.stopping()
@@ -178,13 +183,32 @@ class Master:
             self._kill_all()
         await self.root.stop()
 
+    def _curve(self, ctx: zmq.Context[zmq.Socket[bytes]],
+               held: contextlib.AsyncExitStack) -> curve.DaemonKeys:
+        """The daemon's Curve keys (made at the first start), and the ZAP handler that
+        vets Curve clients if any endpoint speaks Curve; before any socket binds."""
+        s = self.settings
+        try:
+            keys = curve.DaemonKeys.ensure(s.state_dir, bus_endpoint=s.bus_endpoint,
+                                           control_endpoint=s.control_endpoint,
+                                           agents=bool(s.config.listen.zmq_curve))
+        except (OSError, ValueError) as exc:
+            raise CannotStart(f"cannot use the Curve keys in {curve.directory(s.state_dir)}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+        if keys.in_use:
+            zap = ZapHandler(ctx, keys.client.public,
+                             lambda key: self.board.auth.agent_for_curve_key(key) is not None)
+            held.callback(zap.close)
+        return keys
+
     async def _listen(self, ctx: zmq.Context[zmq.Socket[bytes]],
-                      held: contextlib.AsyncExitStack) -> dict[str, str | None]:
+                      held: contextlib.AsyncExitStack,
+                      curve_keys: curve.KeyPair) -> dict[str, str | None]:
         """Open the agent and metrics listeners; a busy or bad address is one line that
         names its config key."""
         listen = self.settings.config.listen
         scrape_at = self.settings.config.metrics.listen
-        tcp = router = scrape = None
+        tcp = router = curve_router = scrape = None
         try:
             key, address = "listen.tcp", listen.tcp
             if address:
@@ -196,6 +220,11 @@ class Master:
                 router = AgentRouter(ctx, address, self.board,
                                      listen.max_message_bytes)
                 held.callback(router.close)
+            key, address = "listen.zmq_curve", listen.zmq_curve
+            if address:
+                curve_router = AgentRouter(ctx, address, self.board, listen.max_message_bytes,
+                                           curve_keys)
+                held.callback(curve_router.close)
             key, address = "metrics.listen", scrape_at
             if address:
                 scrape = metrics.serve(address)
@@ -206,6 +235,7 @@ class Master:
             raise CannotStart(f"cannot listen on {address} ({key}): {reason}") from None
         return {"tcp": "{}:{}".format(*tcp.sockets[0].getsockname()[:2]) if tcp else None,
                 "zmq": router.endpoint if router else None,
+                "zmq_curve": curve_router.endpoint if curve_router else None,
                 "metrics": "{}:{}".format(*scrape[:2]) if scrape else None}
 
     async def _cancel_tasks(self) -> None:

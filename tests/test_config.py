@@ -92,12 +92,13 @@ def test_the_commented_examples_in_etc_are_valid_when_uncommented(tmp_path):
     import re
     example = (Path(__file__).parent.parent / "etc" / "workingagents.toml").read_text()
     text = re.sub(r"^# (\[|tools|token_sha256|roles|command|env|cwd|tool_timeouts|dirs|mode|"
-                  r"agent_rate|agent_burst|ship_dir|ship_command|secret_env)", r"\1", example,
+                  r"agent_rate|agent_burst|ship_dir|ship_command|secret_env|curve_public_key)",
+                  r"\1", example,
                   flags=re.M)
     path = tmp_path / "uncommented.toml"
     path.write_text(text)
     settings = config.load(str(path))
-    assert list(settings.config.agents) == ["alice"]
+    assert list(settings.config.agents) == ["alice", "robot"]
     assert settings.config.upstreams["files"].command[0] == "/usr/bin/python3"
     assert settings.config.upstreams["files"].secret_env == {"FILES_API_KEY": "FILES_API_KEY"}
     assert settings.config.plugins.config["rate_limit"]["mode"] == "permissive"

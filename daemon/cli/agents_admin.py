@@ -101,6 +101,7 @@ def list_agents(config_path: str | None, as_json: bool) -> None:
     in_dir = agents_dir.read(_directory(config_path))
     rows = [{"name": name, "roles": list(agent.roles),
              "token": agent.token_sha256.lower()[:12],  # a prefix tells tokens apart
+             "curve_public_key": agent.curve_public_key,  # public: shown whole
              "source": str(in_dir[name][1] if name in in_dir else settings.source)}
             for name, agent in sorted(settings.config.agents.items())]
     if as_json:
@@ -111,7 +112,11 @@ def list_agents(config_path: str | None, as_json: bool) -> None:
     click.echo(f"{'NAME':<{width}}  {'ROLES':<{roles_width}}  {'SHA256':<13}  SOURCE")
     for r in rows:
         click.echo(f"{r['name']:<{width}}  {', '.join(r['roles']):<{roles_width}}  "
-                   f"{r['token']}…  {r['source']}")
+                   f"{_token_column(str(r['token'])):<13}  {r['source']}")
+
+
+def _token_column(prefix: str) -> str:
+    return f"{prefix}…" if prefix else "-"  # "-": an agent with a Curve key only
 
 
 @agents.command("revoke")
@@ -138,3 +143,22 @@ def revoke(config_path: str | None, name: str) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot delete {path}: {exc.strerror}") from None
     _apply(config_path, f"agent {name} revoked ({path} deleted)")
+
+
+@agents.command("curve-keypair")
+@config_option
+@one_line_errors
+def curve_keypair(config_path: str | None) -> None:
+    """Print a new Curve key pair for an agent of [listen] zmq_curve (nothing is stored)."""
+    import zmq
+
+    from daemon.transport import curve
+
+    public, secret = zmq.curve_keypair()
+    click.echo(f'curve_public_key = "{public.decode()}"')
+    click.echo(f'secret = "{secret.decode()}"')
+    server = curve.public_path(config.locate_state_dir(config_path), curve.SERVER)
+    click.echo("register the first line in [agents.NAME] (or agents.d/NAME.toml) and "
+               "reload; give the secret to the agent alone; the agent also needs the "
+               f"daemon's public key, in {server} (made at the daemon's first start)",
+               err=True)

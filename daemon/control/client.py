@@ -1,6 +1,7 @@
 """The CLI's side of the control endpoint: find the master, send one request, wait.
 
-The master publishes its endpoint, pid and token in <state_dir>/control.json.  A missing
+The master publishes its endpoint, pid and token in <state_dir>/control.json; a tcp://
+endpoint also needs the daemon's Curve client key from <state_dir>/curve/.  A missing
 file or a dead pid means "not running" at once, without waiting on a socket.
 """
 
@@ -15,7 +16,7 @@ import orjson
 import psutil
 import zmq
 
-from daemon.transport import messages
+from daemon.transport import curve, messages
 
 
 class NotRunning(Exception):
@@ -58,6 +59,15 @@ class ControlClient:
                              "is gone)")
         self.endpoint = str(info["endpoint"])
         self._token = str(info["token"])
+        self._curve: curve.ClientSide | None = None
+        if curve.on_tcp(self.endpoint):
+            try:
+                self._curve = curve.load_client(state_dir)
+            except (OSError, ValueError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise NotRunning(f"cannot read the daemon's Curve keys in "
+                                 f"{curve.directory(state_dir)} ({reason}): only the "
+                                 "daemon's user may control it over tcp://") from None
         self.listening: dict[str, Any] = info.get("listen") or {}
 
     def call(self, cmd: str, args: dict[str, Any] | None = None,
@@ -65,6 +75,8 @@ class ControlClient:
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if self._curve is not None:
+            curve.connect_as(sock, self._curve)
         try:
             sock.connect(self.endpoint)
             rid = next(_ids)

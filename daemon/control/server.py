@@ -2,8 +2,9 @@
 
 Only the owner of the state dir gets in: the ipc socket is mode 0600 in a 0700 runtime
 dir, and every request must carry the token the master wrote to <state_dir>/control.json
-(0600), which also guards a tcp:// endpoint.  Each request runs as its own task, so a
-slow `restart` never makes `status` wait.
+(0600).  A tcp:// endpoint also speaks CurveZMQ: only a client with the daemon's client
+key (<state_dir>/curve/client.key_secret, 0600) finishes the handshake.  Each request
+runs as its own task, so a slow `restart` never makes `status` wait.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from daemon.transport import messages
+from daemon.transport import curve, messages
 from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
 
 if TYPE_CHECKING:
@@ -25,8 +26,8 @@ log = logging.getLogger("control")
 
 class ControlServer:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, token: str,
-                 master: Master) -> None:
-        sock = bind_router(ctx, endpoint, max_bytes=1 << 20)
+                 master: Master, curve_server: curve.ServerSide | None = None) -> None:
+        sock = bind_router(ctx, endpoint, max_bytes=1 << 20, curve_server=curve_server)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._token = token.encode()
         self._master = master

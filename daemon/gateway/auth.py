@@ -1,8 +1,9 @@
-"""Bearer tokens -> agents.
+"""Bearer tokens and Curve keys -> agents.
 
-Agents are configured with the sha256 of their token; the local admin token is generated
-once into <state_dir>/admin.token (0600) for the CLI.  Tokens are never logged or
-forwarded; only their digests are kept.
+Agents are configured with the sha256 of their token, a Curve public key (checked at the
+handshake by transport.zap, then looked up on every request), or both; the local admin
+token is generated once into <state_dir>/admin.token (0600) for the CLI.  Tokens are
+never logged or forwarded; only their digests are kept.
 """
 
 from __future__ import annotations
@@ -49,9 +50,14 @@ class Authenticator:
     def __init__(self, settings: Settings, admin_token: str) -> None:
         admin = digest(admin_token)
         self._by_digest: dict[str, Agent] = {admin: Agent(ADMIN, (ADMIN,), admin)}
+        self._by_curve_key: dict[str, Agent] = {}
         for name, agent in settings.config.agents.items():
             key = agent.token_sha256.lower()
-            self._by_digest[key] = Agent(name, tuple(agent.roles), key)
+            if key:
+                self._by_digest[key] = Agent(name, tuple(agent.roles), key)
+            if agent.curve_public_key:
+                self._by_curve_key[agent.curve_public_key] = Agent(name, tuple(agent.roles),
+                                                                   key)
 
     def agent_for(self, token: object) -> Agent | None:
         if not isinstance(token, str) or not token:
@@ -65,3 +71,8 @@ class Authenticator:
         """What a session authenticated earlier is now: None once its token is revoked
         (or replaced) by a reload, so an open connection loses access with it."""
         return self._by_digest.get(agent.token_sha256)
+
+    def agent_for_curve_key(self, key: str | None) -> Agent | None:
+        """The agent whose [agents.NAME] curve_public_key (Z85) this is, in this config: a
+        public key, so a plain lookup."""
+        return self._by_curve_key.get(key) if key else None

@@ -55,6 +55,8 @@ class Connection:
         self.close = close
         self.transport = transport
         self.agent: Agent | None = None  # set by a handshake-era initialize
+        self.curve_key: str | None = None  # a Curve peer's key (Z85), vetted at the handshake
+        self.curve_initialized = False  # initialize on the key alone (no token)
         self.inflight: dict[jsonrpc.RequestId, int] = {}  # request id -> call seq
         self.last_active = time.monotonic()
 
@@ -173,12 +175,26 @@ class Switchboard:
 
     def _initialize(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         meta = params.get("_meta") or {}
-        agent = self.auth.agent_for(meta.get(mcp.META_TOKEN))
+        token = meta.get(mcp.META_TOKEN)
+        if token is None and conn.curve_key is not None:
+            self._curve_agent(conn)  # the key stands for the token; looked up per request
+            conn.curve_initialized = True
+            return mcp.initialize_result(params)
+        agent = self.auth.agent_for(token)
         if agent is None:
             raise RpcError(jsonrpc.UNAUTHENTICATED, "Unauthenticated: initialize needs a "
                            f"valid bearer token in params._meta[{mcp.META_TOKEN!r}]")
         conn.agent = agent
         return mcp.initialize_result(params)
+
+    def _curve_agent(self, conn: Connection) -> Agent:
+        """The agent a Curve connection's key is registered for in the config in force:
+        a key a reload removed stops working on open connections too."""
+        agent = self.auth.agent_for_curve_key(conn.curve_key)
+        if agent is None:
+            raise RpcError(jsonrpc.UNAUTHENTICATED, "Unauthenticated: this connection's "
+                                                    "Curve key is no longer registered")
+        return agent
 
     def _agent(self, conn: Connection, meta: dict[str, Any] | None) -> Agent:
         if meta and mcp.META_TOKEN in meta:
@@ -187,6 +203,8 @@ class Switchboard:
                 raise RpcError(jsonrpc.UNAUTHENTICATED, "Unauthenticated: the bearer token "
                                                         "is not valid")
             return agent
+        if conn.agent is None and conn.curve_key is not None:
+            return self._curve_agent(conn)
         if conn.agent is None:
             raise RpcError(jsonrpc.UNAUTHENTICATED, "Unauthenticated: send initialize with "
                            f"a token, or put one in params._meta[{mcp.META_TOKEN!r}]")
@@ -276,7 +294,7 @@ class Switchboard:
         """A notification for every agent that did the handshake (stateless-era agents
         would need a subscriptions/listen stream, which this gateway does not offer)."""
         for conn in list(self.connections.values()):
-            if conn.agent is not None:
+            if conn.agent is not None or conn.curve_initialized:
                 conn.send(raw)
 
     def _finish(self, call: Call, raw: bytes) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import zmq
 
 from daemon.supervision.worker_process import WorkerProcess
-from daemon.transport import messages
+from daemon.transport import curve, messages
 from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
 
 log = logging.getLogger("bus")
@@ -23,8 +23,10 @@ Handler = Callable[[bytes, dict[str, Any]], None]
 
 
 class WorkerBus:
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> None:
-        sock = bind_router(ctx, endpoint, mandatory=True)
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str,
+                 curve_server: curve.ServerSide | None = None) -> None:
+        """``curve_server`` on tcp:// (workers then connect with the daemon's client key)."""
+        sock = bind_router(ctx, endpoint, mandatory=True, curve_server=curve_server)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._zmq = ZmqEndpoint(sock, self._on_frames)
         self._workers: dict[bytes, WorkerProcess] = {}

@@ -18,6 +18,7 @@ from daemon.supervision.spec import Liveness, Restart
 if TYPE_CHECKING:
     from daemon.supervision.bus import WorkerBus
     from daemon.supervision.supervisor import Supervisor
+    from daemon.transport.curve import ClientSide
 
 log = logging.getLogger("supervisor")
 
@@ -66,6 +67,8 @@ class TreeContext:
     boot_options: Callable[[Any], dict[str, Any]] = lambda child: {}
     # Where each worker incarnation's call slot lives (supervision.call_slot); None: none.
     slot_dir: Path | None = None
+    # The Curve keys workers connect to a tcp:// bus with; None on ipc://.
+    bus_curve: ClientSide | None = None
 
 
 class Child(ABC):

@@ -47,7 +47,7 @@ class WorkerChild(Child):
         boot = WorkerBoot(
             name=self.id, incarnation=self.incarnation, target=self.spec.target,
             options={**self.spec.options, **self.tree.boot_options(self)},
-            bus_endpoint=self.tree.bus_endpoint,
+            bus_endpoint=self.tree.bus_endpoint, bus_curve=self.tree.bus_curve,
             master_pid=self.tree.master_pid,
             heartbeat_interval=self.liveness.heartbeat_interval,
             heartbeat_timeout=self.liveness.heartbeat_timeout, log_level=self.tree.log_level,

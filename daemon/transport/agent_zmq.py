@@ -1,6 +1,10 @@
-"""The ZeroMQ agent endpoint: a ROUTER; each DEALER peer sends one JSON-RPC message per
+"""The ZeroMQ agent endpoints: a ROUTER; each DEALER peer sends one JSON-RPC message per
 frame.  libzmq drops a peer whose frame exceeds the size cap (MAXMSGSIZE) before we see
-it, and bounds what a slow peer can queue (SNDHWM)."""
+it, and bounds what a slow peer can queue (SNDHWM).
+
+Two of them: ``[listen] zmq`` (tokens) and ``[listen] zmq_curve`` (CurveZMQ: only keys
+registered for an agent finish the handshake, transport.zap; each peer's key, its ZAP
+User-Id, stands for a token on that peer's connection)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import zmq
 
 from daemon.gateway.switchboard import Connection, Switchboard
 from daemon.protocol import jsonrpc
+from daemon.transport import curve
 from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
 
 log = logging.getLogger("zmq")
@@ -17,12 +22,15 @@ log = logging.getLogger("zmq")
 
 class AgentRouter:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], address: str, board: Switchboard,
-                 max_bytes: int) -> None:
-        sock = bind_router(ctx, address, max_bytes=max_bytes, hwm=10_000)
+                 max_bytes: int, curve_keys: curve.KeyPair | None = None) -> None:
+        server = curve.ServerSide(curve_keys, curve.DOMAIN_AGENTS) if curve_keys else None
+        sock = bind_router(ctx, address, max_bytes=max_bytes, hwm=10_000,
+                           curve_server=server)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.board = board
+        self.transport = "zmq_curve" if server else "zmq"
         self.peers: dict[bytes, Connection] = {}
-        self._zmq = ZmqEndpoint(sock, self._on_frames)
+        self._zmq = ZmqEndpoint(sock, self._on_frames, user_ids=server is not None)
 
     def _peer(self, identity: bytes) -> Connection:
         conn = self.peers.get(identity)
@@ -35,7 +43,8 @@ class AgentRouter:
             def forget(identity: bytes = identity) -> None:
                 self.peers.pop(identity, None)
 
-            conn = Connection(send, forget, "zmq")
+            conn = Connection(send, forget, self.transport)
+            conn.curve_key = self._zmq.user_id  # a routing id is one connection: one key
             self.peers[identity] = conn
             self.board.attach(conn)
         return conn

@@ -16,7 +16,7 @@ from typing import cast
 
 import zmq
 
-from daemon.transport import messages
+from daemon.transport import curve, messages
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,14 @@ _RCVMORE = int(zmq.RCVMORE)
 
 
 def bind_router(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, *, mandatory: bool = False,
-                max_bytes: int | None = None, hwm: int | None = None) -> zmq.Socket[bytes]:
-    """A ROUTER bound at ``endpoint``; an ipc:// socket file is made owner-only (0600)."""
+                max_bytes: int | None = None, hwm: int | None = None,
+                curve_server: curve.ServerSide | None = None) -> zmq.Socket[bytes]:
+    """A ROUTER bound at ``endpoint``; an ipc:// socket file is made owner-only (0600).
+    With ``curve_server``, only the clients its ZAP domain lets in get through."""
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
+    if curve_server is not None:
+        curve.serve(sock, curve_server)
     if mandatory:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone peer fails loudly
     if max_bytes is not None:
@@ -49,9 +53,14 @@ def bind_router(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, *, mandatory
 
 
 class ZmqEndpoint:
-    def __init__(self, sock: zmq.Socket[bytes], on_message: Handler) -> None:
+    def __init__(self, sock: zmq.Socket[bytes], on_message: Handler, *,
+                 user_ids: bool = False) -> None:
+        """``user_ids``: read each message's ZAP User-Id into ``user_id`` before handling
+        it (a Curve ROUTER's peers; costs a zero-copy frame per message, so opt-in)."""
         self.sock = sock
         self.on_message = on_message
+        self.user_ids = user_ids
+        self.user_id: str | None = None  # the sender of the message being handled
         self._loop = asyncio.get_running_loop()
         self._drain_pending = False
         self._closed = False
@@ -115,9 +124,15 @@ class ZmqEndpoint:
         sock = self.sock
         recv, more = sock.recv, sock.getsockopt
         handle = self.on_message
+        user_ids = self.user_ids
         while not self._closed:
             try:  # read until EAGAIN: that also re-arms the edge-triggered FD
-                frames = [recv(_NOBLOCK)]
+                if user_ids:
+                    first = recv(_NOBLOCK, copy=False)
+                    self.user_id = _user_id(first)
+                    frames = [first.bytes]
+                else:
+                    frames = [recv(_NOBLOCK)]
             except zmq.Again:
                 break
             while more(_RCVMORE):  # the rest of a message is already here, whole
@@ -134,3 +149,11 @@ class ZmqEndpoint:
         with contextlib.suppress(RuntimeError):  # the loop may already be closed
             self._loop.remove_reader(self._fd)
         self.sock.close(linger=0)
+
+
+def _user_id(frame: zmq.Frame) -> str | None:
+    try:
+        user_id = frame.get("User-Id")
+    except zmq.ZMQError:  # no ZAP handler answered for this peer
+        return None
+    return user_id if isinstance(user_id, str) else None

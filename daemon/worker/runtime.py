@@ -36,7 +36,7 @@ import zmq
 
 from daemon import logs
 from daemon.supervision.call_slot import INTERRUPT_SIGNAL, CallSlot
-from daemon.transport import messages
+from daemon.transport import curve, messages
 from daemon.transport.zmq_endpoint import ZmqEndpoint
 
 log = logging.getLogger("worker")
@@ -68,6 +68,7 @@ class WorkerBoot:
     log_level: str = "info"
     env: dict[str, str] = field(default_factory=dict)
     slot_path: str = ""  # the call slot this incarnation writes (supervision.call_slot)
+    bus_curve: curve.ClientSide | None = None  # keys for a tcp:// bus (transport.curve)
 
 
 class JobExit(Exception):
@@ -190,6 +191,8 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, messages.worker_identity(boot.name, boot.incarnation))
     sock.setsockopt(zmq.LINGER, 1000)
+    if boot.bus_curve is not None:
+        curve.connect_as(sock, boot.bus_curve)
     sock.connect(boot.bus_endpoint)
     last_master_hb = time.monotonic()
     worker: Worker

@@ -1,10 +1,21 @@
 """The ZeroMQ agent endpoint: a ROUTER; each DEALER peer sends one JSON-RPC message per
 frame.  libzmq drops a peer whose frame exceeds the size cap (MAXMSGSIZE) before we see
-it, and bounds what a slow peer can queue (SNDHWM)."""
+it, and bounds what a slow peer can queue (SNDHWM).
+
+A peer is known by its routing id, which a peer may choose, and ZeroMQ tells a ROUTER
+nothing when a peer goes: a newcomer that picks the routing id of a peer that went
+would inherit its session (the agent its `initialize` authenticated).  So each peer is
+tied to the connection (fd) its first message came on, and a socket monitor's
+"disconnected" event ends the peer of that fd.  libzmq emits that event before it frees
+the routing id, so checking the monitor before a session peer's message is handled
+closes the race.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import struct
 
 import zmq
 
@@ -13,6 +24,8 @@ from daemon.protocol import jsonrpc
 from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
 
 log = logging.getLogger("zmq")
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
+_EVENT = struct.Struct("=HI")  # a monitor event's first frame: event, value (here the fd)
 
 
 class AgentRouter:
@@ -22,7 +35,20 @@ class AgentRouter:
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.board = board
         self.peers: dict[bytes, Connection] = {}
-        self._zmq = ZmqEndpoint(sock, self._on_frames)
+        self.fds: dict[int, bytes] = {}  # the connection each peer's messages come on
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor_events = self._monitor.getsockopt
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._monitor.getsockopt(zmq.FD), self._forget_disconnected)
+        self._zmq = ZmqEndpoint(sock, self._on_frames, self._wants_fd)
+
+    def _wants_fd(self, identity: bytes) -> bool:
+        """Before each message: a new peer's fd is read from its message."""
+        conn = self.peers.get(identity)
+        if conn is not None and conn.agent is not None \
+                and self._monitor_events(_EVENTS) & _POLLIN:
+            self._forget_disconnected()  # this may be a newcomer on a gone peer's id
+        return identity not in self.peers
 
     def _peer(self, identity: bytes) -> Connection:
         conn = self.peers.get(identity)
@@ -37,8 +63,22 @@ class AgentRouter:
 
             conn = Connection(send, forget, "zmq")
             self.peers[identity] = conn
+            self.fds[self._zmq.source_fd] = identity
             self.board.attach(conn)
         return conn
+
+    def _forget_disconnected(self) -> None:
+        """Each connection that went ends its peer's session (and its calls)."""
+        while True:
+            try:
+                event = self._monitor.recv_multipart(_NOBLOCK)
+            except zmq.Again:
+                break
+            _kind, fd = _EVENT.unpack_from(event[0])
+            identity = self.fds.pop(fd, None)
+            conn = self.peers.pop(identity, None) if identity is not None else None
+            if conn is not None:
+                self.board.detach(conn)
 
     def _on_frames(self, frames: list[bytes]) -> None:
         identity = frames[0]
@@ -50,4 +90,7 @@ class AgentRouter:
         self.board.on_message(conn, frames[1])
 
     def close(self) -> None:
+        self._loop.remove_reader(self._monitor.getsockopt(zmq.FD))
+        self._zmq.sock.disable_monitor()
+        self._monitor.close(linger=0)
         self._zmq.close()

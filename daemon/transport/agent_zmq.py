@@ -14,8 +14,10 @@ closes the race.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
+from typing import cast
 
 import zmq
 
@@ -38,15 +40,16 @@ class AgentRouter:
         self.fds: dict[int, bytes] = {}  # the connection each peer's messages come on
         self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._monitor_events = self._monitor.getsockopt
+        self._monitor_fd = cast(int, self._monitor.getsockopt(zmq.FD))
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._monitor.getsockopt(zmq.FD), self._forget_disconnected)
+        self._loop.add_reader(self._monitor_fd, self._forget_disconnected)
         self._zmq = ZmqEndpoint(sock, self._on_frames, self._wants_fd)
 
     def _wants_fd(self, identity: bytes) -> bool:
         """Before each message: a new peer's fd is read from its message."""
         conn = self.peers.get(identity)
         if conn is not None and conn.agent is not None \
-                and self._monitor_events(_EVENTS) & _POLLIN:
+                and cast(int, self._monitor_events(_EVENTS)) & _POLLIN:
             self._forget_disconnected()  # this may be a newcomer on a gone peer's id
         return identity not in self.peers
 
@@ -90,7 +93,8 @@ class AgentRouter:
         self.board.on_message(conn, frames[1])
 
     def close(self) -> None:
-        self._loop.remove_reader(self._monitor.getsockopt(zmq.FD))
+        with contextlib.suppress(RuntimeError):  # the loop may already be closed
+            self._loop.remove_reader(self._monitor_fd)
         self._zmq.sock.disable_monitor()
         self._monitor.close(linger=0)
         self._zmq.close()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pytest
 
+from daemon import config
 from daemon.gateway.permissions import Policy
 from tests.audit_helpers import audit_dir, calls
-from tests.conftest import wait_for
+from tests.conftest import wait_for, write_config
 from tests.security.conftest import DAVE, client, received
 from tests.security.raw import RawAgent, call
 
@@ -94,3 +95,13 @@ def test_the_role_cache_stays_bounded_however_many_names_an_agent_tries():
     for i in range(100_000):
         assert not policy.may_call("dave", f"probe-{i}")
     assert len(policy._cache) <= 10_000
+
+
+@pytest.mark.parametrize("upstream", ["notes_", "no__tes", "\uff4e\uff4f\uff54\uff45\uff53",
+                                      "n\u043etes", "notes/x", ""])
+def test_an_upstream_name_that_would_make_tool_names_ambiguous_is_refused(tmp_path, upstream):
+    """"a_" + "__" + "b" and "a" + "__" + "_b" would both be "a___b": one upstream could
+    shadow the other's tool; non-ASCII names would look like others."""
+    path = write_config(tmp_path / "wa.toml", {f'upstreams."{upstream}"': {"command": ["true"]}})
+    with pytest.raises(config.ConfigError, match="not ending in '_'"):
+        config.load(str(path))

@@ -6,9 +6,9 @@ A peer is known by its routing id, which a peer may choose, and ZeroMQ tells a R
 nothing when a peer goes: a newcomer that picks the routing id of a peer that went
 would inherit its session (the agent its `initialize` authenticated).  So each peer is
 tied to the connection (fd) its first message came on, and a socket monitor's
-"disconnected" event ends the peer of that fd.  libzmq emits that event before it frees
-the routing id, so checking the monitor before a session peer's message is handled
-closes the race.
+"disconnected" event ends the peer of that fd.  libzmq emits that event before it closes
+the fd or frees the routing id, so reading the monitor before a new peer is registered
+and before a session peer's message is handled closes the race.
 """
 
 from __future__ import annotations
@@ -48,8 +48,11 @@ class AgentRouter:
     def _wants_fd(self, identity: bytes) -> bool:
         """Before each message: a new peer's fd is read from its message."""
         conn = self.peers.get(identity)
-        if conn is not None and conn.agent is not None \
-                and cast(int, self._monitor_events(_EVENTS)) & _POLLIN:
+        if conn is None:
+            # its fd may be a gone peer's, reused: that peer's end must be seen first
+            self._forget_disconnected()
+            return True
+        if conn.agent is not None and cast(int, self._monitor_events(_EVENTS)) & _POLLIN:
             self._forget_disconnected()  # this may be a newcomer on a gone peer's id
         return identity not in self.peers
 

@@ -358,9 +358,13 @@ def _check_gateway(config: Config, refuse: Any) -> None:
         if getattr(gateway, key) <= 0:
             raise refuse(f"gateway.{key}", "a number > 0", getattr(gateway, key))
     for name, upstream in config.upstreams.items():
-        if not name.replace("-", "").replace("_", "").isalnum() or "__" in name:
-            raise refuse(f"upstreams.{name}", "a name of letters, digits, - and _ without "
-                         "'__' (tools are named <name>__<tool>)", name)
+        # <name>__<tool> must split one way only: "a_" + "__b" and "a" + "___b" would
+        # both be "a___b", and a look-alike name (non-ASCII) would fool a reader.
+        if not (name.isascii() and name.replace("-", "").replace("_", "").isalnum()) \
+                or "__" in name or name.endswith("_"):
+            raise refuse(f"upstreams.{name}", "an ASCII name of letters, digits, - and _, "
+                         "without '__' and not ending in '_' (tools are named "
+                         "<name>__<tool>)", name)
         if not upstream.command or not all(upstream.command):
             raise refuse(f"upstreams.{name}.command", "a non-empty list of strings",
                          upstream.command)

@@ -12,6 +12,8 @@ from typing import Any
 
 from daemon.gateway.upstream_links import SEPARATOR
 
+CACHE_LIMIT = 4096  # decisions kept; every name an agent tries would be one more
+
 
 @dataclass
 class Policy:
@@ -45,6 +47,8 @@ class Policy:
             allowed = "admin" in roles or any(
                 fnmatchcase(tool, pattern)
                 for role in roles for pattern in self.role_patterns.get(role, ()))
+            if len(self._cache) >= CACHE_LIMIT:  # agents choose the names: stay bounded
+                self._cache.clear()
             self._cache[key] = allowed
         return allowed
 

@@ -33,6 +33,7 @@ from daemon.gateway.auth import Agent, Authenticator
 from daemon.gateway.call_record import master_record
 from daemon.gateway.quarantine import Quarantine, QuarantineLimits
 from daemon.protocol import jsonrpc, mcp
+from daemon.protocol.duplicate_keys import duplicate_key
 from daemon.protocol.jsonrpc import RpcError
 from daemon.supervision.bus import WorkerBus
 from daemon.supervision.worker_child import WorkerChild
@@ -129,6 +130,14 @@ class Switchboard:
             conn.send(jsonrpc.error(None, jsonrpc.PARSE_ERROR, f"Parse error: {exc}"))
             return
         rid = message.get("id") if type(message) is dict else None
+        twice = duplicate_key(raw, message)
+        if twice is not None:  # which one counts would depend on the reader: refused
+            if type(message) is not dict or "id" in message:  # a notification: no answer
+                conn.send(jsonrpc.error(rid if jsonrpc.valid_id(rid) and twice != "id"
+                                        else None, jsonrpc.INVALID_REQUEST,
+                                        f"Invalid Request: key {twice[:64]!r} appears twice "
+                                        "in one object"))
+            return
         try:
             self._dispatch(conn, message, raw)
         except RpcError as exc:  # notifications never raise, so this always has a reader

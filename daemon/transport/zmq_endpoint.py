@@ -21,6 +21,9 @@ from daemon.transport import curve, messages
 log = logging.getLogger(__name__)
 
 Handler = Callable[[list[bytes]], None]
+# Called with each message's first frame before the rest is read; True: read the source
+# fd of the message too (``ZmqEndpoint.source_fd``), which costs a zero-copy read.
+WantsFd = Callable[[bytes], bool]
 _NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq converts enum flags on every call
 _SNDMORE = int(zmq.SNDMORE) | _NOBLOCK
 _RCVMORE = int(zmq.RCVMORE)
@@ -53,14 +56,16 @@ def bind_router(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, *, mandatory
 
 
 class ZmqEndpoint:
-    def __init__(self, sock: zmq.Socket[bytes], on_message: Handler, *,
-                 user_ids: bool = False) -> None:
+    def __init__(self, sock: zmq.Socket[bytes], on_message: Handler,
+                 wants_fd: WantsFd | None = None, *, user_ids: bool = False) -> None:
         """``user_ids``: read each message's ZAP User-Id into ``user_id`` before handling
         it (a Curve ROUTER's peers; costs a zero-copy frame per message, so opt-in)."""
         self.sock = sock
         self.on_message = on_message
         self.user_ids = user_ids
         self.user_id: str | None = None  # the sender of the message being handled
+        self.wants_fd = wants_fd
+        self.source_fd = -1  # of the message being handled, when wants_fd asked for it
         self._loop = asyncio.get_running_loop()
         self._drain_pending = False
         self._closed = False
@@ -135,12 +140,23 @@ class ZmqEndpoint:
                     frames = [recv(_NOBLOCK)]
             except zmq.Again:
                 break
-            while more(_RCVMORE):  # the rest of a message is already here, whole
-                frames.append(recv(_NOBLOCK))
+            if self.wants_fd is not None and self.wants_fd(frames[0]):
+                frames, self.source_fd = self._rest_with_fd(frames)
+            else:
+                while more(_RCVMORE):  # the rest of a message is already here, whole
+                    frames.append(recv(_NOBLOCK))
             try:
                 handle(frames)
             except Exception:  # a bad message must not stop the drain for everyone else
                 log.exception("message handler failed")
+
+    def _rest_with_fd(self, frames: list[bytes]) -> tuple[list[bytes], int]:
+        fd = -1
+        while self.sock.getsockopt(_RCVMORE):
+            frame = self.sock.recv(_NOBLOCK, copy=False)
+            fd = frame.get(zmq.SRCFD)
+            frames.append(frame.bytes)
+        return frames, fd
 
     def close(self) -> None:
         if self._closed:

@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
+from daemon.bench.harness import write_config
 from daemon.control.status import workers_in
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -37,28 +38,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}"
-                                for k, v in value.items()) + " }"
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return str(value)
-
-
-def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
-    lines = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 class Daemon:

@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from daemon.bench.harness import write_config
 from daemon.control.client import ControlClient
 from daemon.control.status import workers_in
 
@@ -32,27 +33,6 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 SUPERVISION = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0, "abort_grace": 0.5,
                "backoff_initial": 0.02, "backoff_max": 0.2, "start_timeout": 10.0,
                "shutdown_timeout": 2.0, "max_restarts": 50, "max_seconds": 10.0}
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}"
-                                for k, v in value.items()) + " }"
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return str(value)
-
-
-def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> None:
-    lines = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n")
 
 
 class DaemonUnderTest:

@@ -44,9 +44,26 @@ class BenchDaemon:
         return workers_in(self.status()["tree"])
 
 
-def _toml(sections: dict[str, dict[str, Any]]) -> str:
-    return "".join(f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in body.items())
-                   for name, body in sections.items())
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}"
+                                for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return str(value)
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    """A config file from {"section.name": {key: value}} (the benches, the chaos
+    harness and the tests all write theirs this way)."""
+    path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n"
+                                                     for k, v in body.items())
+                            for name, body in sections.items()))
+    return path
 
 
 @contextlib.contextmanager
@@ -54,15 +71,14 @@ def temporary_daemon(gateway_workers: int = 2, supervision: dict[str, Any] | Non
                      plugin_dirs: list[str] | None = None,
                      audit: dict[str, Any] | None = None) -> Iterator[BenchDaemon]:
     state_dir = Path(tempfile.mkdtemp(prefix="wa-bench-", dir="/tmp"))
-    config = state_dir / "wa.toml"
-    config.write_text(_toml({"daemon": {"state_dir": str(state_dir),
-                                        "gateway_workers": gateway_workers,
-                                        "log_level": "warning"},
-                             "listen": {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*"},
-                             "plugins": {"dirs": plugin_dirs or []},  # default: empty chain
-                             "metrics": {"listen": "127.0.0.1:0"},
-                             "audit": audit or {},
-                             "supervision": supervision or {}}))
+    config = write_config(state_dir / "wa.toml", {
+        "daemon": {"state_dir": str(state_dir), "gateway_workers": gateway_workers,
+                   "log_level": "warning"},
+        "listen": {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*"},
+        "plugins": {"dirs": plugin_dirs or []},  # default: empty chain
+        "metrics": {"listen": "127.0.0.1:0"},
+        "audit": audit or {},
+        "supervision": supervision or {}})
     log = open(state_dir / "daemon.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "serve", "--config", str(config)],
                             stdout=log, stderr=log)

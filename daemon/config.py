@@ -405,7 +405,7 @@ def _check_agent(config: Config, name: str, agent: AgentSection, refuse: Any) ->
 
 
 def _is_curve_key(text: str) -> bool:
-    from daemon.transport.curve import is_public_key  # zmq: imported only when needed
+    from daemon.ipc.curve import is_public_key  # zmq: imported only when needed
 
     return is_public_key(text)
 

@@ -26,10 +26,10 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from daemon import metrics
+from daemon.ipc import messages
+from daemon.ipc.zmq_endpoint import ZmqEndpoint
 from daemon.protocol import jsonrpc
 from daemon.protocol.jsonrpc import RpcError
-from daemon.transport import messages
-from daemon.transport.zmq_endpoint import ZmqEndpoint
 
 log = logging.getLogger("audit")
 
@@ -108,7 +108,7 @@ class AuditLink:
         record_id = self.submit(body, done)
         error = await future
         if error is not None:
-            raise unavailable(error)
+            raise audit_unavailable(error)
         return record_id
 
     async def drain(self, limit: float) -> None:
@@ -191,6 +191,6 @@ class AuditLink:
         metrics.audit_held(len(self))
 
 
-def unavailable(why: str) -> RpcError:
+def audit_unavailable(why: str) -> RpcError:
     return RpcError(jsonrpc.AUDIT_UNAVAILABLE, f"Audit log unavailable: {why}; the call is "
                                                "refused because it could not be recorded")

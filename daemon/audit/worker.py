@@ -27,9 +27,9 @@ from daemon import metrics
 from daemon.audit import checkpoints
 from daemon.audit.log_files import AuditFiles, WriteFailed
 from daemon.audit.signing import load_or_create_key, public_text
-from daemon.transport import messages
-from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
-from daemon.worker.runtime import Worker
+from daemon.ipc import messages
+from daemon.ipc.zmq_endpoint import ZmqEndpoint, bind_router
+from daemon.worker.runtime import WorkerHandle
 
 log = logging.getLogger("audit")
 _ID_AT = len(b'{"id":"')
@@ -164,7 +164,7 @@ class AuditService:
         self.files.close()
 
 
-async def run(worker: Worker, dir: str, state_dir: str, endpoint: str,
+async def run(worker: WorkerHandle, dir: str, state_dir: str, endpoint: str,
               fsync: str = "batch", rotate_bytes: int = 64 << 20,
               rotate_seconds: float = 86400.0, checkpoint_records: int = 1000,
               checkpoint_seconds: float = 10.0, ship_dir: str = "",
@@ -195,7 +195,7 @@ async def run(worker: Worker, dir: str, state_dir: str, endpoint: str,
     shipper.wait_shipped(5.0)
 
 
-async def _report_every(worker: Worker, service: AuditService, seconds: float) -> None:
+async def _report_every(worker: WorkerHandle, service: AuditService, seconds: float) -> None:
     while True:
         files, shipper = service.files, service.shipper
         worker.send({"k": messages.AUDIT_STATUS, "file": files.current.name, "records": files.n,

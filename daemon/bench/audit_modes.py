@@ -15,7 +15,7 @@ from typing import Any
 from daemon.bench.gateway_load import Driver, _measure
 from daemon.bench.harness import temporary_daemon
 from daemon.control.client import read_control_file
-from daemon.gateway.auth import admin_token_path
+from daemon.front.auth import admin_token_path
 
 MODES = ("never", "batch", "always")
 

@@ -25,7 +25,7 @@ import zmq
 
 from daemon.bench.harness import temporary_daemon
 from daemon.control.client import read_control_file
-from daemon.gateway.auth import admin_token_path
+from daemon.front.auth import admin_token_path
 
 Conn = Any
 

@@ -20,7 +20,7 @@ from daemon.bench.gateway_load import Driver, _measure
 from daemon.bench.harness import summary, temporary_daemon
 from daemon.client import AgentClient
 from daemon.control.client import read_control_file
-from daemon.gateway.auth import admin_token_path
+from daemon.front.auth import admin_token_path
 
 BUNDLED = Path(__file__).resolve().parent.parent.parent / "plugins"
 TAGGER = '''

@@ -17,7 +17,7 @@ from daemon import config
 from daemon.cli.options import config_option, one_line_errors
 from daemon.client import AgentClient
 from daemon.control.client import NotRunning, read_control_file
-from daemon.gateway.auth import admin_token_path
+from daemon.front.auth import admin_token_path
 from daemon.protocol.jsonrpc import RpcError
 
 
@@ -105,7 +105,7 @@ def mcp_bridge(config_path: str | None) -> None:
     import uvloop
 
     from daemon import logs
-    from daemon.transport.stdio_bridge import bridge
+    from daemon.mcp_bridge import bridge
 
     logs.configure("warning", "mcp-bridge")
     listen, token = _caller(config_path)

@@ -20,7 +20,7 @@ import orjson
 from daemon import agents_dir, config
 from daemon.cli.options import config_option, control_client, one_line_errors
 from daemon.control.client import NotRunning
-from daemon.gateway.auth import ADMIN, digest
+from daemon.front.auth import ADMIN, digest
 
 
 @click.group()
@@ -152,7 +152,7 @@ def curve_keypair(config_path: str | None) -> None:
     """Print a new Curve key pair for an agent of [listen] zmq_curve (nothing is stored)."""
     import zmq
 
-    from daemon.transport import curve
+    from daemon.ipc import curve
 
     public, secret = zmq.curve_keypair()
     click.echo(f'curve_public_key = "{public.decode()}"')

@@ -23,7 +23,7 @@ from daemon.control.health import DEGRADED
 @one_line_errors
 def serve(config_path: str | None, log_format: str | None) -> None:
     """Run the daemon in the foreground (systemd style; no self-daemonising)."""
-    from daemon.master import serve as run_master
+    from daemon.master.arbiter import serve as run_master
 
     settings = config.load(config_path)
     sys.exit(run_master(settings, config_arg=config_path, log_format=log_format))

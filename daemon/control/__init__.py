@@ -10,10 +10,5 @@ from types import ModuleType
 
 from daemon.control import plugin_check, reload, restart, status, stop
 
-
-class CommandError(Exception):
-    """A request that cannot be carried out; its message goes back to the caller."""
-
-
 COMMANDS: dict[str, ModuleType] = {m.NAME: m for m in (status, reload, restart, stop,
                                                         plugin_check)}

@@ -16,7 +16,7 @@ import orjson
 import psutil
 import zmq
 
-from daemon.transport import curve, messages
+from daemon.ipc import curve, messages
 
 
 class NotRunning(Exception):

@@ -18,10 +18,11 @@ import binascii
 import hashlib
 from typing import TYPE_CHECKING, Any
 
+from daemon.control.command_error import CommandError
 from daemon.hotswap.source import PluginSource
 
 if TYPE_CHECKING:
-    from daemon.master import Master
+    from daemon.master.arbiter import Master
 
 NAME = "plugin_check"
 
@@ -31,7 +32,6 @@ def message(path: str, code: bytes) -> dict[str, Any]:
 
 
 async def execute(master: Master, args: dict[str, Any]) -> dict[str, Any]:
-    from daemon.control import CommandError
 
     try:
         path, code = str(args["path"]), base64.b64decode(args["code"], validate=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from daemon.master import Master
+    from daemon.master.arbiter import Master
 
 NAME = "reload"
 

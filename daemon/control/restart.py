@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from daemon.control.command_error import CommandError
 from daemon.supervision.child import Child, StartFailed
 from daemon.supervision.supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from daemon.master import Master
+    from daemon.master.arbiter import Master
 
 NAME = "restart"
 
 
 async def execute(master: Master, args: dict[str, Any]) -> dict[str, Any]:
-    from daemon.control import CommandError
 
     name = args.get("name")
     if not isinstance(name, str) or not name:
@@ -45,7 +45,6 @@ def locate(root: Supervisor, name: str) -> tuple[Supervisor | None, Child]:
     """(its supervisor, the child) for a plain name ("gateway-1", found anywhere) or a
     path as the log prints it, from the root or below ("workingagents/gateway/gateway-1",
     "gateway/gateway-1"); the root itself has no supervisor."""
-    from daemon.control import CommandError
 
     steps = name.strip("/").split("/")
     if steps[0] == root.id:

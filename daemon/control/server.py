@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from daemon.transport import curve, messages
-from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
+from daemon.control.command_error import CommandError
+from daemon.ipc import curve, messages
+from daemon.ipc.zmq_endpoint import ZmqEndpoint, bind_router
 
 if TYPE_CHECKING:
-    from daemon.master import Master
+    from daemon.master.arbiter import Master
 
 log = logging.getLogger("control")
 
@@ -57,7 +58,6 @@ class ControlServer:
         self._master.own(self._run(identity, rid, command, args))
 
     async def _run(self, identity: bytes, rid: Any, command: Any, args: dict[str, Any]) -> None:
-        from daemon.control import CommandError
 
         try:
             result = await command.execute(self._master, args)

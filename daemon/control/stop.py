@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from daemon.master import Master
+    from daemon.master.arbiter import Master
 
 NAME = "stop"
 

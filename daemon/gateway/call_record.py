@@ -127,15 +127,3 @@ def withheld(result: dict[str, Any]) -> dict[str, Any]:
     raw = orjson.dumps(result)
     return {"tool_ran": True, "isError": bool(result.get("isError")),
             "result_sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
-
-
-def error_outcome(code: int, message: str) -> dict[str, Any]:
-    return {"status": "error", "code": code, "message": message}
-
-
-def master_record(kind: str, agent: str, tool: Any, code: int, message: str,
-                  **more: Any) -> bytes:
-    """A call the master answered itself ("lost": its worker died or never answered;
-    "refused": turned away before any worker saw it)."""
-    return orjson.dumps({"kind": kind, "t": time.time(), "agent": agent, "tool": tool, **more,
-                         "outcome": error_outcome(code, message)})

@@ -16,15 +16,16 @@ from typing import Any
 import orjson
 
 from daemon.audit.link import AuditLink
+from daemon.audit.records import error_outcome
 from daemon.gateway import plugin_chain
-from daemon.gateway.call_record import Trace, error_outcome, result_outcome, withheld
+from daemon.gateway.call_record import Trace, result_outcome, withheld
 from daemon.gateway.permissions import Policy
-from daemon.gateway.plugin_chain import PluginHost
-from daemon.gateway.upstream_links import unavailable
+from daemon.gateway.plugin_host import PluginHost
+from daemon.gateway.upstream_links import upstream_unavailable
+from daemon.ipc.call_slot import CallSlot
 from daemon.plugin import Call
 from daemon.protocol import jsonrpc, mcp
 from daemon.protocol.jsonrpc import RpcError
-from daemon.supervision.call_slot import CallSlot
 from daemon.tools.registry import Progress, Tool, ToolRegistry
 
 log = logging.getLogger("gateway")
@@ -132,7 +133,7 @@ class CallHandler:
             if (tool is None and upstream and upstream not in self.tools.live_upstreams
                     and self.policy.may_call(agent, name)):
                 # it may exist, but its server is down
-                raise unavailable(upstream, self.tools.retry_at.get(upstream))
+                raise upstream_unavailable(upstream, self.tools.retry_at.get(upstream))
             # a hidden tool answers exactly like one that does not exist, but the audit
             # log says the roles denied it: an agent probing for tools shows up there
             if tool is not None or upstream:

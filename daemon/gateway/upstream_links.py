@@ -18,15 +18,15 @@ from typing import Any
 import orjson
 import zmq
 
+from daemon.ipc import messages
+from daemon.ipc.zmq_endpoint import ZmqEndpoint
 from daemon.protocol import jsonrpc
 from daemon.protocol.jsonrpc import RpcError
 from daemon.tools import builtin
 from daemon.tools.registry import Progress, Tool, ToolRegistry
-from daemon.transport import messages
-from daemon.transport.zmq_endpoint import ZmqEndpoint
 
 SEPARATOR = "__"
-UP, RESTARTING, DOWN = "up", "restarting", "down"  # as daemon.gateway.upstreams says
+UP, RESTARTING, DOWN = "up", "restarting", "down"  # as daemon.master.upstreams says
 
 
 class UpstreamLinks:
@@ -90,7 +90,7 @@ class UpstreamLinks:
                            "is restarting and was not back within the call's timeout; "
                            "retry later") from None
         if upstream not in self.links:
-            raise unavailable(upstream, self.retry_at.get(upstream))
+            raise upstream_unavailable(upstream, self.retry_at.get(upstream))
 
     async def call(self, upstream: str, tool: str, arguments: dict[str, Any],
                    progress: Progress | None = None) -> dict[str, Any]:
@@ -143,7 +143,7 @@ class UpstreamLinks:
                                               "call; its outcome is unknown"))
 
 
-def unavailable(upstream: str, retry_at: float | None = None) -> RpcError:
+def upstream_unavailable(upstream: str, retry_at: float | None = None) -> RpcError:
     """-32015 for an upstream that is down; ``retry_at``: when its next probe is."""
     when = "retry later" if retry_at is None else \
         f"next try in {max(0.0, retry_at - time.time()):.0f}s"

@@ -14,23 +14,21 @@ import time
 from typing import Any
 
 from daemon import metrics
-from daemon.audit.link import AuditLink, unavailable
+from daemon.audit.link import AuditLink, audit_unavailable
 from daemon.gateway.calls import Answer, CallHandler, Pending
 from daemon.gateway.permissions import Policy
-from daemon.gateway.plugin_chain import PluginHost, state_bytes
+from daemon.gateway.plugin_host import PluginHost, state_bytes
 from daemon.gateway.upstream_links import UpstreamLinks
-from daemon.gateway.upstreams import UPSTREAMS
-from daemon.hotswap import swap
+from daemon.ipc import messages
 from daemon.protocol import jsonrpc
-from daemon.transport import messages
 from daemon.worker.call_tasks import CallTasks
-from daemon.worker.runtime import Worker
+from daemon.worker.runtime import WorkerHandle
 
 log = logging.getLogger("gateway")
 
 
 class GatewayService:
-    def __init__(self, worker: Worker, options: dict[str, Any],
+    def __init__(self, worker: WorkerHandle, options: dict[str, Any],
                  plugin_specs: list[dict[str, Any]], audit: dict[str, Any]) -> None:
         self.worker = worker
         self.links = UpstreamLinks(worker.context)
@@ -49,8 +47,9 @@ class GatewayService:
         self.tally = metrics.GatewayTally()
         worker.on_raw(self.on_envelope)
         worker.on(messages.CONFIG, self.on_config)
-        worker.on(UPSTREAMS, self.on_upstreams)
-        for kind in (swap.PREPARE, swap.COMMIT, swap.ABORT, swap.UNLOAD, swap.SNAPSHOT):
+        worker.on(messages.UPSTREAMS, self.on_upstreams)
+        for kind in (messages.PLUGIN_PREPARE, messages.PLUGIN_COMMIT, messages.PLUGIN_ABORT,
+                     messages.PLUGIN_UNLOAD, messages.PLUGIN_SNAPSHOT):
             worker.on(kind, self.on_swap)
 
     def on_envelope(self, payload: bytes) -> None:
@@ -84,7 +83,7 @@ class GatewayService:
         def durable(error: str | None) -> None:
             reply = answer.reply
             if error is not None:
-                failed = unavailable(error)
+                failed = audit_unavailable(error)
                 reply = jsonrpc.error(answer.rid, failed.code, failed.message)
             self.worker.send_raw(messages.pack_reply(seq, reply))
             trace = answer.trace
@@ -121,16 +120,17 @@ class GatewayService:
     def on_swap(self, message: dict[str, Any]) -> None:
         """One step of the master's all-or-nothing swap; the reply says how it went."""
         kind, name = message["k"], str(message.get("name"))
-        reply: dict[str, Any] = {"k": swap.REPLY, "token": message.get("token"), "ok": True}
+        reply: dict[str, Any] = {"k": messages.PLUGIN_REPLY, "token": message.get("token"),
+                                 "ok": True}
         try:
-            if kind == swap.PREPARE:
+            if kind == messages.PLUGIN_PREPARE:
                 self.plugins.prepare(message["spec"])
-            elif kind == swap.COMMIT:
+            elif kind == messages.PLUGIN_COMMIT:
                 hosted = self.plugins.commit(name)
                 log.info("%s: plugin %s v%s serving", self.worker.name, name, hosted.version)
-            elif kind == swap.ABORT:
+            elif kind == messages.PLUGIN_ABORT:
                 self.plugins.abort(name)
-            elif kind == swap.SNAPSHOT:
+            elif kind == messages.PLUGIN_SNAPSHOT:
                 reply["plugins"] = self.plugins.snapshot()
             else:
                 self.plugins.unload(name)
@@ -152,7 +152,7 @@ class GatewayService:
             await asyncio.sleep(interval)
             current = state_bytes(self.plugins)
             if current != last:
-                self.worker.send({"k": swap.STATE, "plugins": self.plugins.snapshot()})
+                self.worker.send({"k": messages.PLUGIN_STATE, "plugins": self.plugins.snapshot()})
                 last = current
 
     def on_upstreams(self, message: dict[str, Any]) -> None:
@@ -171,7 +171,7 @@ class GatewayService:
         self.links.close()
 
 
-async def run(worker: Worker, audit: dict[str, Any], gateway: dict[str, Any] | None = None,
+async def run(worker: WorkerHandle, audit: dict[str, Any], gateway: dict[str, Any] | None = None,
               plugins: list[dict[str, Any]] | None = None,
               snapshot_interval: float = 2.0) -> None:
     service = GatewayService(worker, gateway or {}, plugins or [], audit)
@@ -184,4 +184,4 @@ async def run(worker: Worker, audit: dict[str, Any], gateway: dict[str, Any] | N
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
     service.tally.flush()
-    worker.send({"k": swap.STATE, "plugins": service.plugins.snapshot()})
+    worker.send({"k": messages.PLUGIN_STATE, "plugins": service.plugins.snapshot()})

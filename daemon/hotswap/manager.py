@@ -33,12 +33,12 @@ import watchfiles
 
 from daemon import metrics
 from daemon.config import ConfigError, Settings, plugin_dirs
-from daemon.hotswap import swap
 from daemon.hotswap.kept import KeptVersions
 from daemon.hotswap.plugin_config import TableRefused
 from daemon.hotswap.sandbox import Verdict, validate
 from daemon.hotswap.source import PluginSource, Refused, is_plugin_file, read_source
-from daemon.supervision.bus import WorkerBus
+from daemon.ipc import messages
+from daemon.ipc.bus import WorkerBus
 from daemon.supervision.worker_child import WorkerChild
 
 log = logging.getLogger("plugins")
@@ -85,8 +85,8 @@ class PluginManager:
         self._lock = asyncio.Lock()
         self._tokens = itertools.count(1)
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        bus.on(swap.REPLY, self._on_reply)
-        bus.on(swap.STATE, self._on_state)
+        bus.on(messages.PLUGIN_REPLY, self._on_reply)
+        bus.on(messages.PLUGIN_STATE, self._on_state)
 
     # -- what the workers tell us -----------------------------------------------------
 
@@ -147,9 +147,10 @@ class PluginManager:
                 if booted.get(name) == (lo.source.sha256, lo.config):
                     continue
                 spec = self.spec(lo.source, name, lo.config)
-                prepared = await self._broadcast(swap.PREPARE, name, {"spec": spec}, [worker])
+                prepared = await self._broadcast(messages.PLUGIN_PREPARE, name,
+                                                 {"spec": spec}, [worker])
                 if all(r.get("ok") for r in prepared.values()):
-                    await self._broadcast(swap.COMMIT, name, {}, [worker])
+                    await self._broadcast(messages.PLUGIN_COMMIT, name, {}, [worker])
                     log.info("%s started during a swap: plugin %s v%s caught up", worker.id,
                              name, lo.version)
                 else:
@@ -159,7 +160,7 @@ class PluginManager:
                         worker.proc.kill()
                     return
             for name in sorted(set(booted) - set(self.loaded)):
-                await self._broadcast(swap.UNLOAD, name, {}, [worker])
+                await self._broadcast(messages.PLUGIN_UNLOAD, name, {}, [worker])
             self._booted[worker.id] = self._serving_set()
 
     # -- the scan and the swap -------------------------------------------------------
@@ -192,7 +193,7 @@ class PluginManager:
                     changes.append(change)
             for name, loaded in list(self.loaded.items()):
                 if loaded.source.path not in seen:
-                    await self._broadcast(swap.UNLOAD, name, {})
+                    await self._broadcast(messages.PLUGIN_UNLOAD, name, {})
                     del self.loaded[name]
                     changes.append(f"plugin {name} unloaded ({loaded.source.path} is gone)")
                     log.info("plugin %s unloaded: %s was removed", name, loaded.source.path)
@@ -353,7 +354,7 @@ class PluginManager:
     async def _live_states(self) -> dict[str, dict[str, Any]]:
         """The serving versions' state as the workers hold it now (a fresh snapshot), for
         the sandbox to migrate a copy of; the periodic snapshot if no worker answers."""
-        replies = await self._broadcast(swap.SNAPSHOT, "", {})
+        replies = await self._broadcast(messages.PLUGIN_SNAPSHOT, "", {})
         for worker, reply in replies.items():
             if reply.get("ok"):
                 self.snapshots[worker] = reply.get("plugins") or {}
@@ -368,17 +369,17 @@ class PluginManager:
 
     async def _swap(self, name: str, source: PluginSource) -> None:
         spec = self.spec(source, name)
-        prepared = await self._broadcast(swap.PREPARE, name, {"spec": spec})
+        prepared = await self._broadcast(messages.PLUGIN_PREPARE, name, {"spec": spec})
         failed = [f"{w}: {r.get('error')}" for w, r in prepared.items() if not r.get("ok")]
         if failed:
-            await self._broadcast(swap.ABORT, name, {})
+            await self._broadcast(messages.PLUGIN_ABORT, name, {})
             unanswered = all("no answer" in str(r.get("error")) for r in prepared.values()
                              if not r.get("ok"))
             raise (Unanswered if unanswered else Refused)(
                 "a gateway worker could not take it, so none did: " + "; ".join(failed))
         took = [w for w in self.gateway_workers() if prepared.get(w.id, {}).get("ok")
                 and not prepared[w.id].get("gone")]
-        committed = await self._broadcast(swap.COMMIT, name, {}, took)
+        committed = await self._broadcast(messages.PLUGIN_COMMIT, name, {}, took)
         for worker, reply in committed.items():
             if not reply.get("ok"):
                 log.critical("plugin %s: %s failed to commit after preparing: %s; "

@@ -18,7 +18,6 @@ import hashlib
 import resource
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +25,9 @@ import orjson
 
 from daemon.hotswap.plugin_config import TableRefused
 from daemon.hotswap.source import PluginSource, Refused
+from daemon.supervision import reaper
 
 CHECK_TIMEOUT = 10.0
-# Check processes are children of the master, which reaps orphans on SIGCHLD: it must
-# leave these to the thread that waits for them (see Master.handle_chld).
-RUNNING: set[int] = set()
-RUNNING_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -58,11 +54,13 @@ def validate(source: PluginSource, configs: dict[str, dict[str, Any]] | None = N
     {name: {version, state}}: the check picks its own by the class's name."""
     request = orjson.dumps({"path": source.path, "code": base64.b64encode(source.code).decode(),
                             "configs": configs or {}, "live": live or {}})
-    with RUNNING_LOCK:
+    # A check is a child of the master, which reaps orphans on SIGCHLD: it must leave
+    # this one to the thread that waits for it here.
+    with reaper.waited_for() as waited:
         proc = subprocess.Popen([sys.executable, "-m", "daemon.hotswap.sandbox"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
-        RUNNING.add(proc.pid)
+        waited.add(proc.pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         _limit(proc.pid)  # if it is gone already, its exit status tells the rest
     try:
@@ -73,8 +71,8 @@ def validate(source: PluginSource, configs: dict[str, dict[str, Any]] | None = N
         raise Refused(f"the check did not finish within {timeout:g}s (a loop at import, "
                       "in migrate or in self_test?)") from None
     finally:
-        with RUNNING_LOCK:
-            RUNNING.discard(proc.pid)
+        with reaper.waited_for() as waited:
+            waited.discard(proc.pid)
     lines = stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]

@@ -16,9 +16,9 @@ from daemon.supervision.intensity import Backoff
 from daemon.supervision.spec import Liveness, Restart
 
 if TYPE_CHECKING:
-    from daemon.supervision.bus import WorkerBus
+    from daemon.ipc.bus import WorkerBus
+    from daemon.ipc.curve import ClientSide
     from daemon.supervision.supervisor import Supervisor
-    from daemon.transport.curve import ClientSide
 
 log = logging.getLogger("supervisor")
 

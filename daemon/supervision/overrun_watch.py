@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from daemon.supervision.call_slot import INTERRUPT_SIGNAL, Running
+from daemon.ipc.call_slot import INTERRUPT_SIGNAL, Running
 from daemon.supervision.worker_child import WorkerChild
 
 log = logging.getLogger("supervisor")

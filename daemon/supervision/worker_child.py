@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from daemon import metrics
-from daemon.supervision.call_slot import CallSlot
+from daemon.ipc.call_slot import CallSlot
 from daemon.supervision.child import Child, ChildState, Exit, StartFailed, TreeContext
 from daemon.supervision.spec import Liveness, WorkerSpec
 from daemon.supervision.worker_process import WorkerProcess

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import psutil
 
-from daemon.supervision.call_slot import CallSlot
+from daemon.ipc.call_slot import CallSlot
+from daemon.ipc.messages import worker_identity
 from daemon.supervision.spec import BRUTAL_KILL
-from daemon.transport.messages import worker_identity
 from daemon.worker.runtime import EXIT_MEANINGS, WorkerBoot, describe_exit, enter
 
 log = logging.getLogger("supervisor")

@@ -25,20 +25,20 @@ from typing import Any
 import orjson
 import zmq
 
+from daemon.ipc import messages
+from daemon.ipc.zmq_endpoint import ZmqEndpoint, bind_router
 from daemon.protocol.jsonrpc import INTERNAL_ERROR, TIMED_OUT, RpcError
 from daemon.tools.mcp_stdio import StdioMcpClient
-from daemon.transport import messages
-from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
 from daemon.worker.call_tasks import CallTasks
-from daemon.worker.runtime import EXIT_UPSTREAM_EXITED, JobExit, Worker, describe_exit
+from daemon.worker.runtime import EXIT_UPSTREAM_EXITED, JobExit, WorkerHandle, describe_exit
 
 log = logging.getLogger("upstream")
-TOOLS = "tools"
 EXIT_UPSTREAM_DID_NOT_START = 4
 
 
 class UpstreamService:
-    def __init__(self, worker: Worker, name: str, client: StdioMcpClient, endpoint: str) -> None:
+    def __init__(self, worker: WorkerHandle, name: str, client: StdioMcpClient,
+                 endpoint: str) -> None:
         self.worker = worker
         self.name = name
         self.client = client
@@ -108,7 +108,7 @@ async def start(client: StdioMcpClient, budget: float) -> list[dict[str, Any]]:
         raise RpcError(TIMED_OUT, f"no answer to {step} within {budget:g}s") from None
 
 
-async def run(worker: Worker, name: str, command: list[str], endpoint: str,
+async def run(worker: WorkerHandle, name: str, command: list[str], endpoint: str,
               env: dict[str, str] | None = None, cwd: str = "",
               start_timeout: float = 10.0) -> None:
     client = StdioMcpClient(name, command, env or {}, cwd)
@@ -124,7 +124,8 @@ async def run(worker: Worker, name: str, command: list[str], endpoint: str,
                                                    f"did not start: {why}") from None
     service = UpstreamService(worker, name, client, endpoint)
     log.info("%s: MCP %s, %d tools", name, client.version, len(tools))
-    worker.send({"k": TOOLS, "upstream": name, "endpoint": service.endpoint, "tools": tools})
+    worker.send({"k": messages.UPSTREAM_TOOLS, "upstream": name,
+                 "endpoint": service.endpoint, "tools": tools})
     await worker.ready()
     stop = asyncio.ensure_future(worker.stopping.wait())
     gone = asyncio.ensure_future(client.exited.wait())

@@ -9,7 +9,7 @@ It runs in the forked child and does what the supervisor relies on:
 - READY over ZeroMQ when the job says so, heartbeats while the loop turns;
 - SIGTERM asks the job to finish what it has in flight and return.
 
-A job is ``async def job(worker: Worker, **options) -> None``: it sets up, awaits
+A job is ``async def job(worker: WorkerHandle, **options) -> None``: it sets up, awaits
 ``worker.ready()``, serves until ``worker.stopping`` is set, then returns.
 """
 
@@ -35,9 +35,9 @@ import uvloop
 import zmq
 
 from daemon import logs
-from daemon.supervision.call_slot import INTERRUPT_SIGNAL, CallSlot
-from daemon.transport import curve, messages
-from daemon.transport.zmq_endpoint import ZmqEndpoint
+from daemon.ipc import curve, messages
+from daemon.ipc.call_slot import INTERRUPT_SIGNAL, CallSlot
+from daemon.ipc.zmq_endpoint import ZmqEndpoint
 
 log = logging.getLogger("worker")
 
@@ -90,7 +90,7 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
-class Worker:
+class WorkerHandle:
     """The handle a job gets: identity, readiness, stop request, bus messages."""
 
     def __init__(self, boot: WorkerBoot, endpoint: ZmqEndpoint,
@@ -195,7 +195,7 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
         curve.connect_as(sock, boot.bus_curve)
     sock.connect(boot.bus_endpoint)
     last_master_hb = time.monotonic()
-    worker: Worker
+    worker: WorkerHandle
 
     def on_bus(frames: list[bytes]) -> None:
         nonlocal last_master_hb
@@ -218,7 +218,7 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
     slot = CallSlot.open(boot.slot_path) if boot.slot_path else None
     if slot is not None:  # raise HookOverrun in a hook the master says overran
         signal.signal(INTERRUPT_SIGNAL, slot.interrupt)
-    worker = Worker(boot, endpoint, ctx, slot)
+    worker = WorkerHandle(boot, endpoint, ctx, slot)
     master_gone = asyncio.Event()
     threading.Thread(target=_watch_master, args=(master_fd,), name="master-watch",
                      daemon=True).start()

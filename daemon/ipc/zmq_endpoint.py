@@ -16,7 +16,7 @@ from typing import cast
 
 import zmq
 
-from daemon.transport import curve, messages
+from daemon.ipc import curve, messages
 
 log = logging.getLogger(__name__)
 

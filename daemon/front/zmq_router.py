@@ -25,10 +25,10 @@ from typing import cast
 
 import zmq
 
-from daemon.gateway.switchboard import Connection, Switchboard
+from daemon.front.switchboard import Connection, Switchboard
+from daemon.ipc import curve
+from daemon.ipc.zmq_endpoint import ZmqEndpoint, bind_router
 from daemon.protocol import jsonrpc
-from daemon.transport import curve
-from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
 
 log = logging.getLogger("zmq")
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)

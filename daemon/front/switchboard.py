@@ -29,15 +29,15 @@ import orjson
 
 from daemon import metrics
 from daemon.audit.link import AuditLink
-from daemon.gateway.auth import Agent, Authenticator
-from daemon.gateway.call_record import master_record
-from daemon.gateway.quarantine import Quarantine, QuarantineLimits
+from daemon.audit.records import master_record
+from daemon.front.auth import Agent, Authenticator
+from daemon.front.quarantine import Quarantine, QuarantineLimits
+from daemon.ipc import messages
+from daemon.ipc.bus import WorkerBus
 from daemon.protocol import jsonrpc, mcp
 from daemon.protocol.duplicate_keys import duplicate_key
 from daemon.protocol.jsonrpc import RpcError
-from daemon.supervision.bus import WorkerBus
 from daemon.supervision.worker_child import WorkerChild
-from daemon.transport import messages
 
 log = logging.getLogger("gateway")
 
@@ -63,7 +63,7 @@ class Connection:
 
 
 @dataclass
-class Call:
+class RoutedCall:
     conn: Connection
     rid: jsonrpc.RequestId
     agent: str
@@ -95,7 +95,7 @@ class Switchboard:
         self.auth = auth
         self.limits = limits
         self.connections: dict[int, Connection] = {}
-        self.calls: dict[int, Call] = {}
+        self.calls: dict[int, RoutedCall] = {}
         self._seq = itertools.count(1)
         self._per_worker: dict[str, int] = {}
         bus.on_data(self.on_worker_payload)
@@ -259,7 +259,7 @@ class Switchboard:
             tool = name if isinstance(name, str) else None
             timeout = limits.tool_timeouts.get(str(name), timeout)
         seq = next(self._seq)
-        call = Call(conn, rid, agent.name, tool, worker,
+        call = RoutedCall(conn, rid, agent.name, tool, worker,
                     messages.pack_call(seq, agent.name, raw),
                     now + timeout + 1.0)  # the worker times out first
         self.calls[seq] = call
@@ -306,13 +306,13 @@ class Switchboard:
             if conn.agent is not None or conn.curve_initialized:
                 conn.send(raw)
 
-    def _finish(self, call: Call, raw: bytes) -> None:
+    def _finish(self, call: RoutedCall, raw: bytes) -> None:
         self._release(call)
         call.conn.inflight.pop(call.rid, None)
         call.conn.last_active = time.monotonic()
         call.conn.send(raw)
 
-    def _release(self, call: Call) -> None:
+    def _release(self, call: RoutedCall) -> None:
         self._per_worker[call.worker.id] = self._per_worker.get(call.worker.id, 1) - 1
 
     def _fail(self, seq: int, code: int, message: str) -> None:
@@ -322,7 +322,7 @@ class Switchboard:
             return
         self._answer_error(call, RpcError(code, message), "lost")
 
-    def _answer_error(self, call: Call, error: RpcError, kind: str) -> None:
+    def _answer_error(self, call: RoutedCall, error: RpcError, kind: str) -> None:
         reply = jsonrpc.error(call.rid, error.code, error.message, error.data)
         if self.audit is None:
             self._finish(call, reply)
@@ -368,7 +368,7 @@ class Switchboard:
     # -- poison calls -------------------------------------------------------------------
 
     def overran(self, seq: int, plugin: str) -> None:
-        """Call ``seq``'s hook in ``plugin`` overran its budget and is being interrupted."""
+        """RoutedCall ``seq``'s hook in ``plugin`` overran its budget and is being interrupted."""
         call = self.calls.get(seq)
         if call is not None:
             call.overran = True  # its answer (a denial) comes from the worker

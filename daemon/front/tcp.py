@@ -13,9 +13,9 @@ import logging
 import socket
 from typing import cast
 
-from daemon.gateway.switchboard import Connection, Switchboard
+from daemon.front.line_guard import LineGuard
+from daemon.front.switchboard import Connection, Switchboard
 from daemon.protocol import jsonrpc
-from daemon.transport.line_guard import LineGuard
 
 log = logging.getLogger("tcp")
 

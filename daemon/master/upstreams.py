@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from daemon import metrics
+from daemon.ipc import messages
+from daemon.ipc.bus import WorkerBus
 from daemon.protocol import jsonrpc
-from daemon.supervision.bus import WorkerBus
 from daemon.supervision.child import ChildState
 from daemon.supervision.worker_child import WorkerChild
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from daemon.supervision.supervisor import Supervisor
 
 log = logging.getLogger("upstreams")
-UPSTREAMS = "upstreams"  # bus kind, master -> gateway workers
 LIST_CHANGED = jsonrpc.notification("notifications/tools/list_changed")
 UP, RESTARTING, DOWN = "up", "restarting", "down"
 
@@ -56,7 +56,7 @@ class UpstreamDirectory:
         self.up: dict[str, bytes] = {}  # name -> identity of the serving incarnation
         self.health: dict[str, Health] = {}
         self._listed: dict[str, list[Any]] = {}  # what agents were last told is listed
-        bus.on("tools", self.on_tools)
+        bus.on(messages.UPSTREAM_TOOLS, self.on_tools)
 
     def on_tools(self, identity: bytes, message: dict[str, Any]) -> None:
         name = str(message.get("upstream"))
@@ -116,7 +116,7 @@ class UpstreamDirectory:
             reported = self.reported.get(name, {"endpoint": None, "tools": []})
             upstreams[name] = {**reported, "state": health.state,
                                "retry_at": health.retry_at}
-        return {"k": UPSTREAMS, "upstreams": upstreams}
+        return {"k": messages.UPSTREAMS, "upstreams": upstreams}
 
     def status(self) -> dict[str, dict[str, Any]]:
         now = time.time()

@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from daemon.supervision.worker_process import WorkerProcess
-from daemon.transport import curve, messages
-from daemon.transport.zmq_endpoint import ZmqEndpoint, bind_router
+from daemon.ipc import curve, messages
+from daemon.ipc.zmq_endpoint import ZmqEndpoint, bind_router
+
+if TYPE_CHECKING:  # the bus knows incarnations; supervision starts them
+    from daemon.supervision.worker_process import WorkerProcess
 
 log = logging.getLogger("bus")
 

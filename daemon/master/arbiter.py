@@ -27,17 +27,23 @@ import orjson
 import psutil
 import zmq
 
-from daemon import __version__, config, fixed_settings, logs, metrics, runtime_files, tree
+from daemon import __version__, config, logs, metrics
 from daemon.audit.link import AuditLink
 from daemon.control import health
 from daemon.control.server import ControlServer
-from daemon.gateway.auth import Authenticator, ensure_admin_token
-from daemon.gateway.quarantine import Quarantine, QuarantineLimits
-from daemon.gateway.switchboard import Limits, Switchboard
-from daemon.gateway.upstreams import UpstreamDirectory
+from daemon.front.auth import Authenticator, ensure_admin_token
+from daemon.front.line_guard import LineGuard
+from daemon.front.quarantine import Quarantine, QuarantineLimits
+from daemon.front.switchboard import Limits, Switchboard
+from daemon.front.tcp import serve_tcp
+from daemon.front.zap import ZapHandler
+from daemon.front.zmq_router import AgentRouter
 from daemon.hotswap.manager import PluginManager
+from daemon.ipc import curve, messages
+from daemon.ipc.bus import WorkerBus
+from daemon.master import fixed_settings, runtime_files, tree
+from daemon.master.upstreams import UpstreamDirectory
 from daemon.supervision import reaper
-from daemon.supervision.bus import WorkerBus
 from daemon.supervision.child import StartFailed, TreeContext
 from daemon.supervision.overrun_watch import OverrunWatch
 from daemon.supervision.sdnotify import Notifier
@@ -45,11 +51,6 @@ from daemon.supervision.spec import SupervisorSpec, check_tree
 from daemon.supervision.supervisor import Supervisor, worker_specs
 from daemon.supervision.worker_child import WorkerChild
 from daemon.supervision.worker_process import WorkerProcess, prepare_forkserver
-from daemon.transport import curve, messages
-from daemon.transport.agent_tcp import serve_tcp
-from daemon.transport.agent_zmq import AgentRouter
-from daemon.transport.line_guard import LineGuard
-from daemon.transport.zap import ZapHandler
 
 log = logging.getLogger("master")
 

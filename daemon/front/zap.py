@@ -24,8 +24,8 @@ from collections.abc import Callable
 import zmq
 from zmq.utils import z85
 
-from daemon.transport import curve
-from daemon.transport.zmq_endpoint import ZmqEndpoint
+from daemon.ipc import curve
+from daemon.ipc.zmq_endpoint import ZmqEndpoint
 
 log = logging.getLogger("zap")
 

@@ -9,6 +9,15 @@ Worker bus (worker DEALER -> master ROUTER at ``supervision.bus_endpoint``):
 | hb      | master -> worker |                 | the master is alive and its loop turns      |
 | config  | master -> worker | gateway         | new gateway settings after a reload         |
 | audit   | audit -> master  | file, records.. | the audit log's state, once a second        |
+| tools   | upstream -> master | upstream, endpoint, tools | its server's tools, before READY |
+| upstreams | master -> gateway | upstreams: {name: state, tools} | every upstream's state  |
+| plugin_prepare | master -> gateway | token, name, spec | load a version, dry-run migrate  |
+| plugin_commit  | master -> gateway | token, name       | migrate for real and swap        |
+| plugin_abort   | master -> gateway | token, name       | drop what was prepared           |
+| plugin_unload  | master -> gateway | token, name       | remove the plugin from the chain |
+| plugin_snapshot| master -> gateway | token             | reply with every plugin's state  |
+| plugin_reply   | gateway -> master | token, ok, error (plugins) | how a step went         |
+| plugin_state   | gateway -> master | plugins: {name: {version, state}} | periodic snapshot |
 
 Data path (same sockets, binary envelopes, so the master never re-encodes a call):
 
@@ -51,6 +60,15 @@ READY = "ready"
 HEARTBEAT = "hb"
 CONFIG = "config"
 AUDIT_STATUS = "audit"
+UPSTREAM_TOOLS = "tools"
+UPSTREAMS = "upstreams"
+PLUGIN_PREPARE = "plugin_prepare"
+PLUGIN_COMMIT = "plugin_commit"
+PLUGIN_ABORT = "plugin_abort"
+PLUGIN_UNLOAD = "plugin_unload"
+PLUGIN_SNAPSHOT = "plugin_snapshot"
+PLUGIN_REPLY = "plugin_reply"
+PLUGIN_STATE = "plugin_state"
 
 CALL = b"c"
 CANCEL = b"x"

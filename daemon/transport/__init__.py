@@ -1,1 +1,0 @@
-"""Wire formats and ZeroMQ plumbing between the master, its workers and the CLI."""

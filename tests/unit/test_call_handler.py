@@ -1,0 +1,183 @@
+"""A gateway worker's CallHandler on its own: real Policy, ToolRegistry with the built-in
+tools, PluginHost and plugins; no worker process, no bus, no audit process."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+import orjson
+
+from daemon.gateway.calls import Answer, CallHandler, Pending
+from daemon.gateway.permissions import Policy
+from daemon.gateway.plugin_chain import Hosted
+from daemon.gateway.plugin_host import PluginHost
+from daemon.plugin import Call, Deny, Plugin
+from daemon.protocol import jsonrpc, mcp
+from daemon.tools import builtin
+from daemon.tools.registry import ToolRegistry
+
+
+def handler(*plugins: Plugin, tool_timeouts: dict[str, float] | None = None) -> CallHandler:
+    tools = ToolRegistry()
+    builtin.register(tools)
+    policy = Policy(agent_roles={"alice": ("reader",), "bob": ("reader", "sleeper"),
+                                 "root": ("admin",)},
+                    role_patterns={"reader": ("ech*",), "sleeper": ("sleep",)},
+                    tool_timeouts=tool_timeouts or {})
+    host = PluginHost()
+    host.chain = tuple(Hosted(p.name, p.version, p.priority, "0" * 64, "enforce", 1.0, p)
+                       for p in plugins)
+    return CallHandler(policy, tools, host, worker="gateway-0")
+
+
+def request(method: str, params: dict[str, Any] | None = None, rid: Any = 1) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method,
+                         "params": params or {}})
+
+
+def call(tool: str, arguments: Any = None, rid: Any = 1) -> bytes:
+    return request("tools/call", {"name": tool, "arguments": arguments or {}}, rid)
+
+
+def run(handler: CallHandler, agent: str, raw: bytes) -> Answer:
+    """What the worker does: begin, and finish what must be awaited."""
+    begun = handler.begin(agent, raw)
+    if isinstance(begun, Pending):
+        return asyncio.run(handler.finish(begun))
+    return begun
+
+
+def record(answer: Answer) -> dict[str, Any]:
+    assert answer.record is not None
+    return orjson.loads(answer.record)
+
+
+def text(answer: Answer) -> str:
+    return orjson.loads(answer.reply)["result"]["content"][0]["text"]
+
+
+class Redactor(Plugin):
+    name = "redactor"
+    priority = 10
+
+    async def before_call(self, call: Call) -> Call | None:
+        if "secret" in call.arguments:
+            return call.with_arguments({**call.arguments, "secret": "***"})
+        return None
+
+
+class Blocker(Plugin):
+    name = "blocker"
+    priority = 20
+
+    async def before_call(self, call: Call) -> Deny | None:
+        if call.arguments.get("text") == "forbidden":
+            return Deny("no forbidden words", "guardrail",
+                        redacted={**call.arguments, "text": "[removed]"})
+        return None
+
+
+class Shouter(Plugin):
+    name = "shouter"
+
+    async def after_call(self, call: Call, result: dict[str, Any]) -> dict[str, Any]:
+        return {**result, "content": [{"type": "text", "text": "LOUD"}]}
+
+
+class Withholder(Plugin):
+    name = "withholder"
+
+    async def after_call(self, call: Call, result: dict[str, Any]) -> Deny:
+        return Deny("results are private")
+
+
+def test_tools_list_shows_exactly_the_tools_the_agents_roles_allow():
+    h = handler()
+    for agent, expected in (("alice", ["echo"]), ("bob", ["echo", "sleep"]),
+                            ("root", ["echo", "sleep"]), ("nobody", [])):
+        answer = run(h, agent, request("tools/list"))
+        listed = orjson.loads(answer.reply)["result"]["tools"]
+        assert [t["name"] for t in listed] == expected
+        assert answer.record is None  # not a tools/call: no audit record
+
+
+def test_a_hidden_tool_answers_like_an_unknown_one_but_its_record_says_the_roles_denied_it():
+    h = handler()
+    hidden = run(h, "alice", call("sleep", {"seconds": 0}))
+    unknown = run(h, "alice", call("no_such_tool"))
+    error = orjson.loads(hidden.reply)["error"]
+    assert error == {"code": jsonrpc.INVALID_PARAMS, "message": "Unknown tool: sleep"}
+    assert orjson.loads(unknown.reply)["error"]["message"] == "Unknown tool: no_such_tool"
+    assert record(hidden)["outcome"]["status"] == "denied"
+    assert record(hidden)["outcome"]["by"] == "roles"
+    (decision,) = record(hidden)["decisions"]
+    assert decision["plugin"] == "roles" and decision["verdict"] == "deny"
+    assert "roles reader do not allow tool sleep" in decision["reason"]
+    assert record(unknown)["outcome"]["status"] == "error"
+
+
+def test_an_inline_tool_without_plugins_is_answered_by_begin_itself():
+    h = handler()
+    begun = h.begin("alice", call("echo", {"text": "hi"}, rid="r1"))
+    assert isinstance(begun, Answer)
+    assert orjson.loads(begun.reply)["id"] == "r1"
+    assert orjson.loads(text(begun)) == {"text": "hi"}
+    kept = record(begun)
+    assert kept["kind"] == "call" and kept["agent"] == "alice" and kept["tool"] == "echo"
+    assert kept["args"] == {"text": "hi"} and kept["decisions"] == []
+    assert kept["outcome"]["status"] == "ok"
+
+
+def test_with_plugins_the_call_is_finished_through_their_hooks_and_the_record_lists_them():
+    h = handler(Redactor(), Blocker(), Shouter())
+    begun = h.begin("alice", call("echo", {"text": "hi", "secret": "hunter2"}))
+    assert isinstance(begun, Pending)  # hooks must be awaited, even for an inline tool
+    answer = asyncio.run(h.finish(begun))
+    assert text(answer) == "LOUD"
+    kept = record(answer)
+    assert [(d["plugin"], d["hook"], d["verdict"]) for d in kept["decisions"]] == [
+        ("redactor", "before", "rewrite"), ("blocker", "before", "allow"),
+        ("shouter", "after", "rewrite")]
+    assert kept["args"] == {"text": "hi", "secret": "***"} and kept["args_redacted"]
+    original = orjson.dumps({"text": "hi", "secret": "hunter2"}, option=orjson.OPT_SORT_KEYS)
+    assert kept["args_sha256"] == hashlib.sha256(original).hexdigest()
+    assert b"hunter2" not in answer.record
+
+
+def test_a_denial_keeps_only_the_redacted_arguments_it_names_in_the_record():
+    h = handler(Blocker())
+    answer = run(h, "alice", call("echo", {"text": "forbidden"}))
+    result = orjson.loads(answer.reply)["result"]
+    assert result["isError"] is True
+    assert result["_meta"][mcp.META_DENIED]["by"] == "blocker"
+    assert text(answer) == "Denied by blocker: no forbidden words"
+    kept = record(answer)
+    assert kept["args"] == {"text": "[removed]"} and kept["args_redacted"]
+    assert kept["outcome"]["status"] == "denied" and kept["outcome"]["by"] == "blocker"
+    assert b"forbidden" not in answer.record.replace(b"no forbidden words", b"")
+
+
+def test_a_result_withheld_by_an_after_hook_is_recorded_as_one_the_tool_produced():
+    h = handler(Withholder())
+    answer = run(h, "alice", call("echo", {"text": "hi"}))
+    assert text(answer) == "Denied by withholder: results are private"
+    kept = record(answer)
+    assert kept["outcome"]["status"] == "denied"
+    assert kept["withheld"]["tool_ran"] is True and kept["withheld"]["isError"] is False
+
+
+def test_a_tool_that_outlasts_its_timeout_answers_minus_32016():
+    h = handler(tool_timeouts={"sleep": 0.05})
+    answer = run(h, "bob", call("sleep", {"seconds": 5}, rid=9))
+    error = orjson.loads(answer.reply)["error"]
+    assert error["code"] == jsonrpc.TIMED_OUT
+    assert error["message"] == "Timed out: sleep did not finish within 0.05s"
+    assert record(answer)["outcome"] == {"status": "error", "code": jsonrpc.TIMED_OUT,
+                                         "message": error["message"]}
+
+
+def test_a_call_with_arguments_that_are_not_an_object_answers_minus_32602():
+    answer = run(handler(), "alice", call("echo", ["not", "an", "object"]))
+    assert orjson.loads(answer.reply)["error"]["code"] == jsonrpc.INVALID_PARAMS

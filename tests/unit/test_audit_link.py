@@ -5,7 +5,6 @@ audit wire of ipc.messages: RECORD in, ACK or NACK of a range of ids back)."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -18,52 +17,15 @@ import zmq
 from daemon.audit import link as link_module
 from daemon.audit.link import AuditLink
 from daemon.ipc import messages
-from daemon.ipc.zmq_endpoint import ZmqEndpoint, bind_router
 from daemon.protocol import jsonrpc
 from daemon.protocol.jsonrpc import RpcError
-
-
-class AuditWriter:
-    """The audit process's end of the link (the network edge): records what arrives and
-    answers "ack", "nack" (with a reason) or nothing ("silent")."""
-
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str,
-                 answer: str = "ack") -> None:
-        self.endpoint = ZmqEndpoint(bind_router(ctx, endpoint), self._on_frames)
-        self.answer = answer
-        self.received: list[tuple[int, dict[str, Any]]] = []  # (link's number, record)
-
-    def _on_frames(self, frames: list[bytes]) -> None:
-        identity, payload = frames
-        for envelope in messages.envelopes(payload):
-            assert envelope[:1] == messages.RECORD
-            n, line = messages.unpack_seq(envelope)
-            self.received.append((n, orjson.loads(line)))
-            if self.answer == "ack":
-                self.endpoint.send([identity, messages.pack_range(messages.ACK, n, n)])
-            elif self.answer == "nack":
-                self.endpoint.send([identity, messages.pack_range(messages.NACK, n, n,
-                                                                  b"disk full")])
-
-    def records(self) -> list[dict[str, Any]]:
-        """Each record once, in the order it first came: a link may send one again (on
-        reconnecting, or unanswered), and the real writer drops copies by id."""
-        seen: dict[str, dict[str, Any]] = {}
-        for _, record in self.received:
-            seen.setdefault(record["id"], record)
-        return list(seen.values())
-
-    def kinds(self) -> list[str]:
-        return [record["kind"] for record in self.records()]
-
-    def close(self) -> None:
-        self.endpoint.close()
+from tests.unit.audit_writer import AuditWriter, short_endpoint
 
 
 @pytest.fixture
 def endpoint() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="wa-link-") as short:  # ipc paths are short
-        yield f"ipc://{short}/audit.sock"
+    with short_endpoint() as where:
+        yield where
 
 
 @asynccontextmanager

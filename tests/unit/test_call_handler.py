@@ -8,7 +8,9 @@ import hashlib
 from typing import Any
 
 import orjson
+import zmq
 
+from daemon.audit.link import AuditLink
 from daemon.gateway.calls import Answer, CallHandler, Pending
 from daemon.gateway.permissions import Policy
 from daemon.gateway.plugin_chain import Hosted
@@ -17,9 +19,11 @@ from daemon.plugin import Call, Deny, Plugin
 from daemon.protocol import jsonrpc, mcp
 from daemon.tools import builtin
 from daemon.tools.registry import ToolRegistry
+from tests.unit.audit_writer import AuditWriter, short_endpoint
 
 
-def handler(*plugins: Plugin, tool_timeouts: dict[str, float] | None = None) -> CallHandler:
+def handler(*plugins: Plugin, tool_timeouts: dict[str, float] | None = None,
+            audit: AuditLink | None = None) -> CallHandler:
     tools = ToolRegistry()
     builtin.register(tools)
     policy = Policy(agent_roles={"alice": ("reader",), "bob": ("reader", "sleeper"),
@@ -29,7 +33,7 @@ def handler(*plugins: Plugin, tool_timeouts: dict[str, float] | None = None) -> 
     host = PluginHost()
     host.chain = tuple(Hosted(p.name, p.version, p.priority, "0" * 64, "enforce", 1.0, p)
                        for p in plugins)
-    return CallHandler(policy, tools, host, worker="gateway-0")
+    return CallHandler(policy, tools, host, audit, worker="gateway-0")
 
 
 def request(method: str, params: dict[str, Any] | None = None, rid: Any = 1) -> bytes:
@@ -181,3 +185,52 @@ def test_a_tool_that_outlasts_its_timeout_answers_minus_32016():
 def test_a_call_with_arguments_that_are_not_an_object_answers_minus_32602():
     answer = run(handler(), "alice", call("echo", ["not", "an", "object"]))
     assert orjson.loads(answer.reply)["error"]["code"] == jsonrpc.INVALID_PARAMS
+
+
+def with_audit(answer: str, scenario: Any) -> None:
+    """Run ``scenario(link, writer)`` with an AuditLink to an audit writer that answers
+    ``answer`` ("ack" or "nack")."""
+    async def main() -> None:
+        ctx: zmq.Context[Any] = zmq.Context()
+        writer = AuditWriter(ctx, where, answer)
+        link = AuditLink(ctx, where, "gateway-0#1", durable=True, timeout=5.0, capacity=10)
+        try:
+            await scenario(link, writer)
+        finally:
+            link.close()
+            writer.close()
+            ctx.destroy(linger=0)
+    with short_endpoint() as where:
+        asyncio.run(main())
+
+
+def test_a_tool_with_effects_starts_only_once_its_intent_is_durable_and_the_record_names_it():
+    async def scenario(link: AuditLink, writer: AuditWriter) -> None:
+        h = handler(audit=link)
+        begun = h.begin("bob", call("sleep", {"seconds": 0}))
+        assert isinstance(begun, Pending)
+        recorded_when_started: list[list[str]] = []
+        answer = await h.finish(begun, started=lambda: recorded_when_started.append(
+            writer.kinds()))
+        assert recorded_when_started == [["intent"]]
+        (intent,) = writer.records()
+        assert intent["args"] == {"seconds": 0}
+        kept = record(answer)
+        assert kept["intent"] == intent["id"]
+        assert "args" not in kept  # once is enough: the intent has them
+        assert kept["args_sha256"] == intent["args_sha256"]
+    with_audit("ack", scenario)
+
+
+def test_a_tool_whose_intent_the_audit_log_refuses_never_starts_and_answers_minus_32017():
+    async def scenario(link: AuditLink, writer: AuditWriter) -> None:
+        h = handler(audit=link)
+        begun = h.begin("bob", call("sleep", {"seconds": 0}))
+        assert isinstance(begun, Pending)
+        started: list[bool] = []
+        answer = await h.finish(begun, started=lambda: started.append(True))
+        assert started == []
+        error = orjson.loads(answer.reply)["error"]
+        assert error["code"] == jsonrpc.AUDIT_UNAVAILABLE and "disk full" in error["message"]
+        assert answer.audit_failed  # the worker then does not wait on this record too
+    with_audit("nack", scenario)

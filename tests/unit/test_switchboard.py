@@ -3,6 +3,7 @@ at the process edge (the worker bus, the gateway workers) and the agent's socket
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import zlib
@@ -10,14 +11,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import zmq
 
 from daemon import config
 from daemon.agents_dir import AgentSection
+from daemon.audit.link import AuditLink
 from daemon.front.auth import Authenticator
 from daemon.front.quarantine import Quarantine, QuarantineLimits
 from daemon.front.switchboard import Connection, Limits, Switchboard
 from daemon.ipc import messages
 from daemon.protocol import jsonrpc, mcp
+from tests.unit.audit_writer import AuditWriter, short_endpoint
 
 TOKENS = {"alice": "alice-token", "bob": "bob-token", "carol": "carol-token"}
 
@@ -90,14 +94,14 @@ def settings() -> config.Settings:
                                        agents=agents), None)
 
 
-def switchboard(workers: list[FakeWorker], strikes: int = 3,
-                call_timeout: float = 5.0) -> tuple[Switchboard, RecordingBus]:
+def switchboard(workers: list[FakeWorker], strikes: int = 3, call_timeout: float = 5.0,
+                audit: AuditLink | None = None) -> tuple[Switchboard, RecordingBus]:
     bus = RecordingBus()
     board = Switchboard(bus, lambda: workers,  # type: ignore[arg-type]
                         Authenticator(settings(), "admin-token"),
                         Limits(max_inflight_per_connection=16, max_inflight_per_worker=64,
                                call_timeout=call_timeout),
-                        quarantine=Quarantine(QuarantineLimits(strikes=strikes)))
+                        audit, Quarantine(QuarantineLimits(strikes=strikes)))
     return board, bus
 
 
@@ -299,3 +303,33 @@ def test_detaching_a_connection_cancels_its_calls_that_reached_a_worker():
     reply(board, b"gateway-0#1", other, 1)
     assert bob.out == []
     assert [r["id"] for r in bob_again.replies()] == [1]
+
+
+def test_a_call_the_master_gives_up_on_is_answered_only_once_its_lost_record_is_written():
+    async def scenario(where: str) -> None:
+        ctx: zmq.Context[Any] = zmq.Context()
+        writer = AuditWriter(ctx, where)
+        link = AuditLink(ctx, where, "master", durable=True, timeout=5.0, capacity=10)
+        try:
+            worker = FakeWorker("gateway-1", b"gateway-1#1")
+            board, bus = switchboard([worker], audit=link)
+            alice = Agent(board, "alice")
+            alice.call(1, tool="sleep")
+            (seq, _, _), = bus.calls_to(b"gateway-1#1")
+            worker.identity = None
+            board.worker_gone(worker, b"gateway-1#1", culprit=seq)
+            assert alice.out == []  # its record first
+            deadline = time.monotonic() + 2.0
+            while not alice.out and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            assert error_codes(alice) == [jsonrpc.CALL_KILLED_WORKER]
+            (lost,) = writer.records()
+            assert (lost["kind"], lost["agent"], lost["tool"], lost["worker"]) == (
+                "lost", "alice", "sleep", "gateway-1")
+            assert lost["outcome"]["code"] == jsonrpc.CALL_KILLED_WORKER
+        finally:
+            link.close()
+            writer.close()
+            ctx.destroy(linger=0)
+    with short_endpoint() as where:
+        asyncio.run(scenario(where))

@@ -44,8 +44,10 @@ class RecordingBus:
         self.flushes += 1
 
     def calls_to(self, identity: bytes) -> list[tuple[int, str, bytes]]:
-        return [messages.unpack_call(p) for i, p in self.sent
-                if i == identity and p[:1] == messages.CALL]
+        """(seq, agent, raw request) of each CALL envelope sent to ``identity``."""
+        unpacked = [messages.unpack_call(p) for i, p in self.sent
+                    if i == identity and p[:1] == messages.CALL]
+        return [(u[0], u[1], u[-1]) for u in unpacked]  # whatever else the envelope carries
 
     def cancels(self) -> list[tuple[bytes, int]]:
         return [(i, messages.unpack_seq(p)[0]) for i, p in self.sent
@@ -101,7 +103,7 @@ def switchboard(workers: list[FakeWorker], strikes: int = 3, call_timeout: float
                         Authenticator(settings(), "admin-token"),
                         Limits(max_inflight_per_connection=16, max_inflight_per_worker=64,
                                call_timeout=call_timeout),
-                        audit, Quarantine(QuarantineLimits(strikes=strikes)))
+                        audit=audit, quarantine=Quarantine(QuarantineLimits(strikes=strikes)))
     return board, bus
 
 

@@ -64,6 +64,8 @@ class Connection:
 
 @dataclass
 class RoutedCall:
+    """The master's record of one call in flight, from the agent's line to its answer."""
+
     conn: Connection
     rid: jsonrpc.RequestId
     agent: str

@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 KEY_FILE = "audit.key"
-PUBLIC_FILE = "audit.pub"
 CHECKPOINTS = "checkpoints.jsonl"
 
 

@@ -29,6 +29,7 @@ from daemon.audit.log_files import AuditFiles, WriteFailed
 from daemon.audit.signing import load_or_create_key, public_text
 from daemon.ipc import messages
 from daemon.ipc.zmq_endpoint import ZmqEndpoint, bind_router
+from daemon.worker.background import background
 from daemon.worker.runtime import WorkerHandle
 
 log = logging.getLogger("audit")
@@ -183,14 +184,11 @@ async def run(worker: WorkerHandle, dir: str, state_dir: str, endpoint: str,
     service = AuditService(files, shipper, worker.context, endpoint, fsync)
     for note in notes:
         service.add_note(note)
-    background = [asyncio.create_task(_checkpoint_every(service, checkpoint_seconds)),
-                  asyncio.create_task(_report_every(worker, service, 1.0))]
-    await worker.ready()
-    log.info("audit: writing %s (fsync %s)", files.current, fsync)
-    await worker.stopping.wait()
-    for task in background:
-        task.cancel()
-    await asyncio.gather(*background, return_exceptions=True)
+    async with background(_checkpoint_every(service, checkpoint_seconds),
+                          _report_every(worker, service, 1.0)):
+        await worker.ready()
+        log.info("audit: writing %s (fsync %s)", files.current, fsync)
+        await worker.stopping.wait()
     await service.close()
     shipper.wait_shipped(5.0)
 

@@ -1,7 +1,7 @@
 """Bearer tokens and Curve keys -> agents.
 
 Agents are configured with the sha256 of their token, a Curve public key (checked at the
-handshake by transport.zap, then looked up on every request), or both; the local admin
+handshake by front.zap, then looked up on every request), or both; the local admin
 token is generated once into <state_dir>/admin.token (0600) for the CLI.  Tokens are
 never logged or forwarded; only their digests are kept.
 """

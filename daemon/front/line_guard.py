@@ -20,7 +20,7 @@ log = logging.getLogger("tcp")
 
 
 class LineHolder(Protocol):
-    """A connection that may hold an incomplete line (transport.agent_tcp)."""
+    """A connection that may hold an incomplete line (front.tcp)."""
 
     pending_bytes: int
 

@@ -11,7 +11,7 @@ when it is.  If its worker dies, a call on which a tool had started gets -32014 
 outcome is unknown); the call whose own code hung or crashed the worker gets -32018 and
 is never handed to the replacement (it would do the same there); any other is re-routed
 to the replacement.  A call never waits longer than its timeout.  An agent whose calls
-keep doing that is quarantined (gateway.quarantine): its calls answer -32019.
+keep doing that is quarantined (front.quarantine): its calls answer -32019.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ class Connection:
 
 @dataclass
 class RoutedCall:
+    """The master's record of one call in flight, from the agent's line to its answer."""
+
     conn: Connection
     rid: jsonrpc.RequestId
     agent: str
@@ -344,7 +346,7 @@ class Switchboard:
 
     def worker_gone(self, worker: WorkerChild, identity: bytes, culprit: int = 0) -> None:
         """``culprit``: the call whose own code was running when the worker hung or died
-        (supervision.call_slot), or 0."""
+        (ipc.call_slot), or 0."""
         lost = [seq for seq, c in self.calls.items() if c.identity == identity]
         for seq in lost:
             call = self.calls[seq]

@@ -3,7 +3,7 @@ frame.  libzmq drops a peer whose frame exceeds the size cap (MAXMSGSIZE) before
 it, and bounds what a slow peer can queue (SNDHWM).
 
 Two of them: ``[listen] zmq`` (tokens) and ``[listen] zmq_curve`` (CurveZMQ: only keys
-registered for an agent finish the handshake, transport.zap; each peer's key, its ZAP
+registered for an agent finish the handshake, front.zap; each peer's key, its ZAP
 User-Id, stands for a token on that peer's connection).
 
 A peer is known by its routing id, which a peer may choose, and ZeroMQ tells a ROUTER

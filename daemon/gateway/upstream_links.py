@@ -4,7 +4,7 @@ Calls go straight to the upstream worker's ROUTER (no hop through the master).  
 master says an upstream is no longer up, its link closes and the calls in flight on it
 answer -32015 at once: the upstream went away, so their outcome is unknown.  While it
 restarts, its tools stay in the registry with a ``ready`` step that waits for it to be up
-again (see daemon/gateway/upstreams.py for the states).
+again (see daemon/master/upstreams.py for the states).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from daemon.gateway.plugin_host import PluginHost, state_bytes
 from daemon.gateway.upstream_links import UpstreamLinks
 from daemon.ipc import messages
 from daemon.protocol import jsonrpc
+from daemon.worker.background import background
 from daemon.worker.call_tasks import CallTasks
 from daemon.worker.runtime import WorkerHandle
 
@@ -175,13 +176,9 @@ async def run(worker: WorkerHandle, audit: dict[str, Any], gateway: dict[str, An
               plugins: list[dict[str, Any]] | None = None,
               snapshot_interval: float = 2.0) -> None:
     service = GatewayService(worker, gateway or {}, plugins or [], audit)
-    background = [asyncio.create_task(service.snapshot_states(snapshot_interval)),
-                  asyncio.create_task(service.report_metrics())]
-    await worker.ready()
-    await worker.stopping.wait()
-    await service.drain()
-    for task in background:
-        task.cancel()
-    await asyncio.gather(*background, return_exceptions=True)
+    async with background(service.snapshot_states(snapshot_interval), service.report_metrics()):
+        await worker.ready()
+        await worker.stopping.wait()
+        await service.drain()  # calls in flight, then the audit link; then the loops end
     service.tally.flush()
     worker.send({"k": messages.PLUGIN_STATE, "plugins": service.plugins.snapshot()})

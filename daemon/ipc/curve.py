@@ -171,7 +171,7 @@ def _write(path: Path, mode: int, public: bytes, secret: bytes | None) -> None:
 
 def serve(sock: zmq.Socket[bytes], side: ServerSide) -> None:
     """Make ``sock`` a Curve server; set before bind.  The ZAP handler of the socket's
-    context (transport.zap) decides which clients finish the handshake."""
+    context (front.zap) decides which clients finish the handshake."""
     sock.setsockopt(zmq.CURVE_SERVER, 1)
     sock.setsockopt(zmq.CURVE_SECRETKEY, side.keys.secret)
     sock.setsockopt(zmq.ZAP_DOMAIN, side.domain.encode())

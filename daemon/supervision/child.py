@@ -65,7 +65,7 @@ class TreeContext:
     # Options decided at each start rather than in the spec (plugins and their latest
     # state, for a gateway worker), merged over the spec's options.
     boot_options: Callable[[Any], dict[str, Any]] = lambda child: {}
-    # Where each worker incarnation's call slot lives (supervision.call_slot); None: none.
+    # Where each worker incarnation's call slot lives (ipc.call_slot); None: none.
     slot_dir: Path | None = None
     # The Curve keys workers connect to a tcp:// bus with; None on ipc://.
     bus_curve: ClientSide | None = None

@@ -1,6 +1,6 @@
 """Plugin hooks that overrun their budget: interrupted, and if that fails, replaced.
 
-Every few milliseconds the master reads each worker's call slot (supervision.call_slot).
+Every few milliseconds the master reads each worker's call slot (ipc.call_slot).
 A hook past its deadline gets SIGUSR2, which raises HookOverrun inside it: a pure-Python
 loop ends there, the call is denied naming the plugin, and the worker serves on.  A hook
 still running ``grace`` seconds later is in code that cannot be interrupted (C holding

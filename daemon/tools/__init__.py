@@ -1,1 +1,2 @@
-"""Built-in tools and upstream MCP servers, each run as a supervised worker."""
+"""Tools: the registry and built-ins a gateway worker runs, and the upstream worker that
+runs one upstream MCP server over stdio."""

@@ -7,7 +7,7 @@ the server exits, so does this worker (exit 69, after one line saying how the se
 ended; 4 if it never started): the supervisor restarts it under the OTP
 rules, and the master tells agents that the tools went and came back.
 
-Wire, gateway worker DEALER -> this ROUTER (envelopes of transport.messages):
+Wire, gateway worker DEALER -> this ROUTER (envelopes of ipc.messages):
   c seq agent {"name", "arguments", "progress"}  ->  r seq {"result": ...} | {"error": ...}
                                                     p seq {progress, total, message} ...
   x seq                               ->  (the call is cancelled upstream)
@@ -29,6 +29,7 @@ from daemon.ipc import messages
 from daemon.ipc.zmq_endpoint import ZmqEndpoint, bind_router
 from daemon.protocol.jsonrpc import INTERNAL_ERROR, TIMED_OUT, RpcError
 from daemon.tools.mcp_stdio import StdioMcpClient
+from daemon.worker.background import first_set
 from daemon.worker.call_tasks import CallTasks
 from daemon.worker.runtime import EXIT_UPSTREAM_EXITED, JobExit, WorkerHandle, describe_exit
 
@@ -127,11 +128,7 @@ async def run(worker: WorkerHandle, name: str, command: list[str], endpoint: str
     worker.send({"k": messages.UPSTREAM_TOOLS, "upstream": name,
                  "endpoint": service.endpoint, "tools": tools})
     await worker.ready()
-    stop = asyncio.ensure_future(worker.stopping.wait())
-    gone = asyncio.ensure_future(client.exited.wait())
-    await asyncio.wait({stop, gone}, return_when=asyncio.FIRST_COMPLETED)
-    stop.cancel()
-    gone.cancel()
+    await first_set(worker.stopping, client.exited)
     await service.close()
     await client.close()
     if not worker.stopping.is_set():

@@ -1,1 +1,2 @@
-"""What runs inside a worker process: the runtime every worker shares."""
+"""What runs inside every worker process: the runtime, the owner of its background
+loops, and the calls in flight."""

@@ -1,13 +1,19 @@
-"""The calls a worker is running, each its own task: started, cancelled by key, drained."""
+"""The calls a worker is running, each its own task: started, cancelled by key, drained.
+
+Not a TaskGroup: one call that fails must not cancel the others.  This is their owner
+instead: it waits for them at the drain and logs the error of any that failed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Coroutine, Hashable
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+log = logging.getLogger("worker")
 
 
 class CallTasks(Generic[K]):
@@ -22,8 +28,10 @@ class CallTasks(Generic[K]):
         self._tasks[key] = task
         task.add_done_callback(functools.partial(self._forget, key))
 
-    def _forget(self, key: K, _task: asyncio.Task[None]) -> None:
+    def _forget(self, key: K, task: asyncio.Task[None]) -> None:
         self._tasks.pop(key, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call %r failed", key, exc_info=task.exception())
 
     def cancel(self, key: K) -> None:
         task = self._tasks.get(key)

@@ -38,6 +38,7 @@ from daemon import logs
 from daemon.ipc import curve, messages
 from daemon.ipc.call_slot import INTERRUPT_SIGNAL, CallSlot
 from daemon.ipc.zmq_endpoint import ZmqEndpoint
+from daemon.worker.background import background
 
 log = logging.getLogger("worker")
 
@@ -67,8 +68,8 @@ class WorkerBoot:
     heartbeat_timeout: float
     log_level: str = "info"
     env: dict[str, str] = field(default_factory=dict)
-    slot_path: str = ""  # the call slot this incarnation writes (supervision.call_slot)
-    bus_curve: curve.ClientSide | None = None  # keys for a tcp:// bus (transport.curve)
+    slot_path: str = ""  # the call slot this incarnation writes (ipc.call_slot)
+    bus_curve: curve.ClientSide | None = None  # keys for a tcp:// bus (ipc.curve)
 
 
 class JobExit(Exception):
@@ -219,7 +220,6 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
     if slot is not None:  # raise HookOverrun in a hook the master says overran
         signal.signal(INTERRUPT_SIGNAL, slot.interrupt)
     worker = WorkerHandle(boot, endpoint, ctx, slot)
-    master_gone = asyncio.Event()
     threading.Thread(target=_watch_master, args=(master_fd,), name="master-watch",
                      daemon=True).start()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.stopping.set)
@@ -228,30 +228,21 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
         while True:
             await asyncio.sleep(boot.heartbeat_interval)
             worker.send({"k": messages.HEARTBEAT})
-            if time.monotonic() - last_master_hb > 2 * boot.heartbeat_timeout:
-                log.error("no word from the master for %.1fs; exiting",
-                          time.monotonic() - last_master_hb)
-                master_gone.set()
+            silent = time.monotonic() - last_master_hb
+            if silent > 2 * boot.heartbeat_timeout:
+                log.error("no word from master %d for %.1fs; exiting", boot.master_pid, silent)
+                _end_process_group()
 
-    hb_task = asyncio.create_task(heartbeat())
-    gone_task = asyncio.create_task(master_gone.wait())
-    job_task = asyncio.create_task(job(worker, **boot.options))
-    await asyncio.wait({job_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
-    if master_gone.is_set():
-        log.warning("master %d stopped answering; exiting", boot.master_pid)
-        _end_process_group()
-    hb_task.cancel()
-    gone_task.cancel()
     code = 0
     try:
-        job_task.result()
+        async with background(heartbeat()):
+            await job(worker, **boot.options)
     except JobExit as exc:
         log.error("%s", exc)
         code = exc.code
     except Exception:
         log.exception("job %s failed", boot.target)
         code = 1
-    await asyncio.gather(hb_task, gone_task, return_exceptions=True)
     endpoint.close()
     ctx.destroy(linger=0)  # closes whatever sockets a job left open, then terminates
     return code

@@ -75,6 +75,15 @@ CASES = [
     (b'{"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": [1]}', (4, -32602)),
     (b'{"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"_meta": 3}}',
      (5, -32602)),
+    # the master reads a call's head only; what it skipped, the worker's full parse finds
+    (b'{"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "echo", '
+     b'"arguments": {"x": "\xff"}, "_meta": {"io.workingagents/token": "%b"}}}'
+     % TOKENS["bob"].encode(), (None, -32700)),
+    (b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "echo", '
+     b'"arguments": {"x": 1e999}, "_meta": {"io.workingagents/token": "%b"}}}'
+     % TOKENS["bob"].encode(), (None, -32700)),
+    (b'{"jsonrpc": "2.0", "id": 18446744073709551616, "method": "tools/list", "params": '
+     b'{"_meta": {"io.workingagents/token": "%b"}}}' % TOKENS["bob"].encode(), (None, -32600)),
 ]
 
 

@@ -1,10 +1,13 @@
 """The master's side of every agent call: authenticate, route, and answer exactly once.
 
-Per message the master does only what routing needs: decode, check the JSON-RPC shape,
-find the agent, pick its gateway worker (sharded by agent name, so per-agent state lives
-in one worker), and forward the raw bytes.  The handshake methods that need no policy
-(initialize, ping, server/discover) are answered here.  Responses come back as raw bytes
-and go to the agent without being decoded.
+Per message the master does only what routing needs: decode a tools/* request's head
+(protocol.request_head: its arguments stay bytes), find the agent, pick its gateway
+worker (sharded by agent name, so per-agent state lives in one worker), and forward the
+raw bytes with the tool's name; the worker parses the request in full, once.  Messages
+the master answers itself (the handshake methods that need no policy: initialize, ping,
+server/discover; notifications; errors) it parses in full, and refuses a key given twice
+before it acts on one.  Responses come back as raw bytes and go to the agent without
+being decoded.
 
 Fate of a call: a call waits in the master while its worker is not READY and goes out
 when it is.  If its worker dies, a call on which a tool had started gets -32014 (its
@@ -34,14 +37,14 @@ from daemon.front.auth import Agent, Authenticator
 from daemon.front.quarantine import Quarantine, QuarantineLimits
 from daemon.ipc import messages
 from daemon.ipc.bus import WorkerBus
-from daemon.protocol import jsonrpc, mcp
-from daemon.protocol.duplicate_keys import duplicate_key
+from daemon.protocol import jsonrpc, mcp, request_head
+from daemon.protocol.duplicate_keys import duplicate_key, duplicate_message
 from daemon.protocol.jsonrpc import RpcError
+from daemon.protocol.request_head import GATEWAY_METHODS
 from daemon.supervision.worker_child import WorkerChild
 
 log = logging.getLogger("gateway")
-
-GATEWAY_METHODS = frozenset({"tools/list", "tools/call"})
+_ANSWERED = object()  # what _parse_in_full returns for a message it has answered
 
 
 class Connection:
@@ -126,27 +129,56 @@ class Switchboard:
 
     def on_message(self, conn: Connection, raw: bytes) -> None:
         conn.last_active = time.monotonic()
+        head = request_head.decode(raw)  # a tools/* request's routing fields, and no more
+        if head is None:
+            self._on_parsed(conn, raw)
+            return
+        rid, meta = head.id, head.params.meta
+        assert rid is not None  # a head has one
+        try:
+            mcp.request_version(meta)  # raises for a version this gateway does not speak
+            self._route(conn, rid, self._agent(conn, meta), head.method, head.tool, raw)
+        except RpcError as exc:  # the master answers it: so it parses it in full first
+            if self._parse_in_full(conn, raw) is not _ANSWERED:
+                self._answer_refusal(conn, rid, exc)
+
+    def _on_parsed(self, conn: Connection, raw: bytes) -> None:
+        """Every message that is not a plain tools/* request: parsed in full, here."""
+        message = self._parse_in_full(conn, raw)
+        if message is _ANSWERED:
+            return
+        rid = message.get("id") if type(message) is dict else None
+        try:
+            self._dispatch(conn, message, raw)
+        except RpcError as exc:  # notifications never raise, so this always has a reader
+            self._answer_refusal(conn, rid, exc)
+
+    @staticmethod
+    def _parse_in_full(conn: Connection, raw: bytes) -> Any:
+        """The message, or _ANSWERED if it is not JSON or gives a key twice in one object
+        (which one counts would depend on the reader: refused)."""
         try:
             message = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             conn.send(jsonrpc.error(None, jsonrpc.PARSE_ERROR, f"Parse error: {exc}"))
-            return
-        rid = message.get("id") if type(message) is dict else None
+            return _ANSWERED
         twice = duplicate_key(raw, message)
-        if twice is not None:  # which one counts would depend on the reader: refused
-            if type(message) is not dict or "id" in message:  # a notification: no answer
-                conn.send(jsonrpc.error(rid if jsonrpc.valid_id(rid) and twice != "id"
-                                        else None, jsonrpc.INVALID_REQUEST,
-                                        f"Invalid Request: key {twice[:64]!r} appears twice "
-                                        "in one object"))
-            return
-        try:
-            self._dispatch(conn, message, raw)
-        except RpcError as exc:  # notifications never raise, so this always has a reader
-            if exc.code == jsonrpc.UNAUTHENTICATED:  # counted, not audited: floods are cheap
-                metrics.unauthenticated(conn.transport)
-            conn.send(jsonrpc.error(rid if jsonrpc.valid_id(rid) else None, exc.code,
-                                    exc.message, exc.data))
+        if twice is None:
+            return message
+        if type(message) is not dict or "id" in message:  # a notification: no answer
+            rid = message.get("id") if type(message) is dict else None
+            conn.send(jsonrpc.error(rid if jsonrpc.valid_id(rid) and twice != "id" else None,
+                                    jsonrpc.INVALID_REQUEST, duplicate_message(twice)))
+        return _ANSWERED
+
+    def _answer_refusal(self, conn: Connection, rid: Any, error: RpcError) -> None:
+        if error.code == jsonrpc.UNAUTHENTICATED:  # counted, not audited: floods are cheap
+            metrics.unauthenticated(conn.transport)
+        if isinstance(error, Refused) and self.audit is not None:
+            self.audit.submit(master_record("refused", error.agent, error.tool, error.code,
+                                            error.message))
+        conn.send(jsonrpc.error(rid if jsonrpc.valid_id(rid) else None, error.code,
+                                error.message, error.data))
 
     def _dispatch(self, conn: Connection, message: Any, raw: bytes) -> None:
         if type(message) is not dict or message.get("jsonrpc") != "2.0":
@@ -178,9 +210,10 @@ class Switchboard:
             conn.send(jsonrpc.result(rid, mcp.discover_result()))
         elif method == "ping":
             conn.send(jsonrpc.result(rid, mcp.finish({}, stateless)))
-        elif method in GATEWAY_METHODS:
+        elif method in GATEWAY_METHODS:  # not a head (a field of an unexpected type)
             agent = self._agent(conn, meta)
-            self._route(conn, rid, agent, method, params, raw)
+            name = params.get("name") if method == "tools/call" else None
+            self._route(conn, rid, agent, method, name if isinstance(name, str) else None, raw)
         else:
             raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
 
@@ -232,13 +265,14 @@ class Switchboard:
                 self._cancel(seq)
 
     def _route(self, conn: Connection, rid: jsonrpc.RequestId, agent: Agent, method: str,
-               params: dict[str, Any], raw: bytes) -> None:
+               tool: str | None, raw: bytes) -> None:
+        """Hand the request to its agent's worker; raises before it changes anything."""
         limits = self.limits
         if rid in conn.inflight:
             raise RpcError(jsonrpc.INVALID_REQUEST, f"Invalid Request: id {rid!r} is already "
                                                     "in flight on this connection")
         if len(conn.inflight) >= limits.max_inflight_per_connection:
-            raise self._refused(agent, method, params, RpcError(
+            raise _refused(agent, method, tool, RpcError(
                 jsonrpc.BUSY, "Busy: this connection has "
                 f"{limits.max_inflight_per_connection} calls in flight; retry later"))
         workers = self.workers()
@@ -247,23 +281,21 @@ class Switchboard:
         worker = workers[zlib.crc32(agent.name.encode()) % len(workers)]
         load = self._per_worker.get(worker.id, 0)
         if load >= limits.max_inflight_per_worker:
-            raise self._refused(agent, method, params, RpcError(
+            raise _refused(agent, method, tool, RpcError(
                 jsonrpc.BUSY, f"Busy: gateway worker {worker.id} has {load} calls in "
                 "flight; retry later"))
         timeout = limits.call_timeout
-        tool = None
         now = time.monotonic()
         if method == "tools/call":
             wait = self.quarantine.retry_after(agent.name, now)
             if wait:
-                raise self._refused(agent, method, params, _quarantined(agent.name, wait))
-            name = params.get("name")
-            tool = name if isinstance(name, str) else None
-            timeout = limits.tool_timeouts.get(str(name), timeout)
+                raise _refused(agent, method, tool, _quarantined(agent.name, wait))
+            if tool is not None:
+                timeout = limits.tool_timeouts.get(tool, timeout)
         seq = next(self._seq)
         call = RoutedCall(conn, rid, agent.name, tool, worker,
-                    messages.pack_call(seq, agent.name, raw),
-                    now + timeout + 1.0)  # the worker times out first
+                          messages.pack_call(seq, agent.name, tool, raw),
+                          now + timeout + 1.0)  # the worker times out first
         self.calls[seq] = call
         conn.inflight[rid] = seq
         self._per_worker[worker.id] = load + 1
@@ -271,15 +303,6 @@ class Switchboard:
         if identity is not None:
             self.bus.send_raw(identity, call.payload)
             call.identity = identity
-
-    def _refused(self, agent: Agent, method: str, params: dict[str, Any],
-                 error: RpcError) -> RpcError:
-        """A tools/call turned away before any worker saw it still leaves a record (its
-        answer is an error, so it does not wait for it)."""
-        if self.audit is not None and method == "tools/call":
-            self.audit.submit(master_record("refused", agent.name, params.get("name"),
-                                            error.code, error.message))
-        return error
 
     # -- gateway -> agent -------------------------------------------------------------
 
@@ -404,6 +427,20 @@ class Switchboard:
                          now - conn.last_active)
                 conn.close()
                 self.detach(conn)
+
+
+class Refused(RpcError):
+    """A tools/call turned away before any worker saw it: it still leaves a record (its
+    answer is an error, so it does not wait for it)."""
+
+    def __init__(self, agent: str, tool: str | None, error: RpcError) -> None:
+        super().__init__(error.code, error.message, error.data)
+        self.agent = agent
+        self.tool = tool
+
+
+def _refused(agent: Agent, method: str, tool: str | None, error: RpcError) -> RpcError:
+    return Refused(agent.name, tool, error) if method == "tools/call" else error
 
 
 def _quarantined(agent: str, wait: float) -> RpcError:

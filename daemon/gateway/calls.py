@@ -1,8 +1,11 @@
 """What a gateway worker does with one agent request: tools/list or tools/call.
 
-The master has checked the JSON-RPC shape, the protocol version and the token; here the
-agent's roles decide what it sees and may call, then the tool runs under its timeout.
-Every request ends in exactly one response (or none, if the agent cancelled it).
+The master has read the request's head (protocol.request_head: the JSON-RPC shape, the
+protocol version, the token and the tool's name) and passes the name along; here the
+request is parsed in full, once, and refused if a key appears twice in one object (the
+master read last-wins values: they must be the only ones).  Then the agent's roles
+decide what it sees and may call, and the tool runs under its timeout.  Every request
+ends in exactly one response (or none, if the agent cancelled it).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from daemon.gateway.upstream_links import upstream_unavailable
 from daemon.ipc.call_slot import CallSlot
 from daemon.plugin import Call
 from daemon.protocol import jsonrpc, mcp
+from daemon.protocol.duplicate_keys import duplicate_key, duplicate_message
 from daemon.protocol.jsonrpc import RpcError
 from daemon.tools.registry import Progress, Tool, ToolRegistry
 
@@ -49,7 +53,7 @@ class Pending:
 class Answer:
     """A response, and the audit record that must be durable before it may be sent."""
 
-    rid: jsonrpc.RequestId
+    rid: jsonrpc.RequestId | None
     reply: bytes
     trace: Trace | None = None  # None: not a tools/call (no record)
     record: bytes | None = None
@@ -69,21 +73,30 @@ class CallHandler:
         self.worker = worker
         self.keep_arguments = keep_arguments
 
-    def begin(self, agent: str, raw: bytes, seq: int = 0) -> Answer | Pending:
+    def begin(self, agent: str, name: str | None, raw: bytes,
+              seq: int = 0) -> Answer | Pending:
         """The answer, when nothing must be awaited (tools/list, an inline tool and no
         plugins, an error found before any tool runs); else the call to ``finish``.
+        ``name``: the tool the master read (None: tools/list, or not a string).
         The caller marks the call slot around it: an inline tool may run here."""
-        message = orjson.loads(raw)
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:  # text the master's head reader skipped
+            return Answer(None, jsonrpc.error(None, jsonrpc.PARSE_ERROR, f"Parse error: {exc}"))
         rid = message["id"]
+        twice = duplicate_key(raw, message)
+        if twice is not None:
+            return Answer(rid, jsonrpc.error(None if twice == "id" else rid,
+                                             jsonrpc.INVALID_REQUEST, duplicate_message(twice)))
         params = message.get("params") or {}
         trace = None
         try:
             stateless = mcp.request_version(params.get("_meta")) is not None
             if message["method"] == "tools/list":
                 return Answer(rid, jsonrpc.result(rid, self.list_tools(agent, stateless)))
-            trace = Trace(self.worker, agent, params.get("name"), params.get("arguments"),
+            trace = Trace(self.worker, agent, name, params.get("arguments"),
                           self.keep_arguments)
-            tool, arguments = self._resolve(agent, params)
+            tool, arguments = self._resolve(agent, name, params)
             trace.known = True
             pending = Pending(agent, rid, params, stateless, tool, arguments, trace, seq)
             if tool.inline is None or self.plugins.chain:
@@ -121,10 +134,10 @@ class CallHandler:
                    if self.policy.may_call(agent, t.name)]
         return mcp.finish({"tools": visible}, stateless, cacheable=True)
 
-    def _resolve(self, agent: str, params: dict[str, Any]) -> tuple[Tool, dict[str, Any]]:
+    def _resolve(self, agent: str, name: str | None,
+                 params: dict[str, Any]) -> tuple[Tool, dict[str, Any]]:
         """The tool and arguments of a call, once the agent may make it."""
-        name = params.get("name")
-        if not isinstance(name, str):
+        if name is None:
             raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: tools/call needs a "
                                                    "string params.name")
         tool = self.tools.get(name)

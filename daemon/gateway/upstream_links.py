@@ -33,7 +33,7 @@ class UpstreamLinks:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
         self.ctx = ctx
         self.links: dict[str, tuple[str, ZmqEndpoint]] = {}  # name -> endpoint, socket
-        self.waiting: dict[int, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
+        self.waiting: dict[int, tuple[str, asyncio.Future[bytes]]] = {}  # -> the envelope
         self.progress: dict[int, Progress] = {}
         self._seq = itertools.count(1)
         self.states: dict[str, str] = {}  # name -> up | restarting | down
@@ -100,35 +100,34 @@ class UpstreamLinks:
             entry = self.links[upstream]
         link = entry[1]
         seq = next(self._seq)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.waiting[seq] = (upstream, future)
         if progress is not None:
             self.progress[seq] = progress
-        link.send([messages.pack_call(seq, "", orjson.dumps({
-            "name": tool, "arguments": arguments, "progress": progress is not None}))])
+        # the arguments are encoded once, here: the upstream worker splices them as bytes
+        link.send([messages.pack_upstream_call(seq, tool, progress is not None,
+                                               orjson.dumps(arguments or {}))])
         try:
-            body = await future
+            envelope = await future
         except asyncio.CancelledError:
             link.send([messages.pack_cancel(seq)])
             raise
         finally:
             self.waiting.pop(seq, None)
             self.progress.pop(seq, None)
-        if "error" in body:
-            raise RpcError(int(body["error"]["code"]), str(body["error"]["message"]))
-        result: dict[str, Any] = body["result"]
-        return result
+        return _result(envelope)
 
     def _on_reply(self, frames: list[bytes]) -> None:
-        seq, raw = messages.unpack_seq(frames[-1])
-        if frames[-1][:1] == messages.PROGRESS:
+        envelope = frames[-1]
+        seq, raw = messages.unpack_seq(envelope)
+        if envelope[:1] == messages.PROGRESS:
             report = self.progress.get(seq)
             if report is not None:
                 report(orjson.loads(raw))
             return
         entry = self.waiting.get(seq)
         if entry is not None and not entry[1].done():
-            entry[1].set_result(orjson.loads(raw))
+            entry[1].set_result(envelope)
 
     def close(self) -> None:
         for _endpoint, link in self.links.values():
@@ -141,6 +140,24 @@ class UpstreamLinks:
                 future.set_exception(RpcError(jsonrpc.TOOL_UNAVAILABLE, f"Tool unavailable: "
                                               f"upstream {upstream} went down during the "
                                               "call; its outcome is unknown"))
+
+
+def _result(envelope: bytes) -> dict[str, Any]:
+    """The result an upstream worker passed on as the server's bytes, parsed once (the
+    plugins and the agent's era need it as a dict), or its error raised."""
+    kind, body = envelope[:1], memoryview(envelope)[9:]
+    if kind == messages.FAILED:
+        error = orjson.loads(body)
+        raise RpcError(int(error["code"]), str(error["message"]))
+    try:
+        result = orjson.loads(body) or {}
+    except orjson.JSONDecodeError as exc:
+        raise RpcError(jsonrpc.INTERNAL_ERROR, f"upstream error: its result is not JSON "
+                                               f"({exc})") from None
+    if not isinstance(result, dict):
+        raise RpcError(jsonrpc.INTERNAL_ERROR, "upstream error: its result is not an object")
+    result.pop("resultType", None)  # the gateway adds its own for its agent's era
+    return result
 
 
 def upstream_unavailable(upstream: str, retry_at: float | None = None) -> RpcError:

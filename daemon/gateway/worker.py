@@ -56,14 +56,14 @@ class GatewayService:
     def on_envelope(self, payload: bytes) -> None:
         kind = payload[:1]
         if kind == messages.CALL:
-            seq, agent, raw = messages.unpack_call(payload)
+            seq, agent, tool, raw = messages.unpack_call(payload)
             slot = self.slot
             if slot is None:
-                begun = self.handler.begin(agent, raw, seq)
+                begun = self.handler.begin(agent, tool, raw, seq)
             else:
                 slot.running(seq)
                 try:
-                    begun = self.handler.begin(agent, raw, seq)
+                    begun = self.handler.begin(agent, tool, raw, seq)
                 finally:
                     slot.idle()
             if isinstance(begun, Answer):

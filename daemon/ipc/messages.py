@@ -23,12 +23,25 @@ Data path (same sockets, binary envelopes, so the master never re-encodes a call
 
 | first byte | direction        | layout                        | meaning                    |
 |------------|------------------|-------------------------------|----------------------------|
-| c          | master -> worker | c, seq u64, len u8, agent, raw | one agent request          |
+| c          | master -> worker | c, seq u64, len u8, agent,    | one agent request, with    |
+|            |                  | len u32, tool, raw            | the tool tools/call names  |
 | x          | master -> worker | x, seq u64                    | cancel that request        |
 | s          | worker -> master | s, seq u64                    | a tool starts on this call |
 | r          | worker -> master | r, seq u64, raw               | the JSON-RPC response      |
 | p          | worker -> master | p, seq u64, raw               | progress notification      |
 | B          | either way       | B, (len u32, envelope)...     | envelopes of one loop turn |
+
+A tool name's len is NO_TOOL when there is none (tools/list, or a name that is not a
+string): the worker answers from the request, which it parses in full.
+
+Upstream calls (gateway worker DEALER -> an upstream worker's ROUTER; same x and p):
+
+| first byte | direction        | layout                        | meaning                    |
+|------------|------------------|-------------------------------|----------------------------|
+| u          | gateway -> upstr | u, seq u64, progress u8,      | call tool with arguments   |
+|            |                  | len u32, tool, arguments      | (a JSON object, as bytes)  |
+| r          | upstr -> gateway | r, seq u64, result            | the server's result bytes  |
+| f          | upstr -> gateway | f, seq u64, {code, message}   | the call failed            |
 
 Audit (gateway workers' and the master's DEALER -> the audit process's ROUTER):
 
@@ -71,6 +84,8 @@ PLUGIN_REPLY = "plugin_reply"
 PLUGIN_STATE = "plugin_state"
 
 CALL = b"c"
+UPSTREAM_CALL = b"u"
+FAILED = b"f"
 CANCEL = b"x"
 REPLY = b"r"
 PROGRESS = b"p"
@@ -81,6 +96,8 @@ ACK = b"k"
 NACK = b"n"
 _SEQ = struct.Struct("!Q")
 _LEN = struct.Struct("!I")
+_SEQ_LEN = struct.Struct("!QBI")
+NO_TOOL = 0xFFFFFFFF
 _RANGE = struct.Struct("!QQ")
 
 
@@ -113,15 +130,34 @@ def is_data(payload: bytes) -> bool:
     return payload[:1] != b"{"
 
 
-def pack_call(seq: int, agent: str, raw: bytes) -> bytes:
+def pack_call(seq: int, agent: str, tool: str | None, raw: bytes) -> bytes:
     name = agent.encode()
-    return CALL + _SEQ.pack(seq) + bytes((len(name),)) + name + raw
+    named = b"" if tool is None else tool.encode()
+    return b"".join((CALL, _SEQ.pack(seq), bytes((len(name),)), name,
+                     _LEN.pack(NO_TOOL if tool is None else len(named)), named, raw))
 
 
-def unpack_call(payload: bytes) -> tuple[int, str, bytes]:
+def unpack_call(payload: bytes) -> tuple[int, str, str | None, bytes]:
+    """(seq, agent, tool, raw) of a CALL envelope."""
     (seq,) = _SEQ.unpack_from(payload, 1)
-    size = payload[9]
-    return seq, payload[10:10 + size].decode(), payload[10 + size:]
+    at = 10 + payload[9]
+    agent = payload[10:at].decode()
+    (size,) = _LEN.unpack_from(payload, at)
+    if size == NO_TOOL:
+        return seq, agent, None, payload[at + 4:]
+    return seq, agent, payload[at + 4:at + 4 + size].decode(), payload[at + 4 + size:]
+
+
+def pack_upstream_call(seq: int, tool: str, progress: bool, arguments: bytes) -> bytes:
+    name = tool.encode()
+    return UPSTREAM_CALL + _SEQ_LEN.pack(seq, progress, len(name)) + name + arguments
+
+
+def unpack_upstream_call(payload: bytes) -> tuple[int, str, bool, bytes]:
+    """(seq, tool, progress wanted, arguments) of an UPSTREAM_CALL envelope."""
+    seq, progress, size = _SEQ_LEN.unpack_from(payload, 1)
+    at = 1 + _SEQ_LEN.size
+    return seq, payload[at:at + size].decode(), bool(progress), payload[at + size:]
 
 
 def pack_seq(kind: bytes, seq: int, rest: bytes = b"") -> bytes:
@@ -143,6 +179,10 @@ def pack_cancel(seq: int) -> bytes:
 
 def pack_reply(seq: int, raw: bytes) -> bytes:
     return REPLY + _SEQ.pack(seq) + raw
+
+
+def pack_failed(seq: int, code: int, message: str) -> bytes:
+    return FAILED + _SEQ.pack(seq) + orjson.dumps({"code": code, "message": message})
 
 
 def unpack_seq(payload: bytes) -> tuple[int, bytes]:

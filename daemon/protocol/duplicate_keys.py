@@ -34,6 +34,11 @@ def duplicate_key(raw: bytes, parsed: Any) -> str | None:
     return _first_duplicate(raw)
 
 
+def duplicate_message(key: str) -> str:
+    """The -32600 message that names the key."""
+    return f"Invalid Request: key {key[:64]!r} appears twice in one object"
+
+
 class _Duplicate(Exception):
     def __init__(self, key: str) -> None:
         self.key = key

@@ -7,6 +7,10 @@ notifications go to a callback.  The server runs in the worker's process group, 
 parent-death signal, so it never outlives its worker.  Its stderr goes to the log, one
 event per line (stderr_relay).
 
+A tool's arguments and result pass through as bytes: the arguments are spliced into the
+request line, and each line the server writes is decoded only as far as matching it
+needs (msgspec), its result kept as the server's bytes for the gateway to parse once.
+
 What the server writes is bounded: a message over MAX_MESSAGE_BYTES is refused as it
 streams in (the request it answered fails at once, with a log line), and lines that are
 not JSON-RPC are ignored, with one log line per GARBAGE_LOG_EVERY seconds at most.
@@ -25,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import orjson
 
 from daemon import __version__
@@ -43,6 +48,17 @@ _REPLY_ID = re.compile(rb'\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(
 CLIENT_INFO = {"name": "workingagents-gateway", "version": __version__}
 
 
+class _Line(msgspec.Struct):
+    """A message from the server, as far as routing it needs; a result stays bytes."""
+
+    id: Any = msgspec.UNSET
+    method: Any = msgspec.UNSET
+    params: Any = None
+    result: msgspec.Raw = msgspec.Raw()  # empty: no result in the message
+    error: Any = msgspec.UNSET
+
+
+_read_line = msgspec.json.Decoder(_Line).decode
 _PRCTL = ctypes.CDLL(None).prctl  # resolved here: the child only makes one C call
 
 
@@ -63,7 +79,7 @@ class StdioMcpClient:
         self.proc: asyncio.subprocess.Process | None = None
         self.exited = asyncio.Event()
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[int, asyncio.Future[_Line]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._stderr: asyncio.Task[None] | None = None
         self._garbage = 0  # lines ignored since the last log line about them
@@ -112,20 +128,18 @@ class StdioMcpClient:
 
     def _on_line(self, line: bytes) -> None:
         try:
-            message = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            message = None
-        if not isinstance(message, dict):
+            message = _read_line(line)
+        except msgspec.DecodeError:  # not JSON, or not an object
             if line.strip():
                 self._ignored()
             return
-        rid = message.get("id")
+        rid, method = message.id, message.method
         future = self._pending.pop(rid, None) \
-            if "method" not in message and isinstance(rid, int) else None
+            if method is msgspec.UNSET and isinstance(rid, int) else None
         if future is not None and not future.done():
             future.set_result(message)
-        elif "method" in message and "id" not in message and self.on_notification:
-            self.on_notification(message)
+        elif method is not msgspec.UNSET and rid is msgspec.UNSET and self.on_notification:
+            self.on_notification({"jsonrpc": "2.0", "method": method, "params": message.params})
 
     def _ignored(self) -> None:
         """A line that is not a JSON-RPC object: counted, and logged now and then."""
@@ -146,10 +160,10 @@ class StdioMcpClient:
             future.set_exception(RpcError(INTERNAL_ERROR, "upstream error: its answer is "
                                           f"over {MAX_MESSAGE_BYTES} bytes; refused"))
 
-    async def _write(self, message: dict[str, Any]) -> None:
+    async def _write(self, line: bytes) -> None:
         assert self.proc is not None and self.proc.stdin is not None
         try:
-            self.proc.stdin.write(orjson.dumps(message) + b"\n")
+            self.proc.stdin.write(line)
             await self.proc.stdin.drain()
         except (RuntimeError, ConnectionError) as exc:  # uvloop: RuntimeError once closed
             raise RpcError(TOOL_UNAVAILABLE, f"Tool unavailable: the upstream server's "
@@ -160,20 +174,30 @@ class StdioMcpClient:
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             message["params"] = params
-        await self._write(message)
+        await self._write(orjson.dumps(message) + b"\n")
 
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        rid = next(self._ids)
         if self.modern:
             params = {**params, "_meta": {**params.get("_meta", {}),
                                           **mcp.stateless_meta(CLIENT_INFO)}}
+        raw = await self._exchange(method, orjson.dumps(params))
+        result = orjson.loads(raw) if raw else None
+        if result is not None and not isinstance(result, dict):
+            raise RpcError(INTERNAL_ERROR, f"upstream error: its {method} result is not an "
+                                           "object")
+        return result or {}
+
+    async def _exchange(self, method: str, params: bytes) -> bytes:
+        """Send a request whose ``params`` are JSON bytes; its result's bytes (b"" for
+        none), or its error raised."""
+        rid = next(self._ids)
         if self.exited.is_set():  # the reader has failed its pending calls already
             raise RpcError(TOOL_UNAVAILABLE, "Tool unavailable: the upstream server exited")
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_Line] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         try:
-            await self._write({"jsonrpc": "2.0", "id": rid, "method": method,
-                               "params": params})
+            await self._write(b'{"jsonrpc":"2.0","id":%d,"method":%b,"params":%b}\n'
+                              % (rid, orjson.dumps(method), params))
             reply = await future
         except asyncio.CancelledError:
             self._pending.pop(rid, None)
@@ -181,12 +205,13 @@ class StdioMcpClient:
                 await self.notify("notifications/cancelled", {"requestId": rid,
                                                               "reason": "cancelled"})
             raise
-        if "error" in reply:
-            err = reply["error"]
+        err = reply.error
+        if err is not msgspec.UNSET:
+            if not isinstance(err, dict):
+                raise RpcError(INTERNAL_ERROR, f"upstream error: {err!r}")
             raise RpcError(int(err.get("code", INTERNAL_ERROR)), str(err.get("message")),
                            err.get("data"))
-        result: dict[str, Any] = reply.get("result") or {}
-        return result
+        return bytes(reply.result)
 
     async def list_tools(self) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
@@ -198,14 +223,18 @@ class StdioMcpClient:
             if not cursor:
                 return tools
 
-    async def call_tool(self, name: str, arguments: dict[str, Any],
-                        progress_token: str | None = None) -> dict[str, Any]:
-        params: dict[str, Any] = {"name": name, "arguments": arguments}
+    async def call_tool(self, name: str, arguments: bytes,
+                        progress_token: str | None = None) -> bytes:
+        """``arguments``: a JSON object's bytes, spliced in as they are; the result's
+        bytes as the server wrote them (b"{}" for none)."""
+        meta: dict[str, Any] = {}
         if progress_token is not None:
-            params["_meta"] = {"progressToken": progress_token}
-        result = await self.request("tools/call", params)
-        result.pop("resultType", None)  # the gateway adds its own for its agent's era
-        return result
+            meta["progressToken"] = progress_token
+        if self.modern:
+            meta.update(mcp.stateless_meta(CLIENT_INFO))
+        params = b'{"name":%b,"arguments":%b%b}' % (
+            orjson.dumps(name), arguments, b',"_meta":' + orjson.dumps(meta) if meta else b"")
+        return await self._exchange("tools/call", params) or b"{}"
 
     async def close(self, timeout: float = 3.0) -> None:
         try:

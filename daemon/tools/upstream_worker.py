@@ -8,9 +8,11 @@ ended; 4 if it never started): the supervisor restarts it under the OTP
 rules, and the master tells agents that the tools went and came back.
 
 Wire, gateway worker DEALER -> this ROUTER (envelopes of ipc.messages):
-  c seq agent {"name", "arguments", "progress"}  ->  r seq {"result": ...} | {"error": ...}
-                                                    p seq {progress, total, message} ...
-  x seq                               ->  (the call is cancelled upstream)
+  u seq progress tool arguments  ->  r seq result | f seq {"code", "message"}
+                                     p seq {progress, total, message} ...
+  x seq                          ->  (the call is cancelled upstream)
+The arguments and the result are JSON bytes this worker never parses: the arguments are
+spliced into the request it writes to the server, the result read out of its answer.
 
 Progress tokens sent upstream are this worker's own, one per call, so that two agents'
 tokens can never collide; updates go back to the caller under its call seq.
@@ -65,31 +67,35 @@ class UpstreamService:
             return
         peer, payload = frames
         kind = payload[:1]
-        if kind == messages.CALL:
-            seq, agent, raw = messages.unpack_call(payload)
-            self.tasks.start((peer, seq), self.serve(peer, seq, agent, raw))
+        if kind == messages.UPSTREAM_CALL:
+            seq, tool, progress, arguments = messages.unpack_upstream_call(payload)
+            self.tasks.start((peer, seq), self.serve(peer, seq, tool, progress, arguments))
         elif kind == messages.CANCEL:
             self.tasks.cancel((peer, messages.unpack_seq(payload)[0]))
 
-    async def serve(self, peer: bytes, seq: int, agent: str, raw: bytes) -> None:
-        call = orjson.loads(raw)
-        token = f"wa-{peer.hex()}-{seq}" if call.get("progress") else None
+    async def serve(self, peer: bytes, seq: int, tool: str, progress: bool,
+                    arguments: bytes) -> None:
+        if arguments[:1] != b"{" or b"\n" in arguments:  # it would not be one line
+            self.router.send([peer, messages.pack_failed(
+                seq, INTERNAL_ERROR, "malformed call: the arguments are not one JSON object")])
+            return
+        token = f"wa-{peer.hex()}-{seq}" if progress else None
         if token is not None:
             self.progress_routes[token] = (peer, seq)
         try:
-            body: dict[str, Any] = {"result": await self.client.call_tool(
-                call["name"], call.get("arguments") or {}, token)}
+            reply = messages.pack_reply(seq, await self.client.call_tool(tool, arguments,
+                                                                         token))
         except asyncio.CancelledError:
             return
         except RpcError as exc:
-            body = {"error": {"code": exc.code, "message": exc.message}}
+            reply = messages.pack_failed(seq, exc.code, exc.message)
         except Exception as exc:  # the server misbehaved; the agent gets a clear error
-            log.warning("%s: call to %s failed: %s", self.name, call.get("name"), exc)
-            body = {"error": {"code": INTERNAL_ERROR, "message": f"upstream error: {exc}"}}
+            log.warning("%s: call to %s failed: %s", self.name, tool, exc)
+            reply = messages.pack_failed(seq, INTERNAL_ERROR, f"upstream error: {exc}")
         finally:
             if token is not None:
                 self.progress_routes.pop(token, None)
-        self.router.send([peer, messages.pack_reply(seq, orjson.dumps(body))])
+        self.router.send([peer, reply])
 
     async def close(self) -> None:
         await self.tasks.cancel_all()

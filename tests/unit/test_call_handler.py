@@ -45,9 +45,15 @@ def call(tool: str, arguments: Any = None, rid: Any = 1) -> bytes:
     return request("tools/call", {"name": tool, "arguments": arguments or {}}, rid)
 
 
+def begin(handler: CallHandler, agent: str, raw: bytes) -> Answer | Pending:
+    """As the worker does, with the tool name the master read from the request."""
+    name = (orjson.loads(raw).get("params") or {}).get("name")
+    return handler.begin(agent, name if isinstance(name, str) else None, raw)
+
+
 def run(handler: CallHandler, agent: str, raw: bytes) -> Answer:
     """What the worker does: begin, and finish what must be awaited."""
-    begun = handler.begin(agent, raw)
+    begun = begin(handler, agent, raw)
     if isinstance(begun, Pending):
         return asyncio.run(handler.finish(begun))
     return begun
@@ -124,7 +130,7 @@ def test_a_hidden_tool_answers_like_an_unknown_one_but_its_record_says_the_roles
 
 def test_an_inline_tool_without_plugins_is_answered_by_begin_itself():
     h = handler()
-    begun = h.begin("alice", call("echo", {"text": "hi"}, rid="r1"))
+    begun = begin(h, "alice", call("echo", {"text": "hi"}, rid="r1"))
     assert isinstance(begun, Answer)
     assert orjson.loads(begun.reply)["id"] == "r1"
     assert orjson.loads(text(begun)) == {"text": "hi"}
@@ -136,7 +142,7 @@ def test_an_inline_tool_without_plugins_is_answered_by_begin_itself():
 
 def test_with_plugins_the_call_is_finished_through_their_hooks_and_the_record_lists_them():
     h = handler(Redactor(), Blocker(), Shouter())
-    begun = h.begin("alice", call("echo", {"text": "hi", "secret": "hunter2"}))
+    begun = begin(h, "alice", call("echo", {"text": "hi", "secret": "hunter2"}))
     assert isinstance(begun, Pending)  # hooks must be awaited, even for an inline tool
     answer = asyncio.run(h.finish(begun))
     assert text(answer) == "LOUD"
@@ -207,7 +213,7 @@ def with_audit(answer: str, scenario: Any) -> None:
 def test_a_tool_with_effects_starts_only_once_its_intent_is_durable_and_the_record_names_it():
     async def scenario(link: AuditLink, writer: AuditWriter) -> None:
         h = handler(audit=link)
-        begun = h.begin("bob", call("sleep", {"seconds": 0}))
+        begun = begin(h, "bob", call("sleep", {"seconds": 0}))
         assert isinstance(begun, Pending)
         recorded_when_started: list[list[str]] = []
         answer = await h.finish(begun, started=lambda: recorded_when_started.append(
@@ -225,7 +231,7 @@ def test_a_tool_with_effects_starts_only_once_its_intent_is_durable_and_the_reco
 def test_a_tool_whose_intent_the_audit_log_refuses_never_starts_and_answers_minus_32017():
     async def scenario(link: AuditLink, writer: AuditWriter) -> None:
         h = handler(audit=link)
-        begun = h.begin("bob", call("sleep", {"seconds": 0}))
+        begun = begin(h, "bob", call("sleep", {"seconds": 0}))
         assert isinstance(begun, Pending)
         started: list[bool] = []
         answer = await h.finish(begun, started=lambda: started.append(True))

@@ -74,6 +74,9 @@ def test_a_switchboard_revokes_a_removed_agent_and_keeps_what_did_not_change(tmp
             assert board.apply(write(tmp_path / "a.toml", "")) \
                 == ["agents, roles and gateway limits"]
             assert board.auth.agent_for(token) is None
+            idle = write(tmp_path / "a.toml", "[listen]\nidle_timeout = 5.0\n")
+            assert board.apply(idle) == ["agents, roles and gateway limits"]
+            assert board.limits.idle_timeout == 5.0
         finally:
             bus.close()
             ctx.term()

@@ -83,12 +83,13 @@ class Limits:
     max_inflight_per_worker: int
     call_timeout: float
     tool_timeouts: dict[str, float] = field(default_factory=dict)
+    idle_timeout: float = 300.0  # a connection silent this long is closed (sweep_idle)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         listen, gateway = settings.config.listen, settings.config.gateway
         return cls(listen.max_inflight_per_connection, listen.max_inflight_per_worker,
-                   gateway.call_timeout, dict(gateway.tool_timeouts))
+                   gateway.call_timeout, dict(gateway.tool_timeouts), listen.idle_timeout)
 
 
 class Switchboard:

@@ -324,7 +324,7 @@ class Master:
             self.root.check_liveness(now)
             self.board.expire(now)
             self.board.quarantine.expire(now)
-            self.board.sweep_idle(now, self.settings.config.listen.idle_timeout)
+            self.board.sweep_idle(now, self.board.limits.idle_timeout)
             self.lines.sweep(now)
             if now - last_reap >= 5.0:  # backstop in case a SIGCHLD was coalesced away
                 reaper.reap_orphans()

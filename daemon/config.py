@@ -12,7 +12,7 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -27,13 +27,25 @@ class ConfigError(Exception):
     """A config file that cannot be used; the message names file, key and expectation."""
 
 
+class Fixed:
+    """Marks a key (or a whole table) that a running daemon cannot change: a reload that
+    changes it is refused (daemon.master.fixed_settings words the refusal)."""
+
+    def __repr__(self) -> str:
+        return "FIXED"
+
+
+FIXED = Fixed()  # Annotated[type, FIXED]: beside the key it marks
+
+
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     pass
 
 
 class DaemonSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    state_dir: str = ""  # default: see default_state_dir()
-    runtime_dir: str = ""  # default: $RUNTIME_DIRECTORY, else <state_dir>/run
+    state_dir: Annotated[str, FIXED] = ""  # default: see default_state_dir()
+    # default: $RUNTIME_DIRECTORY, else <state_dir>/run
+    runtime_dir: Annotated[str, FIXED] = ""
     gateway_workers: int = 2
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"  # `serve --log-format` overrides it
@@ -41,7 +53,7 @@ class DaemonSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=T
 
 class ControlSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # Where the CLI reaches the master.  Default ipc://<runtime_dir>/control.sock (mode 0600).
-    endpoint: str = ""
+    endpoint: Annotated[str, FIXED] = ""
 
 
 class SupervisionSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -57,18 +69,21 @@ class SupervisionSection(_Section, forbid_unknown_fields=True, kw_only=True, fro
     backoff_initial: float = 0.05  # delay before the 2nd consecutive restart; doubles
     backoff_max: float = 5.0
     backoff_reset: float = 10.0  # a child up this long has its backoff forgotten
-    bus_endpoint: str = ""  # master<->workers; default ipc://<runtime_dir>/bus.sock
+    # master<->workers; default ipc://<runtime_dir>/bus.sock
+    bus_endpoint: Annotated[str, FIXED] = ""
 
 
 class ListenSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Where agents connect.  Port 0 (tcp) or "*" (zmq) picks a free port; the master
     publishes the ports it got in <state_dir>/control.json."""
 
-    tcp: str = "127.0.0.1:7700"  # TCP shim: newline-delimited JSON-RPC 2.0; "" = off
-    zmq: str = "tcp://127.0.0.1:7701"  # ZeroMQ ROUTER, one JSON-RPC message per frame; "" = off
+    # TCP shim: newline-delimited JSON-RPC 2.0; "" = off
+    tcp: Annotated[str, FIXED] = "127.0.0.1:7700"
+    # ZeroMQ ROUTER, one JSON-RPC message per frame; "" = off
+    zmq: Annotated[str, FIXED] = "tcp://127.0.0.1:7701"
     # ZeroMQ ROUTER with CurveZMQ: agents authenticate by a key registered in
     # [agents.NAME] curve_public_key; the server's keys are in <state_dir>/curve; "" = off
-    zmq_curve: str = ""
+    zmq_curve: Annotated[str, FIXED] = ""
     max_message_bytes: int = 1 << 20  # a longer line or frame is refused
     idle_timeout: float = 300.0  # a connection silent this long is closed
     line_timeout: float = 30.0  # a TCP line must complete this long after its first byte
@@ -151,10 +166,12 @@ class Config(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     gateway: GatewaySection = msgspec.field(default_factory=GatewaySection)
     roles: dict[str, RoleSection] = msgspec.field(default_factory=dict)
     agents: dict[str, AgentSection] = msgspec.field(default_factory=dict)
-    upstreams: dict[str, UpstreamSection] = msgspec.field(default_factory=dict)
+    # upstream workers, the audit process and the metrics listener take their settings
+    # only when they start
+    upstreams: Annotated[dict[str, UpstreamSection], FIXED] = msgspec.field(default_factory=dict)
     plugins: PluginsSection = msgspec.field(default_factory=PluginsSection)
-    audit: AuditSection = msgspec.field(default_factory=AuditSection)
-    metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
+    audit: Annotated[AuditSection, FIXED] = msgspec.field(default_factory=AuditSection)
+    metrics: Annotated[MetricsSection, FIXED] = msgspec.field(default_factory=MetricsSection)
 
 
 @dataclass(frozen=True)
@@ -176,6 +193,14 @@ class Settings:
     @property
     def audit_endpoint(self) -> str:
         return f"ipc://{self.runtime_dir}/audit.sock"
+
+    def in_force(self, key: str, raw: Any) -> Any:
+        """A key's value as the daemon uses it: resolved, for the paths and endpoints the
+        config may leave to a default (``raw``: the key's value in the file)."""
+        resolved = {"daemon.state_dir": self.state_dir, "daemon.runtime_dir": self.runtime_dir,
+                    "control.endpoint": self.control_endpoint,
+                    "supervision.bus_endpoint": self.bus_endpoint}
+        return resolved.get(key, raw)
 
     @property
     def control_file(self) -> Path:

@@ -114,3 +114,57 @@ def test_every_client_command_reports_an_unreadable_config_in_one_line(tmp_path,
     assert out.returncode == 1
     assert out.stderr.strip() == f"Error: {path}: not valid TOML: Expected ']' at the end " \
                                  "of a table declaration (at line 1, column 8)"
+
+
+def settled(tmp_path: Path, text: str) -> config.Settings:
+    path = tmp_path / f"{abs(hash(text))}.toml"
+    path.write_text(f'[daemon]\nstate_dir = "{tmp_path}"\n' + text)
+    return config.load(str(path))
+
+
+def test_the_keys_a_reload_cannot_change_are_marked_beside_them_in_config():
+    from daemon.master.fixed_settings import fixed_values
+
+    assert [key for key, _ in fixed_values(config.Config())] == [
+        "daemon.state_dir", "daemon.runtime_dir", "control.endpoint",
+        "supervision.bus_endpoint", "listen.tcp", "listen.zmq", "listen.zmq_curve",
+        "upstreams", "audit", "metrics"]
+
+
+def test_a_reload_that_moves_a_fixed_endpoint_is_refused_with_its_old_and_new_value(tmp_path):
+    from daemon.master.fixed_settings import refusal
+
+    old = settled(tmp_path, '[listen]\ntcp = "127.0.0.1:7700"\n')
+    new = settled(tmp_path, '[listen]\ntcp = "127.0.0.1:7800"\n')
+    assert refusal(old, new) == ("key listen.tcp: cannot change while running "
+                                 "(127.0.0.1:7700 -> 127.0.0.1:7800)")
+
+
+def test_a_refused_table_names_its_changed_keys_and_never_their_values(tmp_path):
+    from daemon.master.fixed_settings import refusal
+
+    old = settled(tmp_path, '[upstreams.gh]\ncommand = ["gh"]\nenv = { TOKEN = "s3cret-1" }\n'
+                            '[audit]\nship_command = ["ship", "--key", "k3y-1"]\n')
+    new = settled(tmp_path, '[upstreams.gh]\ncommand = ["gh"]\nenv = { TOKEN = "s3cret-2" }\n'
+                            '[audit]\nship_command = ["ship", "--key", "k3y-2"]\n')
+    why = refusal(old, new)
+    assert why == "key upstreams.gh.env.TOKEN, audit.ship_command: cannot change while running"
+    assert "s3cret" not in why and "k3y" not in why
+
+
+def test_a_fixed_key_written_out_as_its_default_is_no_change(tmp_path):
+    from daemon.master.fixed_settings import refusal
+
+    old = settled(tmp_path, "")
+    new = settled(tmp_path, f'[control]\nendpoint = "{old.control_endpoint}"\n')
+    assert refusal(old, new) is None
+
+
+def test_keys_not_marked_fixed_may_change_at_reload(tmp_path):
+    from daemon.master.fixed_settings import refusal
+
+    old = settled(tmp_path, "")
+    new = settled(tmp_path, 'gateway_workers = 5\nlog_level = "debug"\n'
+                            '[roles.dev]\ntools = ["*"]\n[listen]\nline_timeout = 3.0\n'
+                            '[supervision]\nmax_restarts = 9\n')
+    assert refusal(old, new) is None

@@ -59,6 +59,11 @@ class Authenticator:
                 self._by_curve_key[agent.curve_public_key] = Agent(name, tuple(agent.roles),
                                                                    key)
 
+    def admits_the_same(self, other: Authenticator) -> bool:
+        """Whether ``other`` knows the same tokens and keys, as the same agents."""
+        return (self._by_digest, self._by_curve_key) == (other._by_digest,
+                                                         other._by_curve_key)
+
     def agent_for(self, token: object) -> Agent | None:
         if not isinstance(token, str) or not token:
             return None

@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Protocol
 
+from daemon.config import Settings
 from daemon.protocol import jsonrpc
 
 log = logging.getLogger("tcp")
@@ -37,6 +38,15 @@ class LineGuard:
 
     def retune(self, line_timeout: float, max_pending_bytes: int) -> None:
         self.line_timeout, self.max_pending_bytes = line_timeout, max_pending_bytes
+
+    def apply(self, settings: Settings) -> list[str]:
+        """A reload: the new limits hold from the next read and the next sweep."""
+        listen = settings.config.listen
+        if (listen.line_timeout, listen.max_pending_bytes) == (self.line_timeout,
+                                                               self.max_pending_bytes):
+            return []
+        self.retune(listen.line_timeout, listen.max_pending_bytes)
+        return [f"tcp line limits {listen.line_timeout:g}s, {listen.max_pending_bytes} bytes"]
 
     def update(self, conn: LineHolder, held: int, in_line: bool, fresh: bool) -> None:
         """After a read: ``conn`` holds ``held`` bytes of a line that is still open

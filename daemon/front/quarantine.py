@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon import metrics
+from daemon.config import Settings
 
 log = logging.getLogger("gateway")
 
@@ -36,6 +37,12 @@ class QuarantineLimits:
     window: float = 60.0
     period: float = 30.0
     max_period: float = 600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QuarantineLimits:
+        g = settings.config.gateway
+        return cls(g.quarantine_strikes, g.quarantine_window, g.quarantine_seconds,
+                   g.quarantine_max_seconds)
 
 
 class Quarantine:

@@ -33,7 +33,8 @@ import orjson
 from daemon import metrics
 from daemon.audit.link import AuditLink
 from daemon.audit.records import master_record
-from daemon.front.auth import Agent, Authenticator
+from daemon.config import Settings
+from daemon.front.auth import Agent, Authenticator, ensure_admin_token
 from daemon.front.quarantine import Quarantine, QuarantineLimits
 from daemon.ipc import messages
 from daemon.ipc.bus import WorkerBus
@@ -87,6 +88,13 @@ class Limits:
     max_inflight_per_worker: int
     call_timeout: float
     tool_timeouts: dict[str, float] = field(default_factory=dict)
+    idle_timeout: float = 300.0  # a connection silent this long is closed (sweep_idle)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        listen, gateway = settings.config.listen, settings.config.gateway
+        return cls(listen.max_inflight_per_connection, listen.max_inflight_per_worker,
+                   gateway.call_timeout, dict(gateway.tool_timeouts), listen.idle_timeout)
 
 
 class Switchboard:
@@ -104,6 +112,17 @@ class Switchboard:
         self._seq = itertools.count(1)
         self._per_worker: dict[str, int] = {}
         bus.on_data(self.on_worker_payload)
+
+    def apply(self, settings: Settings) -> list[str]:
+        """A reload: the agents and limits that calls arriving from now on meet."""
+        auth = Authenticator(settings, ensure_admin_token(settings.state_dir))
+        limits = Limits.from_settings(settings)
+        quarantine = QuarantineLimits.from_settings(settings)
+        if auth.admits_the_same(self.auth) and limits == self.limits \
+                and quarantine == self.quarantine.limits:
+            return []
+        self.auth, self.limits, self.quarantine.limits = auth, limits, quarantine
+        return ["agents, roles and gateway limits"]
 
     # -- connections ------------------------------------------------------------------
 

@@ -201,6 +201,11 @@ class PluginManager:
             metrics.plugins_loaded({n: str(p.version) for n, p in self.loaded.items()})
             return changes
 
+    async def apply(self, settings: Settings) -> list[str]:
+        """A reload: the new dirs and tables, then a rescan; check_tables first."""
+        self.settings = settings
+        return await self.rescan()
+
     async def check_tables(self, new: Settings) -> None:
         """Before a reload changes anything: each serving plugin's new table must fit its
         schema, or the reload is refused (ConfigError) and the running config stays.  A

@@ -2,15 +2,14 @@
 
 Modelled on gunicorn's arbiter: signal handlers only wake the loop (asyncio's self-pipe)
 and dispatch to ``handle_<signal>``; the work is a few verbs (start the tree, tick
-liveness, reload, stop).
+liveness, reload, stop).  Reload itself is master/reconfigure.py's; the state dir's lock
+and control file are master/state_dir.py's; `status` is master/snapshot.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import fcntl
 import importlib.util
 import logging
 import os
@@ -20,16 +19,13 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import orjson
-import psutil
 import zmq
 
 from daemon import __version__, config, logs, metrics
 from daemon.audit.link import AuditLink
-from daemon.control import health
 from daemon.control.server import ControlServer
 from daemon.front.auth import Authenticator, ensure_admin_token
 from daemon.front.line_guard import LineGuard
@@ -41,7 +37,11 @@ from daemon.front.zmq_router import AgentRouter
 from daemon.hotswap.manager import PluginManager
 from daemon.ipc import curve, messages
 from daemon.ipc.bus import WorkerBus
-from daemon.master import fixed_settings, runtime_files, tree
+from daemon.master import runtime_files, state_dir, tree
+from daemon.master.reconfigure import LogLevel, Reconfigurable, Reconfiguration
+from daemon.master.shards import GatewayShards
+from daemon.master.snapshot import snapshot
+from daemon.master.state_dir import CannotStart
 from daemon.master.upstreams import UpstreamDirectory
 from daemon.supervision import reaper
 from daemon.supervision.child import StartFailed, TreeContext
@@ -54,23 +54,16 @@ from daemon.supervision.worker_process import WorkerProcess, prepare_forkserver
 
 log = logging.getLogger("master")
 
-class CannotStart(Exception):
-    """Something outside the config file stops the daemon from starting (one line)."""
-
-
-class AlreadyRunning(CannotStart):
-    pass
-
-
 class Master:
     def __init__(self, settings: config.Settings, spec: SupervisorSpec | None = None,
                  config_arg: str | None = None) -> None:
-        self.settings = settings
         self.spec = spec or tree.build(settings)
         check_tree(self.spec)
-        self.config_arg = config_arg
         self.custom_tree = spec is not None  # reload only reshapes the built-in tree
         self.notifier = Notifier()
+        self.reconfigure = Reconfiguration(settings, config_arg, self.notifier, self._checks,
+                                           self._reconfigurable,
+                                           lambda: len(self.root.workers()))
         self.token = secrets.token_urlsafe(32)
         self.started_at = time.monotonic()
         self.exit_code = 0
@@ -78,11 +71,7 @@ class Master:
         self._stop = asyncio.Event()
         self._brutal = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._reload_lock = asyncio.Lock()
         self._last_watchdog = 0.0
-        self.reloads = 0
-        self.last_reload: str | None = None
-        self._shards: list[WorkerChild] = []  # read on every call: kept, not recomputed
         self.audit_state: dict[str, Any] = {}
 
     # -- task ownership: nothing runs unowned, no exception vanishes ------------------
@@ -103,14 +92,8 @@ class Master:
     async def run(self) -> int:
         s = self.settings
         os.umask(0o077)
-        for d in (s.state_dir, s.runtime_dir, s.audit_dir):
-            try:
-                d.mkdir(parents=True, exist_ok=True, mode=0o700)
-                if not os.access(d, os.W_OK | os.X_OK):
-                    raise PermissionError(13, "not writable by this user")
-            except OSError as exc:
-                raise CannotStart(f"cannot use directory {d}: {exc.strerror}") from None
-        lock = self._lock_state_dir()
+        state_dir.make(s)
+        lock = state_dir.lock(s.state_dir)
         # Each resource is released in reverse order, whether the daemon stops or fails to
         # start; what it leaves in the runtime dir goes once every process of it is gone.
         async with contextlib.AsyncExitStack() as held:
@@ -137,9 +120,11 @@ class Master:
         self.audit = AuditLink.from_options(ctx, tree.audit_link_options(s), "master")
         held.callback(self.audit.close)
         bus.on(messages.AUDIT_STATUS, self._audit_state)  # the audit process, once a second
+        self.shards = GatewayShards(s, bus, resizable=not self.custom_tree)
         self.board = Switchboard(bus, self.gateway_workers,
-                                 Authenticator(s, ensure_admin_token(s.state_dir)), _limits(s),
-                                 self.audit, Quarantine(_quarantine_limits(s)))
+                                 Authenticator(s, ensure_admin_token(s.state_dir)),
+                                 Limits.from_settings(s), self.audit,
+                                 Quarantine(QuarantineLimits.from_settings(s)))
         slot_dir = s.runtime_dir / "slots"
         shutil.rmtree(slot_dir, ignore_errors=True)
         slot_dir.mkdir(mode=0o700)
@@ -152,8 +137,8 @@ class Master:
             spawn=self.own, on_worker_ready=self._worker_ready,
             on_worker_gone=self._worker_gone, boot_options=self.plugins.boot_options,
             slot_dir=slot_dir, on_subtree_change=self.upstreams.subtree_changed,
-            bus_curve=keys.bus_client))
-        self._refresh_shards()
+            bus_curve=keys.bus_client, supervision=s.config.supervision))
+        self.shards.attach(self.root)
         try:
             await self.plugins.start()  # validated before any worker starts: they boot with it
         except config.ConfigError as exc:  # a plugin table that does not fit its schema
@@ -163,7 +148,8 @@ class Master:
         held.push_async_callback(self._cancel_tasks)  # the ticker, commands, watchers
         self.lines = LineGuard(s.config.listen.line_timeout, s.config.listen.max_pending_bytes)
         self.listening = await self._listen(ctx, held, keys.server)
-        self._publish_control_file(control.endpoint)
+        state_dir.publish_control_file(s.control_file, control.endpoint, self.token,
+                                       self.listening)
         self._install_signal_handlers()
         self.own(self._tick())
         self.own(self.plugins.watch())
@@ -265,6 +251,10 @@ class Master:
     def _audit_state(self, _identity: bytes, message: dict[str, Any]) -> None:
         self.audit_state = {k: v for k, v in message.items() if k != "k"}
 
+    def gateway_workers(self) -> list[WorkerChild]:
+        """The workers that serve agent calls, in a stable order (the shards)."""
+        return self.shards.workers()
+
     def _worker_ready(self, child: WorkerChild) -> None:
         if self.plugins.stale(child):  # it started while a plugin swap was under way
             self.own(self.plugins.catch_up(child))
@@ -334,7 +324,7 @@ class Master:
             self.root.check_liveness(now)
             self.board.expire(now)
             self.board.quarantine.expire(now)
-            self.board.sweep_idle(now, self.settings.config.listen.idle_timeout)
+            self.board.sweep_idle(now, self.board.limits.idle_timeout)
             self.lines.sweep(now)
             if now - last_reap >= 5.0:  # backstop in case a SIGCHLD was coalesced away
                 reaper.reap_orphans()
@@ -343,134 +333,30 @@ class Master:
                 self.notifier.watchdog()
                 self._last_watchdog = now
 
-    # -- reload -------------------------------------------------------------------------
+    # -- reload and status (the work is in reconfigure and snapshot) ----------------------
 
     async def reload(self) -> dict[str, Any]:
-        """Re-read the config and apply it; an invalid config changes nothing."""
-        async with self._reload_lock:
-            self.notifier.reloading()
-            try:
-                changes = await self._apply(config.load(self.config_arg))
-                self.reloads += 1
-                self.last_reload = "done: " + ("; ".join(changes) or "no changes")
-                log.info("reload done: %s", "; ".join(changes) or "no changes")
-                return {"ok": True, "changes": changes}
-            except config.ConfigError as exc:
-                self.last_reload = f"refused: {exc}"
-                log.error("reload refused, running config kept: %s", exc)
-                return {"ok": False, "error": str(exc)}
-            finally:
-                self.notifier.ready(f"serving; {len(self.root.workers())} workers")
+        return await self.reconfigure.reload()
 
-    async def _apply(self, new: config.Settings) -> list[str]:
-        old = self.settings
-        refused = fixed_settings.refusal(old, new)
-        if refused is not None:
-            raise config.ConfigError(f"{new.source}: {refused}; restart the service")
-        await self.plugins.check_tables(new)  # a plugin table that does not fit: refused
-        changes: list[str] = []
-        if new.config.daemon.log_level != old.config.daemon.log_level:
-            logging.getLogger().setLevel(new.config.daemon.log_level.upper())
-            changes.append(f"log_level {new.config.daemon.log_level}")
-        if new.config.supervision != old.config.supervision:
-            self.root.retune(*tree.limits(new))
-            changes.append("supervision limits")
-        self.settings = new
-        if new.config.agents != old.config.agents or new.config.roles != old.config.roles \
-                or new.config.gateway != old.config.gateway \
-                or new.config.listen != old.config.listen:
-            self.board.auth = Authenticator(new, ensure_admin_token(new.state_dir))
-            self.board.limits = _limits(new)
-            self.board.quarantine.limits = _quarantine_limits(new)
-            self.lines.retune(new.config.listen.line_timeout, new.config.listen.max_pending_bytes)
-            self._push_gateway_options(new)
-            changes.append("agents, roles and gateway limits")
-        if not self.custom_tree:
-            changes += await self._resize_gateway(old, new)
-        self.overruns.grace = new.config.plugins.hook_grace_ms / 1000
-        self.plugins.settings = new
-        changes += await self.plugins.rescan()
-        return changes
+    def _checks(self) -> list[Callable[[config.Settings], Awaitable[None]]]:
+        """What may refuse a reload, asked before anything applies."""
+        return [self.plugins.check_tables]  # a plugin table that does not fit its schema
 
-    def _push_gateway_options(self, settings: config.Settings) -> None:
-        """Running workers get the new options now; their restarts get them from the spec."""
-        options = {"gateway": tree.gateway_options(settings)}
-        for worker in self.gateway_workers():
-            worker.spec = dataclasses.replace(worker.spec, options={**worker.spec.options,
-                                                                     **options})
-            identity = worker.identity
-            if identity is not None:
-                self.board.bus.send(identity, {"k": messages.CONFIG, **options})
+    def _reconfigurable(self) -> list[Reconfigurable]:
+        """Who takes new settings at run time, in the order they apply them."""
+        return [LogLevel(), self.root, self.board, self.lines, self.shards, self.overruns,
+                self.plugins]
 
-    def gateway_workers(self) -> list[WorkerChild]:
-        """The workers that serve agent calls, in a stable order (the shards)."""
-        return self._shards
+    @property
+    def settings(self) -> config.Settings:
+        return self.reconfigure.settings
 
-    def _gateway_supervisor(self) -> Supervisor | None:
-        found = self.root.find(tree.GATEWAY)
-        return found[1] if found is not None and isinstance(found[1], Supervisor) else None
-
-    def _refresh_shards(self) -> None:
-        gateway = self._gateway_supervisor()
-        self._shards = [c for c in gateway.children if isinstance(c, WorkerChild)] \
-            if gateway is not None else []
-
-    async def _resize_gateway(self, old: config.Settings, new: config.Settings) -> list[str]:
-        want, had = new.config.daemon.gateway_workers, old.config.daemon.gateway_workers
-        gateway = self._gateway_supervisor()
-        if want == had or gateway is None:
-            return []
-        try:
-            for i in range(had, want):
-                await gateway.add_child(tree.gateway_worker(new, i))
-            for i in reversed(range(want, had)):
-                await gateway.remove_child(f"gateway-{i}")
-        finally:
-            self._refresh_shards()
-        return [f"gateway workers {had} -> {want}"]
-
-    # -- the CLI's way in -----------------------------------------------------------------
-
-    def _lock_state_dir(self) -> int:
-        path = self.settings.state_dir / "master.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise AlreadyRunning(f"another master is running with state dir "
-                                 f"{self.settings.state_dir}") from None
-        return fd
-
-    def _publish_control_file(self, endpoint: str) -> None:
-        path = self.settings.control_file
-        tmp = path.with_name(".control.json.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(orjson.dumps({"endpoint": endpoint, "token": self.token,
-                                  "pid": os.getpid(), "version": __version__,
-                                  "listen": self.listening}))
-        os.replace(tmp, path)
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def snapshot(self) -> dict[str, Any]:
-        me = psutil.Process()
-        with me.oneshot():
-            cpu, rss = me.cpu_percent(None), me.memory_info().rss
-        snapshot = {
-            "daemon": {"version": __version__, "pid": os.getpid(),
-                       "uptime": round(time.monotonic() - self.started_at, 3),
-                       "config": str(self.settings.source) if self.settings.source else None,
-                       "state_dir": str(self.settings.state_dir), "cpu_percent": cpu,
-                       "rss": rss, "healthy": self.root.healthy(), "reloads": self.reloads,
-                       "last_reload": self.last_reload,
-                       "stopping": self._stop.is_set()},
-            "tree": self.root.snapshot(),
-            "plugins": self.plugins.status(),
-            "audit": self.audit_state,
-            "quarantine": self.board.quarantine.snapshot(time.monotonic()),
-            "upstreams": self.upstreams.status(),
-        }
-        return {**health.assess(snapshot), **snapshot}
+        return snapshot(self)
 
 
 def _spare_workers_the_main_script() -> None:
@@ -490,18 +376,6 @@ def _raise_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     log.info("open files: limit %s%s", "unlimited" if hard == resource.RLIM_INFINITY else hard,
              f" (raised from {soft})" if soft != hard else "")
-
-
-def _limits(settings: config.Settings) -> Limits:
-    listen, gateway = settings.config.listen, settings.config.gateway
-    return Limits(listen.max_inflight_per_connection, listen.max_inflight_per_worker,
-                  gateway.call_timeout, dict(gateway.tool_timeouts))
-
-
-def _quarantine_limits(settings: config.Settings) -> QuarantineLimits:
-    g = settings.config.gateway
-    return QuarantineLimits(g.quarantine_strikes, g.quarantine_window, g.quarantine_seconds,
-                            g.quarantine_max_seconds)
 
 
 def serve(settings: config.Settings, spec: SupervisorSpec | None = None,

@@ -31,6 +31,7 @@ from daemon.supervision.spec import (
     SupervisorSpec,
     WorkerSpec,
 )
+from daemon.supervision.spec import limits as section_limits
 
 ROOT = "workingagents"
 AUDIT = "audit"
@@ -39,16 +40,7 @@ TOOLS = "tools"
 
 
 def limits(settings: Settings) -> tuple[Intensity, Liveness]:
-    s = settings.config.supervision
-    return (
-        Intensity(s.max_restarts, s.max_seconds),
-        Liveness(
-            start_timeout=s.start_timeout, heartbeat_interval=s.heartbeat_interval,
-            heartbeat_timeout=s.heartbeat_timeout, abort_grace=s.abort_grace,
-            backoff_initial=s.backoff_initial, backoff_max=s.backoff_max,
-            backoff_reset=s.backoff_reset,
-        ),
-    )
+    return section_limits(settings.config.supervision)
 
 
 def gateway_options(settings: Settings) -> dict[str, Any]:

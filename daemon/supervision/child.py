@@ -16,6 +16,7 @@ from daemon.supervision.intensity import Backoff
 from daemon.supervision.spec import Liveness, Restart
 
 if TYPE_CHECKING:
+    from daemon.config import SupervisionSection
     from daemon.ipc.bus import WorkerBus
     from daemon.ipc.curve import ClientSide
     from daemon.supervision.supervisor import Supervisor
@@ -69,6 +70,9 @@ class TreeContext:
     slot_dir: Path | None = None
     # The Curve keys workers connect to a tcp:// bus with; None on ipc://.
     bus_curve: ClientSide | None = None
+    # The [supervision] section the tree's limits came from; a reload that changes it
+    # retunes the tree (None: a tree built by hand, retuned at the first reload).
+    supervision: SupervisionSection | None = None
 
 
 class Child(ABC):

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from daemon.config import Settings
 from daemon.ipc.call_slot import INTERRUPT_SIGNAL, Running
 from daemon.supervision.worker_child import WorkerChild
 
@@ -32,6 +33,13 @@ class OverrunWatch:
         self.on_overrun = on_overrun  # once per overrunning hook, before it is signalled
         self.spawn = spawn
         self._told: dict[str, tuple[int, float]] = {}  # worker -> the hook last reported
+
+    def apply(self, settings: Settings) -> list[str]:
+        grace = settings.config.plugins.hook_grace_ms / 1000
+        if grace == self.grace:
+            return []
+        self.grace = grace
+        return [f"hook grace {settings.config.plugins.hook_grace_ms:g} ms"]
 
     async def run(self, interval: float) -> None:
         while True:

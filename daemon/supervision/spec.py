@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from daemon.config import SupervisionSection
 
 BRUTAL_KILL: Literal["brutal_kill"] = "brutal_kill"
 
@@ -45,6 +48,19 @@ class Liveness:
     backoff_initial: float = 0.05
     backoff_max: float = 5.0
     backoff_reset: float = 10.0
+
+
+def limits(s: SupervisionSection) -> tuple[Intensity, Liveness]:
+    """The intensity and liveness a [supervision] section gives every supervisor."""
+    return (
+        Intensity(s.max_restarts, s.max_seconds),
+        Liveness(
+            start_timeout=s.start_timeout, heartbeat_interval=s.heartbeat_interval,
+            heartbeat_timeout=s.heartbeat_timeout, abort_grace=s.abort_grace,
+            backoff_initial=s.backoff_initial, backoff_max=s.backoff_max,
+            backoff_reset=s.backoff_reset,
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon import metrics
 from daemon.supervision.child import Child, ChildState, Exit, StartFailed, TreeContext
@@ -27,8 +27,12 @@ from daemon.supervision.spec import (
     Strategy,
     SupervisorSpec,
     WorkerSpec,
+    limits,
 )
 from daemon.supervision.worker_child import WorkerChild
+
+if TYPE_CHECKING:
+    from daemon.config import Settings
 
 log = logging.getLogger("supervisor")
 
@@ -291,6 +295,15 @@ class Supervisor(Child):
                     await child.stop()
                     self._remove(child, "configuration")
                     return
+
+    def apply(self, settings: Settings) -> list[str]:
+        """A reload's [supervision] limits, for the whole tree under this supervisor."""
+        section = settings.config.supervision
+        if section == self.tree.supervision:
+            return []
+        self.tree.supervision = section
+        self.retune(*limits(section))
+        return ["supervision limits"]
 
     def retune(self, intensity: Intensity, liveness: Liveness) -> None:
         """Apply new limits from a reload to this subtree; used from the next event on."""

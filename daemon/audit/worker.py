@@ -196,9 +196,10 @@ async def run(worker: WorkerHandle, dir: str, state_dir: str, endpoint: str,
 async def _report_every(worker: WorkerHandle, service: AuditService, seconds: float) -> None:
     while True:
         files, shipper = service.files, service.shipper
-        worker.send({"k": messages.AUDIT_STATUS, "file": files.current.name, "records": files.n,
-                     "fsync": service.fsync, "failing": service.failing,
-                     "checkpointed": max(shipper.last_n, 0), "pending": len(service.pending)})
+        worker.send(messages.AuditStatus(
+            file=files.current.name, records=files.n, fsync=service.fsync,
+            failing=service.failing, checkpointed=max(shipper.last_n, 0),
+            pending=len(service.pending)))
         await asyncio.sleep(seconds)
 
 

@@ -47,11 +47,13 @@ class GatewayService:
         self.tasks: CallTasks[int] = CallTasks()
         self.tally = metrics.GatewayTally()
         worker.on_raw(self.on_envelope)
-        worker.on(messages.CONFIG, self.on_config)
-        worker.on(messages.UPSTREAMS, self.on_upstreams)
-        for kind in (messages.PLUGIN_PREPARE, messages.PLUGIN_COMMIT, messages.PLUGIN_ABORT,
-                     messages.PLUGIN_UNLOAD, messages.PLUGIN_SNAPSHOT):
-            worker.on(kind, self.on_swap)
+        worker.on(messages.Config, self.on_config)
+        worker.on(messages.Upstreams, self.on_upstreams)
+        worker.on(messages.PluginPrepare, self.on_swap)
+        worker.on(messages.PluginCommit, self.on_swap)
+        worker.on(messages.PluginAbort, self.on_swap)
+        worker.on(messages.PluginUnload, self.on_swap)
+        worker.on(messages.PluginSnapshot, self.on_swap)
 
     def on_envelope(self, payload: bytes) -> None:
         kind = payload[:1]
@@ -118,26 +120,28 @@ class GatewayService:
             self.slot.interrupted = False
             self.worker.read_bus()
 
-    def on_swap(self, message: dict[str, Any]) -> None:
+    def on_swap(self, message: messages.PluginStep) -> None:
         """One step of the master's all-or-nothing swap; the reply says how it went."""
-        kind, name = message["k"], str(message.get("name"))
-        reply: dict[str, Any] = {"k": messages.PLUGIN_REPLY, "token": message.get("token"),
-                                 "ok": True}
+        reply = messages.PluginReply(token=message.token, ok=True)
         try:
-            if kind == messages.PLUGIN_PREPARE:
-                self.plugins.prepare(message["spec"])
-            elif kind == messages.PLUGIN_COMMIT:
-                hosted = self.plugins.commit(name)
-                log.info("%s: plugin %s v%s serving", self.worker.name, name, hosted.version)
-            elif kind == messages.PLUGIN_ABORT:
-                self.plugins.abort(name)
-            elif kind == messages.PLUGIN_SNAPSHOT:
-                reply["plugins"] = self.plugins.snapshot()
-            else:
-                self.plugins.unload(name)
-                log.info("%s: plugin %s unloaded", self.worker.name, name)
+            match message:
+                case messages.PluginPrepare(spec=spec):
+                    self.plugins.prepare(spec)
+                case messages.PluginCommit(name=name):
+                    hosted = self.plugins.commit(name)
+                    log.info("%s: plugin %s v%s serving", self.worker.name, name,
+                             hosted.version)
+                case messages.PluginAbort(name=name):
+                    self.plugins.abort(name)
+                case messages.PluginSnapshot():
+                    reply = messages.PluginReply(token=message.token, ok=True,
+                                                 plugins=self.plugins.snapshot())
+                case messages.PluginUnload(name=name):
+                    self.plugins.unload(name)
+                    log.info("%s: plugin %s unloaded", self.worker.name, name)
         except Exception as exc:
-            reply.update(ok=False, error=f"{exc.__class__.__name__}: {exc}")
+            reply = messages.PluginReply(token=message.token, ok=False,
+                                         error=f"{exc.__class__.__name__}: {exc}")
         self.worker.send(reply)
 
     async def report_metrics(self) -> None:
@@ -153,14 +157,14 @@ class GatewayService:
             await asyncio.sleep(interval)
             current = state_bytes(self.plugins)
             if current != last:
-                self.worker.send({"k": messages.PLUGIN_STATE, "plugins": self.plugins.snapshot()})
+                self.worker.send(messages.PluginState(plugins=self.plugins.snapshot()))
                 last = current
 
-    def on_upstreams(self, message: dict[str, Any]) -> None:
-        self.handler.tools = self.links.update(message.get("upstreams") or {})
+    def on_upstreams(self, message: messages.Upstreams) -> None:
+        self.handler.tools = self.links.update(message.upstreams)
 
-    def on_config(self, message: dict[str, Any]) -> None:
-        self.handler.policy = Policy.from_options(message.get("gateway", {}))
+    def on_config(self, message: messages.Config) -> None:
+        self.handler.policy = Policy.from_options(message.gateway)
         log.info("%s: gateway settings updated", self.worker.name)
 
     async def drain(self) -> None:
@@ -181,4 +185,4 @@ async def run(worker: WorkerHandle, audit: dict[str, Any], gateway: dict[str, An
         await worker.stopping.wait()
         await service.drain()  # calls in flight, then the audit link; then the loops end
     service.tally.flush()
-    worker.send({"k": messages.PLUGIN_STATE, "plugins": service.plugins.snapshot()})
+    worker.send(messages.PluginState(plugins=service.plugins.snapshot()))

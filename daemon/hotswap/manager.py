@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ from daemon.supervision.worker_child import WorkerChild
 log = logging.getLogger("plugins")
 STEP_TIMEOUT = 15.0
 REPLY_CHECK = 0.1  # how often a wait for a reply checks that the worker is still there
+# The answer of a worker that died or was replaced during a step; never on the wire.
+GONE = messages.PluginReply(token=0, ok=True)
 
 
 @dataclass
@@ -84,20 +87,20 @@ class PluginManager:
         self._booted: dict[str, dict[str, tuple[str, Any]]] = {}
         self._lock = asyncio.Lock()
         self._tokens = itertools.count(1)
-        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        bus.on(messages.PLUGIN_REPLY, self._on_reply)
-        bus.on(messages.PLUGIN_STATE, self._on_state)
+        self._replies: dict[int, asyncio.Future[messages.PluginReply]] = {}
+        bus.on(messages.PluginReply, self._on_reply)
+        bus.on(messages.PluginState, self._on_state)
 
     # -- what the workers tell us -----------------------------------------------------
 
-    def _on_reply(self, identity: bytes, message: dict[str, Any]) -> None:
-        future = self._replies.pop(message.get("token"), None)  # type: ignore[arg-type]
+    def _on_reply(self, identity: bytes, message: messages.PluginReply) -> None:
+        future = self._replies.pop(message.token, None)
         if future is not None and not future.done():
             future.set_result(message)
 
-    def _on_state(self, identity: bytes, message: dict[str, Any]) -> None:
+    def _on_state(self, identity: bytes, message: messages.PluginState) -> None:
         worker = identity.decode().partition("#")[0]
-        self.snapshots[worker] = message.get("plugins") or {}
+        self.snapshots[worker] = message.plugins
 
     # -- specs: what a gateway worker needs to host a version ---------------------------
 
@@ -147,10 +150,11 @@ class PluginManager:
                 if booted.get(name) == (lo.source.sha256, lo.config):
                     continue
                 spec = self.spec(lo.source, name, lo.config)
-                prepared = await self._broadcast(messages.PLUGIN_PREPARE, name,
-                                                 {"spec": spec}, [worker])
-                if all(r.get("ok") for r in prepared.values()):
-                    await self._broadcast(messages.PLUGIN_COMMIT, name, {}, [worker])
+                prepared = await self._broadcast(
+                    partial(messages.PluginPrepare, name=name, spec=spec), [worker])
+                if all(r.ok for r in prepared.values()):
+                    await self._broadcast(partial(messages.PluginCommit, name=name),
+                                          [worker])
                     log.info("%s started during a swap: plugin %s v%s caught up", worker.id,
                              name, lo.version)
                 else:
@@ -160,7 +164,8 @@ class PluginManager:
                         worker.proc.kill()
                     return
             for name in sorted(set(booted) - set(self.loaded)):
-                await self._broadcast(messages.PLUGIN_UNLOAD, name, {}, [worker])
+                await self._broadcast(partial(messages.PluginUnload, name=name),
+                                      [worker])
             self._booted[worker.id] = self._serving_set()
 
     # -- the scan and the swap -------------------------------------------------------
@@ -193,7 +198,7 @@ class PluginManager:
                     changes.append(change)
             for name, loaded in list(self.loaded.items()):
                 if loaded.source.path not in seen:
-                    await self._broadcast(messages.PLUGIN_UNLOAD, name, {})
+                    await self._broadcast(partial(messages.PluginUnload, name=name))
                     del self.loaded[name]
                     changes.append(f"plugin {name} unloaded ({loaded.source.path} is gone)")
                     log.info("plugin %s unloaded: %s was removed", name, loaded.source.path)
@@ -359,10 +364,10 @@ class PluginManager:
     async def _live_states(self) -> dict[str, dict[str, Any]]:
         """The serving versions' state as the workers hold it now (a fresh snapshot), for
         the sandbox to migrate a copy of; the periodic snapshot if no worker answers."""
-        replies = await self._broadcast(messages.PLUGIN_SNAPSHOT, "", {})
+        replies = await self._broadcast(messages.PluginSnapshot)
         for worker, reply in replies.items():
-            if reply.get("ok"):
-                self.snapshots[worker] = reply.get("plugins") or {}
+            if reply.ok:
+                self.snapshots[worker] = reply.plugins or {}
         live: dict[str, dict[str, Any]] = {}
         for name, lo in self.loaded.items():
             for worker in sorted(self.snapshots):
@@ -374,44 +379,46 @@ class PluginManager:
 
     async def _swap(self, name: str, source: PluginSource) -> None:
         spec = self.spec(source, name)
-        prepared = await self._broadcast(messages.PLUGIN_PREPARE, name, {"spec": spec})
-        failed = [f"{w}: {r.get('error')}" for w, r in prepared.items() if not r.get("ok")]
+        prepared = await self._broadcast(partial(messages.PluginPrepare, name=name, spec=spec))
+        failed = [f"{w}: {r.error}" for w, r in prepared.items() if not r.ok]
         if failed:
-            await self._broadcast(messages.PLUGIN_ABORT, name, {})
-            unanswered = all("no answer" in str(r.get("error")) for r in prepared.values()
-                             if not r.get("ok"))
+            await self._broadcast(partial(messages.PluginAbort, name=name))
+            unanswered = all("no answer" in str(r.error) for r in prepared.values()
+                             if not r.ok)
             raise (Unanswered if unanswered else Refused)(
                 "a gateway worker could not take it, so none did: " + "; ".join(failed))
-        took = [w for w in self.gateway_workers() if prepared.get(w.id, {}).get("ok")
-                and not prepared[w.id].get("gone")]
-        committed = await self._broadcast(messages.PLUGIN_COMMIT, name, {}, took)
+        took = [w for w in self.gateway_workers()
+                if (r := prepared.get(w.id)) is not None and r.ok and r is not GONE]
+        committed = await self._broadcast(partial(messages.PluginCommit, name=name),
+                                          took)
         for worker, reply in committed.items():
-            if not reply.get("ok"):
+            if not reply.ok:
                 log.critical("plugin %s: %s failed to commit after preparing: %s; "
-                             "restarting it", name, worker, reply.get("error"))
+                             "restarting it", name, worker, reply.error)
 
-    async def _broadcast(self, kind: str, name: str, body: dict[str, Any],
-                         workers: list[WorkerChild] | None = None) -> dict[str, Any]:
-        """Send one step to every READY gateway worker (or to ``workers``) and wait for
-        every reply.  A worker that dies or is replaced meanwhile does not hold the swap
-        up: it answers {"ok": True, "gone": True}, and its replacement boots with the
-        serving set (or catches up, if it started during the swap)."""
+    async def _broadcast(self, step: Callable[[int], messages.PluginStep],
+                         workers: list[WorkerChild] | None = None
+                         ) -> dict[str, messages.PluginReply]:
+        """Send one step, ``step(token)``, to every READY gateway worker (or to
+        ``workers``) and wait for every reply.  A worker that dies or is replaced
+        meanwhile does not hold the swap up: it answers GONE (ok), and its replacement
+        boots with the serving set (or catches up, if it started during the swap)."""
         asks = []
         for worker in self.gateway_workers() if workers is None else workers:
             identity = worker.identity
             if identity is None:
                 continue  # it gets the committed set from its spec when it starts
             token = next(self._tokens)
-            future: asyncio.Future[dict[str, Any]] = \
+            future: asyncio.Future[messages.PluginReply] = \
                 asyncio.get_running_loop().create_future()
             self._replies[token] = future
-            self.bus.send(identity, {"k": kind, "token": token, "name": name, **body})
+            self.bus.send(identity, step(token))
             asks.append((worker, identity, token, future))
         return {worker.id: await self._reply(worker, identity, token, future)
                 for worker, identity, token, future in asks}
 
     async def _reply(self, worker: WorkerChild, identity: bytes, token: int,
-                     future: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
+                     future: asyncio.Future[messages.PluginReply]) -> messages.PluginReply:
         deadline = time.monotonic() + STEP_TIMEOUT
         while True:
             try:
@@ -419,10 +426,11 @@ class PluginManager:
             except TimeoutError:
                 if worker.identity != identity:  # it died, hung and was killed, or moved on
                     self._replies.pop(token, None)
-                    return {"ok": True, "gone": True}
+                    return GONE
                 if time.monotonic() > deadline:
                     self._replies.pop(token, None)
-                    return {"ok": False, "error": f"no answer in {STEP_TIMEOUT:g}s"}
+                    return messages.PluginReply(token, ok=False,
+                                                error=f"no answer in {STEP_TIMEOUT:g}s")
 
     async def watch(self) -> None:
         """Rescan on file drops.  Editors' temp files are ignored; the documented way to

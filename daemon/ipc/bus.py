@@ -1,7 +1,8 @@
 """The master's end of the worker bus: a ROUTER that workers' DEALERs connect to.
 
 It knows each live incarnation by identity ("gateway-0#3") and routes READY and
-heartbeats to it; other kinds go to handlers that later layers register (tool calls).
+heartbeats to it; other control messages go, as typed Structs, to the handler registered
+for their class; data-path envelopes (tool calls) to one data handler.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import zmq
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # the bus knows incarnations; supervision starts them
 
 log = logging.getLogger("bus")
 
-Handler = Callable[[bytes, dict[str, Any]], None]
+M = TypeVar("M", bound=messages.Message)
 
 
 class WorkerBus:
@@ -32,7 +33,7 @@ class WorkerBus:
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._zmq = ZmqEndpoint(sock, self._on_frames)
         self._workers: dict[bytes, WorkerProcess] = {}
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[type[messages.Message], Callable[[bytes, Any], None]] = {}
         self._data: Callable[[bytes, bytes], None] | None = None
 
     def attach(self, proc: WorkerProcess) -> None:
@@ -41,15 +42,16 @@ class WorkerBus:
     def detach(self, proc: WorkerProcess) -> None:
         self._workers.pop(proc.identity, None)
 
-    def on(self, kind: str, handler: Handler) -> None:
+    def on(self, kind: type[M], handler: Callable[[bytes, M], None]) -> None:
+        """Messages of the Struct class ``kind`` go to ``handler(identity, message)``."""
         self._handlers[kind] = handler
 
     def on_data(self, handler: Callable[[bytes, bytes], None]) -> None:
         """Data-path envelopes (replies from gateway workers) go to one handler."""
         self._data = handler
 
-    def send(self, identity: bytes, message: dict[str, Any]) -> bool:
-        return self._zmq.send([identity, messages.encode(message)])
+    def send(self, identity: bytes, message: messages.Message) -> bool:
+        return self._zmq.send([identity, messages.pack_message(message)])
 
     def send_raw(self, identity: bytes, payload: bytes) -> None:
         """Queue one data-path envelope; it leaves batched at the end of this loop turn.
@@ -61,7 +63,7 @@ class WorkerBus:
         self._zmq.flush()
 
     def heartbeat_all(self) -> None:
-        frame = messages.encode({"k": messages.HEARTBEAT})
+        frame = messages.HEARTBEAT_FRAME
         for identity, proc in self._workers.items():
             if proc.alive:
                 self._zmq.send([identity, frame])
@@ -71,26 +73,30 @@ class WorkerBus:
             log.warning("dropping bus message with %d frames", len(frames))
             return
         identity, payload = frames
-        if messages.is_data(payload):
-            if self._data is not None:
-                for envelope in messages.envelopes(payload):
-                    self._data(identity, envelope)
-            return
-        try:
-            message = messages.decode(payload)
-        except messages.MalformedMessage as exc:
-            log.warning("dropping bus message from %r: %s", identity, exc)
-            return
-        kind = message.get("k")
         proc = self._workers.get(identity)
         if proc is not None:
             proc.last_heartbeat = time.monotonic()  # any message proves liveness
-            if kind == messages.READY:
+            if payload == messages.HEARTBEAT_FRAME:
+                return
+        for envelope in messages.envelopes(payload):
+            if envelope[:1] == messages.MESSAGE:
+                self._on_message(identity, proc, envelope)
+            elif self._data is not None:
+                self._data(identity, envelope)
+
+    def _on_message(self, identity: bytes, proc: WorkerProcess | None, payload: bytes) -> None:
+        try:
+            message = messages.unpack_message(payload)
+        except messages.MalformedMessage as exc:
+            log.warning("dropping bus message from %r: %s", identity, exc)
+            return
+        if proc is not None:
+            if isinstance(message, messages.Ready):
                 proc.mark_ready()
                 return
-            if kind == messages.HEARTBEAT:
+            if isinstance(message, messages.Heartbeat):
                 return
-        handler = self._handlers.get(str(kind))
+        handler = self._handlers.get(type(message))
         if handler is not None:
             handler(identity, message)
         elif proc is None:

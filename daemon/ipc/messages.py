@@ -1,23 +1,40 @@
-"""Every message between master, workers and CLI: one orjson object per ZeroMQ frame.
+"""Every message between master, workers and CLI, and how each socket encodes them.
 
-Worker bus (worker DEALER -> master ROUTER at ``supervision.bus_endpoint``):
+Worker bus (worker DEALER -> master ROUTER at ``supervision.bus_endpoint``): one
+encoding, every frame is a kind byte then a body; the receiver dispatches on that byte.
+The control messages are the kind MESSAGE (b"m"), whose body is the msgspec JSON of one
+of the frozen Structs below, a union tagged by its "k" field:
 
-| kind    | direction        | fields          | meaning                                     |
-|---------|------------------|-----------------|---------------------------------------------|
-| ready   | worker -> master | pid             | started; may be given traffic now           |
-| hb      | worker -> master |                 | heartbeat, every heartbeat_interval         |
-| hb      | master -> worker |                 | the master is alive and its loop turns      |
-| config  | master -> worker | gateway         | new gateway settings after a reload         |
-| audit   | audit -> master  | file, records.. | the audit log's state, once a second        |
-| tools   | upstream -> master | upstream, endpoint, tools | its server's tools, before READY |
-| upstreams | master -> gateway | upstreams: {name: state, tools} | every upstream's state  |
-| plugin_prepare | master -> gateway | token, name, spec | load a version, dry-run migrate  |
-| plugin_commit  | master -> gateway | token, name       | migrate for real and swap        |
-| plugin_abort   | master -> gateway | token, name       | drop what was prepared           |
-| plugin_unload  | master -> gateway | token, name       | remove the plugin from the chain |
-| plugin_snapshot| master -> gateway | token             | reply with every plugin's state  |
-| plugin_reply   | gateway -> master | token, ok, error (plugins) | how a step went         |
-| plugin_state   | gateway -> master | plugins: {name: {version, state}} | periodic snapshot |
+| Struct (k)                     | direction          | fields                          |
+|--------------------------------|--------------------|---------------------------------|
+| Ready (ready)                  | worker -> master   | pid                             |
+| Heartbeat (hb)                 | either way         |                                 |
+| Config (config)                | master -> gateway  | gateway                         |
+| AuditStatus (audit)            | audit -> master    | file, records, fsync, failing,  |
+|                                |                    | checkpointed, pending           |
+| UpstreamTools (tools)          | upstream -> master | upstream, endpoint, tools       |
+| Upstreams (upstreams)          | master -> gateway  | upstreams: {name: state, tools} |
+| PluginPrepare (plugin_prepare) | master -> gateway  | token, name, spec               |
+| PluginCommit (plugin_commit)   | master -> gateway  | token, name                     |
+| PluginAbort (plugin_abort)     | master -> gateway  | token, name                     |
+| PluginUnload (plugin_unload)   | master -> gateway  | token, name                     |
+| PluginSnapshot (plugin_snapshot) | master -> gateway | token                          |
+| PluginReply (plugin_reply)     | gateway -> master  | token, ok, error, plugins       |
+| PluginState (plugin_state)     | gateway -> master  | plugins: {name: {version, state}} |
+
+Ready: started, may be given traffic now.  Heartbeat: every heartbeat_interval, from
+each worker and from the master (its loop turns).  Config: new gateway settings after a
+reload.  AuditStatus: the audit log's state, once a second.  UpstreamTools: its server's
+tools, before READY.  Upstreams: every upstream's state.  The plugin steps make the
+master's all-or-nothing swap: prepare loads a version and dry-runs its migration, commit
+migrates for real and swaps, abort drops what was prepared, unload removes the plugin
+from the chain, snapshot asks for every plugin's state; each is answered by a
+PluginReply with its token (and the states, for a snapshot).  PluginState is the
+periodic snapshot a restarted worker resumes from.
+
+Free-form JSON (plugin specs and states, tool lists, gateway options) stays dicts and
+lists inside the Structs.  Heartbeats go out every second from every process: they are
+one pre-encoded frame, HEARTBEAT_FRAME, and recognised by comparing bytes.
 
 Data path (same sockets, binary envelopes, so the master never re-encodes a call):
 
@@ -30,6 +47,7 @@ Data path (same sockets, binary envelopes, so the master never re-encodes a call
 | r          | worker -> master | r, seq u64, raw               | the JSON-RPC response      |
 | p          | worker -> master | p, seq u64, raw               | progress notification      |
 | B          | either way       | B, (len u32, envelope)...     | envelopes of one loop turn |
+| m          | either way       | m, msgspec JSON of a Struct   | a control message (above)  |
 
 A tool name's len is NO_TOOL when there is none (tools/list, or a name that is not a
 string): the worker answers from the request, which it parses in full.
@@ -54,7 +72,9 @@ Audit (gateway workers' and the master's DEALER -> the audit process's ROUTER):
 Batching matters: each ZeroMQ send wakes libzmq's I/O thread, so envelopes bound for
 the same peer within one turn of the event loop travel as one frame.
 
-Control endpoint (CLI DEALER -> master ROUTER at ``control.endpoint``):
+Control endpoint (CLI DEALER -> master ROUTER at ``control.endpoint``): a socket of its
+own with its own single encoding, one JSON object per frame (``encode``/``decode``), so
+that a client in any language can speak it with a JSON library:
 
 | kind    | direction        | fields                         |
 |---------|------------------|--------------------------------|
@@ -67,6 +87,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import msgspec
 import orjson
 
 READY = "ready"
@@ -91,6 +112,7 @@ REPLY = b"r"
 PROGRESS = b"p"
 STARTED = b"s"
 BATCH = b"B"
+MESSAGE = b"m"
 RECORD = b"a"
 ACK = b"k"
 NACK = b"n"
@@ -105,7 +127,105 @@ class MalformedMessage(ValueError):
     pass
 
 
+class Message(msgspec.Struct, frozen=True, tag_field="k", omit_defaults=True):
+    """A control message on the worker bus; its tag, "k", names the kind."""
+
+
+class Ready(Message, frozen=True, tag=READY):
+    pid: int
+
+
+class Heartbeat(Message, frozen=True, tag=HEARTBEAT):
+    pass
+
+
+class Config(Message, frozen=True, tag=CONFIG):
+    gateway: dict[str, Any]
+
+
+class AuditStatus(Message, frozen=True, tag=AUDIT_STATUS):
+    file: str
+    records: int
+    fsync: str
+    failing: str | None
+    checkpointed: int
+    pending: int
+
+
+class UpstreamTools(Message, frozen=True, tag=UPSTREAM_TOOLS):
+    upstream: str
+    endpoint: str
+    tools: list[Any]
+
+
+class Upstreams(Message, frozen=True, tag=UPSTREAMS):
+    upstreams: dict[str, dict[str, Any]]
+
+
+class PluginPrepare(Message, frozen=True, tag=PLUGIN_PREPARE):
+    token: int
+    name: str
+    spec: dict[str, Any]
+
+
+class PluginCommit(Message, frozen=True, tag=PLUGIN_COMMIT):
+    token: int
+    name: str
+
+
+class PluginAbort(Message, frozen=True, tag=PLUGIN_ABORT):
+    token: int
+    name: str
+
+
+class PluginUnload(Message, frozen=True, tag=PLUGIN_UNLOAD):
+    token: int
+    name: str
+
+
+class PluginSnapshot(Message, frozen=True, tag=PLUGIN_SNAPSHOT):
+    token: int
+
+
+class PluginReply(Message, frozen=True, tag=PLUGIN_REPLY):
+    token: int
+    ok: bool
+    error: str | None = None
+    plugins: dict[str, Any] | None = None  # PLUGIN_SNAPSHOT's answer
+
+
+class PluginState(Message, frozen=True, tag=PLUGIN_STATE):
+    plugins: dict[str, Any]
+
+
+AnyMessage = (Ready | Heartbeat | Config | AuditStatus | UpstreamTools | Upstreams
+              | PluginPrepare | PluginCommit | PluginAbort | PluginUnload | PluginSnapshot
+              | PluginReply | PluginState)
+PluginStep = PluginPrepare | PluginCommit | PluginAbort | PluginUnload | PluginSnapshot
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyMessage)
+
+
+def pack_message(message: Message) -> bytes:
+    """A MESSAGE envelope: the kind byte, then the Struct as JSON."""
+    return MESSAGE + _encoder.encode(message)
+
+
+def unpack_message(payload: bytes) -> AnyMessage:
+    """The Struct a MESSAGE envelope carries; MalformedMessage if it is not one."""
+    try:
+        message: AnyMessage = _decoder.decode(memoryview(payload)[1:])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise MalformedMessage(str(exc)) from None
+    return message
+
+
+HEARTBEAT_FRAME = pack_message(Heartbeat())
+
+
 def encode(message: dict[str, Any]) -> bytes:
+    """The control endpoint's encoding (not the worker bus's)."""
     return orjson.dumps(message)
 
 
@@ -123,11 +243,6 @@ def worker_identity(name: str, incarnation: int) -> bytes:
     """Each incarnation gets its own identity, so a replacement and the worker it
     replaces can both be connected while the replacement proves itself."""
     return f"{name}#{incarnation}".encode()
-
-
-def is_data(payload: bytes) -> bool:
-    """Data-path envelopes start with a letter; control messages are JSON objects."""
-    return payload[:1] != b"{"
 
 
 def pack_call(seq: int, agent: str, tool: str | None, raw: bytes) -> bytes:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+import msgspec
 import zmq
 
 from daemon import __version__, config, logs, metrics
@@ -119,7 +120,7 @@ class Master:
         held.callback(bus.close)
         self.audit = AuditLink.from_options(ctx, tree.audit_link_options(s), "master")
         held.callback(self.audit.close)
-        bus.on(messages.AUDIT_STATUS, self._audit_state)  # the audit process, once a second
+        bus.on(messages.AuditStatus, self._audit_state)  # the audit process, once a second
         self.shards = GatewayShards(s, bus, resizable=not self.custom_tree)
         self.board = Switchboard(bus, self.gateway_workers,
                                  Authenticator(s, ensure_admin_token(s.state_dir)),
@@ -248,8 +249,8 @@ class Master:
         log.info("ready: %d workers in %.0f ms", workers,
                  (time.monotonic() - self.started_at) * 1000)
 
-    def _audit_state(self, _identity: bytes, message: dict[str, Any]) -> None:
-        self.audit_state = {k: v for k, v in message.items() if k != "k"}
+    def _audit_state(self, _identity: bytes, message: messages.AuditStatus) -> None:
+        self.audit_state = msgspec.structs.asdict(message)
 
     def gateway_workers(self) -> list[WorkerChild]:
         """The workers that serve agent calls, in a stable order (the shards)."""

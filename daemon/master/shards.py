@@ -55,7 +55,7 @@ class GatewayShards:
                                                                      "gateway": options})
             identity = worker.identity
             if identity is not None:
-                self.bus.send(identity, {"k": messages.CONFIG, "gateway": options})
+                self.bus.send(identity, messages.Config(gateway=options))
         return ["agents, roles and gateway limits"]  # what the switchboard says, deduplicated
 
     async def _resize(self, settings: Settings) -> list[str]:

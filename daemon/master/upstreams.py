@@ -56,12 +56,11 @@ class UpstreamDirectory:
         self.up: dict[str, bytes] = {}  # name -> identity of the serving incarnation
         self.health: dict[str, Health] = {}
         self._listed: dict[str, list[Any]] = {}  # what agents were last told is listed
-        bus.on(messages.UPSTREAM_TOOLS, self.on_tools)
+        bus.on(messages.UpstreamTools, self.on_tools)
 
-    def on_tools(self, identity: bytes, message: dict[str, Any]) -> None:
-        name = str(message.get("upstream"))
-        self.reported[name] = {"endpoint": message.get("endpoint"),
-                               "tools": message.get("tools") or []}
+    def on_tools(self, identity: bytes, message: messages.UpstreamTools) -> None:
+        self.reported[message.upstream] = {"endpoint": message.endpoint,
+                                           "tools": message.tools}
 
     def _name(self, child: WorkerChild) -> str | None:
         return str(child.spec.options["name"]) if child.spec.target == self.target else None
@@ -110,13 +109,13 @@ class UpstreamDirectory:
 
     # -- what the gateway workers, agents, status and metrics are told ------------------
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> messages.Upstreams:
         upstreams = {}
         for name, health in sorted(self.health.items()):
             reported = self.reported.get(name, {"endpoint": None, "tools": []})
             upstreams[name] = {**reported, "state": health.state,
                                "retry_at": health.retry_at}
-        return {"k": messages.UPSTREAMS, "upstreams": upstreams}
+        return messages.Upstreams(upstreams=upstreams)
 
     def status(self) -> dict[str, dict[str, Any]]:
         now = time.time()
@@ -140,7 +139,7 @@ class UpstreamDirectory:
         for worker in self.gateway_workers():
             if worker.identity is not None:
                 self.bus.send(worker.identity, state)
-        listed = {n: u["tools"] for n, u in state["upstreams"].items() if u["state"] != DOWN}
+        listed = {n: u["tools"] for n, u in state.upstreams.items() if u["state"] != DOWN}
         if listed != self._listed:
             self._listed = listed
             self.notify_agents(LIST_CHANGED)

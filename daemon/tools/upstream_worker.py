@@ -131,8 +131,7 @@ async def run(worker: WorkerHandle, name: str, command: list[str], endpoint: str
                                                    f"did not start: {why}") from None
     service = UpstreamService(worker, name, client, endpoint)
     log.info("%s: MCP %s, %d tools", name, client.version, len(tools))
-    worker.send({"k": messages.UPSTREAM_TOOLS, "upstream": name,
-                 "endpoint": service.endpoint, "tools": tools})
+    worker.send(messages.UpstreamTools(upstream=name, endpoint=service.endpoint, tools=tools))
     await worker.ready()
     await first_set(worker.stopping, client.exited)
     await service.close()

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import uvloop
 import zmq
@@ -52,6 +52,7 @@ EXIT_MEANINGS = {EXIT_UPSTREAM_EXITED: "its upstream server exited",
                  255: "or its forkserver died"}  # multiprocessing's "no status"
 
 Job = Callable[..., Coroutine[Any, Any, None]]
+M = TypeVar("M", bound=messages.Message)
 
 
 @dataclass(frozen=True)
@@ -103,15 +104,19 @@ class WorkerHandle:
         self.boot = boot
         self.stopping = asyncio.Event()
         self._endpoint = endpoint
-        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self._handlers: dict[type[messages.Message], Callable[[Any], None]] = {}
         self._raw: Callable[[bytes], None] | None = None
 
     async def ready(self) -> None:
         """Tell the supervisor this worker may be given traffic."""
-        self.send({"k": messages.READY, "pid": os.getpid()})
+        self.send(messages.Ready(pid=os.getpid()))
 
-    def send(self, message: dict[str, Any]) -> bool:
-        return self._endpoint.send([messages.encode(message)])
+    def send(self, message: messages.Message) -> bool:
+        return self._endpoint.send([messages.pack_message(message)])
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Send a frame encoded beforehand (the heartbeat)."""
+        return self._endpoint.send([frame])
 
     def send_raw(self, payload: bytes) -> None:
         """Queue one data-path envelope; it leaves batched at the end of this loop turn."""
@@ -132,12 +137,18 @@ class WorkerHandle:
         """Route data-path envelopes (agent calls) to a job's handler."""
         self._raw = handler
 
-    def on(self, kind: str, handler: Callable[[dict[str, Any]], None]) -> None:
-        """Route bus messages of one kind to a job's handler."""
+    def on(self, kind: type[M], handler: Callable[[M], None]) -> None:
+        """Route bus messages of one Struct class to a job's handler."""
         self._handlers[kind] = handler
 
-    def dispatch(self, message: dict[str, Any]) -> None:
-        handler = self._handlers.get(str(message.get("k")))
+    def dispatch(self, payload: bytes) -> None:
+        """One MESSAGE envelope from the master, to the handler of its class."""
+        try:
+            message = messages.unpack_message(payload)
+        except messages.MalformedMessage as exc:
+            log.warning("ignoring malformed bus message: %s", exc)
+            return
+        handler = self._handlers.get(type(message))
         if handler is not None:
             handler(message)
 
@@ -202,18 +213,13 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
         nonlocal last_master_hb
         last_master_hb = time.monotonic()  # any message proves the master is alive
         payload = frames[-1]
-        if messages.is_data(payload):
-            handle = worker._raw
-            if handle is not None:
-                for envelope in messages.envelopes(payload):
-                    handle(envelope)
+        if payload == messages.HEARTBEAT_FRAME:
             return
-        try:
-            message = messages.decode(frames[-1])
-        except messages.MalformedMessage as exc:
-            log.warning("ignoring malformed bus message: %s", exc)
-            return
-        worker.dispatch(message)
+        for envelope in messages.envelopes(payload):
+            if envelope[:1] == messages.MESSAGE:
+                worker.dispatch(envelope)
+            elif worker._raw is not None:
+                worker._raw(envelope)
 
     endpoint = ZmqEndpoint(sock, on_bus)
     slot = CallSlot.open(boot.slot_path) if boot.slot_path else None
@@ -227,7 +233,7 @@ async def _serve(boot: WorkerBoot, job: Job) -> int:
     async def heartbeat() -> None:
         while True:
             await asyncio.sleep(boot.heartbeat_interval)
-            worker.send({"k": messages.HEARTBEAT})
+            worker.send_frame(messages.HEARTBEAT_FRAME)
             silent = time.monotonic() - last_master_hb
             if silent > 2 * boot.heartbeat_timeout:
                 log.error("no word from master %d for %.1fs; exiting", boot.master_pid, silent)

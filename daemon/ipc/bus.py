@@ -74,10 +74,9 @@ class WorkerBus:
             return
         identity, payload = frames
         proc = self._workers.get(identity)
-        if proc is not None:
-            proc.last_heartbeat = time.monotonic()  # any message proves liveness
-            if payload == messages.HEARTBEAT_FRAME:
-                return
+        if payload == messages.HEARTBEAT_FRAME and proc is not None:  # no decoding
+            proc.last_heartbeat = time.monotonic()
+            return
         for envelope in messages.envelopes(payload):
             if envelope[:1] == messages.MESSAGE:
                 self._on_message(identity, proc, envelope)
@@ -91,6 +90,7 @@ class WorkerBus:
             log.warning("dropping bus message from %r: %s", identity, exc)
             return
         if proc is not None:
+            proc.last_heartbeat = time.monotonic()  # any control message proves liveness
             if isinstance(message, messages.Ready):
                 proc.mark_ready()
                 return

@@ -25,7 +25,7 @@ import orjson
 
 from daemon.hotswap.plugin_config import TableRefused
 from daemon.hotswap.source import PluginSource, Refused
-from daemon.supervision import reaper
+from daemon.supervision.waited import waited_for
 
 CHECK_TIMEOUT = 10.0
 
@@ -56,7 +56,7 @@ def validate(source: PluginSource, configs: dict[str, dict[str, Any]] | None = N
                             "configs": configs or {}, "live": live or {}})
     # A check is a child of the master, which reaps orphans on SIGCHLD: it must leave
     # this one to the thread that waits for it here.
-    with reaper.waited_for() as waited:
+    with waited_for() as waited:
         proc = subprocess.Popen([sys.executable, "-m", "daemon.hotswap.sandbox"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
@@ -71,7 +71,7 @@ def validate(source: PluginSource, configs: dict[str, dict[str, Any]] | None = N
         raise Refused(f"the check did not finish within {timeout:g}s (a loop at import, "
                       "in migrate or in self_test?)") from None
     finally:
-        with reaper.waited_for() as waited:
+        with waited_for() as waited:
             waited.discard(proc.pid)
     lines = stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:

@@ -12,26 +12,15 @@ import contextlib
 import ctypes
 import logging
 import os
-import threading
-from collections.abc import Iterator
 
 import psutil
 
+from daemon.supervision.waited import waited_for
 from daemon.supervision.worker_process import ExitStatus, forkserver_helper_pids
 
 log = logging.getLogger("master")
 
 PR_SET_CHILD_SUBREAPER = 36
-_waited_for: set[int] = set()  # children some thread waits for itself (plugin checks)
-_waited_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def waited_for() -> Iterator[set[int]]:
-    """Start a child and add its pid to the set inside this block: the reaper leaves it
-    to whoever waits for it, until it is discarded again (also inside such a block)."""
-    with _waited_lock:
-        yield _waited_for
 
 
 def become_subreaper() -> None:
@@ -41,9 +30,9 @@ def become_subreaper() -> None:
 
 def reap_orphans() -> None:
     helpers = forkserver_helper_pids()
-    with _waited_lock, contextlib.suppress(psutil.Error):
+    with waited_for() as waited, contextlib.suppress(psutil.Error):
         for child in psutil.Process().children():
-            if child.pid in helpers or child.pid in _waited_for:
+            if child.pid in helpers or child.pid in waited:
                 continue  # someone waits for these
             with contextlib.suppress(ChildProcessError):
                 pid, status = os.waitpid(child.pid, os.WNOHANG)

@@ -112,7 +112,8 @@ class Master:
         reaper.become_subreaper()
         _raise_open_files_limit()
         metrics.prepare(runtime_files.metrics_dir(s))  # before any worker: they inherit it
-        prepare_forkserver(w.target for w in worker_specs(self.spec))
+        # the plugin files as they are now: their imports and compiled code are preloaded
+        prepare_forkserver((w.target for w in worker_specs(self.spec)), config.plugin_dirs(s))
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         held.callback(ctx.term)
         keys = self._curve(ctx, held)

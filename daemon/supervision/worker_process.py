@@ -18,9 +18,11 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
+from daemon.hotswap import warm
 from daemon.ipc.call_slot import CallSlot
 from daemon.ipc.messages import worker_identity
 from daemon.supervision.spec import BRUTAL_KILL
@@ -43,16 +45,22 @@ _PRELOAD = ["daemon.worker.runtime", "zmq", "uvloop", "orjson", "psutil"]
 _MASTER_ONLY_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 
 
-def prepare_forkserver(targets: Iterable[str]) -> None:
-    """Start the forkserver now, with every worker module imported once, up front."""
+def prepare_forkserver(targets: Iterable[str], plugin_dirs: Iterable[Path] = ()) -> None:
+    """Start the forkserver now, with every worker module imported once, up front, and
+    the plugin files in ``plugin_dirs`` compiled with what they import (hotswap.warm)."""
     modules = dict.fromkeys(_PRELOAD + [t.partition(":")[0] for t in targets])
+    dirs = os.pathsep.join(str(d) for d in plugin_dirs)
+    if dirs:
+        modules[warm.__name__] = None
     _CTX.set_forkserver_preload(list(modules))
     from multiprocessing import forkserver
 
     saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _MASTER_ONLY_SIGNALS}
+    os.environ[warm.WARM_ENV] = dirs  # the forkserver inherits it, and drops it
     try:
         forkserver.ensure_running()  # also starts the resource tracker
     finally:
+        os.environ.pop(warm.WARM_ENV, None)
         for sig, handler in saved.items():
             signal.signal(sig, handler)
 

@@ -3,9 +3,9 @@
 Preloaded by the forkserver (worker_process.prepare_forkserver) when the master starts,
 with the plugin dirs in ``WARM_ENV``: each trusted plugin file found there is compiled
 once (its code object kept in ``source.COMPILED`` under its sha256 and path), and the
-modules it imports at top level are imported (a worker start would otherwise pay ~40 ms for Cedar, RE2,
-jsonschema, ...).  The cache is only an accelerator: ``source.load_class`` uses a code
-object only for the exact bytes (sha256) and path of the version it was asked to load,
+modules it imports at top level are imported (a worker start would otherwise pay ~40 ms
+for Cedar, RE2, jsonschema, ...).  The cache is only an accelerator: ``load_class`` uses
+a code object only for the exact bytes (sha256) and path of the version it was asked to load,
 and compiles as before for anything else (a version dropped after the start).  Nothing
 of a plugin file runs here: its module body runs in the worker, as it always did.
 """

@@ -18,11 +18,9 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import psutil
 
-from daemon.hotswap import warm
 from daemon.ipc.call_slot import CallSlot
 from daemon.ipc.messages import worker_identity
 from daemon.supervision.spec import BRUTAL_KILL
@@ -45,22 +43,23 @@ _PRELOAD = ["daemon.worker.runtime", "zmq", "uvloop", "orjson", "psutil"]
 _MASTER_ONLY_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 
 
-def prepare_forkserver(targets: Iterable[str], plugin_dirs: Iterable[Path] = ()) -> None:
+def prepare_forkserver(targets: Iterable[str], preload: Iterable[str] = (),
+                       environ: dict[str, str] | None = None) -> None:
     """Start the forkserver now, with every worker module imported once, up front, and
-    the plugin files in ``plugin_dirs`` compiled with what they import (hotswap.warm)."""
-    modules = dict.fromkeys(_PRELOAD + [t.partition(":")[0] for t in targets])
-    dirs = os.pathsep.join(str(d) for d in plugin_dirs)
-    if dirs:
-        modules[warm.__name__] = None
+    the ``preload`` modules too, which read ``environ`` when the forkserver imports them
+    (it inherits it; the master's own environment is left as it was)."""
+    modules = dict.fromkeys(_PRELOAD + [t.partition(":")[0] for t in targets] + list(preload))
     _CTX.set_forkserver_preload(list(modules))
     from multiprocessing import forkserver
 
+    environ = environ or {}
     saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _MASTER_ONLY_SIGNALS}
-    os.environ[warm.WARM_ENV] = dirs  # the forkserver inherits it, and drops it
+    os.environ.update(environ)
     try:
         forkserver.ensure_running()  # also starts the resource tracker
     finally:
-        os.environ.pop(warm.WARM_ENV, None)
+        for key in environ:
+            os.environ.pop(key, None)
         for sig, handler in saved.items():
             signal.signal(sig, handler)
 

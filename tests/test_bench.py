@@ -31,6 +31,10 @@ def test_bench_restart_reports_latency_figures_and_leaves_nothing_running():
                 "reference_interpreter_with_worker_imports_ms"):
         assert result[key]["n"] >= 3 and result[key]["median"] > 0
     assert result["kill_to_ready_seen_ms"]["n"] == int(kills)
+    bundled = result["bundled_chain"]  # the same kills with the bundled plugins loaded
+    for key in ("kill_to_ready_seen_ms", "exit_to_ready_master_ms"):
+        assert bundled[key]["n"] == int(kills) and bundled[key]["median"] > 0
+    assert result["ratio_bundled_to_empty"] > 0
     assert not daemons()
 
 
@@ -41,6 +45,9 @@ def test_bench_memory_reports_per_worker_figures():
     result = json.loads(out.stdout)
     assert result["workers"] == 2
     assert 0 < result["worker_uss_mib"] <= result["worker_pss_mib"] <= result["worker_rss_mib"]
+    bundled = result["bundled_chain"]  # the same with the bundled plugins loaded
+    assert bundled["workers"] == 2
+    assert 0 < bundled["worker_uss_mib"] <= bundled["worker_pss_mib"] <= bundled["worker_rss_mib"]
     assert not daemons()
 
 

@@ -257,3 +257,42 @@ def test_the_readme_example_plugin_passes_the_checks(tmp_path):
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "plugin quota v2, priority 15, hooks before_call, after_call" in out.stdout
+
+
+WARMED = '''
+from __future__ import annotations
+import colorsys
+from email import message
+try:
+    import no_such_module_anywhere
+except ImportError:
+    pass
+from daemon.plugin import Plugin
+
+def later():
+    import wave  # only if called: not preloaded
+
+class Warmed(Plugin):
+    name = "warmed"
+    version = {version}
+'''
+
+
+def test_the_forkserver_warm_up_preloads_imports_and_serves_only_the_exact_bytes(tmp_path):
+    import ast
+    import sys
+
+    from daemon.hotswap import source, warm
+
+    path = drop(tmp_path, "warmed", WARMED.format(version=1))
+    assert warm.imported_modules(ast.parse(path.read_bytes())) == [
+        "colorsys", "email", "no_such_module_anywhere"]
+    warm.warm([tmp_path])  # a module that is not installed is skipped, not an error
+    v1 = source.read_source(path)
+    assert (v1.sha256, v1.path) in source.COMPILED and "colorsys" in sys.modules
+    assert source.load_class(v1).version == 1
+    # the file changed after the warm-up: the current bytes are compiled, never the cache
+    v2 = source.read_source(drop(tmp_path, "warmed", WARMED.format(version=2)))
+    assert (v2.sha256, v2.path) not in source.COMPILED
+    assert source.load_class(v2).version == 2
+    source.COMPILED.pop((v1.sha256, v1.path))

@@ -1,4 +1,7 @@
-"""Memory per idle worker: RSS, and the PSS/USS that forkserver copy-on-write leaves."""
+"""Memory per idle worker: RSS, and the PSS/USS that forkserver copy-on-write leaves.
+
+Measured with an empty chain (the top-level keys) and with the bundled plugins loaded
+(``bundled_chain``), in the same run."""
 
 from __future__ import annotations
 
@@ -8,10 +11,15 @@ from typing import Any
 import psutil
 
 from daemon.bench.harness import temporary_daemon
+from daemon.bench.plugin_swap import BUNDLED
 
 
 def run(workers: int = 8) -> dict[str, Any]:
-    with temporary_daemon(gateway_workers=workers) as daemon:
+    return {**_measure(workers, []), "bundled_chain": _measure(workers, [str(BUNDLED)])}
+
+
+def _measure(workers: int, plugin_dirs: list[str]) -> dict[str, Any]:
+    with temporary_daemon(gateway_workers=workers, plugin_dirs=plugin_dirs) as daemon:
         snap = daemon.status()
         # gateway workers; the audit process counts with the helpers (one per daemon)
         pids = [w["pid"] for name, w in daemon.workers().items() if name.startswith("gateway-")]

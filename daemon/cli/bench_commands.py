@@ -16,7 +16,9 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
         click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return
     for key, value in result.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and "median" not in value:  # e.g. bundled_chain
+            _emit({f"{key}.{k}": v for k, v in value.items()}, False)
+        elif isinstance(value, dict):
             click.echo(f"{key:<46} median {value['median']:8.2f}  p99 {value['p99']:8.2f}  "
                        f"min {value['min']:8.2f}  max {value['max']:8.2f}  (n={value['n']})")
         else:

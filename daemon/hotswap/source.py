@@ -19,6 +19,10 @@ import msgspec
 
 from daemon.plugin import Plugin
 
+# (sha256, path) -> the module code of that version, compiled before the worker forked
+# (filled by hotswap.warm in the forkserver); anything else is compiled when loaded
+COMPILED: dict[tuple[str, str], types.CodeType] = {}
+
 
 class Refused(Exception):
     """A plugin file that must not be loaded; the message says why."""
@@ -64,7 +68,8 @@ def load_class(source: PluginSource) -> type[Plugin]:
     """Compile and run the file as a fresh module; return its one Plugin subclass."""
     stem = Path(source.path).stem.replace("-", "_")
     module_name = f"workingagents_plugin_{stem}_{source.sha256[:12]}"
-    code = compile(source.code, source.path, "exec", dont_inherit=True)
+    code = COMPILED.get((source.sha256, source.path)) \
+        or compile(source.code, source.path, "exec", dont_inherit=True)
     module = types.ModuleType(module_name)
     module.__file__ = source.path
     sys.modules[module_name] = module  # dataclasses and pickling look modules up here

@@ -35,6 +35,7 @@ from daemon.front.switchboard import Limits, Switchboard
 from daemon.front.tcp import serve_tcp
 from daemon.front.zap import ZapHandler
 from daemon.front.zmq_router import AgentRouter
+from daemon.hotswap import warm
 from daemon.hotswap.manager import PluginManager
 from daemon.ipc import curve, messages
 from daemon.ipc.bus import WorkerBus
@@ -112,7 +113,9 @@ class Master:
         reaper.become_subreaper()
         _raise_open_files_limit()
         metrics.prepare(runtime_files.metrics_dir(s))  # before any worker: they inherit it
-        prepare_forkserver(w.target for w in worker_specs(self.spec))
+        # the plugin files as they are now: their imports and compiled code are preloaded
+        prepare_forkserver((w.target for w in worker_specs(self.spec)), [warm.__name__],
+                           {warm.WARM_ENV: os.pathsep.join(map(str, config.plugin_dirs(s)))})
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         held.callback(ctx.term)
         keys = self._curve(ctx, held)

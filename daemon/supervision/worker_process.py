@@ -43,16 +43,23 @@ _PRELOAD = ["daemon.worker.runtime", "zmq", "uvloop", "orjson", "psutil"]
 _MASTER_ONLY_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 
 
-def prepare_forkserver(targets: Iterable[str]) -> None:
-    """Start the forkserver now, with every worker module imported once, up front."""
-    modules = dict.fromkeys(_PRELOAD + [t.partition(":")[0] for t in targets])
+def prepare_forkserver(targets: Iterable[str], preload: Iterable[str] = (),
+                       environ: dict[str, str] | None = None) -> None:
+    """Start the forkserver now, with every worker module imported once, up front, and
+    the ``preload`` modules too, which read ``environ`` when the forkserver imports them
+    (it inherits it; the master's own environment is left as it was)."""
+    modules = dict.fromkeys(_PRELOAD + [t.partition(":")[0] for t in targets] + list(preload))
     _CTX.set_forkserver_preload(list(modules))
     from multiprocessing import forkserver
 
+    environ = environ or {}
     saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _MASTER_ONLY_SIGNALS}
+    os.environ.update(environ)
     try:
         forkserver.ensure_running()  # also starts the resource tracker
     finally:
+        for key in environ:
+            os.environ.pop(key, None)
         for sig, handler in saved.items():
             signal.signal(sig, handler)
 

@@ -39,8 +39,14 @@ MARKERS = re2.compile(
 HIDDEN = re2.compile("[\U000e0000-\U000e007f\u200b-\u200f\u202a-\u202e\u2066-\u2069]",
                      _OPTIONS)
 
+# One scan that says whether either could match (most results: neither), on the text's
+# UTF-8 bytes, which skips the wrapper's offset bookkeeping for str
+_EITHER = re2.compile(f"(?:{MARKERS.pattern})|(?:{HIDDEN.pattern})", _OPTIONS)
+
 
 def markers(text: str) -> list[str]:
+    if _EITHER.search(text.encode()) is None:
+        return []
     found = [m.group().strip() for m in MARKERS.finditer(text)]
     if HIDDEN.search(text):
         found.append("hidden unicode characters")
@@ -59,10 +65,29 @@ class Injection(Plugin):
     config_schema = InjectionConfig
     config: InjectionConfig
 
+    def __init__(self, config: Any = None, log: Any = None) -> None:
+        super().__init__(config, log)
+        # tool -> (description, schema, fingerprint): a tool's definition is the same
+        # objects on every call (a changed one is parsed anew), so it is hashed once per
+        # definition, not per call
+        self.fingerprints: dict[str, tuple[str, Any, str]] = {}
+
     def initial_state(self) -> dict[str, Any]:
         return {"pins": {}}  # tool -> fingerprint of the definition first seen
 
     def fingerprint(self, call: Any) -> str:
+        cached = self.fingerprints.get(call.tool)
+        if (cached is not None and cached[1] is call.input_schema
+                and cached[0] is call.description):
+            return cached[2]
+        seen = self._fingerprint(call)
+        if len(self.fingerprints) > 4096:  # tools come and go with their upstreams
+            self.fingerprints.clear()
+        self.fingerprints[call.tool] = (call.description, call.input_schema, seen)
+        return seen
+
+    @staticmethod
+    def _fingerprint(call: Any) -> str:
         body = orjson.dumps([call.tool, call.description, call.input_schema],
                             option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(body).hexdigest()[:16]

@@ -71,8 +71,16 @@ class Secrets(Plugin):
             text = text.replace(hit, "[secret]")
         return text
 
+    def carries(self, data: bytes) -> bool:
+        """Whether find() would find anything in this UTF-8 text (one scan of the bytes,
+        which spares the wrapper's offset bookkeeping for str: most texts hold none)."""
+        return self.config.entropy or self.matcher.search(data) is not None
+
     async def before_call(self, call: Any) -> Any:
-        text = orjson.dumps(call.arguments).decode()
+        raw = orjson.dumps(call.arguments)
+        if not self.carries(raw):
+            return None
+        text = raw.decode()
         if not self.find(text):
             return None
         redacted = orjson.loads(self.redact(text))  # what the audit record may keep
@@ -84,7 +92,7 @@ class Secrets(Plugin):
     async def after_call(self, call: Any, result: dict[str, Any]) -> Any:
         texts = [b.get("text", "") for b in result.get("content") or []
                  if b.get("type") == "text"]
-        if not any(self.find(t) for t in texts):
+        if not any(self.carries(t.encode()) and self.find(t) for t in texts):
             return None
         if self.config.results == "block":
             return Deny("the result carries a secret", "guardrail")

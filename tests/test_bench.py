@@ -58,10 +58,13 @@ def test_bench_gateway_compares_against_the_bare_zmq_ceiling_without_errors():
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     for key in ("bare_zmq_echo", "gateway_zmq", "gateway_tcp", "gateway_zmq_at_half_peak",
-                "gateway_tcp_at_half_peak"):
+                "gateway_tcp_at_half_peak", "gateway_zmq_bundled_chain",
+                "gateway_tcp_bundled_chain"):
         assert result[key]["calls_per_s"] > 0 and result[key]["errors"] == 0, key
         assert set(result[key]["latency_ms"]) == {"p50", "p99", "p999", "max"}
     assert result["ratio_gateway_tcp_to_bare"] > 0
+    assert result["ratio_bundled_to_empty_chain_tcp"] > 0
+    assert result["ratio_bundled_to_empty_chain_zmq"] > 0
     assert not daemons()
 
 

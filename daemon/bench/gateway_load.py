@@ -4,7 +4,9 @@ N agent connections keep a window of pipelined `echo` calls in flight for a fixe
 each response is parsed and matched by id, and its latency recorded.  The same driver
 then runs against a bare pyzmq ROUTER echo (no gateway at all) on the same machine, so
 the gateway's figure is reported as a ratio of that ceiling.  A third run paces calls at
-half the gateway's peak rate to read its latency under moderate load.
+half the gateway's peak rate to read its latency under moderate load.  Last, the peaks
+again with the bundled plugin chain (plugins/, default config), so the cost of the
+guardrails is a ratio of the same run's empty chain.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import orjson
 import zmq
 
-from daemon.bench.harness import temporary_daemon
+from daemon.bench.harness import bundled_plugins, temporary_daemon
 from daemon.control.client import read_control_file
 from daemon.front.auth import admin_token_path
 
@@ -220,11 +222,22 @@ def run(conns: int = 8, window: int = 16, duration: float = 3.0) -> dict[str, An
             half = _measure(make, duration, window * 4, rate=peak["calls_per_s"] / 2)
             results[f"gateway_{transport}"] = peak
             results[f"gateway_{transport}_at_half_peak"] = half
+    with bundled_plugins() as bundled, temporary_daemon(gateway_workers=2,
+                                                        plugin_dirs=[bundled]) as daemon:
+        listen = read_control_file(daemon.state_dir)["listen"]
+        token = admin_token_path(daemon.state_dir).read_text().strip()
+        for transport in ("zmq", "tcp"):
+            make = functools.partial(Driver, transport, listen[transport], token, conns)
+            results[f"gateway_{transport}_bundled_chain"] = _measure(make, duration, window)
     ceiling = results["bare_zmq_echo"]["calls_per_s"] or 1
     results["ratio_gateway_zmq_to_bare"] = round(results["gateway_zmq"]["calls_per_s"]
                                                  / ceiling, 3)
     results["ratio_gateway_tcp_to_bare"] = round(results["gateway_tcp"]["calls_per_s"]
                                                  / ceiling, 3)
+    for transport in ("zmq", "tcp"):
+        results[f"ratio_bundled_to_empty_chain_{transport}"] = round(
+            results[f"gateway_{transport}_bundled_chain"]["calls_per_s"]
+            / max(1, results[f"gateway_{transport}"]["calls_per_s"]), 3)
     results["cpus"] = os.cpu_count()
     results["daemon_log"] = str(Path(daemon.state_dir) / "daemon.log")
     return results

@@ -66,6 +66,21 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
+BUNDLED_PLUGINS = Path(__file__).resolve().parent.parent.parent / "plugins"
+
+
+@contextlib.contextmanager
+def bundled_plugins() -> Iterator[str]:
+    """A private copy of the checkout's bundled plugins, for ``plugin_dirs``."""
+    copy = tempfile.mkdtemp(prefix="wa-bench-plugins-")
+    try:
+        for plugin in BUNDLED_PLUGINS.glob("*.py"):
+            shutil.copy(plugin, copy)
+        yield copy
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def temporary_daemon(gateway_workers: int = 2, supervision: dict[str, Any] | None = None,
                      plugin_dirs: list[str] | None = None,

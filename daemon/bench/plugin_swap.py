@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from daemon.bench.gateway_load import Driver, _measure
-from daemon.bench.harness import summary, temporary_daemon
+from daemon.bench.harness import bundled_plugins, summary, temporary_daemon
 from daemon.client import AgentClient
 from daemon.control.client import read_control_file
 from daemon.front.auth import admin_token_path
 
-BUNDLED = Path(__file__).resolve().parent.parent.parent / "plugins"
 TAGGER = '''
 from daemon.plugin import Plugin
 
@@ -53,14 +52,9 @@ def _drop(directory: Path, version: int) -> float:
 
 def run(swaps: int = 10, duration: float = 3.0) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    bundled = tempfile.mkdtemp(prefix="wa-bench-plugins-")
-    for plugin in BUNDLED.glob("*.py"):
-        shutil.copy(plugin, bundled)
-    try:
-        results["empty_chain"] = _throughput([], duration)
+    results["empty_chain"] = _throughput([], duration)
+    with bundled_plugins() as bundled:
         results["bundled_chain"] = _throughput([bundled], duration)
-    finally:
-        shutil.rmtree(bundled, ignore_errors=True)
     results["ratio_bundled_to_empty"] = round(
         results["bundled_chain"]["calls_per_s"] / max(1, results["empty_chain"]["calls_per_s"]),
         3)

@@ -73,7 +73,8 @@ def _load_options(func: F) -> F:
 @bench.command()
 @_load_options
 def gateway(conns: int, window: int, duration: float, as_json: bool) -> None:
-    """Pipelined echo calls over ZeroMQ and TCP vs a bare pyzmq ROUTER echo."""
+    """Pipelined echo calls over ZeroMQ and TCP vs a bare pyzmq ROUTER echo, with the
+    empty chain and with the bundled plugin chain."""
     from daemon.bench import gateway_load
 
     _emit_rows(gateway_load.run(conns, window, duration), as_json)

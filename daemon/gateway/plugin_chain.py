@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -44,41 +43,17 @@ def denied(by: Hosted, reason: str, kind: str) -> dict[str, Any]:
     return result
 
 
-async def _run_hook(hosted: Hosted, start: Callable[[], Coroutine[Any, Any, Any]],
-                    slot: CallSlot | None, seq: int) -> Any:
-    """One hook call under the plugin's time budget; failures deny (fail closed).
+async def _suspended(hosted: Hosted, hook: Coroutine[Any, Any, Any], pending: Any,
+                     slot: CallSlot | None, seq: int, started: float, label: bytes) -> Any:
+    """The rest of a hook that suspended, under a timeout for what is left of its budget.
 
-    The hook is started eagerly: most hooks never await, and for them a timer per hook
-    (asyncio.timeout) was a quarter of the worker's time.  Only a hook that suspends is
-    resumed under a timeout for what is left of its budget.  While the hook's own code
-    runs, the call slot says so, with its deadline: the master interrupts it there if it
-    overruns (HookOverrun), or replaces the worker if it cannot be interrupted.
+    Hooks are started eagerly (see _through): most never await, and for them a timer per
+    hook (asyncio.timeout) was a quarter of the worker's time.
     """
-    started = time.perf_counter()
-    deadline = time.monotonic() + hosted.budget
-    hook: Coroutine[Any, Any, Any] | None = None
+    deadline = started + hosted.budget
     try:
-        if slot is not None:
-            slot.arm(seq, deadline, hosted.name)
-        try:
-            hook = start()  # a hook that is not a coroutine function runs right here
-            pending = hook.send(None)
-        finally:
-            if slot is not None:
-                slot.idle()
-    except StopIteration as done:
-        if time.perf_counter() - started > hosted.budget:
-            return _overran(hosted)
-        return done.value
-    except HookOverrun:
-        return _interrupted(hosted)
-    except Exception as exc:
-        return _failed(hosted, exc)
-    remaining = hosted.budget - (time.perf_counter() - started)
-    assert hook is not None
-    try:
-        return await asyncio.wait_for(_resume(hook, pending, slot, seq, deadline, hosted.name),
-                                      max(remaining, 0.0))
+        return await asyncio.wait_for(_resume(hook, pending, slot, seq, deadline, label),
+                                      max(deadline - time.monotonic(), 0.0))
     except TimeoutError:
         return _overran(hosted)
     except HookOverrun:
@@ -88,7 +63,7 @@ async def _run_hook(hosted: Hosted, start: Callable[[], Coroutine[Any, Any, Any]
 
 
 def _step(hook: Coroutine[Any, Any, Any], slot: CallSlot | None, seq: int, deadline: float,
-          plugin: str) -> Any:
+          plugin: bytes) -> Any:
     """Run the hook up to its next suspension, with the call slot armed meanwhile."""
     if slot is None:
         return hook.send(None)
@@ -100,7 +75,7 @@ def _step(hook: Coroutine[Any, Any, Any], slot: CallSlot | None, seq: int, deadl
 
 
 async def _resume(hook: Coroutine[Any, Any, Any], pending: Any, slot: CallSlot | None,
-                  seq: int, deadline: float, plugin: str) -> Any:
+                  seq: int, deadline: float, plugin: bytes) -> Any:
     """Drive a coroutine that was started by hand, as a Task would."""
     try:
         while True:
@@ -155,8 +130,8 @@ async def before(chain: tuple[Hosted, ...], call: Call, trail: Trail | None = No
                  redacted: list[Any] | None = None) -> Call | dict[str, Any]:
     """The call as the chain lets it through (maybe rewritten), or a denial result
     (then ``redacted`` gets what the denying plugin said the audit may keep, if any)."""
-    out = await _through(chain, "before_call", call, Call, lambda hook, c: hook(c), call, trail,
-                         slot, seq, redacted)
+    out = await _through(chain, "before_call", call, Call, None, call, trail, slot, seq,
+                         redacted)
     assert isinstance(out, Call | dict)
     return out
 
@@ -165,28 +140,70 @@ async def after(chain: tuple[Hosted, ...], call: Call, result: dict[str, Any],
                 trail: Trail | None = None, slot: CallSlot | None = None,
                 seq: int = 0) -> dict[str, Any]:
     """The result as the chain lets it through (maybe rewritten), or a denial result."""
-    out = await _through(chain, "after_call", result, dict, lambda hook, r: hook(call, r), call,
-                         trail, slot, seq)
+    out = await _through(chain, "after_call", result, dict, call, call, trail, slot, seq)
     assert isinstance(out, dict)
     return out
 
 
+# What _through needs of each plugin that has a hook: its bound hook, its version as the
+# record writes it, and its name as the call slot holds it.  Made once per chain, not per
+# call: a swap makes a new chain tuple, so (chain, hook name) names it.
+Hooks = tuple[tuple[Hosted, Callable[..., Any], str, bytes], ...]
+_hooks_of: dict[tuple[int, str], tuple[tuple[Hosted, ...], Hooks]] = {}
+
+
+def _hooks(chain: tuple[Hosted, ...], hook_name: str) -> Hooks:
+    found = _hooks_of.get((id(chain), hook_name))
+    if found is not None and found[0] is chain:
+        return found[1]
+    hooks = tuple((hosted, hook, str(hosted.version), hosted.name.encode()[:32])
+                  for hosted in chain
+                  if (hook := getattr(hosted.plugin, hook_name, None)) is not None)
+    if len(_hooks_of) > 16:  # chains of past swaps
+        _hooks_of.clear()
+    _hooks_of[(id(chain), hook_name)] = (chain, hooks)
+    return hooks
+
+
 async def _through(chain: tuple[Hosted, ...], hook_name: str, value: Any, rewrites: type,
-                   invoke: Callable[[Any, Any], Coroutine[Any, Any, Any]], call: Call,
-                   trail: Trail | None, slot: CallSlot | None, seq: int,
-                   redacted: list[Any] | None = None) -> Any:
+                   first: Call | None, call: Call, trail: Trail | None,
+                   slot: CallSlot | None, seq: int, redacted: list[Any] | None = None) -> Any:
     """Run one hook of every plugin in order: a Deny ends it (unless permissive), a value
-    of type ``rewrites`` replaces what the next plugin sees, None passes it on."""
+    of type ``rewrites`` replaces what the next plugin sees, None passes it on.
+    ``first``: an argument each hook gets before the value (after_call's call).
+
+    Each hook runs under its plugin's time budget; one that raises, overruns or returns
+    nonsense denies the call (fail closed).  The hook is started here, inline: most never
+    await (see _suspended for those that do).  While its own code runs, the call slot says
+    so, with its deadline: the master interrupts it there if it overruns (HookOverrun), or
+    replaces the worker if it cannot be interrupted.
+    """
     note = trail.append if trail is not None else _ignore
-    for hosted in chain:
-        hook = getattr(hosted.plugin, hook_name, None)
-        if hook is None:
-            continue
-        started = time.perf_counter()
-        verdict = await _run_hook(hosted, functools.partial(invoke, hook, value), slot, seq)
-        took = time.perf_counter() - started
-        version = str(hosted.version)
-        if isinstance(verdict, Deny):
+    clock = time.monotonic
+    for hosted, hook, version, label in _hooks(chain, hook_name):
+        started = clock()
+        try:
+            if slot is not None:
+                slot.arm(seq, started + hosted.budget, label)
+            try:
+                coro = hook(value) if first is None else hook(first, value)
+                pending = coro.send(None)  # a hook that is not a coroutine fails here
+            finally:
+                if slot is not None:
+                    slot.idle()
+        except StopIteration as done:
+            took = clock() - started
+            verdict = _overran(hosted) if took > hosted.budget else done.value
+        except HookOverrun:
+            verdict, took = _interrupted(hosted), clock() - started
+        except Exception as exc:
+            verdict, took = _failed(hosted, exc), clock() - started
+        else:
+            verdict = await _suspended(hosted, coro, pending, slot, seq, started, label)
+            took = clock() - started
+        if verdict is None:
+            note((hosted.name, version, hook_name, "allow", None, took))
+        elif isinstance(verdict, Deny):
             if _enforced(hosted, verdict, call):
                 note((hosted.name, version, hook_name, "deny", verdict.reason, took))
                 if redacted is not None and verdict.redacted is not None:
@@ -196,12 +213,10 @@ async def _through(chain: tuple[Hosted, ...], hook_name: str, value: Any, rewrit
         elif isinstance(verdict, rewrites):
             note((hosted.name, version, hook_name, "rewrite", None, took))
             value = verdict
-        elif verdict is not None:
+        else:
             reason = f"plugin {hosted.name} returned {type(verdict).__name__} from {hook_name}"
             note((hosted.name, version, hook_name, "deny", reason, took))
             return denied(hosted, reason, "guardrail")
-        else:
-            note((hosted.name, version, hook_name, "allow", None, took))
     return value
 
 

@@ -88,10 +88,11 @@ class CallSlot:
         """Call ``seq``'s own code runs now (an inline tool), with no budget."""
         _LAYOUT.pack_into(self._view, 0, seq, 0.0, b"")
 
-    def arm(self, seq: int, deadline: float, plugin: str) -> None:
-        """A plugin hook of call ``seq`` runs until ``deadline`` (monotonic seconds)."""
+    def arm(self, seq: int, deadline: float, plugin: bytes) -> None:
+        """A plugin hook of call ``seq`` runs until ``deadline`` (monotonic seconds);
+        ``plugin``: its name, UTF-8, at most 32 bytes (encoded once per chain)."""
         self.deadline = deadline
-        _LAYOUT.pack_into(self._view, 0, seq, deadline, plugin.encode()[:32])
+        _LAYOUT.pack_into(self._view, 0, seq, deadline, plugin)
 
     def idle(self) -> None:
         """No call's code is on the stack (the loop, our bookkeeping, a suspended call):

@@ -18,8 +18,7 @@ import sys
 import time
 from typing import Any
 
-from daemon.bench.harness import summary, temporary_daemon
-from daemon.bench.plugin_swap import BUNDLED
+from daemon.bench.harness import bundled_plugins, summary, temporary_daemon
 
 
 def _interpreter_start_ms(code: str, runs: int) -> list[float]:
@@ -55,7 +54,8 @@ def _kills(kills: int, gap: float, plugin_dirs: list[str]) -> dict[str, Any]:
 
 def run(kills: int = 50, gap: float = 0.3) -> dict[str, Any]:
     empty = _kills(kills, gap, [])
-    bundled = _kills(kills, gap, [str(BUNDLED)])
+    with bundled_plugins() as plugins:
+        bundled = _kills(kills, gap, [plugins])
     runs = max(3, min(10, kills))
     bare = _interpreter_start_ms("pass", runs)
     imports = _interpreter_start_ms("import daemon.worker.runtime, zmq, uvloop, orjson", runs)

@@ -10,12 +10,12 @@ from typing import Any
 
 import psutil
 
-from daemon.bench.harness import temporary_daemon
-from daemon.bench.plugin_swap import BUNDLED
+from daemon.bench.harness import bundled_plugins, temporary_daemon
 
 
 def run(workers: int = 8) -> dict[str, Any]:
-    return {**_measure(workers, []), "bundled_chain": _measure(workers, [str(BUNDLED)])}
+    with bundled_plugins() as bundled:
+        return {**_measure(workers, []), "bundled_chain": _measure(workers, [bundled])}
 
 
 def _measure(workers: int, plugin_dirs: list[str]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from daemon.agents_dir import AgentSection
 
 SYSTEM_CONFIG = Path("/etc/workingagents/workingagents.toml")
 IPC_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
+MAX_AGENT_NAME_BYTES = 255  # its length is one byte of the CALL envelope (ipc.messages)
 
 
 class ConfigError(Exception):
@@ -411,6 +412,9 @@ def _check_gateway(config: Config, refuse: Any) -> None:
 
 
 def _check_agent(config: Config, name: str, agent: AgentSection, refuse: Any) -> None:
+    if not 1 <= len(name.encode()) <= MAX_AGENT_NAME_BYTES:  # it rides in every CALL envelope
+        raise refuse(f"agents.{name[:40]}", f"a name of 1 to {MAX_AGENT_NAME_BYTES} bytes",
+                     f"<{len(name.encode())} bytes>")
     if not agent.token_sha256 and not agent.curve_public_key:
         raise refuse(f"agents.{name}", "token_sha256 or curve_public_key (or both)",
                      "neither")

@@ -168,3 +168,12 @@ def test_keys_not_marked_fixed_may_change_at_reload(tmp_path):
                             '[roles.dev]\ntools = ["*"]\n[listen]\nline_timeout = 3.0\n'
                             '[supervision]\nmax_restarts = 9\n')
     assert refusal(old, new) is None
+
+
+def test_an_agent_name_too_long_for_the_call_envelope_is_refused(tmp_path):
+    path = tmp_path / "wa.toml"
+    name = "é" * 200  # 400 bytes: a CALL envelope gives the name one length byte
+    path.write_text(f'[agents."{name}"]\ntoken_sha256 = "{"a" * 64}"\n')
+    with pytest.raises(config.ConfigError) as err:
+        config.load(str(path))
+    assert "a name of 1 to 255 bytes" in str(err.value) and "<400 bytes>" in str(err.value)

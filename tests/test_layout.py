@@ -18,7 +18,7 @@ PROCESS_FOLDERS = {
     "master": "the master: arbiter, reconfiguration, state dir, the tree, upstream directory",
     "front": "the master: listeners, auth, switchboard, quarantine",
     "gateway": "a gateway worker: a call's governance and dispatch",
-    "tools": "gateway workers (built-ins, upstream links) and upstream workers",
+    "tools": "gateway workers (built-in tools, the registry) and upstream workers",
     "audit": "the audit process (and the link every other process writes through)",
     "hotswap": "the master's half of the hot swap, the sandbox process that checks a "
                "version, and the loader gateway workers build versions with",

@@ -1,1 +1,2 @@
-"""The gateway worker: auth, routing, permissions, plugin chain, dispatch."""
+"""The gateway worker: one call's roles, plugin chain, tool dispatch and audit record
+(authentication and routing happen before, in the master: daemon/front/)."""

@@ -13,7 +13,8 @@ of the frozen Structs below, a union tagged by its "k" field:
 | AuditStatus (audit)            | audit -> master    | file, records, fsync, failing,  |
 |                                |                    | checkpointed, pending           |
 | UpstreamTools (tools)          | upstream -> master | upstream, endpoint, tools       |
-| Upstreams (upstreams)          | master -> gateway  | upstreams: {name: state, tools} |
+| Upstreams (upstreams)          | master -> gateway  | upstreams: {name: {endpoint,    |
+|                                |                    | tools, state, retry_at}}        |
 | PluginPrepare (plugin_prepare) | master -> gateway  | token, name, spec               |
 | PluginCommit (plugin_commit)   | master -> gateway  | token, name                     |
 | PluginAbort (plugin_abort)     | master -> gateway  | token, name                     |

@@ -1,4 +1,5 @@
-"""The daemon's supervision tree, built from the settings (DESIGN.md "The process tree").
+"""The daemon's supervision tree, built from the settings (README: "How the supervision
+tree works").
 
     workingagents            root supervisor (one_for_one), in the master
     ├── audit                the audit log's only writer (first up, last down)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from daemon.bench.harness import write_config
+from daemon.bench.harness import stop_daemon, write_config
 from daemon.control.status import workers_in
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -122,19 +121,7 @@ class Daemon:
 
     def stop(self) -> None:
         self.descendants()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        for p in self._seen.values():  # workers, forkserver, grandchildren
-            try:
-                if p.is_running():
-                    p.kill()
-            except psutil.Error:
-                pass
+        stop_daemon(self.proc, self._seen.values())  # workers, forkserver, grandchildren
         self._log.close()
 
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from daemon.bench.harness import write_config
+from daemon.bench.harness import stop_daemon, write_config
 from daemon.control.client import ControlClient
 from daemon.control.status import workers_in
 
@@ -136,20 +135,10 @@ class DaemonUnderTest:
 
     def kill_everything(self) -> None:
         """Whatever happened, nothing of the daemon outlives the harness."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.track()
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        for p in self.seen.values():
-            try:
-                if p.is_running():
-                    p.kill()
-            except psutil.Error:
-                pass
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.track()
+            stop_daemon(self.proc, self.seen.values())
 
 
 def all_ready(snapshot: dict[str, Any]) -> bool:

@@ -11,9 +11,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from daemon.control.client import ControlClient, NotRunning
 from daemon.control.status import workers_in
@@ -42,6 +44,25 @@ class BenchDaemon:
 
     def workers(self) -> dict[str, dict[str, Any]]:
         return workers_in(self.status()["tree"])
+
+
+def stop_daemon(proc: subprocess.Popen[Any], seen: Iterable[psutil.Process] = (),
+                timeout: float = 15.0) -> None:
+    """SIGTERM to the master (a graceful stop), SIGKILL if it takes longer than
+    ``timeout``; then kill whatever of its tree is still there (``seen``: its
+    descendants, collected while it ran), so nothing outlives a bench, a test or the
+    chaos harness."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    for p in seen:
+        with contextlib.suppress(psutil.Error):
+            if p.is_running():
+                p.kill()
 
 
 def toml_value(value: Any) -> str:
@@ -114,12 +135,6 @@ def temporary_daemon(gateway_workers: int = 2, supervision: dict[str, Any] | Non
             time.sleep(0.05)
         yield daemon
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_daemon(proc, timeout=30)
         log.close()
         shutil.rmtree(state_dir, ignore_errors=True)

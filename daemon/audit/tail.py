@@ -56,8 +56,8 @@ def render(record: dict[str, Any]) -> str:
     for d in record.get("decisions") or ():
         if d.get("verdict") in ("deny", "would_deny", "rewrite"):
             why = f": {d['reason']}" if d.get("reason") else ""
-            parts.append(f"[{d['verdict']} by {d['plugin']} v{d['version']} "
-                         f"({d['hook']}){why}]")
+            version = "" if d["version"] == "-" else f" v{d['version']}"  # roles: none
+            parts.append(f"[{d['verdict']} by {d['plugin']}{version} ({d['hook']}){why}]")
     if "ms" in record:
         parts.append(f"{record['ms']:g}ms")
     parts.append(str(record.get("worker", "")))

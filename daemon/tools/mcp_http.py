@@ -383,14 +383,17 @@ class HttpMcpClient:
         if kind == "application/json":
             body = await self._read_bounded(response)
             try:
-                return self._result(_read_message(body), method)
+                message = _read_message(body)
             except msgspec.DecodeError:
+                message = None
+            if message is not None and (response.status < 400 or isinstance(message.error,
+                                                                             dict)):
+                return self._result(message, method)
+            if response.status < 400:
                 raise RpcError(INTERNAL_ERROR, f"upstream error: HTTP {response.status}, "
-                                               "and its body is not JSON-RPC") from None
+                                               "and its body is not JSON-RPC")
         if response.status >= 400:
-            code = METHOD_NOT_FOUND if response.status in (404, 405) else INTERNAL_ERROR
-            raise RpcError(code, f"upstream error: HTTP {response.status} "
-                                 f"{response.reason or ''}".rstrip())
+            raise self._refused(response)
         if kind != "text/event-stream":
             raise RpcError(INTERNAL_ERROR, f"upstream error: HTTP {response.status} with "
                                            f"no answer (content type {kind or 'none'!r})")
@@ -411,6 +414,15 @@ class HttpMcpClient:
         raise Unreachable(TOOL_UNAVAILABLE, "Tool unavailable: the upstream server ended "
                                             "the call's stream without an answer; its "
                                             "outcome is unknown")
+
+    @staticmethod
+    def _refused(response: aiohttp.ClientResponse) -> RpcError:
+        status = response.status
+        code = METHOD_NOT_FOUND if status in (404, 405) else INTERNAL_ERROR
+        hint = " (the server refused our credentials: see headers_env)" \
+            if status in (401, 403) else ""
+        return RpcError(code, f"upstream error: HTTP {status} {response.reason or ''}"
+                              .rstrip() + hint)
 
     async def _read_bounded(self, response: aiohttp.ClientResponse) -> bytes:
         body = bytearray()

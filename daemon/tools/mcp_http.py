@@ -46,7 +46,8 @@ from daemon.protocol.jsonrpc import (
     TOOL_UNAVAILABLE,
     RpcError,
 )
-from daemon.tools.mcp_stdio import CLIENT_INFO, HANDSHAKE_TIMEOUT, MAX_MESSAGE_BYTES
+from daemon.tools.mcp_calls import CLIENT_INFO, error_answer, list_all_tools, tool_call_params
+from daemon.tools.mcp_stdio import HANDSHAKE_TIMEOUT, MAX_MESSAGE_BYTES
 from daemon.tools.sse_events import EventTooLarge, SseEvents
 
 log = logging.getLogger("upstream")
@@ -277,27 +278,14 @@ class HttpMcpClient:
         return result or {}
 
     async def list_tools(self) -> list[dict[str, Any]]:
-        tools: list[dict[str, Any]] = []
-        cursor: str | None = None
-        while True:
-            result = await self.request("tools/list", {"cursor": cursor} if cursor else {})
-            tools.extend(result.get("tools", []))
-            cursor = result.get("nextCursor")
-            if not cursor:
-                return tools
+        return await list_all_tools(self.request)
 
     async def call_tool(self, name: str, arguments: bytes,
                         progress_token: str | None = None) -> bytes:
         """``arguments``: a JSON object's bytes, spliced in as they are; the result's
         bytes as the server sent them (b"{}" for none).  No timeout here: the gateway's
         call timeout cancels the call."""
-        meta: dict[str, Any] = {}
-        if progress_token is not None:
-            meta["progressToken"] = progress_token
-        if self.modern:
-            meta.update(mcp.stateless_meta(CLIENT_INFO))
-        params = b'{"name":%b,"arguments":%b%b}' % (
-            orjson.dumps(name), arguments, b',"_meta":' + orjson.dumps(meta) if meta else b"")
+        params = tool_call_params(name, arguments, progress_token, self.modern)
         return await self._exchange("tools/call", params, name, self.modern) or b"{}"
 
     def _era_headers(self, method: str, name: str | None, modern: bool) -> dict[str, str]:
@@ -437,12 +425,8 @@ class HttpMcpClient:
 
     @staticmethod
     def _result(message: _Message, method: str) -> bytes:
-        err = message.error
-        if err is not msgspec.UNSET:
-            if not isinstance(err, dict):
-                raise RpcError(INTERNAL_ERROR, f"upstream error: {err!r}")
-            raise RpcError(int(err.get("code", INTERNAL_ERROR)), str(err.get("message")),
-                           err.get("data"))
+        if message.error is not msgspec.UNSET:
+            raise error_answer(message.error)
         if message.method is not msgspec.UNSET:
             raise RpcError(INTERNAL_ERROR, f"upstream error: its answer to {method} is "
                                            "not a response")

@@ -8,6 +8,7 @@ reload leaves the running settings in place, so loading never mutates anything.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from daemon.agents_dir import AgentSection
 
 SYSTEM_CONFIG = Path("/etc/workingagents/workingagents.toml")
 IPC_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 MAX_AGENT_NAME_BYTES = 255  # its length is one byte of the CALL envelope (ipc.messages)
 
 
@@ -122,10 +124,15 @@ class RoleSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=Tru
 
 
 class UpstreamSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """An upstream MCP server over stdio, run as a supervised child of the tools
-    supervisor; its tools appear as <name>__<tool>."""
+    """An upstream MCP server, over stdio (``command``) or Streamable HTTP (``url``),
+    served by a supervised worker of the tools supervisor; its tools appear as
+    <name>__<tool>."""
 
-    command: list[str]
+    command: list[str] = msgspec.field(default_factory=list)  # exactly one of command ...
+    url: str = ""  # ... and url (http:// or https://)
+    # Header = "NAME": an HTTP header whose value is the secret NAME (daemon.secret_env)
+    headers_env: dict[str, str] = msgspec.field(default_factory=dict)
+    timeout: float = 30.0  # HTTP: seconds to connect and for an answer to start
     env: dict[str, str] = msgspec.field(default_factory=dict)  # plain values, no secrets
     # VAR = "NAME": the server's $VAR is the secret NAME, read at start from the daemon's
     # environment or $CREDENTIALS_DIRECTORY/NAME (daemon.secret_env); never in the TOML
@@ -416,9 +423,7 @@ def _check_gateway(config: Config, refuse: Any) -> None:
             raise refuse(f"upstreams.{name}", "an ASCII name of letters, digits, - and _, "
                          "without '__' and not ending in '_' (tools are named "
                          "<name>__<tool>)", name)
-        if not upstream.command or not all(upstream.command):
-            raise refuse(f"upstreams.{name}.command", "a non-empty list of strings",
-                         upstream.command)
+        _check_upstream_transport(name, upstream, refuse)
         for var, secret in upstream.secret_env.items():  # names only: never a value
             if not secret_env.NAME.fullmatch(secret):
                 raise refuse(f"upstreams.{name}.secret_env.{var}", "the name of an "
@@ -434,6 +439,34 @@ def _check_gateway(config: Config, refuse: Any) -> None:
                          f"the key of agents.{keys[agent.curve_public_key]}")
         if agent.curve_public_key:
             keys[agent.curve_public_key] = name
+
+
+def _check_upstream_transport(name: str, upstream: UpstreamSection, refuse: Any) -> None:
+    if bool(upstream.command) == bool(upstream.url):
+        raise refuse(f"upstreams.{name}", "exactly one of command (stdio) and url "
+                     "(Streamable HTTP)", "both" if upstream.url else "neither")
+    if upstream.command and not all(upstream.command):
+        raise refuse(f"upstreams.{name}.command", "a non-empty list of strings",
+                     upstream.command)
+    if upstream.url:
+        scheme, sep, rest = upstream.url.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or rest[0] in "/?#":
+            # not echoed: a URL may carry credentials (user:password@host)
+            raise refuse(f"upstreams.{name}.url", "an http:// or https:// URL", "<hidden>")
+        if upstream.secret_env or upstream.env or upstream.cwd:
+            raise refuse(f"upstreams.{name}", "env, secret_env and cwd only with command "
+                         "(an HTTP upstream takes headers_env)", "url with a process key")
+    elif upstream.headers_env:
+        raise refuse(f"upstreams.{name}.headers_env", "headers only with url (a stdio "
+                     "upstream takes secret_env)", "command with headers_env")
+    for header, secret in upstream.headers_env.items():  # names only: never a value
+        if not _HEADER_NAME.fullmatch(header):
+            raise refuse(f"upstreams.{name}.headers_env", "HTTP header names", header)
+        if not secret_env.NAME.fullmatch(secret):
+            raise refuse(f"upstreams.{name}.headers_env.{header}", "the name of an "
+                         "environment variable or credential", secret)
+    if upstream.timeout <= 0:
+        raise refuse(f"upstreams.{name}.timeout", "a number > 0", upstream.timeout)
 
 
 def _check_agent(config: Config, name: str, agent: AgentSection, refuse: Any) -> None:

@@ -92,7 +92,8 @@ def test_the_commented_examples_in_etc_are_valid_when_uncommented(tmp_path):
     import re
     example = (Path(__file__).parent.parent / "etc" / "workingagents.toml").read_text()
     text = re.sub(r"^# (\[|tools|token_sha256|roles|command|env|cwd|tool_timeouts|dirs|mode|"
-                  r"agent_rate|agent_burst|ship_dir|ship_command|secret_env|curve_public_key)",
+                  r"agent_rate|agent_burst|ship_dir|ship_command|secret_env|curve_public_key|"
+                  r"url|headers_env|timeout)",
                   r"\1", example,
                   flags=re.M)
     path = tmp_path / "uncommented.toml"
@@ -101,6 +102,8 @@ def test_the_commented_examples_in_etc_are_valid_when_uncommented(tmp_path):
     assert list(settings.config.agents) == ["alice", "robot"]
     assert settings.config.upstreams["files"].command[0] == "/usr/bin/python3"
     assert settings.config.upstreams["files"].secret_env == {"FILES_API_KEY": "FILES_API_KEY"}
+    assert settings.config.upstreams["search"].headers_env == {
+        "Authorization": "SEARCH_MCP_AUTH"}
     assert settings.config.plugins.config["rate_limit"]["mode"] == "permissive"
     assert settings.config.audit.ship_command[0] == "logger"
 

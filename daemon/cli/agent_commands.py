@@ -99,20 +99,32 @@ def call(config_path: str | None, tool: str, arguments: str, raw: bool) -> None:
 
 @click.command("mcp-bridge")
 @config_option
+@click.option("--reconnect-deadline", type=click.FloatRange(min=0), default=30.0,
+              show_default=True, metavar="SECONDS",
+              help="While the daemon is away, requests wait this long for it to come back.")
 @one_line_errors
-def mcp_bridge(config_path: str | None) -> None:
-    """A stdio MCP server that forwards to the daemon (for IDEs and MCP clients)."""
+def mcp_bridge(config_path: str | None, reconnect_deadline: float) -> None:
+    """A stdio MCP server that forwards to the daemon (for IDEs and MCP clients); it
+    reconnects by itself when the daemon restarts."""
     import uvloop
 
     from daemon import logs
     from daemon.mcp_bridge import bridge
 
     logs.configure("warning", "mcp-bridge")
-    listen, token = _caller(config_path)
-    if not listen.get("tcp"):
-        raise NotRunning("mcp-bridge needs the daemon's TCP shim ([listen] tcp)")
-    host, _, port = str(listen["tcp"]).rpartition(":")
+
+    def locate() -> tuple[str, int, str]:
+        """Read anew at each connection: a restarted daemon may have a new port and token."""
+        try:
+            listen, token = _caller(config_path)
+        except NotRunning as exc:
+            raise ConnectionRefusedError(str(exc)) from None
+        if not listen.get("tcp"):
+            raise ConnectionRefusedError("mcp-bridge needs the daemon's TCP shim ([listen] tcp)")
+        host, _, port = str(listen["tcp"]).rpartition(":")
+        return host, int(port), token
+
     try:
-        sys.exit(uvloop.run(bridge(host, int(port), token)))
+        sys.exit(uvloop.run(bridge(locate, reconnect_deadline)))
     except OSError as exc:
-        raise NotRunning(f"cannot reach the gateway at {listen['tcp']}: {exc}") from None
+        raise NotRunning(f"cannot reach the gateway: {exc}") from None

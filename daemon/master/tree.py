@@ -6,7 +6,8 @@ tree works").
     ├── gateway              one_for_one: gateway-0 ... gateway-N-1
     └── tools                one_for_one
         └── upstream:NAME    temporary supervisor, one per upstream MCP server
-            └── mcp:NAME     the worker that runs the server over stdio
+            └── mcp:NAME     the worker that runs the server over stdio, or is the
+                             client of an HTTP one
 
 An upstream that keeps failing exhausts its own supervisor's intensity and stops there
 (temporary: nothing above it is charged), so one broken server loses only its own tools.
@@ -104,15 +105,31 @@ def upstream_env(settings: Settings, name: str) -> dict[str, str]:
     return {**up.env, **secrets}
 
 
-def upstream_subtree(settings: Settings, name: str) -> SupervisorSpec:
+def upstream_headers(settings: Settings, name: str) -> dict[str, str]:
+    """An HTTP upstream's headers, read now (at start) from its secrets, like env."""
+    try:
+        return dict(secret_env.read_all(settings.config.upstreams[name].headers_env))
+    except secret_env.MissingSecret as exc:
+        raise ConfigError(f"{settings.source or 'built-in defaults'}: key "
+                          f"upstreams.{name}.headers_env.{exc}") from None
+
+
+def upstream_options(settings: Settings, name: str) -> dict[str, Any]:
     up = settings.config.upstreams[name]
+    options: dict[str, Any] = {
+        "name": name, "endpoint": f"ipc://{settings.runtime_dir}/up-{name}.sock",
+        "start_timeout": settings.config.supervision.start_timeout}
+    if up.url:
+        return {**options, "command": [], "url": up.url,
+                "headers": upstream_headers(settings, name), "timeout": up.timeout}
+    return {**options, "command": list(up.command), "env": upstream_env(settings, name),
+            "cwd": up.cwd}
+
+
+def upstream_subtree(settings: Settings, name: str) -> SupervisorSpec:
     intensity, liveness = limits(settings)
     worker = WorkerSpec(
-        id=f"mcp:{name}", target=UPSTREAM_TARGET,
-        options={"name": name, "command": list(up.command),
-                 "env": upstream_env(settings, name), "cwd": up.cwd,
-                 "endpoint": f"ipc://{settings.runtime_dir}/up-{name}.sock",
-                 "start_timeout": settings.config.supervision.start_timeout},
+        id=f"mcp:{name}", target=UPSTREAM_TARGET, options=upstream_options(settings, name),
         shutdown=settings.config.supervision.shutdown_timeout)
     return SupervisorSpec(id=f"upstream:{name}", strategy=Strategy.ONE_FOR_ONE,
                           intensity=intensity, liveness=liveness, restart=Restart.TEMPORARY,

@@ -32,10 +32,10 @@ from typing import Any
 import msgspec
 import orjson
 
-from daemon import __version__
 from daemon.protocol import mcp
 from daemon.protocol.jsonrpc import INTERNAL_ERROR, TOOL_UNAVAILABLE, RpcError
 from daemon.tools import stderr_relay
+from daemon.tools.mcp_calls import CLIENT_INFO, error_answer, list_all_tools, tool_call_params
 from daemon.tools.stdout_lines import LineSplitter
 
 log = logging.getLogger("upstream")
@@ -45,7 +45,6 @@ READ_CHUNK = 1 << 16  # also the pipe reader's buffer limit: it holds at most tw
 GARBAGE_LOG_EVERY = 10.0  # seconds between log lines about lines that are not JSON-RPC
 # The id of a reply, when it comes first (or right after "jsonrpc"), as SDKs write it.
 _REPLY_ID = re.compile(rb'\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(\d+)\s*,')
-CLIENT_INFO = {"name": "workingagents-gateway", "version": __version__}
 
 
 class _Line(msgspec.Struct):
@@ -205,35 +204,18 @@ class StdioMcpClient:
                 await self.notify("notifications/cancelled", {"requestId": rid,
                                                               "reason": "cancelled"})
             raise
-        err = reply.error
-        if err is not msgspec.UNSET:
-            if not isinstance(err, dict):
-                raise RpcError(INTERNAL_ERROR, f"upstream error: {err!r}")
-            raise RpcError(int(err.get("code", INTERNAL_ERROR)), str(err.get("message")),
-                           err.get("data"))
+        if reply.error is not msgspec.UNSET:
+            raise error_answer(reply.error)
         return bytes(reply.result)
 
     async def list_tools(self) -> list[dict[str, Any]]:
-        tools: list[dict[str, Any]] = []
-        cursor: str | None = None
-        while True:
-            result = await self.request("tools/list", {"cursor": cursor} if cursor else {})
-            tools.extend(result.get("tools", []))
-            cursor = result.get("nextCursor")
-            if not cursor:
-                return tools
+        return await list_all_tools(self.request)
 
     async def call_tool(self, name: str, arguments: bytes,
                         progress_token: str | None = None) -> bytes:
         """``arguments``: a JSON object's bytes, spliced in as they are; the result's
         bytes as the server wrote them (b"{}" for none)."""
-        meta: dict[str, Any] = {}
-        if progress_token is not None:
-            meta["progressToken"] = progress_token
-        if self.modern:
-            meta.update(mcp.stateless_meta(CLIENT_INFO))
-        params = b'{"name":%b,"arguments":%b%b}' % (
-            orjson.dumps(name), arguments, b',"_meta":' + orjson.dumps(meta) if meta else b"")
+        params = tool_call_params(name, arguments, progress_token, self.modern)
         return await self._exchange("tools/call", params) or b"{}"
 
     async def close(self, timeout: float = 3.0) -> None:

@@ -1,11 +1,12 @@
 """Upstream worker job: one upstream MCP server, supervised like any worker.
 
-It starts the server (stdio), does the dual-era handshake, lists its tools, tells the
+It starts the server (stdio) or connects to it (Streamable HTTP: ``url``), does the
+dual-era handshake, lists its tools, tells the
 master (bus kind "tools"), and then serves gateway workers on its own ROUTER: gateway
 workers call it directly, so an upstream call costs no extra hop through the master.  If
-the server exits, so does this worker (exit 69, after one line saying how the server
-ended; 4 if it never started): the supervisor restarts it under the OTP
-rules, and the master tells agents that the tools went and came back.
+the server exits (over HTTP: becomes unreachable), so does this worker (exit 69, after
+one line saying how the server ended; 4 if it never started): the supervisor restarts it
+under the OTP rules, and the master tells agents that the tools went and came back.
 
 Wire, gateway worker DEALER -> this ROUTER (envelopes of ipc.messages):
   u seq progress tool arguments  ->  r seq result | f seq {"code", "message"}
@@ -30,6 +31,7 @@ import zmq
 from daemon.ipc import messages
 from daemon.ipc.zmq_endpoint import ZmqEndpoint, bind_router
 from daemon.protocol.jsonrpc import INTERNAL_ERROR, TIMED_OUT, RpcError
+from daemon.tools.mcp_http import HttpMcpClient, shown_url
 from daemon.tools.mcp_stdio import StdioMcpClient
 from daemon.worker.background import first_set
 from daemon.worker.call_tasks import CallTasks
@@ -37,10 +39,11 @@ from daemon.worker.runtime import EXIT_UPSTREAM_EXITED, JobExit, WorkerHandle, d
 
 log = logging.getLogger("upstream")
 EXIT_UPSTREAM_DID_NOT_START = 4
+McpClient = StdioMcpClient | HttpMcpClient
 
 
 class UpstreamService:
-    def __init__(self, worker: WorkerHandle, name: str, client: StdioMcpClient,
+    def __init__(self, worker: WorkerHandle, name: str, client: McpClient,
                  endpoint: str) -> None:
         self.worker = worker
         self.name = name
@@ -102,7 +105,7 @@ class UpstreamService:
         self.router.close()
 
 
-async def start(client: StdioMcpClient, budget: float) -> list[dict[str, Any]]:
+async def start(client: McpClient, budget: float) -> list[dict[str, Any]]:
     """Handshake and tools/list, both within ``budget`` (less than the supervisor's
     start_timeout, so that a server that never answers gets a log line that says so
     rather than a kill that says nothing)."""
@@ -117,17 +120,21 @@ async def start(client: StdioMcpClient, budget: float) -> list[dict[str, Any]]:
 
 async def run(worker: WorkerHandle, name: str, command: list[str], endpoint: str,
               env: dict[str, str] | None = None, cwd: str = "",
-              start_timeout: float = 10.0) -> None:
-    client = StdioMcpClient(name, command, env or {}, cwd)
+              start_timeout: float = 10.0, url: str = "",
+              headers: dict[str, str] | None = None, timeout: float = 30.0) -> None:
+    client: McpClient = HttpMcpClient(name, url, headers or {}, timeout) if url \
+        else StdioMcpClient(name, command, env or {}, cwd)
+    server = shown_url(url) if url else " ".join(command)
     try:
         tools = await start(client, start_timeout * 0.8)
     except (OSError, RpcError, TimeoutError) as exc:
         exited = client.exited.is_set()  # on its own, before close() ends a live server
         await client.close()
-        code = client.proc.returncode if client.proc else None
+        code = client.proc.returncode if isinstance(client, StdioMcpClient) and client.proc \
+            else None
         why = f"the server exited ({describe_exit(code)})" if exited and code is not None \
             else str(exc) or repr(exc)
-        raise JobExit(EXIT_UPSTREAM_DID_NOT_START, f"upstream {name} ({' '.join(command)}) "
+        raise JobExit(EXIT_UPSTREAM_DID_NOT_START, f"upstream {name} ({server}) "
                                                    f"did not start: {why}") from None
     service = UpstreamService(worker, name, client, endpoint)
     log.info("%s: MCP %s, %d tools", name, client.version, len(tools))
@@ -137,7 +144,11 @@ async def run(worker: WorkerHandle, name: str, command: list[str], endpoint: str
     await service.close()
     await client.close()
     if not worker.stopping.is_set():
-        code = client.proc.returncode if client.proc else None
-        how = describe_exit(code) if code is not None else "closed its stdout"
-        raise JobExit(EXIT_UPSTREAM_EXITED, f"upstream {name}: the server exited ({how}); "
+        if isinstance(client, HttpMcpClient):
+            how = f"{server} is unreachable"
+        else:
+            code = client.proc.returncode if client.proc else None
+            how = "the server exited (" + (describe_exit(code) if code is not None
+                                           else "closed its stdout") + ")"
+        raise JobExit(EXIT_UPSTREAM_EXITED, f"upstream {name}: {how}; "
                                             "this worker exits so that it is restarted")

@@ -41,11 +41,15 @@ from daemon.ipc.bus import WorkerBus
 from daemon.protocol import jsonrpc, mcp, request_head
 from daemon.protocol.duplicate_keys import duplicate_key, duplicate_message
 from daemon.protocol.jsonrpc import RpcError
-from daemon.protocol.request_head import GATEWAY_METHODS
+from daemon.protocol.request_head import CALL_METHODS, GATEWAY_METHODS, routed_name
 from daemon.supervision.worker_child import WorkerChild
 
 log = logging.getLogger("gateway")
 _ANSWERED = object()  # what _parse_in_full returns for a message it has answered
+# what a subscriptions/listen filter (2026-07-28) names each list notification
+LISTEN_FILTER = {"notifications/tools/list_changed": "toolsListChanged",
+                 "notifications/resources/list_changed": "resourcesListChanged",
+                 "notifications/prompts/list_changed": "promptsListChanged"}
 
 
 class Connection:
@@ -63,6 +67,8 @@ class Connection:
         self.curve_key: str | None = None  # a Curve peer's key (Z85), vetted at the handshake
         self.curve_initialized = False  # initialize on the key alone (no token)
         self.inflight: dict[jsonrpc.RequestId, int] = {}  # request id -> call seq
+        # subscriptions/listen streams open on it: request id -> the lists it wants
+        self.listens: dict[jsonrpc.RequestId, frozenset[str]] = {}
         self.last_active = time.monotonic()
 
 
@@ -231,8 +237,10 @@ class Switchboard:
             conn.send(jsonrpc.result(rid, mcp.finish({}, stateless)))
         elif method in GATEWAY_METHODS:  # not a head (a field of an unexpected type)
             agent = self._agent(conn, meta)
-            name = params.get("name") if method == "tools/call" else None
-            self._route(conn, rid, agent, method, name if isinstance(name, str) else None, raw)
+            self._route(conn, rid, agent, method,
+                        routed_name(method, params.get("name"), params.get("uri")), raw)
+        elif method == "subscriptions/listen":
+            self._listen(conn, rid, self._agent(conn, meta), params)
         else:
             raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
 
@@ -279,9 +287,32 @@ class Switchboard:
 
     def _notification(self, conn: Connection, method: str, params: Any) -> None:
         if method == "notifications/cancelled" and isinstance(params, dict):
-            seq = conn.inflight.pop(params.get("requestId"), None)  # type: ignore[arg-type]
+            rid = params.get("requestId")
+            seq = conn.inflight.pop(rid, None)  # type: ignore[arg-type]
             if seq is not None:
                 self._cancel(seq)
+            conn.listens.pop(rid, None)  # type: ignore[arg-type]  # a listen stream ends
+
+    def _listen(self, conn: Connection, rid: jsonrpc.RequestId, agent: Agent,
+                params: dict[str, Any]) -> None:
+        """subscriptions/listen (2026-07-28), so that stateless-era agents learn of list
+        changes: acknowledged with the lists it will carry, then one notification per
+        change, stamped with the request's id; it lasts until the agent cancels it or
+        leaves (resource subscriptions are not offered, so never acknowledged)."""
+        wanted = params.get("notifications")
+        if not isinstance(wanted, dict):
+            raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: subscriptions/listen "
+                                                   "needs a params.notifications object")
+        if rid in conn.inflight or rid in conn.listens:
+            raise RpcError(jsonrpc.INVALID_REQUEST, f"Invalid Request: id {rid!r} is already "
+                                                    "in flight on this connection")
+        if len(conn.listens) >= self.limits.max_inflight_per_connection:
+            raise RpcError(jsonrpc.BUSY, f"Busy: {agent.name} has "
+                           f"{len(conn.listens)} listen streams open on this connection")
+        honored = {key: True for key in LISTEN_FILTER.values() if wanted.get(key) is True}
+        conn.listens[rid] = frozenset(honored)
+        conn.send(jsonrpc.notification("notifications/subscriptions/acknowledged", {
+            "notifications": honored, "_meta": {mcp.META_SUBSCRIPTION: rid}}))
 
     def _route(self, conn: Connection, rid: jsonrpc.RequestId, agent: Agent, method: str,
                tool: str | None, raw: bytes) -> None:
@@ -305,7 +336,7 @@ class Switchboard:
                 "flight; retry later"))
         timeout = limits.call_timeout
         now = time.monotonic()
-        if method == "tools/call":
+        if method in CALL_METHODS:
             wait = self.quarantine.retry_after(agent.name, now)
             if wait:
                 raise _refused(agent, method, tool, _quarantined(agent.name, wait))
@@ -344,11 +375,17 @@ class Switchboard:
                 call.conn.send(raw)
 
     def notify_agents(self, raw: bytes) -> None:
-        """A notification for every agent that did the handshake (stateless-era agents
-        would need a subscriptions/listen stream, which this gateway does not offer)."""
+        """A notification for every agent that did the handshake, and on every
+        subscriptions/listen stream that asked for it (stamped with its id)."""
+        method = orjson.loads(raw).get("method")
+        wanted = LISTEN_FILTER.get(method)
         for conn in list(self.connections.values()):
             if conn.agent is not None or conn.curve_initialized:
                 conn.send(raw)
+            for rid, kinds in list(conn.listens.items()):
+                if wanted in kinds:
+                    conn.send(jsonrpc.notification(method, {
+                        "_meta": {mcp.META_SUBSCRIPTION: rid}}))
 
     def _finish(self, call: RoutedCall, raw: bytes) -> None:
         self._release(call)
@@ -459,7 +496,7 @@ class Refused(RpcError):
 
 
 def _refused(agent: Agent, method: str, tool: str | None, error: RpcError) -> RpcError:
-    return Refused(agent.name, tool, error) if method == "tools/call" else error
+    return Refused(agent.name, tool, error) if method in CALL_METHODS else error
 
 
 def _quarantined(agent: str, wait: float) -> RpcError:

@@ -62,6 +62,10 @@ _read_line = msgspec.json.Decoder(_Line).decode
 _PRCTL = ctypes.CDLL(None).prctl  # resolved here: the child only makes one C call
 
 
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _die_with_parent() -> None:
     _PRCTL(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG, set in the child before exec
 
@@ -76,6 +80,7 @@ class StdioMcpClient:
         self.on_notification = on_notification
         self.modern = False
         self.version = ""
+        self.capabilities: dict[str, Any] = {}  # what the server said it offers
         self.proc: asyncio.subprocess.Process | None = None
         self.exited = asyncio.Event()
         self._ids = itertools.count(1)
@@ -102,6 +107,7 @@ class StdioMcpClient:
                                        {"_meta": mcp.stateless_meta(CLIENT_INFO)})
             if mcp.STATELESS_VERSIONS[-1] in found.get("supportedVersions", []):
                 self.modern, self.version = True, mcp.STATELESS_VERSIONS[-1]
+                self.capabilities = _object(found.get("capabilities"))
                 return
         except RpcError:
             pass  # a handshake-era server: fall back, as MCP clients do
@@ -109,6 +115,7 @@ class StdioMcpClient:
             "protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": {},
             "clientInfo": CLIENT_INFO})
         self.version = str(result.get("protocolVersion", ""))
+        self.capabilities = _object(result.get("capabilities"))
         await self.notify("notifications/initialized")
 
     async def _read(self) -> None:
@@ -213,15 +220,33 @@ class StdioMcpClient:
                            err.get("data"))
         return bytes(reply.result)
 
-    async def list_tools(self) -> list[dict[str, Any]]:
-        tools: list[dict[str, Any]] = []
+    async def request_raw(self, method: str, params: bytes) -> bytes:
+        """Any request, its ``params`` a JSON object's bytes (sent as they are but for the
+        era's ``_meta``); the result's bytes as the server wrote them (b"{}" for none)."""
+        if self.modern:
+            given = orjson.loads(params)
+            # the agent's capabilities, when the gateway passed them on, stand for ours
+            given["_meta"] = {**mcp.stateless_meta(CLIENT_INFO), **(given.get("_meta") or {})}
+            params = orjson.dumps(given)
+        return await self._exchange(method, params) or b"{}"
+
+    async def list_all(self, method: str, key: str) -> list[dict[str, Any]]:
+        """Every item of a paginated list (tools/list: "tools"...), cursor by cursor."""
+        items: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
-            result = await self.request("tools/list", {"cursor": cursor} if cursor else {})
-            tools.extend(result.get("tools", []))
+            result = await self.request(method, {"cursor": cursor} if cursor else {})
+            found = result.get(key, [])
+            if not isinstance(found, list):
+                raise RpcError(INTERNAL_ERROR, f"upstream error: its {method} {key} is not "
+                                               "a list")
+            items.extend(i for i in found if isinstance(i, dict))
             cursor = result.get("nextCursor")
             if not cursor:
-                return tools
+                return items
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        return await self.list_all("tools/list", "tools")
 
     async def call_tool(self, name: str, arguments: bytes,
                         progress_token: str | None = None) -> bytes:

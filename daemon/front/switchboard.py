@@ -1,12 +1,14 @@
 """The master's side of every agent call: authenticate, route, and answer exactly once.
 
-Per message the master does only what routing needs: decode a tools/* request's head
-(protocol.request_head: its arguments stay bytes), find the agent, pick its gateway
-worker (sharded by agent name, so per-agent state lives in one worker), and forward the
-raw bytes with the tool's name; the worker parses the request in full, once.  Messages
-the master answers itself (the handshake methods that need no policy: initialize, ping,
-server/discover; notifications; errors) it parses in full, and refuses a key given twice
-before it acts on one.  Responses come back as raw bytes and go to the agent without
+Per message the master does only what routing needs: decode the head of a request for a
+gateway worker (tools/*, resources/*, prompts/*, completion/complete; protocol.
+request_head: its arguments stay bytes), find the agent, pick its gateway worker
+(sharded by agent name, so per-agent state lives in one worker), and forward the raw
+bytes with the tool's name (a prompt's, a resource's URI); the worker parses the request
+in full, once.  Messages the master answers itself (the handshake methods that need no
+policy: initialize, ping, server/discover; subscriptions/listen, see front.listen;
+notifications; errors) it parses in full, and refuses a key given twice before it acts
+on one.  Responses come back as raw bytes and go to the agent without
 being decoded.
 
 Fate of a call: a call waits in the master while its worker is not READY and goes out
@@ -34,6 +36,7 @@ from daemon import metrics
 from daemon.audit.link import AuditLink
 from daemon.audit.records import master_record
 from daemon.config import Settings
+from daemon.front import listen
 from daemon.front.auth import Agent, Authenticator, ensure_admin_token
 from daemon.front.quarantine import Quarantine, QuarantineLimits
 from daemon.ipc import messages
@@ -46,10 +49,6 @@ from daemon.supervision.worker_child import WorkerChild
 
 log = logging.getLogger("gateway")
 _ANSWERED = object()  # what _parse_in_full returns for a message it has answered
-# what a subscriptions/listen filter (2026-07-28) names each list notification
-LISTEN_FILTER = {"notifications/tools/list_changed": "toolsListChanged",
-                 "notifications/resources/list_changed": "resourcesListChanged",
-                 "notifications/prompts/list_changed": "promptsListChanged"}
 
 
 class Connection:
@@ -67,8 +66,7 @@ class Connection:
         self.curve_key: str | None = None  # a Curve peer's key (Z85), vetted at the handshake
         self.curve_initialized = False  # initialize on the key alone (no token)
         self.inflight: dict[jsonrpc.RequestId, int] = {}  # request id -> call seq
-        # subscriptions/listen streams open on it: request id -> the lists it wants
-        self.listens: dict[jsonrpc.RequestId, frozenset[str]] = {}
+        self.listens: listen.Streams = {}  # its subscriptions/listen streams
         self.last_active = time.monotonic()
 
 
@@ -240,7 +238,12 @@ class Switchboard:
             self._route(conn, rid, agent, method,
                         routed_name(method, params.get("name"), params.get("uri")), raw)
         elif method == "subscriptions/listen":
-            self._listen(conn, rid, self._agent(conn, meta), params)
+            self._agent(conn, meta)  # authenticated, like any request
+            if rid in conn.inflight:
+                raise RpcError(jsonrpc.INVALID_REQUEST, f"Invalid Request: id {rid!r} is "
+                                                        "already in flight on this connection")
+            conn.send(listen.open_stream(conn.listens, rid, params,
+                                         self.limits.max_inflight_per_connection))
         else:
             raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
 
@@ -292,27 +295,6 @@ class Switchboard:
             if seq is not None:
                 self._cancel(seq)
             conn.listens.pop(rid, None)  # type: ignore[arg-type]  # a listen stream ends
-
-    def _listen(self, conn: Connection, rid: jsonrpc.RequestId, agent: Agent,
-                params: dict[str, Any]) -> None:
-        """subscriptions/listen (2026-07-28), so that stateless-era agents learn of list
-        changes: acknowledged with the lists it will carry, then one notification per
-        change, stamped with the request's id; it lasts until the agent cancels it or
-        leaves (resource subscriptions are not offered, so never acknowledged)."""
-        wanted = params.get("notifications")
-        if not isinstance(wanted, dict):
-            raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: subscriptions/listen "
-                                                   "needs a params.notifications object")
-        if rid in conn.inflight or rid in conn.listens:
-            raise RpcError(jsonrpc.INVALID_REQUEST, f"Invalid Request: id {rid!r} is already "
-                                                    "in flight on this connection")
-        if len(conn.listens) >= self.limits.max_inflight_per_connection:
-            raise RpcError(jsonrpc.BUSY, f"Busy: {agent.name} has "
-                           f"{len(conn.listens)} listen streams open on this connection")
-        honored = {key: True for key in LISTEN_FILTER.values() if wanted.get(key) is True}
-        conn.listens[rid] = frozenset(honored)
-        conn.send(jsonrpc.notification("notifications/subscriptions/acknowledged", {
-            "notifications": honored, "_meta": {mcp.META_SUBSCRIPTION: rid}}))
 
     def _route(self, conn: Connection, rid: jsonrpc.RequestId, agent: Agent, method: str,
                tool: str | None, raw: bytes) -> None:
@@ -377,15 +359,12 @@ class Switchboard:
     def notify_agents(self, raw: bytes) -> None:
         """A notification for every agent that did the handshake, and on every
         subscriptions/listen stream that asked for it (stamped with its id)."""
-        method = orjson.loads(raw).get("method")
-        wanted = LISTEN_FILTER.get(method)
+        method = str(orjson.loads(raw).get("method"))
         for conn in list(self.connections.values()):
             if conn.agent is not None or conn.curve_initialized:
                 conn.send(raw)
-            for rid, kinds in list(conn.listens.items()):
-                if wanted in kinds:
-                    conn.send(jsonrpc.notification(method, {
-                        "_meta": {mcp.META_SUBSCRIPTION: rid}}))
+            for note in listen.notes_for(conn.listens, method) if conn.listens else ():
+                conn.send(note)
 
     def _finish(self, call: RoutedCall, raw: bytes) -> None:
         self._release(call)

@@ -156,6 +156,8 @@ def test_a_hidden_resource_or_prompt_answers_like_an_unknown_one_and_is_audited(
     assert {(r["call_kind"], r["tool"]) for r in denied} == {
         ("resource", "library://vault/keys"), ("prompt", "library__admin_only")}
     assert all(r["outcome"]["status"] == "denied" for r in denied)
+    assert TOKENS["alice"] not in "".join(
+        p.read_text() for p in audit_dir(daemon.state_dir).glob("audit-*.jsonl"))
 
 
 def test_a_plugin_for_resource_calls_denies_a_read_and_never_sees_tool_calls(daemon):

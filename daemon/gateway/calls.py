@@ -127,7 +127,9 @@ class CallHandler:
         if kind is None:
             raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
         named = params.get("uri") if kind == "resource" else params.get("name")
-        trace = passthrough.trace(kind, method, self.worker, agent, named, params,
+        # until it resolves, its params stand for its arguments (never its _meta: the token)
+        trace = passthrough.trace(kind, method, self.worker, agent, named,
+                                  {k: v for k, v in params.items() if k != "_meta"},
                                   self.keep_arguments)
         try:
             name, tool, arguments = passthrough.resolve(method, agent, params, self.policy,

@@ -96,7 +96,8 @@ class Plugin:
     # The schema of [plugins.config.NAME] (a msgspec Struct); None takes any table
     config_schema: ClassVar[type[msgspec.Struct] | None] = None
     # The kinds of call this plugin sees (Call.kind); others pass it by
-    kinds: ClassVar[frozenset[str] | set[str]] = frozenset({"tool"})
+    kinds: ClassVar[frozenset[str] | set[str] | list[str] | tuple[str, ...]] = frozenset(
+        {"tool"})
 
     def __init__(self, config: Any = None, log: logging.Logger | None = None) -> None:
         # the validated schema instance, or the raw table (a dict) without a schema

@@ -54,3 +54,21 @@ def test_texts_and_map_texts_reach_tool_resource_and_prompt_results():
         {"uri": "u://1", "text": "B"}, {"uri": "u://2", "blob": "AA"}]
     assert map_texts(prompt, str.upper)["messages"][0]["content"]["text"] == "C"
     assert tool["content"][0]["text"] == "a", "the result given is left as it was"
+
+
+def test_a_plugin_whose_kinds_are_not_a_set_of_known_kinds_is_refused():
+    import hashlib
+
+    import pytest
+
+    from daemon.hotswap.source import PluginSource, Refused, load_class
+
+    def load(kinds: str) -> type[Plugin]:
+        code = ("from daemon.plugin import Plugin\n"
+                f"class P(Plugin):\n    name = 'p'\n    kinds = {kinds}\n").encode()
+        return load_class(PluginSource("p.py", code, hashlib.sha256(code).hexdigest()))
+    assert load('{"resource", "prompt"}').kinds == {"resource", "prompt"}
+    assert load('["tool"]').kinds == ["tool"]
+    for bad in ('"resource"', '{"resources"}', '{"tool": 1}'):
+        with pytest.raises(Refused, match="kinds must be a set"):
+            load(bad)

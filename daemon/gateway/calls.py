@@ -137,6 +137,7 @@ class CallHandler:
         except RpcError as exc:
             return _error(rid, trace, exc)
         trace.tool, trace.arguments, trace.known = name, arguments, True
+        trace.metric = name if kind == "prompt" or tool.origin is None else tool.origin[1]
         return Pending(agent, rid, params, stateless, tool, arguments, trace, seq, kind)
 
     async def finish(self, pending: Pending, notify: Callable[[bytes], None] | None = None,

@@ -37,12 +37,15 @@ MRTR_FIELDS = ("inputResponses", "requestState")  # a retried multi round-trip r
 class KindTrace(Trace):
     """A call's audit trace that says which kind of call it was (and its method)."""
 
-    __slots__ = ("call_kind", "method")
+    __slots__ = ("call_kind", "method", "metric")
 
     def __init__(self, call_kind: str, method: str, *args: Any) -> None:
         super().__init__(*args)
         self.call_kind = call_kind
         self.method = method
+        # its metrics label: a template's read is labelled by the template, as agents
+        # choose the URIs (a label per URI would be unbounded)
+        self.metric: str | None = None
 
     def _base(self, kind: str, with_arguments: bool) -> dict[str, Any]:
         record = super()._base(kind, with_arguments)

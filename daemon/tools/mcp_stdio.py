@@ -81,6 +81,7 @@ class StdioMcpClient:
         self.modern = False
         self.version = ""
         self.capabilities: dict[str, Any] = {}  # what the server said it offers
+        self.asked = ""  # the method of the last request() (what a start timeout names)
         self.proc: asyncio.subprocess.Process | None = None
         self.exited = asyncio.Event()
         self._ids = itertools.count(1)
@@ -184,6 +185,7 @@ class StdioMcpClient:
         await self._write(orjson.dumps(message) + b"\n")
 
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.asked = method
         if self.modern:
             params = {**params, "_meta": {**params.get("_meta", {}),
                                           **mcp.stateless_meta(CLIENT_INFO)}}

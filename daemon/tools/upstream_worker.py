@@ -161,7 +161,7 @@ async def start(client: StdioMcpClient, budget: float) -> Offer:
             await client.start()
             return await list_offer(client)
     except TimeoutError:
-        step = "its lists" if client.version else "the handshake"
+        step = client.asked if client.version else "the handshake"
         raise RpcError(TIMED_OUT, f"no answer to {step} within {budget:g}s") from None
 
 

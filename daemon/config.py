@@ -74,6 +74,13 @@ class SupervisionSection(_Section, forbid_unknown_fields=True, kw_only=True, fro
     bus_endpoint: Annotated[str, FIXED] = ""
 
 
+# Origins of pages served from this machine, any port ("*" matches the port only).
+LOOPBACK_ORIGINS = ("http://127.0.0.1:*", "https://127.0.0.1:*", "http://localhost:*",
+                    "https://localhost:*", "http://[::1]:*", "https://[::1]:*",
+                    "http://127.0.0.1", "https://127.0.0.1", "http://localhost",
+                    "https://localhost", "http://[::1]", "https://[::1]")
+
+
 class ListenSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Where agents connect.  Port 0 (tcp) or "*" (zmq) picks a free port; the master
     publishes the ports it got in <state_dir>/control.json."""
@@ -85,6 +92,12 @@ class ListenSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=T
     # ZeroMQ ROUTER with CurveZMQ: agents authenticate by a key registered in
     # [agents.NAME] curve_public_key; the server's keys are in <state_dir>/curve; "" = off
     zmq_curve: Annotated[str, FIXED] = ""
+    # HTTP: /mcp (MCP Streamable HTTP), /v1/... (AI gateway), /a2a/..., /healthz; "" = off
+    http: Annotated[str, FIXED] = "127.0.0.1:7780"
+    # the Origin values a browser may send (DNS rebinding); default: loopback origins
+    http_origins: list[str] = msgspec.field(default_factory=lambda: list(LOOPBACK_ORIGINS))
+    tls_cert: Annotated[str, FIXED] = ""  # PEM files: HTTPS when both are set
+    tls_key: Annotated[str, FIXED] = ""
     max_message_bytes: int = 1 << 20  # a longer line or frame is refused
     idle_timeout: float = 300.0  # a connection silent this long is closed
     line_timeout: float = 30.0  # a TCP line must complete this long after its first byte
@@ -354,6 +367,18 @@ def _check_gateway(config: Config, refuse: Any) -> None:
         host, sep, port = listen.tcp.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
             raise refuse("listen.tcp", "HOST:PORT (port 0 picks a free one)", listen.tcp)
+    if listen.http:
+        host, sep, port = listen.http.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise refuse("listen.http", 'HOST:PORT (port 0 picks a free one), or "" for off',
+                         listen.http)
+    if bool(listen.tls_cert) != bool(listen.tls_key):
+        raise refuse("listen.tls_cert", "tls_cert and tls_key both set (HTTPS) or both "
+                     "empty", listen.tls_cert or listen.tls_key)
+    for origin in listen.http_origins:
+        if not origin.startswith(("http://", "https://")) or origin.endswith("/"):
+            raise refuse("listen.http_origins", 'origins like "https://app.example.com" '
+                         'or "http://localhost:*" (scheme://host[:port], no path)', origin)
     for key in ("zmq", "zmq_curve"):
         address = getattr(listen, key)
         if address and not address.startswith(("tcp://", "ipc://")):

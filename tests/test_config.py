@@ -128,6 +128,7 @@ def test_the_keys_a_reload_cannot_change_are_marked_beside_them_in_config():
     assert [key for key, _ in fixed_values(config.Config())] == [
         "daemon.state_dir", "daemon.runtime_dir", "control.endpoint",
         "supervision.bus_endpoint", "listen.tcp", "listen.zmq", "listen.zmq_curve",
+        "listen.http", "listen.tls_cert", "listen.tls_key",
         "upstreams", "audit", "metrics"]
 
 

@@ -36,7 +36,7 @@ def test_serve_with_built_in_defaults_and_status_shows_the_live_tree(start_daemo
 
 
 def test_no_config_at_all_uses_the_built_in_defaults(state_dir):
-    for port in (7700, 7701):  # the defaults; this test cannot pick others
+    for port in (7700, 7701, 7780):  # the defaults; this test cannot pick others
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 pytest.skip(f"port {port} is in use on this machine")

@@ -116,7 +116,8 @@ def test_daemon_serves_inside_the_units_sandbox_as_an_unprivileged_user(sandbox_
     keep = sorted({"/".join(p.split("/")[:3]) for p in needed
                    if p.startswith(("/tmp/", "/root/"))})
     cfg = sandbox_dir / "wa.toml"  # built-in defaults, but free ports
-    cfg.write_text('[listen]\ntcp = "127.0.0.1:0"\nzmq = "tcp://127.0.0.1:*"\n')
+    cfg.write_text('[listen]\ntcp = "127.0.0.1:0"\nzmq = "tcp://127.0.0.1:*"\n'
+                   'http = "127.0.0.1:0"\n')
     os.chmod(cfg, 0o644)
     env = {"PATH": os.environ["PATH"], "WA_STATE": str(sandbox_dir),
            "WORKINGAGENTS_CONFIG": str(cfg),

@@ -80,7 +80,10 @@ def toml_value(value: Any) -> str:
 
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
     """A config file from {"section.name": {key: value}} (the benches, the chaos
-    harness and the tests all write theirs this way)."""
+    harness and the tests all write theirs this way).  A [listen] table without an
+    ``http`` key gets a free port, never the default 7780 that another run may hold."""
+    if "listen" in sections and "http" not in sections["listen"]:
+        sections = {**sections, "listen": {**sections["listen"], "http": "127.0.0.1:0"}}
     path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n"
                                                      for k, v in body.items())
                             for name, body in sections.items()))

@@ -57,9 +57,12 @@ class Connection:
     _keys = itertools.count(1)
 
     def __init__(self, send: Callable[[bytes], None], close: Callable[[], None],
-                 transport: str) -> None:
+                 transport: str, progress: Callable[[bytes], None] | None = None) -> None:
         self.key = next(Connection._keys)
         self.send = send
+        # what a call streams before its answer (progress notifications, LLM chunks);
+        # a stream transport (TCP, ZeroMQ) sends it like any message
+        self.progress = progress or send
         self.close = close
         self.transport = transport
         self.agent: Agent | None = None  # set by a handshake-era initialize
@@ -354,7 +357,7 @@ class Switchboard:
             seq, raw = messages.unpack_seq(payload)
             call = self.calls.get(seq)
             if call is not None:
-                call.conn.send(raw)
+                call.conn.progress(raw)
 
     def notify_agents(self, raw: bytes) -> None:
         """A notification for every agent that did the handshake, and on every

@@ -17,6 +17,7 @@ import resource
 import secrets
 import shutil
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -29,6 +30,7 @@ from daemon import __version__, config, logs, metrics
 from daemon.audit.link import AuditLink
 from daemon.control.server import ControlServer
 from daemon.front.auth import Authenticator, ensure_admin_token
+from daemon.front.http import HttpFront
 from daemon.front.line_guard import LineGuard
 from daemon.front.quarantine import Quarantine, QuarantineLimits
 from daemon.front.switchboard import Limits, Switchboard
@@ -75,6 +77,7 @@ class Master:
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_watchdog = 0.0
         self.audit_state: dict[str, Any] = {}
+        self.http: HttpFront | None = None
 
     # -- task ownership: nothing runs unowned, no exception vanishes ------------------
 
@@ -162,10 +165,12 @@ class Master:
             lambda _child, running: self.board.overran(running.seq, running.plugin), self.own)
         self.own(self.overruns.run(min(0.02, s.config.plugins.budget_ms / 4000)))
         log.info("workingagents %s starting: config %s, state %s, control %s, agents on "
-                 "tcp %s and zmq %s%s", __version__, s.source or "built-in defaults",
+                 "tcp %s and zmq %s%s%s", __version__, s.source or "built-in defaults",
                  s.state_dir, control.endpoint, self.listening["tcp"], self.listening["zmq"],
                  f" and zmq_curve {self.listening['zmq_curve']}"
-                 if self.listening["zmq_curve"] else "")
+                 if self.listening["zmq_curve"] else "",
+                 f", http{'s' if s.config.listen.tls_cert else ''} {self.listening['http']}"
+                 if self.listening["http"] else "")
         await self._start_tree()
         await self._stop.wait()
         self.notifier.stopping()
@@ -200,6 +205,7 @@ class Master:
         listen = self.settings.config.listen
         scrape_at = self.settings.config.metrics.listen
         tcp = router = curve_router = scrape = None
+        http = ""
         try:
             key, address = "listen.tcp", listen.tcp
             if address:
@@ -216,17 +222,23 @@ class Master:
                 curve_router = AgentRouter(ctx, address, self.board, listen.max_message_bytes,
                                            curve_keys)
                 held.callback(curve_router.close)
+            key, address = "listen.http", listen.http
+            if address:
+                self.http = HttpFront(self.board, self.settings, self.http_health)
+                held.push_async_callback(self.http.close)
+                http = await self.http.start(address, listen.tls_cert, listen.tls_key)
             key, address = "metrics.listen", scrape_at
             if address:
                 scrape = metrics.serve(address)
                 held.callback(scrape[2].shutdown)
-        except (OSError, ValueError, zmq.ZMQError) as exc:
+        except (OSError, ValueError, zmq.ZMQError, ssl.SSLError) as exc:
             errno = getattr(exc, "errno", None)
             reason = os.strerror(errno) if errno else str(exc)  # not the library's wording
             raise CannotStart(f"cannot listen on {address} ({key}): {reason}") from None
         return {"tcp": "{}:{}".format(*tcp.sockets[0].getsockname()[:2]) if tcp else None,
                 "zmq": router.endpoint if router else None,
                 "zmq_curve": curve_router.endpoint if curve_router else None,
+                "http": http or None,
                 "metrics": "{}:{}".format(*scrape[:2]) if scrape else None}
 
     async def _cancel_tasks(self) -> None:
@@ -349,7 +361,15 @@ class Master:
     def _reconfigurable(self) -> list[Reconfigurable]:
         """Who takes new settings at run time, in the order they apply them."""
         return [LogLevel(), self.root, self.board, self.lines, self.shards, self.overruns,
-                self.plugins]
+                self.plugins, *([self.http] if self.http is not None else [])]
+
+    def http_health(self) -> dict[str, Any]:
+        """For GET /healthz: the health `status` shows, and whether calls can be served
+        at all (a gateway worker READY, the audit log writable, not stopping)."""
+        found = self.snapshot()
+        serving = (not self.stopping and not (found.get("audit") or {}).get("failing")
+                   and any(w.identity is not None for w in self.gateway_workers()))
+        return {"health": found["health"], "reasons": found["reasons"], "serving": serving}
 
     @property
     def settings(self) -> config.Settings:

@@ -1,0 +1,161 @@
+"""The HTTP front door: one aiohttp server on `[listen] http` for every HTTP route.
+
+The server is the master's, like the TCP shim: it holds the agents' HTTP connections,
+so a worker restart never drops one.  Each front door adds its own routes (/mcp, /v1/…,
+/a2a/…) with ``add_routes(front)``; this module owns what they share: the listener (and
+TLS), the Origin allow-list (DNS rebinding), the body cap, JSON error bodies, bearer
+authentication, and ``GET /healthz`` for load balancers (no token).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from yarl import URL
+
+from daemon.config import Settings
+from daemon.front.auth import Agent
+from daemon.front.switchboard import Switchboard
+
+log = logging.getLogger("http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(body: Any, status: int = 200,
+                  headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers,
+                        content_type="application/json")
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None,
+               **extra: Any) -> web.Response:
+    """The error body of every route that has no format of its own."""
+    return json_response({"error": {"status": status, "message": message, **extra}}, status,
+                         headers)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header, if there is one."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class Unauthenticated(web.HTTPUnauthorized):
+    """401 with a JSON body: raised by a route whose token is missing or not valid."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(body=orjson.dumps({"error": {"status": 401, "message": message}}),
+                         content_type="application/json",
+                         headers={"WWW-Authenticate": 'Bearer realm="workingagents"'})
+
+
+class OriginPolicy:
+    """``[listen] http_origins``: scheme://host[:port] exactly, or with ":*" for any port."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.patterns = tuple(patterns)
+        self.exact = {p for p in patterns if not p.endswith(":*")}
+        self.any_port = {p[:-2] for p in patterns if p.endswith(":*")}
+
+    def allows(self, origin: str) -> bool:
+        if origin in self.exact:
+            return True
+        try:
+            url = URL(origin)
+        except ValueError:
+            return False
+        if url.path not in ("", "/") or url.query_string or url.user or not url.host:
+            return False
+        host = f"[{url.host}]" if ":" in url.host else url.host
+        return f"{url.scheme}://{host}" in self.any_port
+
+
+class HttpFront:
+    def __init__(self, board: Switchboard, settings: Settings,
+                 health: Callable[[], dict[str, Any]]) -> None:
+        """``health``: {"health", "reasons", "serving"} (see Master.http_health)."""
+        self.board = board
+        self.health = health
+        listen = settings.config.listen
+        self.origins = OriginPolicy(listen.http_origins)
+        self.max_bytes = listen.max_message_bytes
+        self.app = web.Application(client_max_size=listen.max_message_bytes,
+                                   middlewares=[self._guard])
+        self.app.router.add_get("/healthz", self.healthz)
+        self.runner: web.AppRunner | None = None
+        self.address = ""
+
+    def apply(self, settings: Settings) -> list[str]:
+        patterns = settings.config.listen.http_origins
+        if tuple(patterns) == self.origins.patterns:
+            return []
+        self.origins = OriginPolicy(patterns)
+        return ["listen.http_origins"]
+
+    # -- the listener ---------------------------------------------------------------------
+
+    async def start(self, address: str, tls_cert: str = "", tls_key: str = "") -> str:
+        """Listen; returns "host:port" as bound (port 0 picks a free one)."""
+        context = None
+        if tls_cert:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(tls_cert, tls_key)  # OSError / SSLError: cannot start
+        host, _, port = address.rpartition(":")
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                    shutdown_timeout=1.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host.strip("[]"), int(port), ssl_context=context,
+                           backlog=1024, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        bound = server.sockets[0].getsockname()[:2] if server and server.sockets else (host,
+                                                                                      port)
+        self.address = "{}:{}".format(*bound)
+        return self.address
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    # -- what every route shares ------------------------------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is not None and not self.origins.allows(origin):
+            return json_error(403, f"Forbidden: origin {origin[:200]!r} is not in "
+                                   "[listen] http_origins")
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.content_type == "application/json":
+                raise
+            if exc.status == 413:
+                return json_error(413, "Request body larger than [listen] "
+                                       f"max_message_bytes ({self.max_bytes} bytes)")
+            return json_error(exc.status, exc.reason, headers={
+                k: v for k, v in exc.headers.items() if k.lower() in ("allow",
+                                                                        "www-authenticate")})
+
+    def agent(self, request: web.Request, token: str | None = None) -> Agent:
+        """The agent a request's bearer token (or ``token``) names; else 401."""
+        token = token if token is not None else bearer_token(request)
+        if token is None:
+            raise Unauthenticated("Unauthenticated: send Authorization: Bearer <agent token>")
+        agent = self.board.auth.agent_for(token)
+        if agent is None:
+            raise Unauthenticated("Unauthenticated: the bearer token is not valid")
+        return agent
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        state = self.health()
+        return json_response({"health": state["health"], "reasons": state["reasons"]},
+                             200 if state["serving"] else 503)

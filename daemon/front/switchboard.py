@@ -245,8 +245,10 @@ class Switchboard:
             if rid in conn.inflight:
                 raise RpcError(jsonrpc.INVALID_REQUEST, f"Invalid Request: id {rid!r} is "
                                                         "already in flight on this connection")
-            conn.send(listen.open_stream(conn.listens, rid, params,
-                                         self.limits.max_inflight_per_connection))
+            # a listen stream's frames come before its answer (which only a graceful end
+            # would send): on HTTP, SSE events of that request's stream
+            conn.progress(listen.open_stream(conn.listens, rid, params,
+                                             self.limits.max_inflight_per_connection))
         else:
             raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
 
@@ -367,7 +369,7 @@ class Switchboard:
             if conn.agent is not None or conn.curve_initialized:
                 conn.send(raw)
             for note in listen.notes_for(conn.listens, method) if conn.listens else ():
-                conn.send(note)
+                conn.progress(note)
 
     def _finish(self, call: RoutedCall, raw: bytes) -> None:
         self._release(call)

@@ -150,6 +150,12 @@ def test_a_hidden_resource_or_prompt_answers_like_an_unknown_one_and_is_audited(
         assert (hidden.code, hidden.message) == (-32602, "Unknown prompt: library__admin_only")
         unknown = error_of(alice, "prompts/get", {"name": "library__nothing"})
         assert (unknown.code, unknown.message) == (-32602, "Unknown prompt: library__nothing")
+        bad = error_of(alice, "resources/read", {"uri": 5})
+        assert (bad.code, bad.message) == (-32602, "Invalid params: resources/read needs a "
+                                                   "string params.uri")
+        bad = error_of(alice, "completion/complete", {"ref": {"type": "ref/other"},
+                                                      "argument": {}})
+        assert bad.code == -32602
         assert alice.call_tool("library__find_book", {"title": "dune"})["isError"] is False
     denied = wait_for(lambda: [r for r in calls(audit_dir(daemon.state_dir))
                                if r["outcome"].get("by") == "roles"], 10, "records")

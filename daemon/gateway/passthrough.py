@@ -84,18 +84,12 @@ def resolve(method: str, agent: str, params: dict[str, Any], policy: Policy,
     assert request is not None  # an upstream links' registry has one
     forwarded = _forwarded(params)
     if method == "resources/read":
-        uri = params.get("uri")
-        if not isinstance(uri, str):
-            raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: resources/read needs a "
-                                                   "string params.uri")
+        uri = _string(params, "uri", method)
         offered = _resource(agent, uri, policy, tools)
         run = _runner(request, offered.upstream, method, {**forwarded, "uri": uri}, None)
         return uri, _tool(uri, offered, run), {"uri": uri}
     if method == "prompts/get":
-        name = params.get("name")
-        if not isinstance(name, str):
-            raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: prompts/get needs a "
-                                                   "string params.name")
+        name = _string(params, "name", method)
         offered = _prompt(agent, name, policy, tools)
         arguments = params.get("arguments") or {}
         if not isinstance(arguments, dict):
@@ -149,6 +143,14 @@ def denial(result: dict[str, Any]) -> RpcError | None:
         return None
     return RpcError(DENIED, f"Denied by {denied.get('by')}: {denied.get('reason')}",
                     {mcp.META_DENIED: denied})
+
+
+def _string(params: dict[str, Any], key: str, method: str) -> str:
+    value = params.get(key)
+    if not isinstance(value, str):
+        raise RpcError(jsonrpc.INVALID_PARAMS, f"Invalid params: {method} needs a string "
+                                               f"params.{key}")
+    return value
 
 
 def _forwarded(params: dict[str, Any]) -> dict[str, Any]:

@@ -121,6 +121,8 @@ class GatewaySection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=
 
 class RoleSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     tools: list[str] = msgspec.field(default_factory=list)  # glob patterns of tool names
+    resources: list[str] = msgspec.field(default_factory=list)  # ... of resource URIs
+    prompts: list[str] = msgspec.field(default_factory=list)  # ... of <upstream>__<prompt>
 
 
 class UpstreamSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -16,7 +16,13 @@
         async def after_call(self, call, result):   # Deny(...), a rewritten result, or None
             ...
 
-Either hook may be left out.  ``self.state`` is the live state: plain JSON-able data, so
+Either hook may be left out.  A plugin sees the calls of the kinds it names in ``kinds``
+(default: tool calls only): "tool", "resource" (a resources/read: ``call.tool`` is the
+URI), "prompt" (a prompts/get: ``call.tool`` is <upstream>__<prompt>, ``call.arguments``
+the prompt's), "completion".  ``texts(result)`` and ``map_texts(result, fn)`` reach the
+text of any of their results (tool content, resource contents, prompt messages).
+
+  ``self.state`` is the live state: plain JSON-able data, so
 that it can be snapshotted and handed to ``migrate``.  ``self.config`` is the plugin's own
 ``[plugins.config.NAME]`` table, ``self.log`` a logger, ``self.clock()`` monotonic seconds.
 A hook that raises or overruns its time budget denies the call (fail closed).
@@ -39,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -71,6 +78,7 @@ class Call:
     arguments: dict[str, Any]
     input_schema: dict[str, Any] | None = None  # the tool's JSON schema for arguments
     description: str = ""  # the tool's description, as tools/list shows it
+    kind: str = "tool"  # "tool" | "resource" | "prompt" | "completion"
 
     def with_arguments(self, arguments: dict[str, Any]) -> Call:
         return dataclasses.replace(self, arguments=arguments)
@@ -87,6 +95,9 @@ class Plugin:
     priority: ClassVar[int] = 100
     # The schema of [plugins.config.NAME] (a msgspec Struct); None takes any table
     config_schema: ClassVar[type[msgspec.Struct] | None] = None
+    # The kinds of call this plugin sees (Call.kind); others pass it by
+    kinds: ClassVar[frozenset[str] | set[str] | list[str] | tuple[str, ...]] = frozenset(
+        {"tool"})
 
     def __init__(self, config: Any = None, log: logging.Logger | None = None) -> None:
         # the validated schema instance, or the raw table (a dict) without a schema
@@ -109,3 +120,39 @@ class Plugin:
 
     def close(self) -> None:
         """Release what the plugin holds (threads, files)."""
+
+
+def _blocks(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The blocks of a result that may carry text: a tool's content, a resource's
+    contents, a prompt's messages' content."""
+    blocks = [b for key in ("content", "contents") for b in result.get(key) or ()
+              if isinstance(b, dict)]
+    for message in result.get("messages") or ():
+        if isinstance(message, dict) and isinstance(message.get("content"), dict):
+            blocks.append(message["content"])
+    return blocks
+
+
+def texts(result: dict[str, Any]) -> list[str]:
+    """Every text in a tool, resource or prompt result."""
+    return [b["text"] for b in _blocks(result) if isinstance(b.get("text"), str)]
+
+
+def map_texts(result: dict[str, Any], rewrite: Callable[[str], str]) -> dict[str, Any]:
+    """A copy of a tool, resource or prompt result with ``rewrite`` applied to each text
+    (the blocks that carry none are kept as they are)."""
+
+    def block(b: Any) -> Any:
+        if isinstance(b, dict) and isinstance(b.get("text"), str):
+            return {**b, "text": rewrite(b["text"])}
+        return b
+
+    out = dict(result)
+    for key in ("content", "contents"):
+        if isinstance(result.get(key), list):
+            out[key] = [block(b) for b in result[key]]
+    if isinstance(result.get("messages"), list):
+        out["messages"] = [{**m, "content": block(m["content"])}
+                           if isinstance(m, dict) and "content" in m else m
+                           for m in result["messages"]]
+    return out

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 import re2
 
-from daemon.plugin import Plugin, PluginConfig
+from daemon.plugin import Plugin, PluginConfig, map_texts
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
@@ -103,17 +103,19 @@ class Pii(Plugin):
     priority = 60
     config_schema = PiiConfig
     config: PiiConfig
+    kinds = frozenset({"tool", "resource", "prompt"})  # which calls it sees (not config.kinds)
 
     async def after_call(self, call: Any, result: dict[str, Any]) -> dict[str, Any] | None:
         kinds = set(self.config.kinds)
-        changed, content = 0, []
-        for block in result.get("content") or []:
-            if block.get("type") == "text":
-                text, n = redact(block["text"], kinds)
-                changed += n
-                block = {**block, "text": text}
-            content.append(block)
-        return {**result, "content": content} if changed else None
+        changed = 0
+
+        def rewrite(text: str) -> str:
+            nonlocal changed
+            text, n = redact(text, kinds)
+            changed += n
+            return text
+        rewritten = map_texts(result, rewrite)
+        return rewritten if changed else None
 
     def self_test(self) -> None:
         text, n = redact("mail a@b.io, card 4111 1111 1111 1111, order 1234567890123, "

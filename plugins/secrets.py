@@ -20,7 +20,7 @@ from typing import Any, Literal
 import orjson
 import re2
 
-from daemon.plugin import Deny, Plugin, PluginConfig
+from daemon.plugin import Deny, Plugin, PluginConfig, map_texts, texts
 
 KNOWN = {
     "aws access key": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
@@ -52,6 +52,7 @@ class Secrets(Plugin):
     priority = 20
     config_schema = SecretsConfig
     config: SecretsConfig
+    kinds = frozenset({"tool", "resource", "prompt"})  # a resource can leak a key too
 
     def __init__(self, config: Any = None, log: Any = None) -> None:
         super().__init__(config, log)
@@ -90,15 +91,11 @@ class Secrets(Plugin):
                     "guardrail", redacted=redacted)
 
     async def after_call(self, call: Any, result: dict[str, Any]) -> Any:
-        texts = [b.get("text", "") for b in result.get("content") or []
-                 if b.get("type") == "text"]
-        if not any(self.carries(t.encode()) and self.find(t) for t in texts):
+        if not any(self.carries(t.encode()) and self.find(t) for t in texts(result)):
             return None
         if self.config.results == "block":
             return Deny("the result carries a secret", "guardrail")
-        return {**result, "content": [
-            {**b, "text": self.redact(b["text"])} if b.get("type") == "text" else b
-            for b in result.get("content") or []]}
+        return map_texts(result, self.redact)
 
     def self_test(self) -> None:
         assert self.find("key AKIAABCDEFGHIJKLMNOP here"), "aws pattern"

@@ -1,12 +1,14 @@
 """The master's side of every agent call: authenticate, route, and answer exactly once.
 
-Per message the master does only what routing needs: decode a tools/* request's head
-(protocol.request_head: its arguments stay bytes), find the agent, pick its gateway
-worker (sharded by agent name, so per-agent state lives in one worker), and forward the
-raw bytes with the tool's name; the worker parses the request in full, once.  Messages
-the master answers itself (the handshake methods that need no policy: initialize, ping,
-server/discover; notifications; errors) it parses in full, and refuses a key given twice
-before it acts on one.  Responses come back as raw bytes and go to the agent without
+Per message the master does only what routing needs: decode the head of a request for a
+gateway worker (tools/*, resources/*, prompts/*, completion/complete; protocol.
+request_head: its arguments stay bytes), find the agent, pick its gateway worker
+(sharded by agent name, so per-agent state lives in one worker), and forward the raw
+bytes with the tool's name (a prompt's, a resource's URI); the worker parses the request
+in full, once.  Messages the master answers itself (the handshake methods that need no
+policy: initialize, ping, server/discover; subscriptions/listen, see front.listen;
+notifications; errors) it parses in full, and refuses a key given twice before it acts
+on one.  Responses come back as raw bytes and go to the agent without
 being decoded.
 
 Fate of a call: a call waits in the master while its worker is not READY and goes out
@@ -34,6 +36,7 @@ from daemon import metrics
 from daemon.audit.link import AuditLink
 from daemon.audit.records import master_record
 from daemon.config import Settings
+from daemon.front import listen
 from daemon.front.auth import Agent, Authenticator, ensure_admin_token
 from daemon.front.quarantine import Quarantine, QuarantineLimits
 from daemon.ipc import messages
@@ -41,7 +44,7 @@ from daemon.ipc.bus import WorkerBus
 from daemon.protocol import jsonrpc, mcp, request_head
 from daemon.protocol.duplicate_keys import duplicate_key, duplicate_message
 from daemon.protocol.jsonrpc import RpcError
-from daemon.protocol.request_head import GATEWAY_METHODS
+from daemon.protocol.request_head import CALL_METHODS, GATEWAY_METHODS, routed_name
 from daemon.supervision.worker_child import WorkerChild
 
 log = logging.getLogger("gateway")
@@ -66,6 +69,7 @@ class Connection:
         self.curve_key: str | None = None  # a Curve peer's key (Z85), vetted at the handshake
         self.curve_initialized = False  # initialize on the key alone (no token)
         self.inflight: dict[jsonrpc.RequestId, int] = {}  # request id -> call seq
+        self.listens: listen.Streams = {}  # its subscriptions/listen streams
         self.last_active = time.monotonic()
 
 
@@ -234,8 +238,17 @@ class Switchboard:
             conn.send(jsonrpc.result(rid, mcp.finish({}, stateless)))
         elif method in GATEWAY_METHODS:  # not a head (a field of an unexpected type)
             agent = self._agent(conn, meta)
-            name = params.get("name") if method == "tools/call" else None
-            self._route(conn, rid, agent, method, name if isinstance(name, str) else None, raw)
+            self._route(conn, rid, agent, method,
+                        routed_name(method, params.get("name"), params.get("uri")), raw)
+        elif method == "subscriptions/listen":
+            self._agent(conn, meta)  # authenticated, like any request
+            if rid in conn.inflight:
+                raise RpcError(jsonrpc.INVALID_REQUEST, f"Invalid Request: id {rid!r} is "
+                                                        "already in flight on this connection")
+            # a listen stream's frames come before its answer (which only a graceful end
+            # would send): on HTTP, SSE events of that request's stream
+            conn.progress(listen.open_stream(conn.listens, rid, params,
+                                             self.limits.max_inflight_per_connection))
         else:
             raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
 
@@ -282,9 +295,11 @@ class Switchboard:
 
     def _notification(self, conn: Connection, method: str, params: Any) -> None:
         if method == "notifications/cancelled" and isinstance(params, dict):
-            seq = conn.inflight.pop(params.get("requestId"), None)  # type: ignore[arg-type]
+            rid = params.get("requestId")
+            seq = conn.inflight.pop(rid, None)  # type: ignore[arg-type]
             if seq is not None:
                 self._cancel(seq)
+            conn.listens.pop(rid, None)  # type: ignore[arg-type]  # a listen stream ends
 
     def _route(self, conn: Connection, rid: jsonrpc.RequestId, agent: Agent, method: str,
                tool: str | None, raw: bytes) -> None:
@@ -308,7 +323,7 @@ class Switchboard:
                 "flight; retry later"))
         timeout = limits.call_timeout
         now = time.monotonic()
-        if method == "tools/call":
+        if method in CALL_METHODS:
             wait = self.quarantine.retry_after(agent.name, now)
             if wait:
                 raise _refused(agent, method, tool, _quarantined(agent.name, wait))
@@ -347,11 +362,14 @@ class Switchboard:
                 call.conn.progress(raw)
 
     def notify_agents(self, raw: bytes) -> None:
-        """A notification for every agent that did the handshake (stateless-era agents
-        would need a subscriptions/listen stream, which this gateway does not offer)."""
+        """A notification for every agent that did the handshake, and on every
+        subscriptions/listen stream that asked for it (stamped with its id)."""
+        method = str(orjson.loads(raw).get("method"))
         for conn in list(self.connections.values()):
             if conn.agent is not None or conn.curve_initialized:
                 conn.send(raw)
+            for note in listen.notes_for(conn.listens, method) if conn.listens else ():
+                conn.progress(note)
 
     def _finish(self, call: RoutedCall, raw: bytes) -> None:
         self._release(call)
@@ -462,7 +480,7 @@ class Refused(RpcError):
 
 
 def _refused(agent: Agent, method: str, tool: str | None, error: RpcError) -> RpcError:
-    return Refused(agent.name, tool, error) if method == "tools/call" else error
+    return Refused(agent.name, tool, error) if method in CALL_METHODS else error
 
 
 def _quarantined(agent: str, wait: float) -> RpcError:

@@ -1,4 +1,5 @@
-"""What a gateway worker does with one agent request: tools/list or tools/call.
+"""What a gateway worker does with one agent request: tools/list or tools/call (and, by
+gateway.passthrough, the resource, prompt and completion requests, as calls of their kind).
 
 The master has read the request's head (protocol.request_head: the JSON-RPC shape, the
 protocol version, the token and the tool's name) and passes the name along; here the
@@ -20,7 +21,7 @@ import orjson
 
 from daemon.audit.link import AuditLink
 from daemon.audit.records import error_outcome
-from daemon.gateway import plugin_chain
+from daemon.gateway import passthrough, plugin_chain
 from daemon.gateway.call_record import Trace, result_outcome, withheld
 from daemon.gateway.permissions import Policy
 from daemon.gateway.plugin_host import PluginHost
@@ -47,6 +48,7 @@ class Pending:
     arguments: dict[str, Any]
     trace: Trace
     seq: int = 0  # the master's number for this call (what the call slot names)
+    kind: str = "tool"  # Call.kind: which plugins see it (resource, prompt, completion)
 
 
 @dataclass(slots=True)
@@ -92,14 +94,19 @@ class CallHandler:
         trace = None
         try:
             stateless = mcp.request_version(params.get("_meta")) is not None
-            if message["method"] == "tools/list":
+            method = message["method"]
+            if method == "tools/list":
                 return Answer(rid, jsonrpc.result(rid, self.list_tools(agent, stateless)))
+            if method != "tools/call":
+                return self._begin_other(agent, rid, method, params, stateless, seq)
             trace = Trace(self.worker, agent, name, params.get("arguments"),
                           self.keep_arguments)
             tool, arguments = self._resolve(agent, name, params)
             trace.known = True
+            if "requestState" in params or "inputResponses" in params:  # an MRTR retry
+                tool = passthrough.retried(tool, params, self.tools.request)
             pending = Pending(agent, rid, params, stateless, tool, arguments, trace, seq)
-            if tool.inline is None or self.plugins.chain:
+            if tool.inline is None or self.plugins.chain_for("tool"):
                 return pending
             try:
                 result = tool.inline(arguments)
@@ -109,12 +116,44 @@ class CallHandler:
         except RpcError as exc:
             return _error(rid, trace, exc)
 
+    def _begin_other(self, agent: str, rid: jsonrpc.RequestId, method: str,
+                     params: dict[str, Any], stateless: bool, seq: int) -> Answer | Pending:
+        """A resource, prompt or completion request (gateway.passthrough)."""
+        if method in passthrough.LIST_METHODS:
+            listed = passthrough.listing(method, agent, self.policy, self.tools)
+            return Answer(rid, jsonrpc.result(rid, mcp.finish(listed, stateless,
+                                                              cacheable=True)))
+        kind = passthrough.KINDS.get(method)
+        if kind is None:
+            raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
+        named = params.get("uri") if kind == "resource" else params.get("name")
+        # until it resolves, its params stand for its arguments (never its _meta: the token)
+        trace = passthrough.trace(kind, method, self.worker, agent, named,
+                                  {k: v for k, v in params.items() if k != "_meta"},
+                                  self.keep_arguments)
+        try:
+            name, tool, arguments = passthrough.resolve(method, agent, params, self.policy,
+                                                        self.tools)
+        except RpcError as exc:
+            return _error(rid, trace, exc)
+        trace.tool, trace.arguments, trace.known = name, arguments, True
+        trace.metric = name if kind == "prompt" or tool.origin is None else tool.origin[1]
+        return Pending(agent, rid, params, stateless, tool, arguments, trace, seq, kind)
+
     async def finish(self, pending: Pending, notify: Callable[[bytes], None] | None = None,
                      started: Callable[[], None] | None = None) -> Answer:
         try:
             token = (pending.params.get("_meta") or {}).get("progressToken")
             progress = _progress_sink(notify, token) if notify is not None else None
-            return self._answer(pending, await self.call_tool(pending, progress, started))
+            result = await self.call_tool(pending, progress, started)
+            if pending.kind != "tool":
+                refusal = passthrough.denial(result)
+                if refusal is not None:  # no isError in their results: an error says it
+                    answer = self._answer(pending, result)
+                    answer.reply = jsonrpc.error(pending.rid, refusal.code, refusal.message,
+                                                 refusal.data)
+                    return answer
+            return self._answer(pending, result)
         except RpcError as exc:
             return _error(pending.rid, pending.trace, exc)
         except Exception:
@@ -167,10 +206,11 @@ class CallHandler:
                                              pending.stateless)
         name = tool.name
         timeout = self.policy.timeout_for(name)
-        chain = self.plugins.chain  # this call's chain, whatever a swap does meanwhile
+        # this call's chain, whatever a swap does meanwhile: the plugins that see its kind
+        chain = self.plugins.chain_for(pending.kind)
         trail = pending.trace.trail
         call = Call(agent, self.policy.agent_roles.get(agent, ()), name, arguments,
-                    tool.input_schema, tool.description)
+                    tool.input_schema, tool.description, pending.kind)
         slot, seq = self.slot, pending.seq
         if chain:
             redacted: list[Any] = []
@@ -239,7 +279,7 @@ def _error(rid: jsonrpc.RequestId, trace: Trace | None, exc: RpcError) -> Answer
         return Answer(rid, reply)
     outcome = error_outcome(exc.code, exc.message)
     status = "error"
-    if isinstance(exc, RoleDenied):
+    if isinstance(exc, RoleDenied | passthrough.Hidden):
         trace.trail.append(("roles", "-", "before_call", "deny", exc.reason, 0.0))
         trace.known = exc.exists
         outcome.update(status="denied", by="roles")

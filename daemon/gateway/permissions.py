@@ -2,6 +2,8 @@
 
 An agent sees in tools/list exactly the tools it may call; any other tool answers like a
 tool that does not exist.  The role "admin" (the local administrator) matches every tool.
+Resources (by URI) and prompts (<upstream>__<prompt>) follow the same rules, with the
+roles' ``resources`` and ``prompts`` patterns.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class Policy:
     call_timeout: float = 60.0
     tool_timeouts: dict[str, float] = field(default_factory=dict)
     upstreams: tuple[str, ...] = ()  # configured, whether up or not
+    resource_patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    prompt_patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _cache: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     @classmethod
@@ -32,6 +36,9 @@ class Policy:
             call_timeout=float(options.get("call_timeout", 60.0)),
             tool_timeouts={t: float(s) for t, s in options.get("tool_timeouts", {}).items()},
             upstreams=tuple(options.get("upstreams", ())),
+            resource_patterns={r: tuple(p) for r, p in
+                               options.get("role_resources", {}).items()},
+            prompt_patterns={r: tuple(p) for r, p in options.get("role_prompts", {}).items()},
         )
 
     def upstream_of(self, tool: str) -> str | None:
@@ -51,6 +58,19 @@ class Policy:
                 self._cache.clear()
             self._cache[key] = allowed
         return allowed
+
+    def may_read(self, agent: str, uri: str) -> bool:
+        """Whether the agent may see and read a resource (or a template, by its pattern)."""
+        return self._grants(self.resource_patterns, agent, uri)
+
+    def may_get(self, agent: str, prompt: str) -> bool:
+        """Whether the agent may see and get a prompt (<upstream>__<prompt>)."""
+        return self._grants(self.prompt_patterns, agent, prompt)
+
+    def _grants(self, patterns: dict[str, tuple[str, ...]], agent: str, name: str) -> bool:
+        roles = self.agent_roles.get(agent, ())
+        return "admin" in roles or any(fnmatchcase(name, pattern) for role in roles
+                                       for pattern in patterns.get(role, ()))
 
     def timeout_for(self, tool: str) -> float:
         return self.tool_timeouts.get(tool, self.call_timeout)

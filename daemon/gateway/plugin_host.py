@@ -51,6 +51,20 @@ class PluginHost:
     def __init__(self) -> None:
         self.chain: tuple[Hosted, ...] = ()
         self.pending: dict[str, Hosted] = {}  # prepared, waiting for commit
+        self._by_kind: dict[str, tuple[tuple[Hosted, ...], tuple[Hosted, ...]]] = {}
+
+    def chain_for(self, kind: str) -> tuple[Hosted, ...]:
+        """The chain of the plugins that see calls of this kind (Plugin.kinds); the
+        same tuple as ``chain`` when all do, so its hooks are looked up once."""
+        found = self._by_kind.get(kind)
+        chain = self.chain
+        if found is not None and found[0] is chain:
+            return found[1]
+        seen = tuple(h for h in chain if kind in h.plugin.kinds)
+        if len(seen) == len(chain):
+            seen = chain
+        self._by_kind[kind] = (chain, seen)
+        return seen
 
     def find(self, name: str) -> Hosted | None:
         return next((h for h in self.chain if h.name == name), None)

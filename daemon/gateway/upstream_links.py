@@ -23,7 +23,7 @@ from daemon.ipc.zmq_endpoint import ZmqEndpoint
 from daemon.protocol import jsonrpc
 from daemon.protocol.jsonrpc import RpcError
 from daemon.tools import builtin
-from daemon.tools.registry import Progress, Tool, ToolRegistry
+from daemon.tools.registry import Offered, Progress, Tool, ToolRegistry
 
 SEPARATOR = "__"
 UP, RESTARTING, DOWN = "up", "restarting", "down"  # as daemon.master.upstreams says
@@ -51,6 +51,7 @@ class UpstreamLinks:
                 self._fail(name)
         registry = ToolRegistry()
         builtin.register(registry)
+        registry.request = self.request
         self.states = {}
         self.retry_at = registry.retry_at
         for name, info in upstreams.items():
@@ -73,7 +74,9 @@ class UpstreamLinks:
                 registry.add(Tool(
                     f"{name}{SEPARATOR}{tool['name']}", str(tool.get("description", "")),
                     tool.get("inputSchema") or {"type": "object"},
-                    functools.partial(self.call, name, tool["name"]), ready=ready))
+                    functools.partial(self.call, name, tool["name"]), ready=ready,
+                    origin=(name, tool["name"]), listed=tool))
+            _catalog(registry, name, info, ready)
         self._changed.set()
         self._changed = asyncio.Event()
         return registry
@@ -95,18 +98,34 @@ class UpstreamLinks:
     async def call(self, upstream: str, tool: str, arguments: dict[str, Any],
                    progress: Progress | None = None) -> dict[str, Any]:
         entry = self.links.get(upstream)
+        link = entry[1] if entry is not None else await self._link(upstream)
+        seq = next(self._seq)
+        # the arguments are encoded once, here: the upstream worker splices them as bytes
+        return await self._exchange(upstream, link, seq, messages.pack_upstream_call(
+            seq, tool, progress is not None, orjson.dumps(arguments or {})), progress)
+
+    async def request(self, upstream: str, method: str,
+                      params: dict[str, Any]) -> dict[str, Any]:
+        """Any other request (resources/read, prompts/get...), passed through."""
+        link = await self._link(upstream)
+        seq = next(self._seq)
+        return await self._exchange(upstream, link, seq, messages.pack_upstream_request(
+            seq, method, orjson.dumps(params)), None)
+
+    async def _link(self, upstream: str) -> ZmqEndpoint:
+        entry = self.links.get(upstream)
         if entry is None:  # it began restarting since the call was resolved
             await self.until_up(upstream, None)
             entry = self.links[upstream]
-        link = entry[1]
-        seq = next(self._seq)
+        return entry[1]
+
+    async def _exchange(self, upstream: str, link: ZmqEndpoint, seq: int, payload: bytes,
+                        progress: Progress | None) -> dict[str, Any]:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.waiting[seq] = (upstream, future)
         if progress is not None:
             self.progress[seq] = progress
-        # the arguments are encoded once, here: the upstream worker splices them as bytes
-        link.send([messages.pack_upstream_call(seq, tool, progress is not None,
-                                               orjson.dumps(arguments or {}))])
+        link.send([payload])
         try:
             envelope = await future
         except asyncio.CancelledError:
@@ -148,7 +167,7 @@ def _result(envelope: bytes) -> dict[str, Any]:
     kind, body = envelope[:1], memoryview(envelope)[9:]
     if kind == messages.FAILED:
         error = orjson.loads(body)
-        raise RpcError(int(error["code"]), str(error["message"]))
+        raise RpcError(int(error["code"]), str(error["message"]), error.get("data"))
     try:
         result = orjson.loads(body) or {}
     except orjson.JSONDecodeError as exc:
@@ -156,8 +175,25 @@ def _result(envelope: bytes) -> dict[str, Any]:
                                                f"({exc})") from None
     if not isinstance(result, dict):
         raise RpcError(jsonrpc.INTERNAL_ERROR, "upstream error: its result is not an object")
-    result.pop("resultType", None)  # the gateway adds its own for its agent's era
-    return result
+    if result.get("resultType") == "complete":
+        del result["resultType"]  # the gateway adds its own for its agent's era
+    return result  # an "input_required" one (MRTR) goes to the agent as it is
+
+
+def _catalog(registry: ToolRegistry, name: str, info: dict[str, Any],
+              ready: Any) -> None:
+    """An upstream's resources (by URI), templates and prompts (<upstream>__<prompt>)."""
+    for resource in info.get("resources", []):
+        uri = resource.get("uri")
+        if isinstance(uri, str):  # two upstreams listing one URI: the first (by name) has it
+            registry.resources.setdefault(uri, Offered(name, uri, resource, ready))
+    for template in info.get("templates", []):
+        if isinstance(template.get("uriTemplate"), str):
+            registry.templates.append(Offered(name, template["uriTemplate"], template, ready))
+    for prompt in info.get("prompts", []):
+        if isinstance(prompt.get("name"), str):
+            registry.prompts[f"{name}{SEPARATOR}{prompt['name']}"] = Offered(
+                name, prompt["name"], prompt, ready)
 
 
 def upstream_unavailable(upstream: str, retry_at: float | None = None) -> RpcError:

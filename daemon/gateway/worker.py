@@ -16,6 +16,7 @@ from typing import Any
 from daemon import metrics
 from daemon.audit.link import AuditLink, audit_unavailable
 from daemon.gateway.calls import Answer, CallHandler, Pending
+from daemon.gateway.passthrough import KindTrace
 from daemon.gateway.permissions import Policy
 from daemon.gateway.plugin_host import PluginHost, state_bytes
 from daemon.gateway.upstream_links import UpstreamLinks
@@ -91,7 +92,10 @@ class GatewayService:
             self.worker.send_raw(messages.pack_reply(seq, reply))
             trace = answer.trace
             if trace is not None:
-                self.tally.call(trace.tool if trace.known and trace.tool else "unknown",
+                label = trace.tool
+                if isinstance(trace, KindTrace):  # a resource, prompt or completion
+                    label = trace.metric or label
+                self.tally.call(label if trace.known and label else "unknown",
                                 trace.agent, answer.status if error is None else "audit_error",
                                 time.perf_counter() - trace.started)
                 for plugin, version, _hook, verdict, _reason, seconds in trace.trail:

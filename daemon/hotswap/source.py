@@ -64,6 +64,10 @@ def read_source(path: Path) -> PluginSource:
     return PluginSource(str(path), code, hashlib.sha256(code).hexdigest())
 
 
+# what Plugin.kinds may name (daemon.plugin.Call.kind)
+CALL_KINDS = frozenset({"tool", "resource", "prompt", "completion", "llm", "a2a"})
+
+
 def load_class(source: PluginSource) -> type[Plugin]:
     """Compile and run the file as a fresh module; return its one Plugin subclass."""
     stem = Path(source.path).stem.replace("-", "_")
@@ -96,6 +100,10 @@ def load_class(source: PluginSource) -> type[Plugin]:
                                    and issubclass(schema, msgspec.Struct)):
         raise Refused(f"{cls.__name__}.config_schema must be a msgspec Struct "
                       "(e.g. a daemon.plugin.PluginConfig subclass)")
+    kinds = cls.kinds
+    if not isinstance(kinds, set | frozenset | list | tuple) or not set(kinds) <= CALL_KINDS:
+        raise Refused(f"{cls.__name__}.kinds must be a set of {', '.join(sorted(CALL_KINDS))}"
+                      f", got {kinds!r}")  # a string would match its substrings
     return cls
 
 

@@ -12,9 +12,11 @@ of the frozen Structs below, a union tagged by its "k" field:
 | Config (config)                | master -> gateway  | gateway                         |
 | AuditStatus (audit)            | audit -> master    | file, records, fsync, failing,  |
 |                                |                    | checkpointed, pending           |
-| UpstreamTools (tools)          | upstream -> master | upstream, endpoint, tools       |
+| UpstreamTools (tools)          | upstream -> master | upstream, endpoint, tools,      |
+|                                |                    | resources, templates, prompts   |
 | Upstreams (upstreams)          | master -> gateway  | upstreams: {name: {endpoint,    |
-|                                |                    | tools, state, retry_at}}        |
+|                                |                    | tools, resources, templates,    |
+|                                |                    | prompts, state, retry_at}}      |
 | PluginPrepare (plugin_prepare) | master -> gateway  | token, name, spec               |
 | PluginCommit (plugin_commit)   | master -> gateway  | token, name                     |
 | PluginAbort (plugin_abort)     | master -> gateway  | token, name                     |
@@ -26,7 +28,8 @@ of the frozen Structs below, a union tagged by its "k" field:
 Ready: started, may be given traffic now.  Heartbeat: every heartbeat_interval, from
 each worker and from the master (its loop turns).  Config: new gateway settings after a
 reload.  AuditStatus: the audit log's state, once a second.  UpstreamTools: its server's
-tools, before READY.  Upstreams: every upstream's state.  The plugin steps make the
+tools, resources, resource templates and prompts (each as the server listed it), before
+READY.  Upstreams: every upstream's state.  The plugin steps make the
 master's all-or-nothing swap: prepare loads a version and dry-runs its migration, commit
 migrates for real and swaps, abort drops what was prepared, unload removes the plugin
 from the chain, snapshot asks for every plugin's state; each is answered by a
@@ -59,8 +62,14 @@ Upstream calls (gateway worker DEALER -> an upstream worker's ROUTER; same x and
 |------------|------------------|-------------------------------|----------------------------|
 | u          | gateway -> upstr | u, seq u64, progress u8,      | call tool with arguments   |
 |            |                  | len u32, tool, arguments      | (a JSON object, as bytes)  |
+| q          | gateway -> upstr | q, seq u64, len u32, method,  | any other request (read a  |
+|            |                  | params                        | resource, get a prompt...) |
 | r          | upstr -> gateway | r, seq u64, result            | the server's result bytes  |
-| f          | upstr -> gateway | f, seq u64, {code, message}   | the call failed            |
+| f          | upstr -> gateway | f, seq u64, {code, message,   | the call failed            |
+|            |                  | data?}                        |                            |
+
+A q request's params (a JSON object, as bytes) go to the server as they are, but for
+the era's ``_meta`` its client adds; its result comes back as the server's bytes.
 
 Audit (gateway workers' and the master's DEALER -> the audit process's ROUTER):
 
@@ -107,6 +116,7 @@ PLUGIN_STATE = "plugin_state"
 
 CALL = b"c"
 UPSTREAM_CALL = b"u"
+UPSTREAM_REQUEST = b"q"
 FAILED = b"f"
 CANCEL = b"x"
 REPLY = b"r"
@@ -157,6 +167,9 @@ class UpstreamTools(Message, frozen=True, tag=UPSTREAM_TOOLS):
     upstream: str
     endpoint: str
     tools: list[Any]
+    resources: list[Any] = msgspec.field(default_factory=list)
+    templates: list[Any] = msgspec.field(default_factory=list)  # resource templates
+    prompts: list[Any] = msgspec.field(default_factory=list)
 
 
 class Upstreams(Message, frozen=True, tag=UPSTREAMS):
@@ -276,6 +289,18 @@ def unpack_upstream_call(payload: bytes) -> tuple[int, str, bool, bytes]:
     return seq, payload[at:at + size].decode(), bool(progress), payload[at + size:]
 
 
+def pack_upstream_request(seq: int, method: str, params: bytes) -> bytes:
+    name = method.encode()
+    return UPSTREAM_REQUEST + _SEQ.pack(seq) + _LEN.pack(len(name)) + name + params
+
+
+def unpack_upstream_request(payload: bytes) -> tuple[int, str, bytes]:
+    """(seq, method, params) of an UPSTREAM_REQUEST envelope."""
+    (seq,) = _SEQ.unpack_from(payload, 1)
+    (size,) = _LEN.unpack_from(payload, 9)
+    return seq, payload[13:13 + size].decode(), payload[13 + size:]
+
+
 def pack_seq(kind: bytes, seq: int, rest: bytes = b"") -> bytes:
     return kind + _SEQ.pack(seq) + rest
 
@@ -297,8 +322,11 @@ def pack_reply(seq: int, raw: bytes) -> bytes:
     return REPLY + _SEQ.pack(seq) + raw
 
 
-def pack_failed(seq: int, code: int, message: str) -> bytes:
-    return FAILED + _SEQ.pack(seq) + orjson.dumps({"code": code, "message": message})
+def pack_failed(seq: int, code: int, message: str, data: Any = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return FAILED + _SEQ.pack(seq) + orjson.dumps(error)
 
 
 def unpack_seq(payload: bytes) -> tuple[int, bytes]:

@@ -51,6 +51,8 @@ def gateway_options(settings: Settings) -> dict[str, Any]:
     return {"agents": {name: list(a.roles) for name, a in c.agents.items()} | {
                 "admin": ["admin"]},
             "roles": {name: list(r.tools) for name, r in c.roles.items()},
+            "role_resources": {name: list(r.resources) for name, r in c.roles.items()},
+            "role_prompts": {name: list(r.prompts) for name, r in c.roles.items()},
             "upstreams": sorted(c.upstreams),
             "call_timeout": c.gateway.call_timeout,
             "tool_timeouts": dict(c.gateway.tool_timeouts)}

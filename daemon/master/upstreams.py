@@ -10,8 +10,10 @@ gateway worker gets each upstream's last known tools with its state:
   down        its supervisor gave up: not listed; calls answer -32015 at once, saying
               when the next probe is (``retry_at``, epoch seconds)
 
-Agents that did the handshake get notifications/tools/list_changed when the listed tools
-change (not for a restart that brings back the same tools).
+Agents that did the handshake, and stateless-era agents listening (subscriptions/listen),
+get notifications/tools/list_changed when the listed tools change (not for a restart that
+brings back the same tools); likewise notifications/resources/list_changed and
+notifications/prompts/list_changed for resources (and templates) and prompts.
 """
 
 from __future__ import annotations
@@ -33,8 +35,13 @@ if TYPE_CHECKING:
     from daemon.supervision.supervisor import Supervisor
 
 log = logging.getLogger("upstreams")
+# what each list notification covers, in the upstream info a gateway worker gets
+LISTS = {"notifications/tools/list_changed": ("tools",),
+         "notifications/resources/list_changed": ("resources", "templates"),
+         "notifications/prompts/list_changed": ("prompts",)}
 LIST_CHANGED = jsonrpc.notification("notifications/tools/list_changed")
 UP, RESTARTING, DOWN = "up", "restarting", "down"
+TOOLS_CHANGED = "notifications/tools/list_changed"
 
 
 @dataclass
@@ -55,12 +62,15 @@ class UpstreamDirectory:
         self.reported: dict[str, dict[str, Any]] = {}  # name -> endpoint, tools
         self.up: dict[str, bytes] = {}  # name -> identity of the serving incarnation
         self.health: dict[str, Health] = {}
-        self._listed: dict[str, list[Any]] = {}  # what agents were last told is listed
+        # per list notification: what agents were last told is listed
+        self._listed: dict[str, dict[str, Any]] = {}
         bus.on(messages.UpstreamTools, self.on_tools)
 
     def on_tools(self, identity: bytes, message: messages.UpstreamTools) -> None:
-        self.reported[message.upstream] = {"endpoint": message.endpoint,
-                                           "tools": message.tools}
+        self.reported[message.upstream] = {
+            "endpoint": message.endpoint, "tools": message.tools,
+            "resources": message.resources, "templates": message.templates,
+            "prompts": message.prompts}
 
     def _name(self, child: WorkerChild) -> str | None:
         return str(child.spec.options["name"]) if child.spec.target == self.target else None
@@ -139,7 +149,10 @@ class UpstreamDirectory:
         for worker in self.gateway_workers():
             if worker.identity is not None:
                 self.bus.send(worker.identity, state)
-        listed = {n: u["tools"] for n, u in state.upstreams.items() if u["state"] != DOWN}
-        if listed != self._listed:
-            self._listed = listed
-            self.notify_agents(LIST_CHANGED)
+        for method, keys in LISTS.items():
+            listed = {n: lists for n, u in state.upstreams.items() if u["state"] != DOWN
+                      and ((lists := [u.get(k, []) for k in keys]) != [[]] * len(keys)
+                           or method == TOOLS_CHANGED)}  # as before: any upstream counts
+            if listed != self._listed.get(method, {}):
+                self._listed[method] = listed
+                self.notify_agents(jsonrpc.notification(method))

@@ -1,4 +1,4 @@
-"""The Model Context Protocol, both eras, as far as a tool gateway speaks it.
+"""The Model Context Protocol, both eras, as far as the gateway speaks it.
 
 Handshake era (2024-11-05 ... 2025-11-25): ``initialize`` fixes the version for the
 connection, then ``notifications/initialized``; ``ping``.
@@ -25,9 +25,14 @@ META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
 META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
 META_TOKEN = "io.workingagents/token"
 META_DENIED = "io.workingagents/denied"
+META_SUBSCRIPTION = "io.modelcontextprotocol/subscriptionId"  # on subscriptions/listen frames
 
+# 2026-07-28 over HTTP: the param a request's Mcp-Name header repeats, by method
+NAMED_BY = {"tools/call": "name", "resources/read": "uri", "prompts/get": "name"}
 SERVER_INFO = {"name": "workingagents", "version": __version__}
-CAPABILITIES = {"tools": {"listChanged": True}}
+# resources/subscribe is not offered: resources/updated does not reach agents (yet)
+CAPABILITIES = {"tools": {"listChanged": True}, "resources": {"listChanged": True},
+                "prompts": {"listChanged": True}, "completions": {}}
 TOOLS_TTL_MS = 60_000
 INSTRUCTIONS = ("WorkingAgents governance gateway: every tool call is checked against "
                 "policy and recorded. A denied call returns isError with the reason.")
@@ -76,7 +81,8 @@ def discover_result() -> dict[str, Any]:
 def finish(result: dict[str, Any], stateless: bool, cacheable: bool = False) -> dict[str, Any]:
     """Add the stateless era's envelope fields to a result."""
     if stateless:
-        result["resultType"] = "complete"
+        # an upstream's "input_required" (a multi round-trip request) stays as it is
+        result.setdefault("resultType", "complete")
         if cacheable:
             # tools/list varies with the caller's roles, so shared caches must not share it
             result["ttlMs"] = TOOLS_TTL_MS

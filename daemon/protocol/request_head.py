@@ -1,4 +1,5 @@
-"""What the master reads of a tools/list or tools/call request: the routing fields only.
+"""What the master reads of a request for a gateway worker (tools/*, resources/*,
+prompts/*, completion/complete): the routing fields only.
 
 msgspec decodes the head (jsonrpc, id, method, params.name, params._meta) into a Struct
 and skips the rest, so a call's arguments are never built as Python objects in the
@@ -21,11 +22,17 @@ import msgspec
 # master and the worker never read two different ids.
 _Id = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)] | str
 
-GATEWAY_METHODS = frozenset({"tools/list", "tools/call"})
+# The calls (what is quarantined, audited when refused, timed out by name) ...
+CALL_METHODS = frozenset({"tools/call", "resources/read", "prompts/get",
+                          "completion/complete"})
+# ... and every request a gateway worker answers
+GATEWAY_METHODS = CALL_METHODS | {"tools/list", "resources/list", "resources/templates/list",
+                                  "prompts/list"}
 
 
 class Params(msgspec.Struct):
     name: Any = None
+    uri: Any = None
     meta: dict[str, Any] | None = msgspec.field(name="_meta", default=None)
 
 
@@ -37,16 +44,22 @@ class RequestHead(msgspec.Struct):
 
     @property
     def tool(self) -> str | None:
-        """The tool a tools/call names, when it names one with a string."""
-        name = self.params.name
-        return name if self.method == "tools/call" and isinstance(name, str) else None
+        """What the call is routed as: the tool a tools/call names, the prompt of a
+        prompts/get, the URI of a resources/read (when it is a string)."""
+        return routed_name(self.method, self.params.name, self.params.uri)
+
+
+def routed_name(method: str, name: Any, uri: Any) -> str | None:
+    routed = name if method in ("tools/call", "prompts/get") else \
+        uri if method == "resources/read" else None
+    return routed if isinstance(routed, str) else None
 
 
 _decoder = msgspec.json.Decoder(RequestHead)
 
 
 def decode(raw: bytes) -> RequestHead | None:
-    """The head of a JSON-RPC 2.0 tools/list or tools/call request, or None."""
+    """The head of a JSON-RPC 2.0 request for a gateway worker, or None."""
     try:
         head = _decoder.decode(raw)
     except msgspec.DecodeError:  # ValidationError included: a type the head does not take

@@ -1,5 +1,5 @@
 """What the stdio and HTTP upstream clients say alike: a tool call's params, spliced from
-the agent's argument bytes; paging through tools/list; an error answer as an RpcError."""
+the agent's argument bytes; paging through a list; an error answer as an RpcError."""
 
 from __future__ import annotations
 
@@ -27,16 +27,32 @@ def tool_call_params(name: str, arguments: bytes, progress_token: str | None,
         orjson.dumps(name), arguments, b',"_meta":' + orjson.dumps(meta) if meta else b"")
 
 
-async def list_all_tools(request: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
-                         ) -> list[dict[str, Any]]:
-    tools: list[dict[str, Any]] = []
+async def list_all(request: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]],
+                   method: str, key: str) -> list[dict[str, Any]]:
+    """Every item of a paginated list (tools/list: "tools"...), cursor by cursor."""
+    items: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
-        result = await request("tools/list", {"cursor": cursor} if cursor else {})
-        tools.extend(result.get("tools", []))
+        result = await request(method, {"cursor": cursor} if cursor else {})
+        found = result.get(key, [])
+        if not isinstance(found, list):
+            raise RpcError(INTERNAL_ERROR, f"upstream error: its {method} {key} is not a list")
+        items.extend(i for i in found if isinstance(i, dict))
         cursor = result.get("nextCursor")
         if not cursor:
-            return tools
+            return items
+
+
+def modern_params(params: bytes) -> bytes:
+    """A request's params with the 2026-07-28 ``_meta`` added; the agent's capabilities,
+    when the gateway passed them on, stand for ours."""
+    given = orjson.loads(params)
+    given["_meta"] = {**mcp.stateless_meta(CLIENT_INFO), **(given.get("_meta") or {})}
+    return orjson.dumps(given)
+
+
+def as_object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def error_answer(err: Any) -> RpcError:

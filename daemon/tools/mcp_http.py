@@ -46,7 +46,14 @@ from daemon.protocol.jsonrpc import (
     TOOL_UNAVAILABLE,
     RpcError,
 )
-from daemon.tools.mcp_calls import CLIENT_INFO, error_answer, list_all_tools, tool_call_params
+from daemon.tools.mcp_calls import (
+    CLIENT_INFO,
+    as_object,
+    error_answer,
+    list_all,
+    modern_params,
+    tool_call_params,
+)
 from daemon.tools.mcp_stdio import HANDSHAKE_TIMEOUT, MAX_MESSAGE_BYTES
 from daemon.tools.sse_events import EventTooLarge, SseEvents
 
@@ -104,6 +111,8 @@ class HttpMcpClient:
         self.on_notification = on_notification
         self.modern = False
         self.version = ""
+        self.capabilities: dict[str, Any] = {}  # what the server said it offers
+        self.asked = ""  # the method of the last request() (what a start timeout names)
         self.session_id: str | None = None
         self.exited = asyncio.Event()
         self._headers = {**headers, "Accept": ACCEPT, "Content-Type": "application/json"}
@@ -131,6 +140,7 @@ class HttpMcpClient:
                 "_meta": mcp.stateless_meta(CLIENT_INFO)}, modern=True)
             if mcp.STATELESS_VERSIONS[-1] in found.get("supportedVersions", []):
                 self.modern, self.version = True, mcp.STATELESS_VERSIONS[-1]
+                self.capabilities = as_object(found.get("capabilities"))
                 return
         except Unreachable:
             raise
@@ -143,6 +153,7 @@ class HttpMcpClient:
             "protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": {},
             "clientInfo": CLIENT_INFO}, modern=False)
         self.version = str(result.get("protocolVersion", ""))
+        self.capabilities = as_object(result.get("capabilities"))
         await self.notify("notifications/initialized")
 
     async def close(self, timeout: float = 3.0) -> None:
@@ -258,7 +269,21 @@ class HttpMcpClient:
                 from None
 
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.asked = method
         return await self._request(method, params, self.modern)
+
+    async def request_raw(self, method: str, params: bytes) -> bytes:
+        """Any request, its ``params`` a JSON object's bytes (sent as they are but for the
+        era's ``_meta``); the result's bytes as the server wrote them (b"{}" for none).
+        No timeout here: the gateway's call timeout cancels it."""
+        self.asked = method
+        name = None
+        if self.modern:
+            params = modern_params(params)
+            if method in mcp.NAMED_BY:  # the 2026-07-28 Mcp-Name header
+                found = orjson.loads(params).get(mcp.NAMED_BY[method])
+                name = found if isinstance(found, str) else None
+        return await self._exchange(method, params, name, self.modern) or b"{}"
 
     async def _request(self, method: str, params: dict[str, Any],
                        modern: bool) -> dict[str, Any]:
@@ -277,8 +302,11 @@ class HttpMcpClient:
                                            "object")
         return result or {}
 
+    async def list_all(self, method: str, key: str) -> list[dict[str, Any]]:
+        return await list_all(self.request, method, key)
+
     async def list_tools(self) -> list[dict[str, Any]]:
-        return await list_all_tools(self.request)
+        return await self.list_all("tools/list", "tools")
 
     async def call_tool(self, name: str, arguments: bytes,
                         progress_token: str | None = None) -> bytes:

@@ -35,7 +35,14 @@ import orjson
 from daemon.protocol import mcp
 from daemon.protocol.jsonrpc import INTERNAL_ERROR, TOOL_UNAVAILABLE, RpcError
 from daemon.tools import stderr_relay
-from daemon.tools.mcp_calls import CLIENT_INFO, error_answer, list_all_tools, tool_call_params
+from daemon.tools.mcp_calls import (
+    CLIENT_INFO,
+    as_object,
+    error_answer,
+    list_all,
+    modern_params,
+    tool_call_params,
+)
 from daemon.tools.stdout_lines import LineSplitter
 
 log = logging.getLogger("upstream")
@@ -75,6 +82,8 @@ class StdioMcpClient:
         self.on_notification = on_notification
         self.modern = False
         self.version = ""
+        self.capabilities: dict[str, Any] = {}  # what the server said it offers
+        self.asked = ""  # the method of the last request() (what a start timeout names)
         self.proc: asyncio.subprocess.Process | None = None
         self.exited = asyncio.Event()
         self._ids = itertools.count(1)
@@ -101,6 +110,7 @@ class StdioMcpClient:
                                        {"_meta": mcp.stateless_meta(CLIENT_INFO)})
             if mcp.STATELESS_VERSIONS[-1] in found.get("supportedVersions", []):
                 self.modern, self.version = True, mcp.STATELESS_VERSIONS[-1]
+                self.capabilities = as_object(found.get("capabilities"))
                 return
         except RpcError:
             pass  # a handshake-era server: fall back, as MCP clients do
@@ -108,6 +118,7 @@ class StdioMcpClient:
             "protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": {},
             "clientInfo": CLIENT_INFO})
         self.version = str(result.get("protocolVersion", ""))
+        self.capabilities = as_object(result.get("capabilities"))
         await self.notify("notifications/initialized")
 
     async def _read(self) -> None:
@@ -176,6 +187,7 @@ class StdioMcpClient:
         await self._write(orjson.dumps(message) + b"\n")
 
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.asked = method
         if self.modern:
             params = {**params, "_meta": {**params.get("_meta", {}),
                                           **mcp.stateless_meta(CLIENT_INFO)}}
@@ -208,8 +220,19 @@ class StdioMcpClient:
             raise error_answer(reply.error)
         return bytes(reply.result)
 
+    async def request_raw(self, method: str, params: bytes) -> bytes:
+        """Any request, its ``params`` a JSON object's bytes (sent as they are but for the
+        era's ``_meta``); the result's bytes as the server wrote them (b"{}" for none)."""
+        self.asked = method
+        if self.modern:
+            params = modern_params(params)
+        return await self._exchange(method, params) or b"{}"
+
+    async def list_all(self, method: str, key: str) -> list[dict[str, Any]]:
+        return await list_all(self.request, method, key)
+
     async def list_tools(self) -> list[dict[str, Any]]:
-        return await list_all_tools(self.request)
+        return await self.list_all("tools/list", "tools")
 
     async def call_tool(self, name: str, arguments: bytes,
                         progress_token: str | None = None) -> bytes:

@@ -1,4 +1,5 @@
-"""Tools as the gateway sees them: a definition (what tools/list shows) and a runner."""
+"""Tools as the gateway sees them: a definition (what tools/list shows) and a runner;
+and the resources, resource templates and prompts its upstreams offer."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 # progress, total, message -> the agent's notifications/progress (None: nobody listens)
 Progress = Callable[[dict[str, Any]], None]
 Runner = Callable[[dict[str, Any], Progress | None], Awaitable[dict[str, Any]]]
+# (upstream, method, params) -> the upstream's result: any request passed through
+Requester = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -23,10 +26,27 @@ class Tool:
     # Awaited before the call is recorded or announced (its upstream restarts): returns
     # once the tool can run, raises RpcError if it cannot by the deadline (loop clock).
     ready: Callable[[float], Awaitable[None]] | None = None
+    # An upstream's tool: (upstream, its own name there), and its definition as the
+    # server listed it (title, annotations, outputSchema, icons, _meta... all kept)
+    origin: tuple[str, str] | None = None
+    listed: dict[str, Any] | None = None
 
     def definition(self) -> dict[str, Any]:
+        if self.listed is not None:
+            return {**self.listed, "name": self.name}
         return {"name": self.name, "description": self.description,
                 "inputSchema": self.input_schema}
+
+
+@dataclass(frozen=True)
+class Offered:
+    """A resource, resource template or prompt of one upstream, as the server listed it
+    (``name``: its own name there; a prompt is listed as <upstream>__<name>)."""
+
+    upstream: str
+    name: str
+    definition: dict[str, Any]
+    ready: Callable[[float], Awaitable[None]] | None = None  # as Tool.ready
 
 
 class ToolRegistry:
@@ -36,6 +56,10 @@ class ToolRegistry:
         self._tools: dict[str, Tool] = {}
         self.live_upstreams: set[str] = set()  # upstreams whose tools are in here
         self.retry_at: dict[str, float] = {}  # upstreams down -> their next try (epoch s)
+        self.resources: dict[str, Offered] = {}  # uri -> the upstream that listed it
+        self.templates: list[Offered] = []  # resource templates, by upstream
+        self.prompts: dict[str, Offered] = {}  # <upstream>__<prompt> -> its upstream
+        self.request: Requester | None = None  # passes any request to an upstream
 
     def add(self, tool: Tool) -> None:
         self._tools[tool.name] = tool

@@ -11,9 +11,15 @@ under the OTP rules, and the master tells agents that the tools went and came ba
 Wire, gateway worker DEALER -> this ROUTER (envelopes of ipc.messages):
   u seq progress tool arguments  ->  r seq result | f seq {"code", "message"}
                                      p seq {progress, total, message} ...
+  q seq method params            ->  r seq result | f seq {"code", "message", "data"}
   x seq                          ->  (the call is cancelled upstream)
 The arguments and the result are JSON bytes this worker never parses: the arguments are
 spliced into the request it writes to the server, the result read out of its answer.
+A q request (resources/read, prompts/get, completion/complete, a tools/call retried with
+MRTR input) passes its params through the same way.
+
+At start it also lists the server's resources, resource templates and prompts (each
+only if the server's capabilities say it has them), for the master to pass on.
 
 Progress tokens sent upstream are this worker's own, one per call, so that two agents'
 tokens can never collide; updates go back to the caller under its call seq.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -73,8 +80,28 @@ class UpstreamService:
         if kind == messages.UPSTREAM_CALL:
             seq, tool, progress, arguments = messages.unpack_upstream_call(payload)
             self.tasks.start((peer, seq), self.serve(peer, seq, tool, progress, arguments))
+        elif kind == messages.UPSTREAM_REQUEST:
+            seq, method, params = messages.unpack_upstream_request(payload)
+            self.tasks.start((peer, seq), self.forward(peer, seq, method, params))
         elif kind == messages.CANCEL:
             self.tasks.cancel((peer, messages.unpack_seq(payload)[0]))
+
+    async def forward(self, peer: bytes, seq: int, method: str, params: bytes) -> None:
+        """Any other request, its params and result passed through as bytes."""
+        if params[:1] != b"{" or b"\n" in params:
+            self.router.send([peer, messages.pack_failed(
+                seq, INTERNAL_ERROR, "malformed request: the params are not one JSON object")])
+            return
+        try:
+            reply = messages.pack_reply(seq, await self.client.request_raw(method, params))
+        except asyncio.CancelledError:
+            return
+        except RpcError as exc:
+            reply = messages.pack_failed(seq, exc.code, exc.message, exc.data)
+        except Exception as exc:
+            log.warning("%s: %s failed: %s", self.name, method, exc)
+            reply = messages.pack_failed(seq, INTERNAL_ERROR, f"upstream error: {exc}")
+        self.router.send([peer, reply])
 
     async def serve(self, peer: bytes, seq: int, tool: str, progress: bool,
                     arguments: bytes) -> None:
@@ -91,7 +118,7 @@ class UpstreamService:
         except asyncio.CancelledError:
             return
         except RpcError as exc:
-            reply = messages.pack_failed(seq, exc.code, exc.message)
+            reply = messages.pack_failed(seq, exc.code, exc.message, exc.data)
         except Exception as exc:  # the server misbehaved; the agent gets a clear error
             log.warning("%s: call to %s failed: %s", self.name, tool, exc)
             reply = messages.pack_failed(seq, INTERNAL_ERROR, f"upstream error: {exc}")
@@ -105,16 +132,39 @@ class UpstreamService:
         self.router.close()
 
 
-async def start(client: McpClient, budget: float) -> list[dict[str, Any]]:
-    """Handshake and tools/list, both within ``budget`` (less than the supervisor's
+@dataclass
+class Offer:
+    """What the server offers, as it listed it (the gateway names and routes it)."""
+
+    tools: list[dict[str, Any]]
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    templates: list[dict[str, Any]] = field(default_factory=list)
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def list_offer(client: McpClient) -> Offer:
+    """Its tools, and its resources, templates and prompts where its capabilities say it
+    has them (a server that lists none of those is not asked)."""
+    offer = Offer(await client.list_tools())
+    if "resources" in client.capabilities:
+        offer.resources = await client.list_all("resources/list", "resources")
+        offer.templates = await client.list_all("resources/templates/list",
+                                                "resourceTemplates")
+    if "prompts" in client.capabilities:
+        offer.prompts = await client.list_all("prompts/list", "prompts")
+    return offer
+
+
+async def start(client: McpClient, budget: float) -> Offer:
+    """Handshake and lists, all within ``budget`` (less than the supervisor's
     start_timeout, so that a server that never answers gets a log line that says so
     rather than a kill that says nothing)."""
     try:
         async with asyncio.timeout(budget):
             await client.start()
-            return await client.list_tools()
+            return await list_offer(client)
     except TimeoutError:
-        step = "tools/list" if client.version else "the handshake"
+        step = client.asked if client.version else "the handshake"
         raise RpcError(TIMED_OUT, f"no answer to {step} within {budget:g}s") from None
 
 
@@ -126,7 +176,7 @@ async def run(worker: WorkerHandle, name: str, command: list[str], endpoint: str
         else StdioMcpClient(name, command, env or {}, cwd)
     server = shown_url(url) if url else " ".join(command)
     try:
-        tools = await start(client, start_timeout * 0.8)
+        offer = await start(client, start_timeout * 0.8)
     except (OSError, RpcError, TimeoutError) as exc:
         exited = client.exited.is_set()  # on its own, before close() ends a live server
         await client.close()
@@ -137,8 +187,13 @@ async def run(worker: WorkerHandle, name: str, command: list[str], endpoint: str
         raise JobExit(EXIT_UPSTREAM_DID_NOT_START, f"upstream {name} ({server}) "
                                                    f"did not start: {why}") from None
     service = UpstreamService(worker, name, client, endpoint)
-    log.info("%s: MCP %s, %d tools", name, client.version, len(tools))
-    worker.send(messages.UpstreamTools(upstream=name, endpoint=service.endpoint, tools=tools))
+    log.info("%s: MCP %s, %d tools", name, client.version, len(offer.tools))
+    if offer.resources or offer.templates or offer.prompts:
+        log.info("%s: %d resources, %d resource templates, %d prompts", name,
+                 len(offer.resources), len(offer.templates), len(offer.prompts))
+    worker.send(messages.UpstreamTools(upstream=name, endpoint=service.endpoint,
+                                       tools=offer.tools, resources=offer.resources,
+                                       templates=offer.templates, prompts=offer.prompts))
     await worker.ready()
     await first_set(worker.stopping, client.exited)
     await service.close()

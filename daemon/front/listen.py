@@ -1,0 +1,50 @@
+"""subscriptions/listen (MCP 2026-07-28): how stateless-era agents learn of list changes.
+
+A listen request's answer is a stream on the agent's connection: first
+``notifications/subscriptions/acknowledged`` with the lists the gateway will report, then
+one list-change notification per change, each stamped with the request's id in
+``_meta["io.modelcontextprotocol/subscriptionId"]``.  It lasts until the agent cancels
+the request (notifications/cancelled) or leaves.  Resource subscriptions
+(``resourceSubscriptions``) are not offered, so never acknowledged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.protocol import jsonrpc, mcp
+from daemon.protocol.jsonrpc import RpcError
+
+# what a listen filter names each list notification
+FILTER = {"notifications/tools/list_changed": "toolsListChanged",
+          "notifications/resources/list_changed": "resourcesListChanged",
+          "notifications/prompts/list_changed": "promptsListChanged"}
+
+Streams = dict[jsonrpc.RequestId, frozenset[str]]  # a connection's: request id -> lists
+
+
+def open_stream(streams: Streams, rid: jsonrpc.RequestId, params: dict[str, Any],
+                limit: int) -> bytes:
+    """Record the stream; its acknowledgement, to send.  Raises for a request that
+    cannot open one (the caller checked that ``rid`` is not in flight as a call)."""
+    wanted = params.get("notifications")
+    if not isinstance(wanted, dict):
+        raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: subscriptions/listen needs "
+                                               "a params.notifications object")
+    if rid in streams:
+        raise RpcError(jsonrpc.INVALID_REQUEST, f"Invalid Request: id {rid!r} is already "
+                                                "in flight on this connection")
+    if len(streams) >= limit:
+        raise RpcError(jsonrpc.BUSY, f"Busy: this connection has {len(streams)} listen "
+                                     "streams open; cancel one first")
+    honored = {key: True for key in FILTER.values() if wanted.get(key) is True}
+    streams[rid] = frozenset(honored)
+    return jsonrpc.notification("notifications/subscriptions/acknowledged", {
+        "notifications": honored, "_meta": {mcp.META_SUBSCRIPTION: rid}})
+
+
+def notes_for(streams: Streams, method: str) -> list[bytes]:
+    """The notification ``method`` as each stream that asked for it gets it."""
+    wanted = FILTER.get(method)
+    return [jsonrpc.notification(method, {"_meta": {mcp.META_SUBSCRIPTION: rid}})
+            for rid, lists in streams.items() if wanted in lists]

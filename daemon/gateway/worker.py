@@ -94,8 +94,7 @@ class GatewayService:
                 self.tally.call(trace.tool if trace.known and trace.tool else "unknown",
                                 trace.agent, answer.status if error is None else "audit_error",
                                 time.perf_counter() - trace.started)
-                for plugin, version, _hook, verdict, _reason, seconds in trace.trail:
-                    self.tally.decision(plugin, version, verdict, seconds)
+                self.tally.decisions(trace.trail)
         if answer.audit_failed:  # its intent record was refused: do not wait twice
             self.audit.submit(record)
             durable(None)

@@ -104,12 +104,20 @@ def compile_check(schema: Any, root: bool = True) -> Check | None:
         return _anything
     if len(checks) == 1:
         return checks[0]
-    every = tuple(checks)
-    return lambda v: all(check(v) for check in every)
+    return _every(tuple(checks))
 
 
 def _anything(_value: Any) -> bool:
     return True
+
+
+def _every(checks: tuple[Check, ...]) -> Check:
+    def check(v: Any) -> bool:
+        for each in checks:  # noqa: SIM110 - not all(<generator>): it runs on every call
+            if not each(v):
+                return False
+        return True
+    return check
 
 
 def _properties(props: tuple[tuple[str, Check], ...]) -> Check:

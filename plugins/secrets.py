@@ -105,9 +105,11 @@ class Secrets(Plugin):
                     "guardrail", redacted=redacted)
 
     async def after_call(self, call: Any, result: dict[str, Any]) -> Any:
-        texts = [b.get("text", "") for b in result.get("content") or []
-                 if b.get("type") == "text"]
-        if not any(self.may_carry(t) and self.find(t) for t in texts):
+        for block in result.get("content") or []:
+            if block.get("type") == "text" and self.may_carry(text := block.get("text", "")) \
+                    and self.find(text):
+                break
+        else:
             return None
         if self.config.results == "block":
             return Deny("the result carries a secret", "guardrail")

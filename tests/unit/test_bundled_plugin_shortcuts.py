@@ -84,7 +84,9 @@ def test_the_secrets_hints_never_rule_out_a_text_the_patterns_match():
     pieces = ["AKIA", "ASIA", "ABCDEFGHIJKLMNOP", "ghp_", "gho_", "a" * 36, "xoxb-",
               "1234567890", "sk-", "proj-", "-----BEGIN RSA PRIVATE KEY-----", "eyJ",
               "hbGciOiJ", ".", "Bearer ", "BEARER ", "bearer\t", "tok/en+" * 4, " ", "é",
-              "sk", "-", "_", "=", "\n"]
+              "sk", "-", "_", "=", "\n", "AKIAABCDEFGHIJKLMNOP", "ghp_" + "x" * 36,
+              "xoxb-1234567890", "sk-" + "k" * 20, "eyJhbGciOiJI.eyJzdWIiOiIx.abcdefghij",
+              "Bearer abcdefghijklmnopqrstuvwxyz"]
     for text in texts(pieces):
         assert plugin.may_carry(text) or not plugin.find(text), text
         assert plugin.carries(text.encode()) or not plugin.find(text), text
@@ -102,7 +104,9 @@ def test_the_injection_hints_never_rule_out_a_text_the_markers_match():
               "instructions", "prompts", "disregard", "DisRegard", "system", "above",
               "you", "YOU", "are", "now", "a", "an", "in", "new", "instructions:", ":",
               "system prompt", "<|im_start|>", "<|system|>", "[INST]", "[/inst]",
-              "\u017fystem", "\U000e0041", "\u200b", "word", "\n", "é"]
+              "\u017fystem", "\U000e0041", "\u200b", "word", "\n", "é",
+              "you are now a ", "You  are\tnow in", "new instructions :", "System Prompt:",
+              "ignore the prior messages", "disregard all system", "[/INST]"]
     for text in texts(pieces):
         full = [m.group().strip() for m in injection.MARKERS.finditer(text)]
         if injection.HIDDEN.search(text):
@@ -125,7 +129,8 @@ def test_pii_redacts_exactly_as_its_patterns_would_without_the_digit_count():
 
     pieces = ["4111", "1111", " ", "-", "+1 ", "415", "555", "2671", "(20)", "7946",
               "0958", "a@b.io", "x.y@ex.com", "@", "12", "123", "order ", "id", ".",
-              "4111111111111111", "é", "+4420794609"]
+              "4111111111111111", "é", "+4420794609", "12-345-678", "+12345678",
+              "(12) 345 6789", "4111 1111 1111 1", "1234567890123"]
     for kinds in ({"email", "phone", "card"}, {"phone"}, {"email"}, {"card"}):
         for text in texts(pieces, 1500):
             assert pii.redact(text, kinds) == unfiltered(text, kinds), (text, kinds)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import os
 import shutil
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -106,10 +107,15 @@ class GatewayTally:
         self.calls: dict[tuple[str, str, str], list[Any]] = {}
         self.verdicts: dict[tuple[str, str, str], list[Any]] = {}
 
-    def decision(self, plugin: str, version: str, verdict: str, seconds: float) -> None:
-        tally = self.verdicts.setdefault((plugin, version, verdict), [0, 0.0])
-        tally[0] += 1
-        tally[1] += seconds
+    def decisions(self, trail: Iterable[tuple[str, str, str, str, Any, float]]) -> None:
+        """Count the verdict of each hook of a call's trail (plugin_chain.Trail)."""
+        verdicts = self.verdicts
+        for plugin, version, _hook, verdict, _reason, seconds in trail:
+            tally = verdicts.get((plugin, version, verdict))
+            if tally is None:
+                tally = verdicts[(plugin, version, verdict)] = [0, 0.0]
+            tally[0] += 1
+            tally[1] += seconds
 
     def call(self, tool: str, agent: str, outcome: str, seconds: float) -> None:
         tally = self.calls.get((tool, agent, outcome))

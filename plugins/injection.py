@@ -19,6 +19,7 @@ restarts and upgrades.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Literal
 
 import orjson
@@ -44,7 +45,16 @@ HIDDEN = re2.compile("[\U000e0000-\U000e007f\u200b-\u200f\u202a-\u202e\u2066-\u2
 _EITHER = re2.compile(f"(?:{MARKERS.pattern})|(?:{HIDDEN.pattern})", _OPTIONS)
 
 
+# In ASCII text (no HIDDEN character can be there, and case folding is ASCII's), every
+# match of MARKERS holds one of these words: one scan for them, a fraction of the cost of
+# a call into RE2, rules out most results.  Literals only: it cannot backtrack.
+_ASCII_HINTS = re.compile(r"ignore|disregard|you|instructions|prompt|<\||inst\]",
+                          re.IGNORECASE | re.ASCII)
+
+
 def markers(text: str) -> list[str]:
+    if text.isascii() and _ASCII_HINTS.search(text) is None:
+        return []
     if _EITHER.search(text.encode()) is None:
         return []
     found = [m.group().strip() for m in MARKERS.finditer(text)]

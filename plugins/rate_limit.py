@@ -60,6 +60,9 @@ class RateLimit(Plugin):
         return out
 
     async def before_call(self, call: Any) -> Deny | None:
+        c = self.config
+        if not (c.agent_rate or c.tool_rate or c.tools):  # no limits: nothing to count
+            return None
         now = time.time()
         buckets = self.state["buckets"]
         taken = []

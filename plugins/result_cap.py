@@ -29,6 +29,12 @@ class ResultCap(Plugin):
     async def after_call(self, call: Any, result: dict[str, Any]) -> dict[str, Any] | None:
         cap = self.config.max_bytes
         content = result.get("content") or []
+        bound = 0  # UTF-8 takes at most 4 bytes a character: most results are far below
+        for block in content:
+            text = block.get("text", "") if block.get("type") == "text" else None
+            bound += 4 * len(text) if isinstance(text, str) else cap + 1
+        if bound <= cap:
+            return None
         sizes = [len(str(block.get("text", "")).encode()) if block.get("type") == "text"
                  else len(str(block)) for block in content]
         total = sum(sizes)

@@ -296,3 +296,29 @@ def test_the_forkserver_warm_up_preloads_imports_and_serves_only_the_exact_bytes
     assert (v2.sha256, v2.path) not in source.COMPILED
     assert source.load_class(v2).version == 2
     source.COMPILED.pop((v1.sha256, v1.path))
+
+
+PATIENT = '''
+import asyncio
+from daemon.plugin import Plugin
+
+class Patient(Plugin):
+    name = "patient"
+
+    async def before_call(self, call):
+        async with asyncio.timeout(5):  # a timeout needs the call to run in a task
+            await asyncio.sleep(0.01)
+        return None
+
+    async def after_call(self, call, result):
+        await asyncio.sleep(0)
+        return {**result, "content": [{"type": "text", "text": "waited"}]}
+'''
+
+
+def test_hooks_that_await_under_asyncio_timeout_serve_inline_tools(daemon, plugin_dir):
+    d = daemon()
+    drop(plugin_dir, "patient", PATIENT)
+    wait_for(lambda: "patient" in loaded(d), 20, "patient to load")
+    with agent(d, "bob") as bob:
+        assert [echo_text(bob, n=n) for n in range(3)] == ["waited"] * 3

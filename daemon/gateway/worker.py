@@ -9,6 +9,7 @@ stop) and finishes what it has in flight before it exits.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from typing import Any
@@ -46,6 +47,9 @@ class GatewayService:
                                    self.plugins, self.audit, worker.name,
                                    audit["arguments"] == "full", self.slot)
         self.tasks: CallTasks[int] = CallTasks()
+        # calls to inline tools, stepped together in one task (see call_tasks.step)
+        self.batch: dict[int, Pending] = {}
+        self._batch_keys = itertools.count(-1, -1)  # below every call's seq
         self.tally = metrics.GatewayTally()
         worker.on_raw(self.on_envelope)
         worker.on(messages.Config, self.on_config)
@@ -71,10 +75,24 @@ class GatewayService:
                     slot.idle()
             if isinstance(begun, Answer):
                 self.answer(seq, begun)
+            elif begun.tool.inline is not None:  # only the chain's hooks might wait
+                if not self.batch:
+                    self.tasks.start(next(self._batch_keys), self.serve_batch())
+                self.batch[seq] = begun
             else:
                 self.tasks.start(seq, self.serve(seq, begun))
         elif kind == messages.CANCEL:
-            self.tasks.cancel(messages.unpack_seq(payload)[0])
+            seq = messages.unpack_seq(payload)[0]
+            if self.batch.pop(seq, None) is None:  # not started yet: it never will be
+                self.tasks.cancel(seq)
+
+    async def serve_batch(self) -> None:
+        """The calls to inline tools that came in this turn of the loop, each stepped by
+        hand; one whose hooks wait carries on as its own task."""
+        batch = self.batch  # consumed in place: a cancel may still take a call out
+        while batch:
+            seq = next(iter(batch))
+            self.tasks.step(seq, self.serve(seq, batch.pop(seq)))
 
     def answer(self, seq: int, answer: Answer) -> None:
         """Send the response once its audit record is durable (at once in "never", and
@@ -98,8 +116,7 @@ class GatewayService:
                 self.tally.call(label if trace.known and label else "unknown",
                                 trace.agent, answer.status if error is None else "audit_error",
                                 time.perf_counter() - trace.started)
-                for plugin, version, _hook, verdict, _reason, seconds in trace.trail:
-                    self.tally.decision(plugin, version, verdict, seconds)
+                self.tally.decisions(trace.trail)
         if answer.audit_failed:  # its intent record was refused: do not wait twice
             self.audit.submit(record)
             durable(None)

@@ -89,6 +89,9 @@ class HttpFront:
         self.app = web.Application(client_max_size=listen.max_message_bytes,
                                    middlewares=[self._guard])
         self.app.router.add_get("/healthz", self.healthz)
+        from daemon.front import mcp_http  # the route modules import this one
+        for add_routes in (mcp_http.add_routes,):
+            add_routes(self)
         self.runner: web.AppRunner | None = None
         self.address = ""
 
@@ -108,8 +111,9 @@ class HttpFront:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(tls_cert, tls_key)  # OSError / SSLError: cannot start
         host, _, port = address.rpartition(":")
+        # handler_cancellation: a client that drops its request cancels its call
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                                    shutdown_timeout=1.0)
+                                    shutdown_timeout=1.0, handler_cancellation=True)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host.strip("[]"), int(port), ssl_context=context,
                            backlog=1024, reuse_address=True)

@@ -32,7 +32,7 @@ from aiohttp import web
 from daemon import metrics
 from daemon.audit.records import master_record
 from daemon.front.auth import Agent
-from daemon.front.http import Unauthenticated, bearer_token, json_error
+from daemon.front.http import bearer_token, json_error
 from daemon.front.mcp_exchange import Exchange, Session, sse_event
 from daemon.protocol import jsonrpc, mcp
 
@@ -51,8 +51,20 @@ STATELESS_STATUS = {jsonrpc.PARSE_ERROR: 400, jsonrpc.INVALID_REQUEST: 400,
                     jsonrpc.UNSUPPORTED_PROTOCOL_VERSION: 400, jsonrpc.METHOD_NOT_FOUND: 404}
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                "X-Accel-Buffering": "no"}
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="workingagents"'}
 KEEPALIVE = 15.0  # seconds between comments on an idle GET stream (finds dead readers)
 _BASE64_HEADER = re.compile(r"^=\?base64\?(.*)\?=$")
+
+
+class Unauthenticated(web.HTTPUnauthorized):
+    """401 whose JSON body is also a JSON-RPC error (-32010), so that an SDK client shows
+    the reason rather than a bare status."""
+
+    def __init__(self, rid: Any, message: str) -> None:
+        metrics.unauthenticated("http")
+        super().__init__(body=jsonrpc.error(rid if jsonrpc.valid_id(rid) else None,
+                                            jsonrpc.UNAUTHENTICATED, message, {"status": 401}),
+                         content_type="application/json", headers=CHALLENGE)
 
 
 class _ErrorHead(msgspec.Struct):
@@ -163,7 +175,7 @@ class McpRoute:
         session = self._session_of(request)
         if isinstance(session, web.Response):
             return session
-        agent = self._agent(request, session, meta)
+        agent = self._agent(request, session, meta, message.get("id"))
         method = message.get("method")
         if "id" not in message or not isinstance(method, str):
             if session is not None and method == "notifications/cancelled":
@@ -209,7 +221,7 @@ class McpRoute:
         return session
 
     def _agent(self, request: web.Request, session: Session | None,
-               meta: dict[str, Any] | None) -> Agent:
+               meta: dict[str, Any] | None, rid: Any = None) -> Agent:
         """Bearer header, else the session's agent, else the _meta token; else 401."""
         board = self.front.board
         token = bearer_token(request)
@@ -221,11 +233,10 @@ class McpRoute:
         elif meta is not None and mcp.META_TOKEN in meta:
             agent = board.auth.agent_for(meta[mcp.META_TOKEN])
         else:
-            metrics.unauthenticated("http")
-            raise Unauthenticated("Unauthenticated: send Authorization: Bearer <agent token>")
+            raise Unauthenticated(rid, "Unauthenticated: send Authorization: Bearer <agent "
+                                       "token>")
         if agent is None:
-            metrics.unauthenticated("http")
-            raise Unauthenticated("Unauthenticated: the token is not valid")
+            raise Unauthenticated(rid, "Unauthenticated: the token is not valid")
         if session is not None and session.agent is not None \
                 and agent.name != session.agent.name:
             raise web.HTTPNotFound(  # another agent's session does not exist for this one
@@ -340,8 +351,7 @@ class McpRoute:
             return rpc_response(answer)
         if error.code == jsonrpc.UNAUTHENTICATED:
             metrics.unauthenticated("http")
-            return rpc_response(answer, 401,
-                                {"WWW-Authenticate": 'Bearer realm="workingagents"'})
+            return rpc_response(answer, 401, CHALLENGE)
         return rpc_response(answer, STATELESS_STATUS.get(error.code, 200) if stateless
                             else 200)
 

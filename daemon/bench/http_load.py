@@ -78,7 +78,17 @@ async def _load(url: str, token: str, clients: int, window: int,
 
 def measure(url: str, token: str, clients: int, window: int,
             duration: float) -> dict[str, Any]:
-    return asyncio.run(_load(url, token, clients, window, duration))
+    result: dict[str, Any] = _run(_load(url, token, clients, window, duration))
+    return result
+
+
+def _run(main: Any) -> Any:
+    """On uvloop where it is installed (as the daemon runs), so the client costs less."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def bare_server() -> None:
@@ -105,11 +115,7 @@ def bare_server() -> None:
         await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):
-        try:
-            import uvloop
-            uvloop.run(serve())
-        except ImportError:
-            asyncio.run(serve())
+        _run(serve())
 
 
 def run(clients: int = 8, window: int = 8, duration: float = 3.0) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from aiohttp import web
 from daemon import metrics
 from daemon.audit.records import master_record
 from daemon.front.auth import Agent
-from daemon.front.http import bearer_token, json_error
+from daemon.front.http_replies import bearer_token, json_error
 from daemon.front.mcp_exchange import Exchange, Session, sse_event
 from daemon.protocol import jsonrpc, mcp
 

@@ -20,7 +20,7 @@ from tests.gateway_helpers import TOKENS, gateway_config, listen
 from tests.test_upstreams import upstreams
 
 NODE_DIR = Path(__file__).parent / "node"
-ERAS = ["legacy", "2026-07-28"]
+ERAS = ["legacy", "2026-07-28", "auto"]
 
 
 def client(d: Any, mode: str, token: str | None = TOKENS["bob"]) -> Client:
@@ -41,7 +41,7 @@ def daemon(start_daemon):
 def test_the_python_sdk_lists_calls_is_refused_and_sees_progress(daemon, mode):
     async def run() -> None:
         async with client(daemon, mode) as bob:
-            assert bob.protocol_version == ("2025-11-25" if mode == "legacy" else mode)
+            assert bob.protocol_version == {"legacy": "2025-11-25"}.get(mode, "2026-07-28")
             names = [t.name for t in (await bob.list_tools()).tools]
             assert "echo" in names and "notes__steps" in names
             echoed = await bob.call_tool("echo", {"text": "hi"})

@@ -49,7 +49,7 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="workingagents"'}
 KEEPALIVE = 15.0  # seconds between comments on an idle GET stream (finds dead readers)
 
 
-class Unauthenticated(web.HTTPUnauthorized):
+class RpcUnauthenticated(web.HTTPUnauthorized):
     """401 whose JSON body is also a JSON-RPC error (-32010), so that an SDK client shows
     the reason rather than a bare status."""
 
@@ -179,10 +179,10 @@ class McpRoute:
         elif meta is not None and mcp.META_TOKEN in meta:
             agent = board.auth.agent_for(meta[mcp.META_TOKEN])
         else:
-            raise Unauthenticated(rid, "Unauthenticated: send Authorization: Bearer <agent "
+            raise RpcUnauthenticated(rid, "Unauthenticated: send Authorization: Bearer <agent "
                                        "token>")
         if agent is None:
-            raise Unauthenticated(rid, "Unauthenticated: the token is not valid")
+            raise RpcUnauthenticated(rid, "Unauthenticated: the token is not valid")
         if session is not None and session.agent is not None \
                 and agent.name != session.agent.name:
             raise web.HTTPNotFound(  # another agent's session does not exist for this one
@@ -295,8 +295,7 @@ class McpRoute:
             error = None
         if error is None:
             return rpc_response(answer)
-        if error.code == jsonrpc.UNAUTHENTICATED:
-            metrics.unauthenticated("http")
+        if error.code == jsonrpc.UNAUTHENTICATED:  # counted by the switchboard
             return rpc_response(answer, 401, CHALLENGE)
         return rpc_response(answer, STATELESS_STATUS.get(error.code, 200) if stateless
                             else 200)

@@ -80,6 +80,9 @@ def test_a_session_lists_and_calls_tools_and_delete_ends_it(daemon):
         "name": "echo", "arguments": {"text": "hi"}}, rid=3), headers=headers, timeout=10)
     assert called.json() == {"jsonrpc": "2.0", "id": 3, "result": {
         "content": [{"type": "text", "text": '{"text":"hi"}'}], "isError": False}}
+    wait_for(lambda: [c for c in calls(audit_dir(daemon.state_dir))
+                      if c.get("agent") == "bob" and c.get("tool") == "echo"], 10,
+             "the call's audit record")
     assert httpx.delete(url(daemon), headers=headers, timeout=10).status_code == 204
     gone = httpx.post(url(daemon), json=body("tools/list", rid=4), headers=headers, timeout=10)
     assert gone.status_code == 404 and "initialize a new one" in gone.json()["error"]["message"]
@@ -277,3 +280,20 @@ def test_the_in_flight_cap_applies_per_session(start_daemon):
         other = open_session(d, client=client)
         assert client.post(url(d), json=body("tools/list", rid=13),
                            headers=other).status_code == 200
+
+
+def test_an_agent_past_its_session_cap_loses_its_least_recently_active_session(daemon):
+    with httpx.Client(timeout=30) as client:
+        first = open_session(daemon, client=client)
+        later = [client.post(url(daemon), json=body("initialize", {"protocolVersion":
+                                                                    "2025-11-25"}),
+                             headers={**auth(), "Accept": ACCEPT}) for _ in range(1024)]
+        assert {r.status_code for r in later} == {200}
+        gone = client.post(url(daemon), json=body("tools/list"), headers=first)
+        assert gone.status_code == 404
+        newest = {**first, "Mcp-Session-Id": later[-1].headers["Mcp-Session-Id"]}
+        assert client.post(url(daemon), json=body("tools/list"),
+                           headers=newest).status_code == 200
+        # another agent's sessions are its own
+        assert client.post(url(daemon), json=body("tools/list"),
+                           headers=open_session(daemon, "alice", client)).status_code == 200

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                "X-Accel-Buffering": "no"}
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="workingagents"'}
+# an agent's sessions beyond this end the least recently active one (it gets 404 and
+# initializes again, as the spec says): what a client that never DELETEs can hold
+MAX_SESSIONS_PER_AGENT = 1024
 KEEPALIVE = 15.0  # seconds between comments on an idle GET stream (finds dead readers)
 
 
@@ -90,6 +93,7 @@ class McpRoute:
     def __init__(self, front: HttpFront) -> None:
         self.front = front
         self.sessions: dict[str, Session] = {}
+        self.by_agent: dict[str, dict[str, Session]] = {}  # agent -> its sessions
         self.stateless_load: dict[str, int] = {}  # agent -> its stateless calls in flight
         front.app.router.add_post("/mcp", self.post)
         front.app.router.add_get("/mcp", self.get)
@@ -194,12 +198,22 @@ class McpRoute:
     def _initialize(self, agent: Agent, rid: jsonrpc.RequestId,
                     params: dict[str, Any]) -> web.Response:
         result = mcp.initialize_result(params)
+        mine = self.by_agent.setdefault(agent.name, {})
+        if len(mine) >= MAX_SESSIONS_PER_AGENT:  # a client that never DELETEs its sessions
+            min(mine.values(), key=lambda s: s.conn.last_active).end()
         session = Session(self.front.board, agent, result["protocolVersion"], self._forget)
         self.sessions[session.id] = session
+        mine[session.id] = session
         return rpc_response(jsonrpc.result(rid, result), headers={HEADER_SESSION: session.id})
 
     def _forget(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        agent = session.agent
+        mine = self.by_agent.get(agent.name) if agent is not None else None
+        if mine is not None:
+            mine.pop(session.id, None)
+            if not mine and agent is not None:
+                del self.by_agent[agent.name]
 
     def _cancel(self, session: Session, rid: Any) -> None:
         exchange = session.exchanges.get(rid) if jsonrpc.valid_id(rid) else None

@@ -91,3 +91,16 @@ def test_bench_audit_compares_the_fsync_modes_without_errors():
         assert result[f"fsync_{mode}"]["errors"] == 0
     assert result["ratio_batch_to_never"] > 0 and result["ratio_always_to_never"] > 0
     assert not daemons()
+
+
+def test_bench_http_compares_post_mcp_against_a_bare_aiohttp_server_without_errors():
+    out = subprocess.run([*CLI, "bench", "http", "--duration", "3" if SLOW else "0.5",
+                          "--clients", "2", "--window", "4", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for key in ("bare_aiohttp", "gateway_http"):
+        assert result[key]["calls_per_s"] > 0 and result[key]["errors"] == 0, key
+        assert set(result[key]["latency_ms"]) == {"p50", "p99", "p999", "max"}
+    assert result["ratio_gateway_http_to_bare"] > 0
+    assert not daemons()

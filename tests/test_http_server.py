@@ -6,8 +6,12 @@ The routes of each front door (/mcp, /v1/…, /a2a/…) have tests of their own.
 from __future__ import annotations
 
 import datetime
+import os
+import signal
 import ssl
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from daemon.bench.harness import write_config
-from tests.conftest import CLI
-from tests.gateway_helpers import gateway_config, listen
+from tests.conftest import CLI, wait_for
+from tests.gateway_helpers import TOKENS, gateway_config, listen
 
 
 def base_url(daemon: Any, scheme: str = "http") -> str:
@@ -120,3 +124,30 @@ def test_tls_cert_without_a_key_is_refused_as_config(tmp_path):
                          text=True, timeout=60)
     assert out.returncode == 1
     assert "key listen.tls_cert: expected tls_cert and tls_key both set" in out.stderr
+
+
+def test_healthz_answers_503_once_the_daemon_is_stopping(start_daemon):
+    d = start_daemon(extra=gateway_config(), supervision={"shutdown_timeout": 10.0})
+    d.wait_ready()
+    url = f"{base_url(d)}/healthz"
+    assert httpx.get(url, timeout=10).status_code == 200
+    # a call in flight holds its worker (and so the server) up while the tree stops
+    slow = threading.Thread(target=lambda: httpx.post(
+        f"{base_url(d)}/mcp", timeout=30, json={
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                "name": "sleep", "arguments": {"seconds": 8}, "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {}}}},
+        headers={"Authorization": f"Bearer {TOKENS['bob']}", "MCP-Protocol-Version":
+                 "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "sleep"}))
+    slow.start()
+    time.sleep(0.5)
+    os.kill(d.pid, signal.SIGTERM)
+
+    def refused() -> bool:
+        try:
+            return httpx.get(url, timeout=5).status_code == 503
+        except httpx.TransportError:
+            return False
+    wait_for(refused, 8, "healthz to say 503")
+    slow.join(30)

@@ -119,3 +119,18 @@ def plugins(swaps: int, duration: float, as_json: bool) -> None:
     _emit_rows({k: result[k] for k in ("empty_chain", "bundled_chain",
                                        "ratio_bundled_to_empty")}, False)
     _emit({"swap_latency_ms": result["swap_latency_ms"]}, False)
+
+
+@bench.command()
+@click.option("--clients", default=8, show_default=True,
+              help="HTTP clients (keep-alive sessions).")
+@click.option("--window", default=8, show_default=True,
+              help="Requests in flight per client.")
+@click.option("--duration", default=3.0, show_default=True, help="Seconds per measurement.")
+@click.option("--json", "as_json", is_flag=True)
+def http(clients: int, window: int, duration: float, as_json: bool) -> None:
+    """tools/call echo through POST /mcp (stateless era, JSON responses) vs a bare aiohttp
+    server answering the same JSON-RPC body, same clients, same run."""
+    from daemon.bench import http_load
+
+    _emit_rows(http_load.run(clients, window, duration), as_json)

@@ -2,9 +2,11 @@
 
 The server is the master's, like the TCP shim: it holds the agents' HTTP connections,
 so a worker restart never drops one.  Each front door adds its own routes (/mcp, /v1/…,
-/a2a/…) with ``add_routes(front)``; this module owns what they share: the listener (and
-TLS), the Origin allow-list (DNS rebinding), the body cap, JSON error bodies, bearer
-authentication, and ``GET /healthz`` for load balancers (no token).
+/a2a/…) with ``add_routes(front)``, called from ``HttpFront.__init__``; this module owns
+what they share: the listener (and TLS), the Origin allow-list (DNS rebinding), the body
+cap, bearer authentication, and ``GET /healthz`` for load balancers (no token).  The
+JSON bodies and errors are in front.http_replies, which the route modules import (they
+cannot import this module, which imports them).
 """
 
 from __future__ import annotations
@@ -14,46 +16,17 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 from yarl import URL
 
 from daemon.config import Settings
+from daemon.front import mcp_http
 from daemon.front.auth import Agent
+from daemon.front.http_replies import Unauthenticated, bearer_token, json_error, json_response
 from daemon.front.switchboard import Switchboard
 
 log = logging.getLogger("http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_response(body: Any, status: int = 200,
-                  headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, headers=headers,
-                        content_type="application/json")
-
-
-def json_error(status: int, message: str, headers: dict[str, str] | None = None,
-               **extra: Any) -> web.Response:
-    """The error body of every route that has no format of its own."""
-    return json_response({"error": {"status": status, "message": message, **extra}}, status,
-                         headers)
-
-
-def bearer_token(request: web.Request) -> str | None:
-    """The token of an ``Authorization: Bearer …`` header, if there is one."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
-
-
-class Unauthenticated(web.HTTPUnauthorized):
-    """401 with a JSON body: raised by a route whose token is missing or not valid."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(body=orjson.dumps({"error": {"status": 401, "message": message}}),
-                         content_type="application/json",
-                         headers={"WWW-Authenticate": 'Bearer realm="workingagents"'})
 
 
 class OriginPolicy:
@@ -89,6 +62,8 @@ class HttpFront:
         self.app = web.Application(client_max_size=listen.max_message_bytes,
                                    middlewares=[self._guard])
         self.app.router.add_get("/healthz", self.healthz)
+        for add_routes in (mcp_http.add_routes,):
+            add_routes(self)
         self.runner: web.AppRunner | None = None
         self.address = ""
 
@@ -108,8 +83,9 @@ class HttpFront:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(tls_cert, tls_key)  # OSError / SSLError: cannot start
         host, _, port = address.rpartition(":")
+        # handler_cancellation: a client that drops its request cancels its call
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                                    shutdown_timeout=1.0)
+                                    shutdown_timeout=1.0, handler_cancellation=True)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host.strip("[]"), int(port), ssl_context=context,
                            backlog=1024, reuse_address=True)

@@ -15,6 +15,8 @@
 | -32017 | audit unavailable (fail closed)                      |
 | -32018 | this call hung or crashed its worker; not retried     |
 | -32019 | the agent is quarantined (data.retry_after seconds)  |
+| -32020 | header mismatch: an HTTP routing header (Mcp-Method, |
+|        | Mcp-Name, MCP-Protocol-Version) disagrees with the body |
 | -32022 | unsupported protocol version (MCP 2026-07-28)        |
 """
 
@@ -37,6 +39,7 @@ TIMED_OUT = -32016
 AUDIT_UNAVAILABLE = -32017
 CALL_KILLED_WORKER = -32018
 QUARANTINED = -32019
+HEADER_MISMATCH = -32020  # MCP 2026-07-28 Streamable HTTP
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 
 RequestId = str | int

@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from mcp import Client, StdioServerParameters
@@ -270,3 +271,31 @@ def test_subscriptions_listen_receives_list_changed_when_an_upstream_restarts(da
             assert note["params"]["_meta"][mcp.META_SUBSCRIPTION] == "listen-1"
             seen.add(note["method"])
         assert "notifications/resources/list_changed" not in seen, "not asked for"
+
+
+def test_subscriptions_listen_over_http_streams_list_changes_as_sse_events(daemon):
+    from tests.gateway_helpers import listen
+
+    meta = mcp.stateless_meta({"name": "t", "version": "1"})
+    body = orjson.dumps({"jsonrpc": "2.0", "id": 7, "method": "subscriptions/listen",
+                         "params": {"notifications": {"toolsListChanged": True},
+                                    "_meta": meta}})
+    headers = {"Authorization": f"Bearer {TOKENS['bob']}", "Content-Type": "application/json",
+               "Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"}
+    url = f"http://{listen(daemon)['http']}/mcp"
+    json_only = httpx.post(url, content=body, timeout=10,
+                           headers={**headers, "Accept": "application/json"})
+    assert json_only.status_code == 400 and "text/event-stream" in json_only.text
+    with httpx.stream("POST", url, content=body, headers=headers, timeout=30) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        events = (orjson.loads(line[5:]) for line in reply.iter_lines()
+                  if line.startswith("data:"))
+        ack = next(events)
+        assert ack["method"] == "notifications/subscriptions/acknowledged"
+        assert ack["params"]["notifications"] == {"toolsListChanged": True}
+        (daemon.state_dir / "more").touch()
+        assert daemon.cli("restart", "upstream:library").returncode == 0
+        note = next(events)
+        assert note["method"] == "notifications/tools/list_changed"
+        assert note["params"]["_meta"][mcp.META_SUBSCRIPTION] == 7

@@ -44,6 +44,7 @@ class Exchange:
         self.cancelled = False  # the client sent notifications/cancelled for it
         self.conn = Connection(self._send, self.cancel, "http", progress=self._progress)
         self.conn.agent = agent
+        self.conn.hears_broadcasts = False  # a listen stream gets only what it asked for
 
     def _send(self, raw: bytes) -> None:
         if self.answer is None:

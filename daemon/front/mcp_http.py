@@ -238,7 +238,14 @@ class McpRoute:
             load = self.stateless_load.get(agent.name, 0)
         if load >= cap:
             return self._busy(rid, method, params, agent, cap, session is not None)
+        listens = method == "subscriptions/listen"
+        if listens and not sse_ok:
+            return rpc_error(rid, jsonrpc.INVALID_REQUEST, "Invalid Request: "
+                             "subscriptions/listen answers with a stream: send Accept: "
+                             "text/event-stream", 400)
         exchange = Exchange(agent)
+        if listens:  # list changes reach the connections the switchboard knows
+            board.attach(exchange.conn)
         if session is not None:
             session.exchanges[rid] = exchange
         else:
@@ -247,7 +254,7 @@ class McpRoute:
             board.on_message(exchange.conn, raw)
             return await self._respond(request, exchange, rid, stateless, json_ok, sse_ok)
         finally:
-            if not exchange.finished:  # the client went away: cancel the call
+            if listens or not exchange.finished:  # the client went away: cancel the call
                 board.detach(exchange.conn)
             if session is not None:
                 if session.exchanges.get(rid) is exchange:

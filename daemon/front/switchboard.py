@@ -70,6 +70,9 @@ class Connection:
         self.curve_initialized = False  # initialize on the key alone (no token)
         self.inflight: dict[jsonrpc.RequestId, int] = {}  # request id -> call seq
         self.listens: listen.Streams = {}  # its subscriptions/listen streams
+        # it gets handshake-era notifications once its agent is known (an HTTP request
+        # that is not a session does not: its only messages are its own stream's)
+        self.hears_broadcasts = True
         self.last_active = time.monotonic()
 
 
@@ -366,7 +369,7 @@ class Switchboard:
         subscriptions/listen stream that asked for it (stamped with its id)."""
         method = str(orjson.loads(raw).get("method"))
         for conn in list(self.connections.values()):
-            if conn.agent is not None or conn.curve_initialized:
+            if conn.hears_broadcasts and (conn.agent is not None or conn.curve_initialized):
                 conn.send(raw)
             for note in listen.notes_for(conn.listens, method) if conn.listens else ():
                 conn.progress(note)
@@ -462,7 +465,7 @@ class Switchboard:
 
     def sweep_idle(self, now: float, idle_timeout: float) -> None:
         for conn in list(self.connections.values()):
-            if not conn.inflight and now - conn.last_active > idle_timeout:
+            if not (conn.inflight or conn.listens) and now - conn.last_active > idle_timeout:
                 log.info("closing idle %s connection after %.0fs", conn.transport,
                          now - conn.last_active)
                 conn.close()

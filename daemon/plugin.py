@@ -16,7 +16,11 @@
         async def after_call(self, call, result):   # Deny(...), a rewritten result, or None
             ...
 
-Either hook may be left out.  ``self.state`` is the live state: plain JSON-able data, so
+Either hook may be left out.  A plugin sees tool calls only, unless its ``kinds`` says
+more: ``kinds = frozenset({"tool", "llm"})`` adds AI gateway requests (``call.kind ==
+"llm"``, ``call.tool`` the model, ``call.arguments`` the request body; after_call's result
+is the response body, daemon.llm.texts reads both APIs) and streamed answers through
+``on_chunk`` (see Plugin.stream_window).  ``self.state`` is the live state: plain JSON-able data, so
 that it can be snapshotted and handed to ``migrate``.  ``self.config`` is the plugin's own
 ``[plugins.config.NAME]`` table, ``self.log`` a logger, ``self.clock()`` monotonic seconds.
 A hook that raises or overruns its time budget denies the call (fail closed).
@@ -71,6 +75,8 @@ class Call:
     arguments: dict[str, Any]
     input_schema: dict[str, Any] | None = None  # the tool's JSON schema for arguments
     description: str = ""  # the tool's description, as tools/list shows it
+    # "tool" | "llm" (an AI gateway request: tool = the model, arguments = the body)
+    kind: str = "tool"
 
     def with_arguments(self, arguments: dict[str, Any]) -> Call:
         return dataclasses.replace(self, arguments=arguments)
@@ -87,6 +93,17 @@ class Plugin:
     priority: ClassVar[int] = 100
     # The schema of [plugins.config.NAME] (a msgspec Struct); None takes any table
     config_schema: ClassVar[type[msgspec.Struct] | None] = None
+    # The kinds of call the plugin sees (Call.kind): a tool-only plugin never fails an
+    # LLM request
+    kinds: ClassVar[frozenset[str]] = frozenset({"tool"})
+    # Streamed LLM answers: an ``async def on_chunk(self, call, text, final)`` hook gets
+    # the text as it streams and returns it rewritten, a Deny, or None (unchanged).  The
+    # gateway holds back the last ``stream_window`` characters of what the hooks passed
+    # and hands them to the next call again, with the new text appended, so a match of up
+    # to stream_window characters split across chunks is still whole in one call; the
+    # held text is let go at the end (final=True).  Hooks may therefore see a character
+    # more than once, but only text they have passed reaches the agent.
+    stream_window: ClassVar[int] = 0
 
     def __init__(self, config: Any = None, log: logging.Logger | None = None) -> None:
         # the validated schema instance, or the raw table (a dict) without a schema

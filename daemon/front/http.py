@@ -19,6 +19,7 @@ from aiohttp import web
 from yarl import URL
 
 from daemon.config import Settings
+from daemon.front import llm_http
 from daemon.front.auth import Agent
 from daemon.front.switchboard import Switchboard
 
@@ -89,6 +90,7 @@ class HttpFront:
         self.app = web.Application(client_max_size=listen.max_message_bytes,
                                    middlewares=[self._guard])
         self.app.router.add_get("/healthz", self.healthz)
+        llm_http.add_routes(self)
         self.runner: web.AppRunner | None = None
         self.address = ""
 
@@ -108,8 +110,10 @@ class HttpFront:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(tls_cert, tls_key)  # OSError / SSLError: cannot start
         host, _, port = address.rpartition(":")
+        # handler_cancellation: a client that disconnects cancels its request (and so
+        # an LLM request's provider call)
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                                    shutdown_timeout=1.0)
+                                    shutdown_timeout=1.0, handler_cancellation=True)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host.strip("[]"), int(port), ssl_context=context,
                            backlog=1024, reuse_address=True)

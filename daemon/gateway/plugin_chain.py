@@ -152,16 +152,18 @@ Hooks = tuple[tuple[Hosted, Callable[..., Any], str, bytes], ...]
 _hooks_of: dict[tuple[int, str], tuple[tuple[Hosted, ...], Hooks]] = {}
 
 
-def _hooks(chain: tuple[Hosted, ...], hook_name: str) -> Hooks:
-    found = _hooks_of.get((id(chain), hook_name))
+def _hooks(chain: tuple[Hosted, ...], hook_name: str, kind: str = "tool") -> Hooks:
+    """The hooks of the plugins that see calls of this kind (Plugin.kinds)."""
+    found = _hooks_of.get((id(chain), hook_name + kind))
     if found is not None and found[0] is chain:
         return found[1]
     hooks = tuple((hosted, hook, str(hosted.version), hosted.name.encode()[:32])
                   for hosted in chain
-                  if (hook := getattr(hosted.plugin, hook_name, None)) is not None)
+                  if kind in getattr(hosted.plugin, "kinds", ("tool",))
+                  and (hook := getattr(hosted.plugin, hook_name, None)) is not None)
     if len(_hooks_of) > 16:  # chains of past swaps
         _hooks_of.clear()
-    _hooks_of[(id(chain), hook_name)] = (chain, hooks)
+    _hooks_of[(id(chain), hook_name + kind)] = (chain, hooks)
     return hooks
 
 
@@ -180,7 +182,7 @@ async def _through(chain: tuple[Hosted, ...], hook_name: str, value: Any, rewrit
     """
     note = trail.append if trail is not None else _ignore
     clock = time.monotonic
-    for hosted, hook, version, label in _hooks(chain, hook_name):
+    for hosted, hook, version, label in _hooks(chain, hook_name, call.kind):
         started = clock()
         try:
             if slot is not None:

@@ -16,6 +16,7 @@ from typing import Any
 from daemon import metrics
 from daemon.audit.link import AuditLink, audit_unavailable
 from daemon.gateway.calls import Answer, CallHandler, Pending
+from daemon.gateway.llm_calls import LlmCalls
 from daemon.gateway.permissions import Policy
 from daemon.gateway.plugin_host import PluginHost, state_bytes
 from daemon.gateway.upstream_links import UpstreamLinks
@@ -44,6 +45,9 @@ class GatewayService:
         self.handler = CallHandler(Policy.from_options(options), self.links.update({}),
                                    self.plugins, self.audit, worker.name,
                                    audit["arguments"] == "full", self.slot)
+        self.llm = LlmCalls(options.get("llm", {}), self.handler.policy.agent_roles,
+                            self.plugins, self.audit, worker.name, self.slot,
+                            worker.send_raw, worker.send_raw_now)
         self.tasks: CallTasks[int] = CallTasks()
         self.tally = metrics.GatewayTally()
         worker.on_raw(self.on_envelope)
@@ -72,6 +76,9 @@ class GatewayService:
                 self.answer(seq, begun)
             else:
                 self.tasks.start(seq, self.serve(seq, begun))
+        elif kind == messages.LLM_CALL:
+            seq, agent, method, raw = messages.unpack_call(payload)
+            self.tasks.start(seq, self.llm.serve(seq, agent, method or "", raw))
         elif kind == messages.CANCEL:
             self.tasks.cancel(messages.unpack_seq(payload)[0])
 
@@ -165,6 +172,7 @@ class GatewayService:
 
     def on_config(self, message: messages.Config) -> None:
         self.handler.policy = Policy.from_options(message.gateway)
+        self.llm.apply(message.gateway.get("llm", {}), self.handler.policy.agent_roles)
         log.info("%s: gateway settings updated", self.worker.name)
 
     async def drain(self) -> None:
@@ -174,6 +182,7 @@ class GatewayService:
         await self.audit.drain(self.audit.timeout)
         self.audit.close()
         self.links.close()
+        await self.llm.close()
 
 
 async def run(worker: WorkerHandle, audit: dict[str, Any], gateway: dict[str, Any] | None = None,

@@ -110,9 +110,9 @@ class LlmRoute:
                 status, headers, _ = messages.unpack_llm_head(frame)
                 response = web.StreamResponse(status=status, headers=headers)
                 await response.prepare(request)
-            elif response is not None and tag in (messages.LLM_DATA, messages.LLM_END):
-                if len(frame) > 1:
-                    await response.write(frame[1:])
+            elif (response is not None and tag in (messages.LLM_DATA, messages.LLM_END)
+                  and len(frame) > 1):
+                await response.write(frame[1:])
             if last:
                 if response is None:
                     return self._error(502, "Internal error: an answer without a head")

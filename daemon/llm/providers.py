@@ -13,6 +13,7 @@ the request headers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
@@ -174,10 +175,8 @@ def _retry_after(response: aiohttp.ClientResponse) -> str | None:
 def _backoff(attempt: int, last: Attempt) -> float:
     delay = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (attempt - 1))
     if last.error and last.error.startswith("retry-after "):
-        try:
+        with contextlib.suppress(ValueError):
             delay = min(BACKOFF_MAX, max(delay, float(last.error.split()[1])))
-        except ValueError:
-            pass
     return float(delay * (0.5 + random.random() / 2))
 
 

@@ -102,7 +102,9 @@ class Plugin:
     # and hands them to the next call again, with the new text appended, so a match of up
     # to stream_window characters split across chunks is still whole in one call; the
     # held text is let go at the end (final=True).  Hooks may therefore see a character
-    # more than once, but only text they have passed reaches the agent.
+    # more than once, but only text they have passed reaches the agent.  Until final, the
+    # text's last word may be cut: judge the rest and pass it on as it is (see
+    # daemon.llm.texts.settled), it comes back whole with the next chunk.
     stream_window: ClassVar[int] = 0
 
     def __init__(self, config: Any = None, log: logging.Logger | None = None) -> None:

@@ -3,6 +3,9 @@
     [plugins.config.pii]
     kinds = ["email", "phone", "card"]   # which to redact (default: all three)
 
+LLM requests (AI gateway): prompts are redacted before they leave, answers before the
+agent sees them, streamed ones too (on_chunk, with a carry-over window of 64 characters).
+
 Card numbers are redacted only when their Luhn checksum holds, so order ids and other
 long numbers pass.  Patterns are precompiled once per version and run on RE2 (linear
 time, and ~10x faster than `re` here: a 1 MiB result takes a few milliseconds).
@@ -12,11 +15,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 import re2
 
+from daemon.llm.texts import map_texts, settled
 from daemon.plugin import Plugin, PluginConfig
 
 _OPTIONS = re2.Options()
@@ -103,8 +107,29 @@ class Pii(Plugin):
     priority = 60
     config_schema = PiiConfig
     config: PiiConfig
+    kinds: ClassVar[frozenset[str]] = frozenset({"tool", "llm"})
+    stream_window = 64
+
+    def redact_text(self, text: str) -> str:
+        """The text with its PII masked; the same object when it has none."""
+        redacted, found = redact(text, set(self.config.kinds))
+        return redacted if found else text
+
+    async def before_call(self, call: Any) -> Any:
+        if call.kind != "llm":
+            return None  # tool arguments are the agent's own business
+        redacted = map_texts(call.arguments, self.redact_text)
+        return None if redacted is call.arguments else call.with_arguments(redacted)
+
+    async def on_chunk(self, call: Any, text: str, final: bool) -> str | None:
+        judged, open_end = settled(text, final)
+        redacted = self.redact_text(judged)
+        return None if redacted is judged else redacted + open_end
 
     async def after_call(self, call: Any, result: dict[str, Any]) -> dict[str, Any] | None:
+        if call.kind == "llm":
+            redacted = map_texts(result, self.redact_text)
+            return None if redacted is result else redacted
         kinds = set(self.config.kinds)
         changed, content = 0, []
         for block in result.get("content") or []:

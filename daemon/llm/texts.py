@@ -64,6 +64,21 @@ def texts(body: Any, tool_outputs_only: bool = False) -> list[str]:
     return found
 
 
+def settled(text: str, final: bool) -> tuple[str, str]:
+    """For ``on_chunk``: (the text a guardrail may judge now, the open end it should pass
+    on as it is).  Unless the stream's text is final, its last word may go on in the next
+    chunk ("jane@example.co" + "m"): a guardrail that rewrote it now would rewrite a
+    fragment.  The gateway holds that end back (stream_window) and hands it over again
+    with what follows."""
+    if final:
+        return text, ""
+    stripped = text.rstrip()
+    if len(stripped) < len(text):  # ends in whitespace: nothing is open
+        return text, ""
+    cut = max(stripped.rfind(" "), stripped.rfind("\n"), stripped.rfind("\t")) + 1
+    return text[:cut], text[cut:]
+
+
 def usage_of(response: Any) -> tuple[int, int] | None:
     """(prompt tokens, completion tokens) a response reports, in either API's terms."""
     usage = response.get("usage") if isinstance(response, dict) else None

@@ -18,20 +18,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import orjson
 from aiohttp import web
 
 from daemon.front.auth import Agent
-from daemon.front.switchboard import Connection
+from daemon.front.switchboard import Connection, Switchboard
 from daemon.ipc import messages
 from daemon.llm.apis import Anthropic, Api, OpenAi
 from daemon.protocol import jsonrpc
 from daemon.protocol.jsonrpc import RpcError
 
-if TYPE_CHECKING:
-    from daemon.front.http import HttpFront
+
+class HttpFront(Protocol):
+    """What the routes need of daemon.front.http.HttpFront (which adds them)."""
+
+    app: web.Application
+    board: Switchboard
+
+    def agent(self, request: web.Request, token: str | None = None) -> Agent: ...
+
 
 log = logging.getLogger("http")
 ROUTES = (("GET", "/v1/models", "llm/models"),
@@ -61,12 +68,12 @@ class LlmRoute:
                             headers=headers, content_type="application/json")
 
     def _agent(self, request: web.Request) -> Agent | web.Response:
-        from daemon.front.http import Unauthenticated, bearer_token
-
-        token = bearer_token(request) or request.headers.get("x-api-key")
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        token = bearer.strip() if scheme.lower() == "bearer" else ""
+        token = token or request.headers.get("x-api-key", "").strip()
         try:
             return self.front.agent(request, token or None)
-        except Unauthenticated as exc:
+        except web.HTTPUnauthorized as exc:
             message = orjson.loads(exc.body or b"{}")["error"]["message"]  # type: ignore[arg-type]
             return self._error(401, message, "invalid_api_key",
                                {"WWW-Authenticate": 'Bearer realm="workingagents"'})

@@ -154,3 +154,18 @@ def test_anthropic_messages_plain_and_streamed_with_x_api_key(start_daemon, stat
                            "two records")
         assert [r["api"] for r in records] == ["messages", "messages"]
         assert records[-1]["stream"] is True and records[-1]["usage"]["completion"] > 0
+
+
+def test_audit_tail_shows_llm_records_readably(start_daemon, state_dir, fake):
+    d = start_llm_daemon(start_daemon, state_dir, {"fake": openai_provider(fake)})
+    client = openai_client(d)
+    list(client.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                        messages=[{"role": "user", "content": "tail me"}]))
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4o", messages=[
+            {"role": "user", "content": "x"}])
+    wait_for(lambda: len(llm_records(d)) >= 2, 10, "two records")
+    lines = d.cli("audit", "tail", "-n", "2").stdout.strip().splitlines()
+    assert " llm alice gpt-4o-mini chat stream via fake ok " in lines[0]
+    assert " tokens " in lines[0] and "ttft " in lines[0]
+    assert " llm alice gpt-4o chat denied by roles" in lines[1]

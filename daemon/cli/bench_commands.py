@@ -120,7 +120,8 @@ def llm(duration: float, concurrency: int, as_json: bool) -> None:
         _emit(result, True)
         return
     for key, value in result.items():
-        click.echo(f"{key:<34} {orjson.dumps(value).decode() if isinstance(value, dict) else value}")
+        shown = orjson.dumps(value).decode() if isinstance(value, dict) else value
+        click.echo(f"{key:<34} {shown}")
 
 
 @bench.command()

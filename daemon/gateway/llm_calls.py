@@ -78,11 +78,19 @@ class LlmCalls:
         self.agent_roles = agent_roles
         self.content = str(options.get("content", "digest"))
         self.models_cache.clear()
+        self.allowed: dict[tuple[str, str], bool] = {}
 
     def may_use(self, agent: str, model: str) -> bool:
-        roles = self.agent_roles.get(agent, ())
-        return "admin" in roles or any(fnmatchcase(model, pattern) for role in roles
-                                       for pattern in self.role_models.get(role, ()))
+        key = (agent, model)
+        allowed = self.allowed.get(key)
+        if allowed is None:
+            roles = self.agent_roles.get(agent, ())
+            allowed = "admin" in roles or any(fnmatchcase(model, pattern) for role in roles
+                                              for pattern in self.role_models.get(role, ()))
+            if len(self.allowed) > 4096:  # agents choose the names: stay bounded
+                self.allowed.clear()
+            self.allowed[key] = allowed
+        return allowed
 
     async def close(self) -> None:
         await self.providers.close()

@@ -91,6 +91,7 @@ class Providers:
     def __init__(self, options: list[dict[str, Any]]) -> None:
         self.all = tuple(Provider.from_options(o) for o in options)
         self._session: aiohttp.ClientSession | None = None
+        self._matching: dict[tuple[str, str | None], list[Provider]] = {}
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -109,7 +110,15 @@ class Providers:
             self._session = None
 
     def matching(self, model: str, kind: str | None = None) -> list[Provider]:
-        return [p for p in self.all if p.serves(model) and (kind is None or p.kind == kind)]
+        """The providers of a model, in order (globs matched once per model name)."""
+        key = (model, kind)
+        found = self._matching.get(key)
+        if found is None:
+            if len(self._matching) > 4096:  # agents choose the names: stay bounded
+                self._matching.clear()
+            found = self._matching[key] = [p for p in self.all if p.serves(model) and (
+                kind is None or p.kind == kind)]
+        return found
 
     async def get(self, provider: Provider, path: str) -> Any:
         """A GET (the models list) from one provider: its JSON, or None if it fails."""

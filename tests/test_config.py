@@ -26,6 +26,15 @@ CLI = [sys.executable, "-m", "daemon"]
      "key supervision.bus_endpoint: expected ipc://PATH or tcp://HOST:PORT"),
     ("[daemon]\nlog_level = \"loud\"\n", "key daemon.log_level: Invalid enum value 'loud'"),
     ("[daemon\n", "not valid TOML"),
+    ("[llm.providers.x]\nkind = \"bard\"\nbase_url = \"http://h/v1\"\n",
+     "key llm.providers[...].kind: Invalid enum value 'bard'"),
+    ("[llm.providers.x]\nkind = \"openai\"\nbase_url = \"h/v1\"\n",
+     "key llm.providers.x.base_url: expected an http:// or https:// URL"),
+    ("[llm.providers.x]\nkind = \"openai\"\nbase_url = \"http://h\"\napi_key = \"sk\"\n",
+     "unknown field `api_key`"),  # a key in the TOML itself: refused, *_env names it
+    ("[llm.providers.x]\nkind = \"openai\"\nbase_url = \"http://h\"\nmodels = []\n",
+     "key llm.providers.x.models: expected a non-empty list of model globs"),
+    ("[audit]\nllm_content = \"some\"\n", "key audit.llm_content: Invalid enum value"),
 ])
 def test_bad_config_is_refused_with_file_key_and_expectation(tmp_path, text, expected):
     path = tmp_path / "bad.toml"

@@ -26,7 +26,8 @@ def llm_config(providers: dict[str, dict[str, Any]], plugin_dir: Path | None = N
     for name, table in providers.items():
         config[f"llm.providers.{name}"] = table
     if plugin_dir is not None:
-        config["plugins"] = {"dirs": [str(plugin_dir)], "budget_ms": 500.0}
+        config["plugins"] = {"dirs": [str(plugin_dir)], "budget_ms": 500.0,
+                             "snapshot_interval": 0.2}
         for name, table in (plugins or {}).items():
             config[f"plugins.config.{name}"] = table
     if audit:

@@ -226,3 +226,19 @@ def test_bad_bodies_get_clear_errors_and_the_gateway_keeps_serving(start_daemon,
             model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert openai_client(d).chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "ok"}]).choices
+
+
+def test_budget_usage_survives_a_gateway_worker_restart(start_daemon, state_dir, fake):
+    d = start_llm_daemon(start_daemon, state_dir, {"fake": openai_provider(fake)}, {
+        "budgets": {"tokens_per_day": 400}})
+    client = openai_client(d)
+    long = [{"role": "user", "content": "something long"}]  # ~250 completion tokens
+    client.chat.completions.create(model="gpt-4o-mini", max_tokens=300, messages=long)
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="gpt-4o-mini", max_tokens=150, messages=long)
+    time.sleep(1.0)  # a few state snapshots (every 0.2 s here) reach the master
+    old = d.pids()[shard("alice")]
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: d.pids().get(shard("alice")) not in (None, old), 20, "the replacement")
+    with pytest.raises(openai.RateLimitError):  # a fresh state would have let it through
+        client.chat.completions.create(model="gpt-4o-mini", max_tokens=150, messages=long)

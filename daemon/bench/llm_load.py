@@ -3,7 +3,7 @@
 A fake OpenAI-compatible provider runs in a process of its own (daemon.bench.fake_llm);
 the same aiohttp client, in the same run, asks it directly and through the gateway (the
 bundled guardrails secrets, pii, injection, permissions and budgets loaded, the audit
-log on with its default "batch" fsync).  For plain and streamed chat completions:
+log on with its default "batch" fsync, or ``fsync``).  For plain and streamed chat completions:
 
 - latency, one request at a time: p50/p99 of the whole request and, for streams, of the
   time to the first token; "added" is the gateway's p50 minus the direct p50;
@@ -79,25 +79,29 @@ async def _latency(url: str, token: str, stream: bool, duration: float) -> dict[
 
 async def _throughput(url: str, token: str, stream: bool, duration: float,
                       concurrency: int) -> dict[str, Any]:
-    done, errors = 0, 0
+    done, errors, first_error = 0, 0, ""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         end = time.perf_counter() + duration
 
         async def loop() -> None:
-            nonlocal done, errors
+            nonlocal done, errors, first_error
             while time.perf_counter() < end:
                 try:
                     await _one(session, url, token, stream)
                     done += 1
-                except (RuntimeError, aiohttp.ClientError):
+                except (RuntimeError, aiohttp.ClientError) as exc:
                     errors += 1
+                    first_error = first_error or repr(exc)[:200]
         started = time.perf_counter()
         await asyncio.gather(*(loop() for _ in range(concurrency)))
         took = time.perf_counter() - started
-    return {"requests_per_s": round(done / took, 1), "errors": errors}
+    out: dict[str, Any] = {"requests_per_s": round(done / took, 1), "errors": errors}
+    if first_error:
+        out["first_error"] = first_error
+    return out
 
 
-def run(duration: float = 3.0, concurrency: int = 16) -> dict[str, Any]:
+def run(duration: float = 3.0, concurrency: int = 16, fsync: str = "batch") -> dict[str, Any]:
     provider = subprocess.Popen([sys.executable, "-m", "daemon.bench.fake_llm", KEY],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
@@ -107,7 +111,7 @@ def run(duration: float = 3.0, concurrency: int = 16) -> dict[str, Any]:
             for extra in Path(plugin_dir).glob("*.py"):
                 if extra.stem not in PLUGINS:
                     extra.unlink()
-            with temporary_daemon(plugin_dirs=[plugin_dir], extra={
+            with temporary_daemon(plugin_dirs=[plugin_dir], audit={"fsync": fsync}, extra={
                     "llm.providers.fake": {"kind": "openai", "base_url": direct,
                                            "api_key_env": "BENCH_PROVIDER_KEY",
                                            "models": ["gpt-*"]}},
@@ -115,7 +119,8 @@ def run(duration: float = 3.0, concurrency: int = 16) -> dict[str, Any]:
                 _wait_for_plugins(daemon)
                 gateway = f"http://{read_control_file(daemon.state_dir)['listen']['http']}/v1"
                 token = admin_token_path(daemon.state_dir).read_text().strip()
-                return asyncio.run(_compare(direct, gateway, token, duration, concurrency))
+                return asyncio.run(_compare(direct, gateway, token, duration, concurrency,
+                                            fsync))
     finally:
         if provider.stdin is not None:
             provider.stdin.close()
@@ -135,8 +140,9 @@ def _wait_for_plugins(daemon: Any) -> None:
 
 
 async def _compare(direct: str, gateway: str, token: str, duration: float,
-                   concurrency: int) -> dict[str, Any]:
-    result: dict[str, Any] = {"plugins": list(PLUGINS), "concurrency": concurrency}
+                   concurrency: int, fsync: str) -> dict[str, Any]:
+    result: dict[str, Any] = {"plugins": list(PLUGINS), "concurrency": concurrency,
+                              "audit_fsync": fsync}
     for stream in (False, True):
         mode = "stream" if stream else "plain"
         straight = await _latency(direct, KEY, stream, duration)

@@ -108,14 +108,16 @@ def _emit_rows(result: dict[str, Any], as_json: bool) -> None:
 @click.option("--duration", default=3.0, show_default=True, help="Seconds per measurement.")
 @click.option("--concurrency", default=16, show_default=True,
               help="Requests in flight for the throughput runs.")
+@click.option("--fsync", default="batch", show_default=True,
+              type=click.Choice(["batch", "always", "never"]), help="[audit] fsync.")
 @click.option("--json", "as_json", is_flag=True)
-def llm(duration: float, concurrency: int, as_json: bool) -> None:
+def llm(duration: float, concurrency: int, fsync: str, as_json: bool) -> None:
     """The AI gateway vs a fake OpenAI provider straight, same client, same run:
     added latency (p50, p99, time to first token) and requests/s, plain and streamed,
     with the bundled guardrails and the audit log on."""
     from daemon.bench import llm_load
 
-    result = llm_load.run(duration, concurrency)
+    result = llm_load.run(duration, concurrency, fsync)
     if as_json:
         _emit(result, True)
         return

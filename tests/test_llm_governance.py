@@ -18,9 +18,11 @@ from tests.conftest import wait_for
 from tests.fixtures.fake_llm import FakeLlm
 from tests.gateway_helpers import TOKENS, shard
 from tests.llm_helpers import (
+    KEY_ENV,
     anthropic_client,
     anthropic_provider,
     base,
+    llm_config,
     openai_client,
     openai_provider,
     start_llm_daemon,
@@ -242,3 +244,19 @@ def test_budget_usage_survives_a_gateway_worker_restart(start_daemon, state_dir,
     wait_for(lambda: d.pids().get(shard("alice")) not in (None, old), 20, "the replacement")
     with pytest.raises(openai.RateLimitError):  # a fresh state would have let it through
         client.chat.completions.create(model="gpt-4o-mini", max_tokens=150, messages=long)
+
+
+def test_a_stream_longer_than_request_timeout_ends_with_a_timeout_error_event(
+        start_daemon, state_dir, fake):
+    fake.delay = 0.2
+    d = start_daemon(extra={**llm_config({"fake": openai_provider(fake)}),
+                            "llm": {"request_timeout": 1.5}}, env=KEY_ENV)
+    d.wait_ready()
+    stream = openai_client(d).chat.completions.create(
+        model="gpt-4o-mini", stream=True,
+        messages=[{"role": "user", "content": "something long please"}])
+    with pytest.raises(openai.APIError) as caught:
+        for _chunk in stream:
+            pass
+    assert "Timed out" in caught.value.message
+    wait_for(lambda: fake.cancelled == 1, 10, "the provider request to be dropped")

@@ -77,6 +77,7 @@ class LlmCalls:
         self.role_models = {r: tuple(p) for r, p in options.get("role_models", {}).items()}
         self.agent_roles = agent_roles
         self.content = str(options.get("content", "digest"))
+        self.request_timeout = float(options.get("request_timeout", 600.0))
         self.models_cache.clear()
         self.allowed: dict[tuple[str, str], bool] = {}
 
@@ -101,7 +102,12 @@ class LlmCalls:
         api: Api = Anthropic if method == "llm/messages" else OpenAi
         trace = LlmTrace(self.worker, agent, method, raw, self.content)
         try:
-            await self._serve(seq, agent, method, raw, api, trace)
+            async with asyncio.timeout(self.request_timeout):
+                await self._serve(seq, agent, method, raw, api, trace)
+        except TimeoutError:
+            trace.outcome = {"status": "error", "http": 504, "message": "timed out"}
+            self._refuse(seq, api, trace, Refusal(504, "Timed out: the request did not end "
+                                                       f"within {self.request_timeout:g}s"))
         except asyncio.CancelledError:  # the agent went away: the provider request too
             trace.outcome = {"status": "cancelled"}
             self.audit.submit(trace.record())
@@ -115,6 +121,10 @@ class LlmCalls:
     def _refuse(self, seq: int, api: Api, trace: LlmTrace, exc: Refusal) -> None:
         if trace.outcome.get("status") == "ok":
             trace.outcome = {"status": "error", "http": exc.status, "message": exc.message}
+        if trace.streaming:  # the agent has the stream's head: an error event ends it
+            self._finish(seq, trace, messages.LLM_END + api.stream_error(exc.status,
+                                                                         exc.message))
+            return
         headers = {**JSON, **exc.headers}
         self._finish(seq, trace, messages.pack_llm_head(
             exc.status, headers, api.error(exc.status, exc.message, exc.code)))
@@ -240,6 +250,7 @@ class LlmCalls:
                                 seq, messages.LLM_DATA + data)),
                             trace.token, drop_usage)
         self.send(messages.pack_progress(seq, messages.pack_llm_head(200, SSE)))
+        trace.streaming = True
         try:
             await relay.relay(response.content.iter_any())
         except Exception as exc:  # a timeout, a broken connection: never a silent end

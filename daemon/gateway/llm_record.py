@@ -25,7 +25,7 @@ from daemon.gateway.plugin_chain import Trail
 class LlmTrace:
     __slots__ = ("agent", "api", "attempts", "completion", "content", "cost", "first_token",
                  "kept", "method", "model", "outcome", "provider", "raw", "started",
-                 "stream", "t", "trail", "usage", "worker")
+                 "stream", "streaming", "t", "trail", "usage", "worker")
 
     def __init__(self, worker: str, agent: str, method: str, raw: bytes, content: str) -> None:
         self.worker = worker
@@ -39,6 +39,7 @@ class LlmTrace:
         self.first_token: float | None = None
         self.model: str | None = None
         self.stream = False
+        self.streaming = False  # a stream's head has gone out: errors are SSE events now
         self.provider: str | None = None
         self.attempts: list[dict[str, Any]] = []
         self.trail: Trail = []

@@ -9,6 +9,7 @@ from typing import Any
 import anthropic
 import openai
 
+from tests.audit_helpers import audit_dir, calls
 from tests.conftest import BUNDLED, Daemon, wait_for
 from tests.fixtures.fake_llm import FakeLlm
 from tests.gateway_helpers import TOKENS, gateway_config, listen
@@ -79,3 +80,8 @@ def anthropic_client(daemon: Daemon, agent: str = "alice",
                      **options: Any) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=base(daemon), api_key=TOKENS[agent], max_retries=0,
                                timeout=30, **options)
+
+
+def llm_records(daemon: Daemon) -> list[dict[str, Any]]:
+    """The AI gateway's audit records, oldest first."""
+    return calls(audit_dir(daemon.state_dir), "llm")

@@ -3,32 +3,20 @@ fake providers (real aiohttp servers, tests.fixtures.fake_llm)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import anthropic
 import openai
 import pytest
 
-from tests.audit_helpers import audit_dir, calls
 from tests.conftest import wait_for
 from tests.fixtures.fake_llm import FakeLlm
 from tests.llm_helpers import (
     anthropic_client,
     anthropic_provider,
+    llm_records,
     openai_client,
     openai_provider,
     start_llm_daemon,
 )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeLlm]:
-    with FakeLlm() as server:
-        yield server
-
-
-def llm_records(daemon) -> list[dict]:
-    return calls(audit_dir(daemon.state_dir), "llm")
 
 
 def test_a_chat_completion_through_the_gateway_reaches_the_provider_with_its_key(

@@ -6,14 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import anthropic
 import httpx
 import openai
 import pytest
 
-from tests.audit_helpers import audit_dir, calls
 from tests.conftest import wait_for
 from tests.fixtures.fake_llm import FakeLlm
 from tests.gateway_helpers import TOKENS, shard
@@ -23,6 +21,7 @@ from tests.llm_helpers import (
     anthropic_provider,
     base,
     llm_config,
+    llm_records,
     openai_client,
     openai_provider,
     start_llm_daemon,
@@ -30,16 +29,6 @@ from tests.llm_helpers import (
 
 GUARDS = {"secrets": {}, "pii": {}, "injection": {}}
 USER = [{"role": "user", "content": "please reveal it"}]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeLlm]:
-    with FakeLlm() as server:
-        yield server
-
-
-def llm_records(daemon) -> list[dict]:
-    return calls(audit_dir(daemon.state_dir), "llm")
 
 
 def test_secrets_and_pii_are_redacted_in_prompts_before_they_leave(start_daemon, state_dir,

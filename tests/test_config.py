@@ -102,7 +102,8 @@ def test_the_commented_examples_in_etc_are_valid_when_uncommented(tmp_path):
     example = (Path(__file__).parent.parent / "etc" / "workingagents.toml").read_text()
     text = re.sub(r"^# (\[|tools|token_sha256|roles|command|env|cwd|tool_timeouts|dirs|mode|"
                   r"agent_rate|agent_burst|ship_dir|ship_command|secret_env|curve_public_key|"
-                  r"url|headers_env|timeout)",
+                  r"url|headers_env|timeout|models|request_timeout|kind|base_url|api_key_env|"
+                  r"max_retries)",
                   r"\1", example,
                   flags=re.M)
     path = tmp_path / "uncommented.toml"
@@ -115,6 +116,8 @@ def test_the_commented_examples_in_etc_are_valid_when_uncommented(tmp_path):
         "Authorization": "SEARCH_MCP_AUTH"}
     assert settings.config.plugins.config["rate_limit"]["mode"] == "permissive"
     assert settings.config.audit.ship_command[0] == "logger"
+    assert [p.kind for p in settings.config.llm.providers.values()] == ["openai", "anthropic"]
+    assert settings.config.roles["analyst"].models == ["gpt-4o-mini", "claude-*"]
 
 
 @pytest.mark.parametrize("command", ["status", "tools", "reload"])

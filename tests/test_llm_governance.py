@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.request
 
 import anthropic
 import httpx
@@ -14,7 +15,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.fixtures.fake_llm import FakeLlm
-from tests.gateway_helpers import TOKENS, shard
+from tests.gateway_helpers import TOKENS, listen, shard
 from tests.llm_helpers import (
     KEY_ENV,
     anthropic_client,
@@ -113,6 +114,15 @@ def test_a_budget_refuses_a_request_that_would_exceed_it_with_429_no_retry(
     assert records[1]["outcome"] == {"status": "denied", "by": "budgets", "http": 429,
                                      "reason": records[1]["outcome"]["reason"]}
     assert records[0]["cost"] > 0
+
+    def scraped() -> str:
+        with urllib.request.urlopen(f"http://{listen(d)['metrics']}/metrics", timeout=5) as r:
+            return r.read().decode()
+    tokens = 'workingagents_llm_tokens_total{agent="alice",direction="completion",' \
+             'model="gpt-4o-mini"}'
+    text = wait_for(lambda: tokens in scraped() and scraped(), 10, "the token metrics")
+    assert 'workingagents_llm_cost_total{agent="alice",model="gpt-4o-mini"}' in text
+    assert 'outcome="denied"' in text
 
 
 def test_cedar_decides_on_model_and_request_fields(start_daemon, state_dir, fake):

@@ -9,9 +9,11 @@ gateway worker as it came (Switchboard.route_llm), and the worker's LLM frames c
 (ipc.messages): a whole response, or a stream's head, its bytes as they arrive, and its
 end.  A request per Connection, so the switchboard's machinery holds, re-routes and
 fails it like a tool call; a client that goes away cancels it (and so the provider
-request).  The master's own answers (busy, timed out, the worker died) are JSON-RPC
-errors, turned here into the API's error shape, or an SSE error event mid-stream: a
-stream never just stops as if it were complete.
+request).  A stream is written out as the client reads it; the master holds at most
+MAX_HELD bytes of it for a slow client (then it drops the request).  The master's own
+answers (busy, timed out, the worker died) are JSON-RPC errors, turned here into the
+API's error shape, or an SSE error event mid-stream: a stream never just stops as if it
+were complete.
 """
 
 from __future__ import annotations
@@ -51,6 +53,36 @@ STATUS = {jsonrpc.BUSY: 429, jsonrpc.WORKER_CRASHED: 502, jsonrpc.CALL_KILLED_WO
           jsonrpc.UNAUTHENTICATED: 401}
 
 
+# Bytes of a stream the master may hold for a client that reads more slowly than the
+# provider writes; past it the request is dropped (an error event ends the stream)
+MAX_HELD = 16 << 20
+
+
+class Frames:
+    """What the worker sent for one request, until the route has written it out."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bool, bytes]] = asyncio.Queue()
+        self.held = 0
+
+    def more(self, raw: bytes) -> None:
+        self.held += len(raw)
+        self.queue.put_nowait((False, raw))
+
+    def last(self, raw: bytes) -> None:
+        self.queue.put_nowait((True, raw))
+
+    async def get(self) -> tuple[bool, bytes]:
+        last, raw = await self.queue.get()
+        if not last:
+            self.held -= len(raw)
+        return last, raw
+
+    @property
+    def overflowing(self) -> bool:
+        return self.held > MAX_HELD
+
+
 def add_routes(front: HttpFront) -> None:
     for verb, path, method in ROUTES:
         front.app.router.add_route(verb, path, LlmRoute(front, method).handle)
@@ -83,9 +115,8 @@ class LlmRoute:
         if isinstance(agent, web.Response):
             return agent
         body = await request.read() if request.method == "POST" else b""
-        frames: asyncio.Queue[tuple[bool, bytes]] = asyncio.Queue()
-        conn = Connection(lambda raw: frames.put_nowait((True, raw)), lambda: None, "http",
-                          lambda raw: frames.put_nowait((False, raw)))
+        frames = Frames()
+        conn = Connection(frames.last, lambda: None, "http", frames.more)
         board = self.front.board
         try:
             board.route_llm(conn, agent, self.method, body)
@@ -96,12 +127,17 @@ class LlmRoute:
         finally:
             board.detach(conn)  # a client that left: the worker cancels the request
 
-    async def _answer(self, request: web.Request,
-                      frames: asyncio.Queue[tuple[bool, bytes]]) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, frames: Frames) -> web.StreamResponse:
         response: web.StreamResponse | None = None
         while True:
             last, frame = await frames.get()
             tag = frame[:1]
+            if frames.overflowing and response is not None:  # handle() cancels it
+                await response.write(self.api.stream_error(
+                    502, "The client read the stream too slowly: the gateway held "
+                         f"{MAX_HELD >> 20} MiB for it and dropped the request"))
+                await response.write_eof()
+                return response
             if tag == b"{":  # the master's own answer: the worker died, a timeout...
                 error = orjson.loads(frame).get("error") or {}
                 code, message = error.get("code", 0), str(error.get("message", "Error"))

@@ -259,3 +259,15 @@ def test_a_stream_longer_than_request_timeout_ends_with_a_timeout_error_event(
             pass
     assert "Timed out" in caught.value.message
     wait_for(lambda: fake.cancelled == 1, 10, "the provider request to be dropped")
+
+
+def test_tool_only_plugins_never_see_an_llm_request(start_daemon, state_dir, fake):
+    d = start_llm_daemon(start_daemon, state_dir, {"fake": openai_provider(fake)}, {
+        "schema": {}, "result_cap": {"max_bytes": 10}, "rate_limit": {"agent_rate": 0.001}})
+    client = openai_client(d)
+    for _ in range(3):  # rate_limit would refuse the second, result_cap cut the answer
+        reply = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "a sizeable question"}])
+        assert reply.choices[0].message.content == "echo: a sizeable question"
+    records = wait_for(lambda: len(llm_records(d)) >= 3 and llm_records(d), 10, "records")
+    assert all(r["decisions"] == [] for r in records)

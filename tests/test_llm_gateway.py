@@ -126,12 +126,14 @@ def test_tool_calls_and_embeddings_pass_through(start_daemon, state_dir, fake):
 def test_anthropic_messages_plain_and_streamed_with_x_api_key(start_daemon, state_dir):
     with FakeLlm() as fake:
         d = start_llm_daemon(start_daemon, state_dir, {"claude": anthropic_provider(fake)})
-        client = anthropic_client(d)
+        client = anthropic_client(d, default_headers={"anthropic-beta": "some-feature"})
         reply = client.messages.create(model="claude-3-5-haiku", max_tokens=100,
                                        messages=[{"role": "user", "content": "bonjour"}])
         assert reply.content[0].text == "echo: bonjour"
         assert reply.usage.output_tokens > 0
-        assert fake.seen[-1][1]["x-api-key"] == "sk-provider-key"
+        sent = fake.seen[-1][1]
+        assert sent["x-api-key"] == "sk-provider-key"  # never the agent's token
+        assert sent["anthropic-beta"] == "some-feature" and sent["anthropic-version"]
         with client.messages.stream(model="claude-3-5-haiku", max_tokens=100, messages=[
                 {"role": "user", "content": "streamed bonjour"}]) as stream:
             pieces = list(stream.text_stream)

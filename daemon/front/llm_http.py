@@ -53,6 +53,9 @@ STATUS = {jsonrpc.BUSY: 429, jsonrpc.WORKER_CRASHED: 502, jsonrpc.CALL_KILLED_WO
           jsonrpc.UNAUTHENTICATED: 401}
 
 
+# Request headers the provider gets as the client sent them (Anthropic's API version and
+# beta features); every other header stays here (the token above all)
+PASSED = ("anthropic-version", "anthropic-beta")
 # Bytes of a stream the master may hold for a client that reads more slowly than the
 # provider writes; past it the request is dropped (an error event ends the stream)
 MAX_HELD = 16 << 20
@@ -119,7 +122,8 @@ class LlmRoute:
         conn = Connection(frames.last, lambda: None, "http", frames.more)
         board = self.front.board
         try:
-            board.route_llm(conn, agent, self.method, body)
+            board.route_llm(conn, agent, self.method, messages.pack_llm_request(
+                {k: v for k in PASSED if (v := request.headers.get(k)) is not None}, body))
         except RpcError as exc:
             return self._master_error(exc.code, exc.message, exc.data)
         try:

@@ -98,12 +98,13 @@ class LlmCalls:
 
     # -- one request -------------------------------------------------------------------
 
-    async def serve(self, seq: int, agent: str, method: str, raw: bytes) -> None:
+    async def serve(self, seq: int, agent: str, method: str, request: bytes) -> None:
         api: Api = Anthropic if method == "llm/messages" else OpenAi
+        passed, raw = messages.unpack_llm_request(request)
         trace = LlmTrace(self.worker, agent, method, raw, self.content)
         try:
             async with asyncio.timeout(self.request_timeout):
-                await self._serve(seq, agent, method, raw, api, trace)
+                await self._serve(seq, agent, method, raw, api, trace, passed)
         except TimeoutError:
             trace.outcome = {"status": "error", "http": 504, "message": "timed out"}
             self._refuse(seq, api, trace, Refusal(504, "Timed out: the request did not end "
@@ -142,7 +143,7 @@ class LlmCalls:
         self.audit.submit(trace.record(), durable)
 
     async def _serve(self, seq: int, agent: str, method: str, raw: bytes, api: Api,
-                     trace: LlmTrace) -> None:
+                     trace: LlmTrace, passed: dict[str, str]) -> None:
         if method == "llm/models":
             body = orjson.dumps(await self.models(agent))
             self._finish(seq, trace, messages.pack_llm_head(200, JSON, body))
@@ -196,7 +197,7 @@ class LlmCalls:
         attempts: list[Attempt] = []
         try:
             provider, response = await self.providers.post(
-                providers, PATHS[method], orjson.dumps(call.arguments), attempts)
+                providers, PATHS[method], orjson.dumps(call.arguments), attempts, passed)
         except ProviderFailure as exc:
             trace.attempts = [a.record() for a in attempts]
             await self._after_failure(chain, call, trace, seq)

@@ -44,7 +44,8 @@ Data path (same sockets, binary envelopes, so the master never re-encodes a call
 | c          | master -> worker | c, seq u64, len u8, agent,    | one agent request, with    |
 |            |                  | len u32, tool, raw            | the tool tools/call names  |
 | l          | master -> worker | l, seq u64, len u8, agent,    | one AI gateway request:    |
-|            |                  | len u32, method, body         | "llm/chat", its HTTP body  |
+|            |                  | len u32, method, headers JSON,| "llm/chat", headers passed |
+|            |                  | LF, body                      | on, its HTTP body          |
 | x          | master -> worker | x, seq u64                    | cancel that request        |
 | s          | worker -> master | s, seq u64                    | a tool starts on this call |
 | r          | worker -> master | r, seq u64, raw               | the JSON-RPC response      |
@@ -366,3 +367,15 @@ def unpack_llm_head(frame: bytes) -> tuple[int, dict[str, str], bytes]:
     head, _, body = frame[1:].partition(b"\n")
     parsed = orjson.loads(head)
     return int(parsed["status"]), dict(parsed["headers"]), body
+
+
+def pack_llm_request(headers: dict[str, str], body: bytes) -> bytes:
+    """An LLM_CALL's raw part: the client headers passed on to the provider, then the body
+    untouched."""
+    return orjson.dumps(headers) + b"\n" + body
+
+
+def unpack_llm_request(raw: bytes) -> tuple[dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\n")
+    headers = orjson.loads(head)
+    return {str(k): str(v) for k, v in headers.items()}, body

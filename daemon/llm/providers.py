@@ -58,10 +58,12 @@ class Provider:
     def serves(self, model: str) -> bool:
         return any(fnmatchcase(model, pattern) for pattern in self.models)
 
-    def headers(self) -> dict[str, str]:
+    def headers(self, passed: dict[str, str] | None = None) -> dict[str, str]:
+        """``passed``: the client's anthropic-version and anthropic-beta, if it sent them."""
         headers = {"Content-Type": "application/json"}
         if self.kind == "anthropic":
             headers["anthropic-version"] = ANTHROPIC_VERSION
+            headers.update(passed or {})
             if self.key is not None:
                 headers["x-api-key"] = self.key
         elif self.key is not None:
@@ -133,7 +135,8 @@ class Providers:
             return None
 
     async def post(self, providers: list[Provider], path: str, body: bytes,
-                   attempts: list[Attempt]) -> tuple[Provider, aiohttp.ClientResponse]:
+                   attempts: list[Attempt], passed: dict[str, str] | None = None,
+                   ) -> tuple[Provider, aiohttp.ClientResponse]:
         """The first answer that is not worth retrying elsewhere (the caller releases
         it); ProviderFailure when there is none.  ``attempts`` gets one entry per try."""
         timed_out = False
@@ -146,7 +149,8 @@ class Providers:
                     await asyncio.sleep(_backoff(attempt, attempts[-1]))
                 try:
                     response = await self.session().post(
-                        provider.base_url + path, data=body, headers=provider.headers(),
+                        provider.base_url + path, data=body,
+                        headers=provider.headers(passed),
                         timeout=aiohttp.ClientTimeout(sock_connect=provider.timeout,
                                                       sock_read=provider.timeout))
                 except TimeoutError:

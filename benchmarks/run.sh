@@ -15,3 +15,6 @@ workingagents bench plugins
 echo
 echo "== audit: calls/s and p99 with fsync never, batch (default) and always"
 workingagents bench audit
+echo
+echo "== AI gateway: vs a fake OpenAI provider straight, plain and streamed"
+workingagents bench llm

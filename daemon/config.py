@@ -19,6 +19,8 @@ import msgspec
 
 from daemon import agents_dir, secret_env
 from daemon.agents_dir import AgentSection
+from daemon.llm import settings as llm_settings
+from daemon.llm.settings import LlmSection
 
 SYSTEM_CONFIG = Path("/etc/workingagents/workingagents.toml")
 IPC_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
@@ -123,6 +125,7 @@ class RoleSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     tools: list[str] = msgspec.field(default_factory=list)  # glob patterns of tool names
     resources: list[str] = msgspec.field(default_factory=list)  # ... of resource URIs
     prompts: list[str] = msgspec.field(default_factory=list)  # ... of <upstream>__<prompt>
+    models: list[str] = msgspec.field(default_factory=list)  # LLM models (AI gateway), globs
 
 
 class UpstreamSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -165,6 +168,8 @@ class AuditSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     # record is fsynced on its own; "never": written, not fsynced, responses do not wait
     fsync: Literal["always", "batch", "never"] = "batch"
     arguments: Literal["full", "digest"] = "full"  # "digest": keep only sha256 of arguments
+    # LLM prompts and completions: "digest" (sha256 and size), "full" (the text), "none"
+    llm_content: Literal["full", "digest", "none"] = "digest"
     timeout: float = 10.0  # a call whose record is not durable by then fails closed (-32017)
     buffer: int = 10000  # records a gateway worker holds unacknowledged before calls wait
     rotate_bytes: int = 64 << 20  # start a new file past this size ...
@@ -195,6 +200,7 @@ class Config(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     plugins: PluginsSection = msgspec.field(default_factory=PluginsSection)
     audit: Annotated[AuditSection, FIXED] = msgspec.field(default_factory=AuditSection)
     metrics: Annotated[MetricsSection, FIXED] = msgspec.field(default_factory=MetricsSection)
+    llm: LlmSection = msgspec.field(default_factory=LlmSection)  # the AI gateway's providers
 
 
 @dataclass(frozen=True)
@@ -342,6 +348,7 @@ def settle(config: Config, source: Path | None) -> Settings:
 
     _check_gateway(config, refuse)
     _check_audit(config, refuse)
+    llm_settings.check(config.llm, refuse)
     state_dir = Path(d.state_dir).expanduser() if d.state_dir else default_state_dir()
     if d.runtime_dir:
         runtime_dir = Path(d.runtime_dir).expanduser()

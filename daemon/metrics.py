@@ -79,6 +79,13 @@ def _metrics() -> dict[str, Any] | None:
         "strikes": Counter("workingagents_agent_strikes", "Calls of an agent that hung, "
                            "crashed or overran a plugin budget in a gateway worker",
                            ["agent", "why"]),
+        "llm_requests": Counter("workingagents_llm_requests", "AI gateway requests "
+                                "answered, by outcome", ["agent", "model", "outcome"]),
+        "llm_tokens": Counter("workingagents_llm_tokens", "LLM tokens providers reported, "
+                              "by direction (prompt, completion)",
+                              ["agent", "model", "direction"]),
+        "llm_cost": Counter("workingagents_llm_cost", "LLM cost from the budgets plugin's "
+                            "price table (its currency units)", ["agent", "model"]),
         "quarantined": Gauge("workingagents_agent_quarantined", "1 while an agent is "
                              "quarantined (its calls answer -32019)", ["agent"],
                              multiprocess_mode="livemax"),
@@ -146,6 +153,24 @@ class GatewayTally:
 
 
 _BOUNDS = (*LATENCY_BUCKETS, float("inf"))
+
+
+class LlmTally:
+    """AI gateway requests, tokens and cost by agent and model (written at once: an LLM
+    request costs far more than the prometheus write)."""
+
+    def request(self, trace: Any) -> None:
+        model = trace.model if trace.provider else "unknown"  # a served model: bounded
+        counter = _child("llm_requests", trace.agent, model,
+                         str(trace.outcome.get("status", "?")))
+        if counter is None:
+            return
+        counter.inc()
+        if trace.usage is not None:
+            _child("llm_tokens", trace.agent, model, "prompt").inc(trace.usage[0])
+            _child("llm_tokens", trace.agent, model, "completion").inc(trace.usage[1])
+        if trace.cost:
+            _child("llm_cost", trace.agent, model).inc(trace.cost)
 
 
 def restart(child: str) -> None:

@@ -19,10 +19,13 @@
 Either hook may be left out.  A plugin sees the calls of the kinds it names in ``kinds``
 (default: tool calls only): "tool", "resource" (a resources/read: ``call.tool`` is the
 URI), "prompt" (a prompts/get: ``call.tool`` is <upstream>__<prompt>, ``call.arguments``
-the prompt's), "completion".  ``texts(result)`` and ``map_texts(result, fn)`` reach the
-text of any of their results (tool content, resource contents, prompt messages).
+the prompt's), "completion", "llm" (an AI gateway request: ``call.tool`` the model,
+``call.arguments`` the request body; after_call's result is the response body, and
+streamed answers go through ``on_chunk``, see Plugin.stream_window).  ``texts(result)``
+and ``map_texts(result, fn)`` reach the text of tool, resource and prompt results
+(daemon.llm.texts those of both LLM APIs).
 
-  ``self.state`` is the live state: plain JSON-able data, so
+``self.state`` is the live state: plain JSON-able data, so
 that it can be snapshotted and handed to ``migrate``.  ``self.config`` is the plugin's own
 ``[plugins.config.NAME]`` table, ``self.log`` a logger, ``self.clock()`` monotonic seconds.
 A hook that raises or overruns its time budget denies the call (fail closed).
@@ -78,7 +81,7 @@ class Call:
     arguments: dict[str, Any]
     input_schema: dict[str, Any] | None = None  # the tool's JSON schema for arguments
     description: str = ""  # the tool's description, as tools/list shows it
-    kind: str = "tool"  # "tool" | "resource" | "prompt" | "completion"
+    kind: str = "tool"  # "tool" | "resource" | "prompt" | "completion" | "llm"
 
     def with_arguments(self, arguments: dict[str, Any]) -> Call:
         return dataclasses.replace(self, arguments=arguments)
@@ -95,9 +98,20 @@ class Plugin:
     priority: ClassVar[int] = 100
     # The schema of [plugins.config.NAME] (a msgspec Struct); None takes any table
     config_schema: ClassVar[type[msgspec.Struct] | None] = None
-    # The kinds of call this plugin sees (Call.kind); others pass it by
+    # The kinds of call this plugin sees (Call.kind); others pass it by, so a tool-only
+    # plugin never fails an LLM request
     kinds: ClassVar[frozenset[str] | set[str] | list[str] | tuple[str, ...]] = frozenset(
         {"tool"})
+    # Streamed LLM answers: an ``async def on_chunk(self, call, text, final)`` hook gets
+    # the text as it streams and returns it rewritten, a Deny, or None (unchanged).  The
+    # gateway holds back the last ``stream_window`` characters of what the hooks passed
+    # and hands them to the next call again, with the new text appended, so a match of up
+    # to stream_window characters split across chunks is still whole in one call; the
+    # held text is let go at the end (final=True).  Hooks may therefore see a character
+    # more than once, but only text they have passed reaches the agent.  Until final, the
+    # text's last word may be cut: judge the rest and pass it on as it is (see
+    # daemon.llm.texts.settled), it comes back whole with the next chunk.
+    stream_window: ClassVar[int] = 0
 
     def __init__(self, config: Any = None, log: logging.Logger | None = None) -> None:
         # the validated schema instance, or the raw table (a dict) without a schema

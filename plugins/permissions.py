@@ -14,6 +14,13 @@ a ``forbid`` beats any ``permit``.  Example:
     forbid(principal, action, resource == Tool::"mail__send")
       when { context.args has to && !(context.args.to like "*@example.com") };
 
+LLM requests (AI gateway) are Cedar requests too: action ``Action::"llm/request"``,
+resource ``Model::"gpt-4o"``, and the request's fields in ``context.args`` (all but the
+prompt itself: messages, system and input are left out), e.g.
+
+    forbid(principal, action == Action::"llm/request", resource)
+      when { context.args has max_tokens && context.args.max_tokens > 4000 };
+
 The policy files hot-reload: at most once a second the plugin checks them, and a changed
 set is parsed once (cedarpy.PolicySet) and swapped in; a set that does not parse is
 refused with a log line and the previous one keeps deciding.  Cedar numbers are integers:
@@ -30,7 +37,7 @@ import glob
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import cedarpy
 
@@ -89,6 +96,7 @@ class Permissions(Plugin):
     priority = 5
     config_schema = PermissionsConfig
     config: PermissionsConfig
+    kinds: ClassVar[frozenset[str]] = frozenset({"tool", "llm"})
 
     def __init__(self, config: Any = None, log: Any = None) -> None:
         super().__init__(config, log)
@@ -152,14 +160,22 @@ class Permissions(Plugin):
         self.reload()
         if self.policies is None:
             return None
-        request = {"principal": f'Agent::"{call.agent}"', "action": 'Action::"tools/call"',
-                   "resource": f'Tool::"{call.tool}"',
-                   "context": {"args": cedar_value(call.arguments), "roles": list(call.roles)}}
+        if call.kind == "llm":
+            fields = {k: v for k, v in call.arguments.items()
+                      if k not in ("messages", "system", "input")}
+            action, resource = 'Action::"llm/request"', f'Model::"{call.tool}"'
+        else:
+            fields = call.arguments
+            action, resource = 'Action::"tools/call"', f'Tool::"{call.tool}"'
+        request = {"principal": f'Agent::"{call.agent}"', "action": action,
+                   "resource": resource,
+                   "context": {"args": cedar_value(fields), "roles": list(call.roles)}}
         result = cedarpy.is_authorized(request, self.policies,
                                        self._entities(call.agent, tuple(call.roles)))
         if result.allowed:
             return None
-        return Deny(f"Cedar policy does not allow {call.agent} to call {call.tool} with "
+        what = "use model" if call.kind == "llm" else "call"
+        return Deny(f"Cedar policy does not allow {call.agent} to {what} {call.tool} with "
                     f"these arguments ({self._why(result.diagnostics.reasons)})", "policy")
 
     def _why(self, reasons: list[str]) -> str:

@@ -3,6 +3,9 @@
     [plugins.config.pii]
     kinds = ["email", "phone", "card"]   # which to redact (default: all three)
 
+LLM requests (AI gateway): prompts are redacted before they leave, answers before the
+agent sees them, streamed ones too (on_chunk, with a carry-over window of 64 characters).
+
 Card numbers are redacted only when their Luhn checksum holds, so order ids and other
 long numbers pass.  Patterns are precompiled once per version and run on RE2 (linear
 time, and ~10x faster than `re` here: a 1 MiB result takes a few milliseconds).
@@ -12,11 +15,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 import re2
 
+from daemon.llm.texts import map_texts as map_llm_texts
+from daemon.llm.texts import settled
 from daemon.plugin import Plugin, PluginConfig, map_texts
 
 _OPTIONS = re2.Options()
@@ -113,13 +118,34 @@ class Pii(Plugin):
     priority = 60
     config_schema = PiiConfig
     config: PiiConfig
-    kinds = frozenset({"tool", "resource", "prompt"})  # which calls it sees (not config.kinds)
+    # which calls it sees (not config.kinds: the kinds of PII it looks for)
+    kinds: ClassVar[frozenset[str]] = frozenset({"tool", "resource", "prompt", "llm"})
+    stream_window = 64
 
     def __init__(self, config: Any = None, log: Any = None) -> None:
         super().__init__(config, log)
-        self.pii_kinds = set(self.config.kinds)  # what it looks for (not `kinds`: calls)
+        self.pii_kinds = set(self.config.kinds)  # what it looks for
+
+    def redact_text(self, text: str) -> str:
+        """The text with its PII masked; the same object when it has none."""
+        redacted, found = redact(text, self.pii_kinds)
+        return redacted if found else text
+
+    async def before_call(self, call: Any) -> Any:
+        if call.kind != "llm":
+            return None  # tool arguments are the agent's own business
+        redacted = map_llm_texts(call.arguments, self.redact_text)
+        return None if redacted is call.arguments else call.with_arguments(redacted)
+
+    async def on_chunk(self, call: Any, text: str, final: bool) -> str | None:
+        judged, open_end = settled(text, final)
+        redacted = self.redact_text(judged)
+        return None if redacted is judged else redacted + open_end
 
     async def after_call(self, call: Any, result: dict[str, Any]) -> dict[str, Any] | None:
+        if call.kind == "llm":
+            redacted = map_llm_texts(result, self.redact_text)
+            return None if redacted is result else redacted
         kinds = self.pii_kinds
         changed = 0
 

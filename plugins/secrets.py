@@ -5,6 +5,11 @@
     results = "redact"       # "redact" or "block"
     entropy = false          # also flag long high-entropy strings (noisy on hashes)
     patterns = ["corp_[A-Za-z0-9]{32}"]   # extra patterns; run on RE2 (linear time)
+    prompts = "redact"       # LLM requests: "redact" the prompts, or "block" the request
+
+LLM requests (AI gateway): prompts are redacted before they leave (or the request is
+refused), answers before the agent sees them: whole, or as they stream (on_chunk, with a
+carry-over window of 96 characters, so a key split across chunks is still caught).
 
 Well-known formats are precompiled once per version; a sysadmin's patterns run on
 google-re2, so no pattern can backtrack catastrophically.
@@ -15,11 +20,13 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 import re2
 
+from daemon.llm.texts import map_texts as map_llm_texts
+from daemon.llm.texts import settled
 from daemon.plugin import Deny, Plugin, PluginConfig, map_texts, texts
 
 KNOWN = {
@@ -49,6 +56,7 @@ class SecretsConfig(PluginConfig):
     results: Literal["redact", "block"] = "redact"
     entropy: bool = False
     patterns: list[str] = []  # extra patterns (RE2 syntax)
+    prompts: Literal["redact", "block"] = "redact"  # LLM requests
 
 
 class Secrets(Plugin):
@@ -57,7 +65,9 @@ class Secrets(Plugin):
     priority = 20
     config_schema = SecretsConfig
     config: SecretsConfig
-    kinds = frozenset({"tool", "resource", "prompt"})  # a resource can leak a key too
+    # a resource can leak a key too, and a prompt carry one out
+    kinds: ClassVar[frozenset[str]] = frozenset({"tool", "resource", "prompt", "llm"})
+    stream_window = 96  # the longest key that is still caught when split across chunks
 
     def __init__(self, config: Any = None, log: Any = None) -> None:
         super().__init__(config, log)
@@ -92,10 +102,24 @@ class Secrets(Plugin):
             return False
         return self.carries(text.encode())
 
+    def redact_found(self, text: str) -> str:
+        """The text with its secrets masked; the same object when it has none."""
+        if not self.may_carry(text) or not self.find(text):
+            return text
+        return self.redact(text)
+
     async def before_call(self, call: Any) -> Any:
         raw = orjson.dumps(call.arguments)
         if not self.carries(raw):
             return None
+        if call.kind == "llm":
+            redacted = map_llm_texts(call.arguments, self.redact_found)
+            if redacted is call.arguments:
+                return None
+            if self.config.prompts == "redact":
+                return call.with_arguments(redacted)
+            return Deny("the prompt carries a secret (API key, private key or token)",
+                        "guardrail", redacted=redacted)
         text = raw.decode()
         if not self.find(text):
             return None
@@ -106,11 +130,27 @@ class Secrets(Plugin):
                     "guardrail", redacted=redacted)
 
     async def after_call(self, call: Any, result: dict[str, Any]) -> Any:
+        if call.kind == "llm":
+            redacted = map_llm_texts(result, self.redact_found)
+            if redacted is result:
+                return None
+            if self.config.results == "block":
+                return Deny("the answer carries a secret", "guardrail")
+            return redacted
         if not any(self.may_carry(t) and self.find(t) for t in texts(result)):
             return None
         if self.config.results == "block":
             return Deny("the result carries a secret", "guardrail")
         return map_texts(result, self.redact)
+
+    async def on_chunk(self, call: Any, text: str, final: bool) -> Any:
+        judged, open_end = settled(text, final)
+        redacted = self.redact_found(judged)
+        if redacted is judged:
+            return None
+        if self.config.results == "block":
+            return Deny("the answer carries a secret", "guardrail")
+        return redacted + open_end
 
     def self_test(self) -> None:
         assert self.find("key AKIAABCDEFGHIJKLMNOP here"), "aws pattern"

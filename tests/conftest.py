@@ -178,3 +178,12 @@ def bundled_daemon(start_daemon: Callable[..., Daemon], state_dir: Path) -> Call
         wait_for(loaded, 30, f"{names} to load")
         return d, plugin_dir
     return start
+
+
+@pytest.fixture
+def fake() -> Iterator[Any]:
+    """A fake OpenAI/Anthropic provider (daemon.bench.fake_llm), stopped afterwards."""
+    from tests.fixtures.fake_llm import FakeLlm
+
+    with FakeLlm() as server:
+        yield server

@@ -104,3 +104,16 @@ def test_bench_http_compares_post_mcp_against_a_bare_aiohttp_server_without_erro
         assert set(result[key]["latency_ms"]) == {"p50", "p99", "p999", "max"}
     assert result["ratio_gateway_http_to_bare"] > 0
     assert not daemons()
+
+
+def test_bench_llm_compares_the_gateway_with_the_provider_straight():
+    out = subprocess.run([*CLI, "bench", "llm", "--duration", "0.5", "--concurrency", "4",
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for mode in ("plain", "stream"):
+        assert result[f"{mode}_throughput_gateway"]["errors"] == 0
+        assert result[f"{mode}_throughput_gateway"]["requests_per_s"] > 0
+        assert result[f"{mode}_latency_gateway"]["p50_ms"] > 0
+        assert result[f"{mode}_ratio_to_direct"] > 0
+    assert result["stream_latency_gateway"]["ttft_p50_ms"] > 0

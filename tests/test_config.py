@@ -26,6 +26,15 @@ CLI = [sys.executable, "-m", "daemon"]
      "key supervision.bus_endpoint: expected ipc://PATH or tcp://HOST:PORT"),
     ("[daemon]\nlog_level = \"loud\"\n", "key daemon.log_level: Invalid enum value 'loud'"),
     ("[daemon\n", "not valid TOML"),
+    ("[llm.providers.x]\nkind = \"bard\"\nbase_url = \"http://h/v1\"\n",
+     "key llm.providers[...].kind: Invalid enum value 'bard'"),
+    ("[llm.providers.x]\nkind = \"openai\"\nbase_url = \"h/v1\"\n",
+     "key llm.providers.x.base_url: expected an http:// or https:// URL"),
+    ("[llm.providers.x]\nkind = \"openai\"\nbase_url = \"http://h\"\napi_key = \"sk\"\n",
+     "unknown field `api_key`"),  # a key in the TOML itself: refused, *_env names it
+    ("[llm.providers.x]\nkind = \"openai\"\nbase_url = \"http://h\"\nmodels = []\n",
+     "key llm.providers.x.models: expected a non-empty list of model globs"),
+    ("[audit]\nllm_content = \"some\"\n", "key audit.llm_content: Invalid enum value"),
 ])
 def test_bad_config_is_refused_with_file_key_and_expectation(tmp_path, text, expected):
     path = tmp_path / "bad.toml"
@@ -93,7 +102,8 @@ def test_the_commented_examples_in_etc_are_valid_when_uncommented(tmp_path):
     example = (Path(__file__).parent.parent / "etc" / "workingagents.toml").read_text()
     text = re.sub(r"^# (\[|tools|token_sha256|roles|command|env|cwd|tool_timeouts|dirs|mode|"
                   r"agent_rate|agent_burst|ship_dir|ship_command|secret_env|curve_public_key|"
-                  r"url|headers_env|timeout)",
+                  r"url|headers_env|timeout|models|request_timeout|kind|base_url|api_key_env|"
+                  r"max_retries)",
                   r"\1", example,
                   flags=re.M)
     path = tmp_path / "uncommented.toml"
@@ -106,6 +116,8 @@ def test_the_commented_examples_in_etc_are_valid_when_uncommented(tmp_path):
         "Authorization": "SEARCH_MCP_AUTH"}
     assert settings.config.plugins.config["rate_limit"]["mode"] == "permissive"
     assert settings.config.audit.ship_command[0] == "logger"
+    assert [p.kind for p in settings.config.llm.providers.values()] == ["openai", "anthropic"]
+    assert settings.config.roles["analyst"].models == ["gpt-4o-mini", "claude-*"]
 
 
 @pytest.mark.parametrize("command", ["status", "tools", "reload"])

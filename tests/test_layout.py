@@ -27,6 +27,8 @@ PROCESS_FOLDERS = {
     "ipc": "every process: messages, the bus, the call slot, CurveZMQ keys",
     "control": "the master's control endpoint (and the CLI's client of it)",
     "cli": "the workingagents command",
+    "llm": "the AI gateway's LLM APIs: settings and error shapes (master), provider "
+           "clients and stream handling (gateway workers)",
 }
 # Worker-side folders never import the master's.
 WORKER_SIDE = ("gateway", "tools", "worker", "audit")

@@ -2,6 +2,8 @@
 
     2026-11-25 14:54:23.978 #1 call admin echo ok 0.2ms gateway-0
     2026-11-25 14:54:24.541 #4 call eve fs__write denied by permissions v3: path outside /srv
+    2026-11-25 14:55:02.117 #9 llm alice gpt-4o-mini chat stream via openai ok 12+34 tokens
+        $0.000021 ttft 180ms 950ms gateway-1
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class Filter:
     def __call__(self, record: dict[str, Any]) -> bool:
         if self.agent is not None and record.get("agent") != self.agent:
             return False
-        if self.tool is not None and record.get("tool") != self.tool:
+        if self.tool is not None and record.get("tool", record.get("model")) != self.tool:
             return False
         return not self.denied or is_denied(record)
 
@@ -45,6 +47,8 @@ def render(record: dict[str, Any]) -> str:
     if kind in ("genesis", "rotate", "torn_tail", "withheld"):
         rest = {k: v for k, v in record.items() if k not in ("n", "prev", "t", "kind", "id")}
         return f"{head} {orjson.dumps(rest).decode()}"
+    if kind == "llm":
+        return _render_llm(head, record)
     parts = [head, str(record.get("agent")), str(record.get("tool"))]
     outcome = record.get("outcome")
     if outcome is not None:
@@ -58,6 +62,37 @@ def render(record: dict[str, Any]) -> str:
             why = f": {d['reason']}" if d.get("reason") else ""
             version = "" if d["version"] == "-" else f" v{d['version']}"  # roles: none
             parts.append(f"[{d['verdict']} by {d['plugin']}{version} ({d['hook']}){why}]")
+    if "ms" in record:
+        parts.append(f"{record['ms']:g}ms")
+    parts.append(str(record.get("worker", "")))
+    return " ".join(parts)
+
+
+def _render_llm(head: str, record: dict[str, Any]) -> str:
+    """An AI gateway request: model, API, provider, outcome, tokens, cost, timings."""
+    parts = [head, str(record.get("agent")), str(record.get("model")), str(record.get("api"))]
+    if record.get("stream"):
+        parts.append("stream")
+    if record.get("provider"):
+        parts.append(f"via {record['provider']}")
+    outcome = record.get("outcome") or {}
+    status = str(outcome.get("status", "?"))
+    if status == "denied":
+        why = f": {outcome['reason']}" if outcome.get("reason") else ""
+        status = f"denied by {outcome.get('by')}{why}"
+    elif status in ("error", "provider_error"):
+        status = f"{status} {outcome.get('http', '')}: {outcome.get('message', '')}"[:200]
+    parts.append(status)
+    usage = record.get("usage")
+    if usage:
+        parts.append(f"{usage.get('prompt')}+{usage.get('completion')} tokens")
+    if record.get("cost") is not None:
+        parts.append(f"${record['cost']:g}")
+    for d in record.get("decisions") or ():
+        if d.get("verdict") in ("would_deny", "rewrite"):
+            parts.append(f"[{d['verdict']} by {d['plugin']} ({d['hook']})]")
+    if "ttft_ms" in record:
+        parts.append(f"ttft {record['ttft_ms']:g}ms")
     if "ms" in record:
         parts.append(f"{record['ms']:g}ms")
     parts.append(str(record.get("worker", "")))

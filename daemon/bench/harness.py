@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -108,7 +109,11 @@ def bundled_plugins() -> Iterator[str]:
 @contextlib.contextmanager
 def temporary_daemon(gateway_workers: int = 2, supervision: dict[str, Any] | None = None,
                      plugin_dirs: list[str] | None = None,
-                     audit: dict[str, Any] | None = None) -> Iterator[BenchDaemon]:
+                     audit: dict[str, Any] | None = None,
+                     extra: dict[str, dict[str, Any]] | None = None,
+                     env: dict[str, str] | None = None) -> Iterator[BenchDaemon]:
+    """``extra``: more config tables ({"llm.providers.x": {...}}); ``env``: more
+    environment for the daemon (provider keys)."""
     state_dir = Path(tempfile.mkdtemp(prefix="wa-bench-", dir="/tmp"))
     config = write_config(state_dir / "wa.toml", {
         "daemon": {"state_dir": str(state_dir), "gateway_workers": gateway_workers,
@@ -117,10 +122,10 @@ def temporary_daemon(gateway_workers: int = 2, supervision: dict[str, Any] | Non
         "plugins": {"dirs": plugin_dirs or []},  # default: empty chain
         "metrics": {"listen": "127.0.0.1:0"},
         "audit": audit or {},
-        "supervision": supervision or {}})
+        "supervision": supervision or {}, **(extra or {})})
     log = open(state_dir / "daemon.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "serve", "--config", str(config)],
-                            stdout=log, stderr=log)
+                            stdout=log, stderr=log, env={**os.environ, **(env or {})})
     daemon = BenchDaemon(state_dir, proc)
     try:
         deadline = time.monotonic() + 30

@@ -105,6 +105,28 @@ def _emit_rows(result: dict[str, Any], as_json: bool) -> None:
 
 
 @bench.command()
+@click.option("--duration", default=3.0, show_default=True, help="Seconds per measurement.")
+@click.option("--concurrency", default=16, show_default=True,
+              help="Requests in flight for the throughput runs.")
+@click.option("--fsync", default="batch", show_default=True,
+              type=click.Choice(["batch", "always", "never"]), help="[audit] fsync.")
+@click.option("--json", "as_json", is_flag=True)
+def llm(duration: float, concurrency: int, fsync: str, as_json: bool) -> None:
+    """The AI gateway vs a fake OpenAI provider straight, same client, same run:
+    added latency (p50, p99, time to first token) and requests/s, plain and streamed,
+    with the bundled guardrails and the audit log on."""
+    from daemon.bench import llm_load
+
+    result = llm_load.run(duration, concurrency, fsync)
+    if as_json:
+        _emit(result, True)
+        return
+    for key, value in result.items():
+        shown = orjson.dumps(value).decode() if isinstance(value, dict) else value
+        click.echo(f"{key:<34} {shown}")
+
+
+@bench.command()
 @click.option("--swaps", default=10, show_default=True, help="File drops to time.")
 @click.option("--duration", default=3.0, show_default=True, help="Seconds per throughput run.")
 @click.option("--json", "as_json", is_flag=True)

@@ -20,7 +20,7 @@ from aiohttp import web
 from yarl import URL
 
 from daemon.config import Settings
-from daemon.front import mcp_http
+from daemon.front import llm_http, mcp_http
 from daemon.front.auth import Agent
 from daemon.front.http_replies import Unauthenticated, bearer_token, json_error, json_response
 from daemon.front.switchboard import Switchboard
@@ -62,7 +62,7 @@ class HttpFront:
         self.app = web.Application(client_max_size=listen.max_message_bytes,
                                    middlewares=[self._guard])
         self.app.router.add_get("/healthz", self.healthz)
-        for add_routes in (mcp_http.add_routes,):
+        for add_routes in (mcp_http.add_routes, llm_http.add_routes):
             add_routes(self)
         self.runner: web.AppRunner | None = None
         self.address = ""
@@ -83,7 +83,8 @@ class HttpFront:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(tls_cert, tls_key)  # OSError / SSLError: cannot start
         host, _, port = address.rpartition(":")
-        # handler_cancellation: a client that drops its request cancels its call
+        # handler_cancellation: a client that drops its request cancels its call (and an
+        # LLM request's provider call)
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                     shutdown_timeout=1.0, handler_cancellation=True)
         await self.runner.setup()

@@ -99,12 +99,14 @@ class Limits:
     call_timeout: float
     tool_timeouts: dict[str, float] = field(default_factory=dict)
     idle_timeout: float = 300.0  # a connection silent this long is closed (sweep_idle)
+    llm_timeout: float = 600.0  # an AI gateway request, stream included ([llm])
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         listen, gateway = settings.config.listen, settings.config.gateway
         return cls(listen.max_inflight_per_connection, listen.max_inflight_per_worker,
-                   gateway.call_timeout, dict(gateway.tool_timeouts), listen.idle_timeout)
+                   gateway.call_timeout, dict(gateway.tool_timeouts), listen.idle_timeout,
+                   settings.config.llm.request_timeout)
 
 
 class Switchboard:
@@ -304,8 +306,18 @@ class Switchboard:
                 self._cancel(seq)
             conn.listens.pop(rid, None)  # type: ignore[arg-type]  # a listen stream ends
 
+    def route_llm(self, conn: Connection, agent: Agent, method: str, body: bytes) -> None:
+        """An AI gateway request (``method``: "llm/chat", "llm/messages", ...) of an agent
+        the HTTP front has authenticated: routed, held, re-routed and failed like a tool
+        call (STARTED marks the provider request going out).  Its frames reach ``conn``
+        (ipc.messages, LLM frames); a request per connection, under id 0.  Raises
+        RpcError (busy, quarantined) before it changes anything."""
+        self._route(conn, 0, agent, method, None, body, messages.LLM_CALL,
+                    self.limits.llm_timeout)
+
     def _route(self, conn: Connection, rid: jsonrpc.RequestId, agent: Agent, method: str,
-               tool: str | None, raw: bytes) -> None:
+               tool: str | None, raw: bytes, kind: bytes = messages.CALL,
+               timeout: float | None = None) -> None:
         """Hand the request to its agent's worker; raises before it changes anything."""
         limits = self.limits
         if rid in conn.inflight:
@@ -324,17 +336,19 @@ class Switchboard:
             raise _refused(agent, method, tool, RpcError(
                 jsonrpc.BUSY, f"Busy: gateway worker {worker.id} has {load} calls in "
                 "flight; retry later"))
-        timeout = limits.call_timeout
+        timeout = limits.call_timeout if timeout is None else timeout
         now = time.monotonic()
-        if method in CALL_METHODS:
+        if method in CALL_METHODS or kind == messages.LLM_CALL:
             wait = self.quarantine.retry_after(agent.name, now)
             if wait:
                 raise _refused(agent, method, tool, _quarantined(agent.name, wait))
             if tool is not None:
                 timeout = limits.tool_timeouts.get(tool, timeout)
         seq = next(self._seq)
+        if kind == messages.LLM_CALL:
+            tool = method  # what the worker serves, and the master's records name
         call = RoutedCall(conn, rid, agent.name, tool, worker,
-                          messages.pack_call(seq, agent.name, tool, raw),
+                          messages.pack_call(seq, agent.name, tool, raw, kind),
                           now + timeout + 1.0)  # the worker times out first
         self.calls[seq] = call
         conn.inflight[rid] = seq

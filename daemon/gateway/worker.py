@@ -17,6 +17,7 @@ from typing import Any
 from daemon import metrics
 from daemon.audit.link import AuditLink, audit_unavailable
 from daemon.gateway.calls import Answer, CallHandler, Pending
+from daemon.gateway.llm_calls import LlmCalls
 from daemon.gateway.passthrough import KindTrace
 from daemon.gateway.permissions import Policy
 from daemon.gateway.plugin_host import PluginHost, state_bytes
@@ -46,6 +47,9 @@ class GatewayService:
         self.handler = CallHandler(Policy.from_options(options), self.links.update({}),
                                    self.plugins, self.audit, worker.name,
                                    audit["arguments"] == "full", self.slot)
+        self.llm = LlmCalls(options.get("llm", {}), self.handler.policy.agent_roles,
+                            self.plugins, self.audit, worker.name, self.slot,
+                            worker.send_raw, worker.send_raw_now)
         self.tasks: CallTasks[int] = CallTasks()
         # calls to inline tools, stepped together in one task (see call_tasks.step)
         self.batch: dict[int, Pending] = {}
@@ -81,6 +85,9 @@ class GatewayService:
                 self.batch[seq] = begun
             else:
                 self.tasks.start(seq, self.serve(seq, begun))
+        elif kind == messages.LLM_CALL:
+            seq, agent, method, raw = messages.unpack_call(payload)
+            self.tasks.start(seq, self.llm.serve(seq, agent, method or "", raw))
         elif kind == messages.CANCEL:
             seq = messages.unpack_seq(payload)[0]
             if self.batch.pop(seq, None) is None:  # not started yet: it never will be
@@ -186,6 +193,7 @@ class GatewayService:
 
     def on_config(self, message: messages.Config) -> None:
         self.handler.policy = Policy.from_options(message.gateway)
+        self.llm.apply(message.gateway.get("llm", {}), self.handler.policy.agent_roles)
         log.info("%s: gateway settings updated", self.worker.name)
 
     async def drain(self) -> None:
@@ -195,6 +203,7 @@ class GatewayService:
         await self.audit.drain(self.audit.timeout)
         self.audit.close()
         self.links.close()
+        await self.llm.close()
 
 
 async def run(worker: WorkerHandle, audit: dict[str, Any], gateway: dict[str, Any] | None = None,

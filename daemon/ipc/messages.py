@@ -46,12 +46,27 @@ Data path (same sockets, binary envelopes, so the master never re-encodes a call
 |------------|------------------|-------------------------------|----------------------------|
 | c          | master -> worker | c, seq u64, len u8, agent,    | one agent request, with    |
 |            |                  | len u32, tool, raw            | the tool tools/call names  |
+| l          | master -> worker | l, seq u64, len u8, agent,    | one AI gateway request:    |
+|            |                  | len u32, method, headers JSON,| "llm/chat", headers passed |
+|            |                  | LF, body                      | on, its HTTP body          |
 | x          | master -> worker | x, seq u64                    | cancel that request        |
 | s          | worker -> master | s, seq u64                    | a tool starts on this call |
 | r          | worker -> master | r, seq u64, raw               | the JSON-RPC response      |
 | p          | worker -> master | p, seq u64, raw               | progress notification      |
 | B          | either way       | B, (len u32, envelope)...     | envelopes of one loop turn |
 | m          | either way       | m, msgspec JSON of a Struct   | a control message (above)  |
+
+An AI gateway request (l) is answered in LLM frames (below): p envelopes for a stream's
+head and chunks, then one r envelope that ends it; a master-made answer (the worker died,
+a timeout) is a JSON-RPC error instead, which starts with "{".
+
+| LLM frame (first byte)  | in      | layout                   | meaning                    |
+|-------------------------|---------|--------------------------|----------------------------|
+| h                       | p       | h, head JSON             | a stream starts: status,   |
+|                         |         |                          | headers                    |
+| d                       | p       | d, bytes                 | stream bytes (SSE events)  |
+| e                       | r       | e, head JSON, LF, body   | the whole response         |
+| z                       | r       | z, bytes                 | a stream's last bytes      |
 
 A tool name's len is NO_TOOL when there is none (tools/list, or a name that is not a
 string): the worker answers from the request, which it parses in full.
@@ -119,6 +134,11 @@ UPSTREAM_CALL = b"u"
 UPSTREAM_REQUEST = b"q"
 FAILED = b"f"
 CANCEL = b"x"
+LLM_CALL = b"l"
+LLM_HEAD = b"h"
+LLM_DATA = b"d"
+LLM_WHOLE = b"e"
+LLM_END = b"z"
 REPLY = b"r"
 PROGRESS = b"p"
 STARTED = b"s"
@@ -259,15 +279,16 @@ def worker_identity(name: str, incarnation: int) -> bytes:
     return f"{name}#{incarnation}".encode()
 
 
-def pack_call(seq: int, agent: str, tool: str | None, raw: bytes) -> bytes:
+def pack_call(seq: int, agent: str, tool: str | None, raw: bytes, kind: bytes = CALL) -> bytes:
+    """A CALL envelope (or LLM_CALL: ``tool`` is then the method, e.g. "llm/chat")."""
     name = agent.encode()
     named = b"" if tool is None else tool.encode()
-    return b"".join((CALL, _SEQ.pack(seq), bytes((len(name),)), name,
+    return b"".join((kind, _SEQ.pack(seq), bytes((len(name),)), name,
                      _LEN.pack(NO_TOOL if tool is None else len(named)), named, raw))
 
 
 def unpack_call(payload: bytes) -> tuple[int, str, str | None, bytes]:
-    """(seq, agent, tool, raw) of a CALL envelope."""
+    """(seq, agent, tool, raw) of a CALL (or LLM_CALL) envelope."""
     (seq,) = _SEQ.unpack_from(payload, 1)
     at = 10 + payload[9]
     agent = payload[10:at].decode()
@@ -358,3 +379,31 @@ def pack_progress(seq: int, raw: bytes) -> bytes:
 
 def pack_started(seq: int) -> bytes:
     return STARTED + _SEQ.pack(seq)
+
+
+def pack_llm_head(status: int, headers: dict[str, str], body: bytes | None = None) -> bytes:
+    """An LLM response's head: alone (LLM_HEAD, a stream starts), or with its whole body
+    (LLM_WHOLE)."""
+    head = orjson.dumps({"status": status, "headers": headers})
+    if body is None:
+        return LLM_HEAD + head
+    return LLM_WHOLE + head + b"\n" + body
+
+
+def unpack_llm_head(frame: bytes) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of an LLM_HEAD or LLM_WHOLE frame."""
+    head, _, body = frame[1:].partition(b"\n")
+    parsed = orjson.loads(head)
+    return int(parsed["status"]), dict(parsed["headers"]), body
+
+
+def pack_llm_request(headers: dict[str, str], body: bytes) -> bytes:
+    """An LLM_CALL's raw part: the client headers passed on to the provider, then the body
+    untouched."""
+    return orjson.dumps(headers) + b"\n" + body
+
+
+def unpack_llm_request(raw: bytes) -> tuple[dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\n")
+    headers = orjson.loads(head)
+    return {str(k): str(v) for k, v in headers.items()}, body

@@ -24,6 +24,7 @@ from typing import Any
 
 from daemon import secret_env
 from daemon.config import ConfigError, Settings
+from daemon.llm.settings import worker_options as llm_options
 from daemon.supervision.spec import (
     Intensity,
     Liveness,
@@ -55,7 +56,9 @@ def gateway_options(settings: Settings) -> dict[str, Any]:
             "role_prompts": {name: list(r.prompts) for name, r in c.roles.items()},
             "upstreams": sorted(c.upstreams),
             "call_timeout": c.gateway.call_timeout,
-            "tool_timeouts": dict(c.gateway.tool_timeouts)}
+            "tool_timeouts": dict(c.gateway.tool_timeouts),
+            "llm": llm_options(c.llm, {name: list(r.models) for name, r in c.roles.items()},
+                               c.audit.llm_content)}
 
 
 def audit_link_options(settings: Settings) -> dict[str, Any]:

@@ -1,0 +1,230 @@
+"""The two LLM wire formats the gateway speaks, OpenAI's and Anthropic's: their error
+bodies, their SSE events, and how a stream's text chunks are found, rewritten and
+assembled into the response a non-streamed request would have had.
+
+Errors keep each API's own shape, so the official SDKs raise their usual exceptions:
+OpenAI ``{"error": {"message", "type", "param", "code"}}``, Anthropic ``{"type": "error",
+"error": {"type", "message"}}``.  Mid-stream, OpenAI clients take a ``data:`` event whose
+JSON has "error"; Anthropic clients an ``event: error``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+# HTTP status -> (OpenAI error type, Anthropic error type)
+ERROR_TYPES = {400: ("invalid_request_error", "invalid_request_error"),
+               401: ("invalid_request_error", "authentication_error"),
+               403: ("permission_error", "permission_error"),
+               404: ("invalid_request_error", "not_found_error"),
+               413: ("invalid_request_error", "request_too_large"),
+               429: ("rate_limit_error", "rate_limit_error"),
+               500: ("server_error", "api_error"),
+               502: ("server_error", "api_error"),
+               503: ("server_error", "overloaded_error"),
+               504: ("timeout_error", "timeout_error")}
+
+
+def sse(data: bytes, event: str | None = None) -> bytes:
+    head = b"event: " + event.encode() + b"\n" if event else b""
+    return head + b"data: " + data + b"\n\n"
+
+
+class Events:
+    """Splits SSE bytes into events (``\\n\\n``-terminated), across reads."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.buffer += data.replace(b"\r\n", b"\n") if b"\r" in data else data
+        if b"\n\n" not in self.buffer:
+            return []
+        *events, self.buffer = self.buffer.split(b"\n\n")
+        return [e + b"\n\n" for e in events if e.strip()]
+
+    def rest(self) -> list[bytes]:
+        rest, self.buffer = self.buffer, b""
+        return [rest + b"\n\n"] if rest.strip() else []
+
+
+def parse_event(raw: bytes) -> tuple[str | None, bytes]:
+    """(event name, data) of one SSE event."""
+    name, data = None, []
+    for line in raw.split(b"\n"):
+        if line.startswith(b"data:"):
+            data.append(line[5:].removeprefix(b" "))
+        elif line.startswith(b"event:"):
+            name = line[6:].strip().decode(errors="replace")
+    return name, b"\n".join(data)
+
+
+class OpenAi:
+    name = "openai"
+
+    @staticmethod
+    def error(status: int, message: str, code: str | None = None) -> bytes:
+        kind = ERROR_TYPES.get(status, ("server_error", "api_error"))[0]
+        return orjson.dumps({"error": {"message": message, "type": kind, "param": None,
+                                       "code": code}})
+
+    @classmethod
+    def stream_error(cls, status: int, message: str) -> bytes:
+        return sse(cls.error(status, message))
+
+    @staticmethod
+    def not_found(model: str) -> tuple[str, str]:
+        return (f"The model `{model}` does not exist or you do not have access to it.",
+                "model_not_found")
+
+
+class Anthropic:
+    name = "anthropic"
+
+    @staticmethod
+    def error(status: int, message: str, code: str | None = None) -> bytes:
+        kind = ERROR_TYPES.get(status, ("server_error", "api_error"))[1]
+        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+
+    @classmethod
+    def stream_error(cls, status: int, message: str) -> bytes:
+        return sse(cls.error(status, message), "error")
+
+    @staticmethod
+    def not_found(model: str) -> tuple[str, str]:
+        return f"model: {model}", "not_found_error"
+
+
+Api = type[OpenAi] | type[Anthropic]
+
+
+class StreamText:
+    """One stream's events as they pass: text deltas found (per choice or content block)
+    so a guardrail can rewrite them, usage collected, the whole answer assembled.
+
+    ``take(data)`` is the event's parsed JSON; it returns the texts to inspect as
+    (slot, text, final) and the gateway writes the inspected text back with ``put``."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.texts: dict[int, list[str]] = {}  # slot -> the text passed on, in pieces
+        self.first: dict[str, Any] | None = None  # the first event (ids, model)
+        self.usage: dict[str, Any] = {}
+        self.finish: dict[int, Any] = {}
+        self.tool_calls: dict[int, list[Any]] = {}
+        self.blocks: dict[int, dict[str, Any]] = {}  # Anthropic content blocks
+        self.stop: dict[str, Any] = {}
+
+    # -- reading ----------------------------------------------------------------------
+
+    def take(self, data: Any) -> list[tuple[int, str, bool]]:
+        """The text deltas of one event: (slot, text, final: the slot's last)."""
+        if not isinstance(data, dict):
+            return []
+        if self.first is None:
+            self.first = data
+        if self.api is OpenAi:
+            return self._take_openai(data)
+        return self._take_anthropic(data)
+
+    def _take_openai(self, data: dict[str, Any]) -> list[tuple[int, str, bool]]:
+        if isinstance(data.get("usage"), dict):
+            self.usage = data["usage"]
+        out = []
+        for choice in data.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index", 0)
+            delta = choice.get("delta") or {}
+            if choice.get("finish_reason") is not None:
+                self.finish[index] = choice["finish_reason"]
+            if isinstance(delta.get("tool_calls"), list):
+                self.tool_calls.setdefault(index, []).extend(delta["tool_calls"])
+            text = delta.get("content")
+            final = choice.get("finish_reason") is not None
+            if isinstance(text, str) or final:
+                out.append((index, text if isinstance(text, str) else "", final))
+        return out
+
+    def _take_anthropic(self, data: dict[str, Any]) -> list[tuple[int, str, bool]]:
+        kind = data.get("type")
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self.first = message
+            self.usage = dict(message.get("usage") or {})
+        elif kind == "content_block_start":
+            self.blocks[data.get("index", 0)] = dict(data.get("content_block") or {})
+        elif kind == "content_block_delta":
+            delta = data.get("delta") or {}
+            if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
+                return [(data.get("index", 0), delta["text"], False)]
+            block = self.blocks.setdefault(data.get("index", 0), {})
+            if delta.get("type") == "input_json_delta":
+                block["partial_json"] = block.get("partial_json", "") + str(
+                    delta.get("partial_json", ""))
+        elif kind == "content_block_stop":
+            index = data.get("index", 0)
+            if self.blocks.get(index, {}).get("type") == "text":
+                return [(index, "", True)]
+        elif kind == "message_delta":
+            self.stop = dict(data.get("delta") or {})
+            self.usage.update(data.get("usage") or {})
+        return []
+
+    # -- writing back -----------------------------------------------------------------
+
+    def put(self, data: dict[str, Any], slot: int, text: str) -> dict[str, Any]:
+        """The event with slot's text delta replaced (the guardrails' verdict)."""
+        self.texts.setdefault(slot, []).append(text)
+        if self.api is OpenAi:
+            choices = []
+            for choice in data.get("choices") or ():
+                if isinstance(choice, dict) and choice.get("index", 0) == slot:
+                    choice = {**choice, "delta": {**(choice.get("delta") or {}),
+                                                  "content": text}}
+                choices.append(choice)
+            return {**data, "choices": choices}
+        if data.get("type") == "content_block_delta":
+            return {**data, "delta": {**data["delta"], "text": text}}
+        return data
+
+    def flush_event(self, slot: int, text: str) -> bytes:
+        """An extra event carrying text held back until the slot's end (Anthropic: before
+        its content_block_stop; OpenAI's final chunk carries it itself)."""
+        self.texts.setdefault(slot, []).append(text)
+        body = {"type": "content_block_delta", "index": slot,
+                "delta": {"type": "text_delta", "text": text}}
+        return sse(orjson.dumps(body), "content_block_delta")
+
+    # -- the whole answer -------------------------------------------------------------
+
+    def text(self, slot: int = 0) -> str:
+        return "".join(self.texts.get(slot, ()))
+
+    def assembled(self) -> dict[str, Any]:
+        """The response a non-streamed request would have had (what after_call sees)."""
+        first = self.first or {}
+        if self.api is OpenAi:
+            slots = sorted(set(self.texts) | set(self.finish) | set(self.tool_calls)) or [0]
+            choices = []
+            for slot in slots:
+                message: dict[str, Any] = {"role": "assistant", "content": self.text(slot)}
+                if slot in self.tool_calls:
+                    message["tool_calls"] = self.tool_calls[slot]
+                choices.append({"index": slot, "message": message,
+                                "finish_reason": self.finish.get(slot)})
+            return {"id": first.get("id"), "object": "chat.completion",
+                    "model": first.get("model"), "choices": choices,
+                    "usage": self.usage or None}
+        content = []
+        for index in sorted(self.blocks):
+            block = self.blocks[index]
+            if block.get("type") == "text":
+                content.append({"type": "text", "text": self.text(index)})
+            else:
+                content.append(block)
+        return {"id": first.get("id"), "type": "message", "role": "assistant",
+                "model": first.get("model"), "content": content,
+                "stop_reason": self.stop.get("stop_reason"), "usage": self.usage or None}

@@ -1,0 +1,148 @@
+"""What a plugin reads and rewrites of an LLM request or response (``call.kind == "llm"``).
+
+A plugin's hooks see the API's own JSON: ``call.arguments`` is the request body (OpenAI
+chat/embeddings or Anthropic messages), ``after_call``'s result the response body (for a
+stream: the response assembled from its chunks, in the non-streamed shape).  These
+helpers walk the texts of either API, so a guardrail need not know both:
+
+    from daemon.llm.texts import map_texts, usage_of
+    redacted = map_texts(call.arguments, self.redact)   # the same object if unchanged
+    prompt_tokens, completion_tokens = usage_of(result) or (0, 0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Rewrite = Callable[[str], str]
+
+
+def map_texts(body: Any, rewrite: Rewrite, tool_outputs_only: bool = False) -> Any:
+    """``body`` with ``rewrite`` applied to each text it carries (prompts, system,
+    embedding inputs, completions); the same object when nothing changed.
+    ``tool_outputs_only``: only the texts of tool results inside a prompt (OpenAI
+    "tool" messages, Anthropic "tool_result" blocks)."""
+    if not isinstance(body, dict):
+        return body
+    out = body
+    everything = not tool_outputs_only
+
+    def put(key: str, value: Any) -> None:
+        nonlocal out
+        if value is not out.get(key):
+            if out is body:
+                out = dict(body)
+            out[key] = value
+
+    if "messages" in body and isinstance(body["messages"], list):
+        put("messages", _each(body["messages"], lambda m: _message(m, rewrite,
+                                                                   tool_outputs_only)))
+    if "system" in body and everything:
+        put("system", _content(body["system"], rewrite, True, tool_outputs_only))
+    if "input" in body and everything:  # embeddings
+        value = body["input"]
+        if isinstance(value, str):
+            put("input", rewrite(value))
+        elif isinstance(value, list):
+            put("input", _each(value, lambda v: rewrite(v) if isinstance(v, str) else v))
+    if "choices" in body and isinstance(body["choices"], list) and everything:
+        put("choices", _each(body["choices"], lambda c: _choice(c, rewrite)))
+    if "content" in body and everything and body.get("type") == "message":  # Anthropic
+        put("content", _content(body["content"], rewrite, True, False))
+    return out
+
+
+def texts(body: Any, tool_outputs_only: bool = False) -> list[str]:
+    """Every text ``map_texts`` would visit."""
+    found: list[str] = []
+
+    def collect(text: str) -> str:
+        found.append(text)
+        return text
+    map_texts(body, collect, tool_outputs_only)
+    return found
+
+
+def settled(text: str, final: bool) -> tuple[str, str]:
+    """For ``on_chunk``: (the text a guardrail may judge now, the open end it should pass
+    on as it is).  Unless the stream's text is final, its last word may go on in the next
+    chunk ("jane@example.co" + "m"): a guardrail that rewrote it now would rewrite a
+    fragment.  The gateway holds that end back (stream_window) and hands it over again
+    with what follows."""
+    if final:
+        return text, ""
+    stripped = text.rstrip()
+    if len(stripped) < len(text):  # ends in whitespace: nothing is open
+        return text, ""
+    cut = max(stripped.rfind(" "), stripped.rfind("\n"), stripped.rfind("\t")) + 1
+    return text[:cut], text[cut:]
+
+
+def usage_of(response: Any) -> tuple[int, int] | None:
+    """(prompt tokens, completion tokens) a response reports, in either API's terms."""
+    usage = response.get("usage") if isinstance(response, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    if "prompt_tokens" in usage or "completion_tokens" in usage:
+        return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+    if "input_tokens" in usage or "output_tokens" in usage:
+        prompt = sum(_int(usage.get(k)) for k in ("input_tokens", "cache_creation_input_tokens",
+                                                  "cache_read_input_tokens"))
+        return prompt, _int(usage.get("output_tokens"))
+    return None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _each(items: list[Any], change: Callable[[Any], Any]) -> list[Any]:
+    new = [change(item) for item in items]
+    return items if all(a is b for a, b in zip(new, items, strict=True)) else new
+
+
+def _message(message: Any, rewrite: Rewrite, tool_outputs_only: bool) -> Any:
+    if not isinstance(message, dict) or "content" not in message:
+        return message
+    is_tool = message.get("role") == "tool"
+    content = _content(message["content"], rewrite, is_tool or not tool_outputs_only,
+                       tool_outputs_only)
+    return message if content is message["content"] else {**message, "content": content}
+
+
+def _content(content: Any, rewrite: Rewrite, visit: bool, tool_outputs_only: bool) -> Any:
+    """A message's content: a string, or a list of parts/blocks."""
+    if isinstance(content, str):
+        return rewrite(content) if visit else content
+    if not isinstance(content, list):
+        return content
+
+    def part(block: Any) -> Any:
+        if not isinstance(block, dict):
+            return block
+        kind = block.get("type")
+        if kind == "text" and visit and isinstance(block.get("text"), str):
+            text = rewrite(block["text"])
+            return block if text is block["text"] else {**block, "text": text}
+        if kind == "tool_result" and "content" in block:
+            inner = _content(block["content"], rewrite, True, tool_outputs_only)
+            return block if inner is block["content"] else {**block, "content": inner}
+        return block
+    return _each(content, part)
+
+
+def _choice(choice: Any, rewrite: Rewrite) -> Any:
+    if not isinstance(choice, dict):
+        return choice
+    for key in ("message", "delta"):
+        inner = choice.get(key)
+        if isinstance(inner, dict) and isinstance(inner.get("content"), str):
+            text = rewrite(inner["content"])
+            if text is not inner["content"]:
+                return {**choice, key: {**inner, "content": text}}
+            return choice
+    if isinstance(choice.get("text"), str):  # legacy completions
+        text = rewrite(choice["text"])
+        return choice if text is choice["text"] else {**choice, "text": text}
+    return choice

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from daemon import agents_dir, secret_env
+from daemon.a2a import settings as a2a_settings
+from daemon.a2a.settings import A2aSection
 from daemon.agents_dir import AgentSection
 from daemon.llm import settings as llm_settings
 from daemon.llm.settings import LlmSection
@@ -126,6 +128,7 @@ class RoleSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     resources: list[str] = msgspec.field(default_factory=list)  # ... of resource URIs
     prompts: list[str] = msgspec.field(default_factory=list)  # ... of <upstream>__<prompt>
     models: list[str] = msgspec.field(default_factory=list)  # LLM models (AI gateway), globs
+    peers: list[str] = msgspec.field(default_factory=list)  # A2A peers (agent gateway), globs
 
 
 class UpstreamSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -170,6 +173,8 @@ class AuditSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     arguments: Literal["full", "digest"] = "full"  # "digest": keep only sha256 of arguments
     # LLM prompts and completions: "digest" (sha256 and size), "full" (the text), "none"
     llm_content: Literal["full", "digest", "none"] = "digest"
+    # A2A messages and replies: "digest" (sha256 and size), "full" (the parts), "none"
+    a2a_content: Literal["full", "digest", "none"] = "digest"
     timeout: float = 10.0  # a call whose record is not durable by then fails closed (-32017)
     buffer: int = 10000  # records a gateway worker holds unacknowledged before calls wait
     rotate_bytes: int = 64 << 20  # start a new file past this size ...
@@ -201,6 +206,7 @@ class Config(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     audit: Annotated[AuditSection, FIXED] = msgspec.field(default_factory=AuditSection)
     metrics: Annotated[MetricsSection, FIXED] = msgspec.field(default_factory=MetricsSection)
     llm: LlmSection = msgspec.field(default_factory=LlmSection)  # the AI gateway's providers
+    a2a: A2aSection = msgspec.field(default_factory=A2aSection)  # the agent gateway's peers
 
 
 @dataclass(frozen=True)
@@ -349,6 +355,7 @@ def settle(config: Config, source: Path | None) -> Settings:
     _check_gateway(config, refuse)
     _check_audit(config, refuse)
     llm_settings.check(config.llm, refuse)
+    a2a_settings.check(config.a2a, config.upstreams, refuse)
     state_dir = Path(d.state_dir).expanduser() if d.state_dir else default_state_dir()
     if d.runtime_dir:
         runtime_dir = Path(d.runtime_dir).expanduser()

@@ -86,6 +86,9 @@ def _metrics() -> dict[str, Any] | None:
                               ["agent", "model", "direction"]),
         "llm_cost": Counter("workingagents_llm_cost", "LLM cost from the budgets plugin's "
                             "price table (its currency units)", ["agent", "model"]),
+        "a2a_requests": Counter("workingagents_a2a_requests", "Agent gateway (A2A) "
+                                "requests answered, by outcome",
+                                ["agent", "peer", "method", "outcome"]),
         "quarantined": Gauge("workingagents_agent_quarantined", "1 while an agent is "
                              "quarantined (its calls answer -32019)", ["agent"],
                              multiprocess_mode="livemax"),
@@ -171,6 +174,18 @@ class LlmTally:
             _child("llm_tokens", trace.agent, model, "completion").inc(trace.usage[1])
         if trace.cost:
             _child("llm_cost", trace.agent, model).inc(trace.cost)
+
+
+class A2aTally:
+    """Agent gateway requests by agent, peer, method and outcome (written at once: a
+    message to another agent costs far more than the prometheus write)."""
+
+    def request(self, trace: Any) -> None:
+        peer = "unknown" if trace.outcome.get("http") == 404 else trace.peer  # bounded
+        counter = _child("a2a_requests", trace.agent, peer, trace.method or "invalid",
+                         str(trace.outcome.get("status", "?")))
+        if counter is not None:
+            counter.inc()
 
 
 def restart(child: str) -> None:

@@ -5,6 +5,7 @@
 
 LLM requests (AI gateway): prompts are redacted before they leave, answers before the
 agent sees them, streamed ones too (on_chunk, with a carry-over window of 64 characters).
+A2A messages (agent gateway): the text of every part, both ways, streamed events too.
 
 Card numbers are redacted only when their Luhn checksum holds, so order ids and other
 long numbers pass.  Patterns are precompiled once per version and run on RE2 (linear
@@ -20,6 +21,7 @@ from typing import Any, ClassVar, Literal
 import msgspec
 import re2
 
+from daemon.a2a.binding import map_parts
 from daemon.llm.texts import map_texts as map_llm_texts
 from daemon.llm.texts import settled
 from daemon.plugin import Plugin, PluginConfig, map_texts
@@ -119,7 +121,7 @@ class Pii(Plugin):
     config_schema = PiiConfig
     config: PiiConfig
     # which calls it sees (not config.kinds: the kinds of PII it looks for)
-    kinds: ClassVar[frozenset[str]] = frozenset({"tool", "resource", "prompt", "llm"})
+    kinds: ClassVar[frozenset[str]] = frozenset({"tool", "resource", "prompt", "llm", "a2a"})
     stream_window = 64
 
     def __init__(self, config: Any = None, log: Any = None) -> None:
@@ -132,9 +134,10 @@ class Pii(Plugin):
         return redacted if found else text
 
     async def before_call(self, call: Any) -> Any:
-        if call.kind != "llm":
+        if call.kind not in ("llm", "a2a"):
             return None  # tool arguments are the agent's own business
-        redacted = map_llm_texts(call.arguments, self.redact_text)
+        redacted = (map_llm_texts if call.kind == "llm" else map_parts)(call.arguments,
+                                                                        self.redact_text)
         return None if redacted is call.arguments else call.with_arguments(redacted)
 
     async def on_chunk(self, call: Any, text: str, final: bool) -> str | None:
@@ -143,8 +146,9 @@ class Pii(Plugin):
         return None if redacted is judged else redacted + open_end
 
     async def after_call(self, call: Any, result: dict[str, Any]) -> dict[str, Any] | None:
-        if call.kind == "llm":
-            redacted = map_llm_texts(result, self.redact_text)
+        if call.kind in ("llm", "a2a"):
+            redacted = (map_llm_texts if call.kind == "llm" else map_parts)(result,
+                                                                            self.redact_text)
             return None if redacted is result else redacted
         kinds = self.pii_kinds
         changed = 0

@@ -6,10 +6,12 @@
     entropy = false          # also flag long high-entropy strings (noisy on hashes)
     patterns = ["corp_[A-Za-z0-9]{32}"]   # extra patterns; run on RE2 (linear time)
     prompts = "redact"       # LLM requests: "redact" the prompts, or "block" the request
+    messages = "redact"      # A2A messages: "redact" their parts, or "block" the message
 
 LLM requests (AI gateway): prompts are redacted before they leave (or the request is
 refused), answers before the agent sees them: whole, or as they stream (on_chunk, with a
 carry-over window of 96 characters, so a key split across chunks is still caught).
+A2A messages (agent gateway): the text of every part, both ways, streamed events too.
 
 Well-known formats are precompiled once per version; a sysadmin's patterns run on
 google-re2, so no pattern can backtrack catastrophically.
@@ -25,6 +27,7 @@ from typing import Any, ClassVar, Literal
 import orjson
 import re2
 
+from daemon.a2a.binding import map_parts
 from daemon.llm.texts import map_texts as map_llm_texts
 from daemon.llm.texts import settled
 from daemon.plugin import Deny, Plugin, PluginConfig, map_texts, texts
@@ -57,6 +60,7 @@ class SecretsConfig(PluginConfig):
     entropy: bool = False
     patterns: list[str] = []  # extra patterns (RE2 syntax)
     prompts: Literal["redact", "block"] = "redact"  # LLM requests
+    messages: Literal["redact", "block"] = "redact"  # A2A messages
 
 
 class Secrets(Plugin):
@@ -65,8 +69,8 @@ class Secrets(Plugin):
     priority = 20
     config_schema = SecretsConfig
     config: SecretsConfig
-    # a resource can leak a key too, and a prompt carry one out
-    kinds: ClassVar[frozenset[str]] = frozenset({"tool", "resource", "prompt", "llm"})
+    # a resource can leak a key too, and a prompt or a message carry one out
+    kinds: ClassVar[frozenset[str]] = frozenset({"tool", "resource", "prompt", "llm", "a2a"})
     stream_window = 96  # the longest key that is still caught when split across chunks
 
     def __init__(self, config: Any = None, log: Any = None) -> None:
@@ -112,14 +116,17 @@ class Secrets(Plugin):
         raw = orjson.dumps(call.arguments)
         if not self.carries(raw):
             return None
-        if call.kind == "llm":
-            redacted = map_llm_texts(call.arguments, self.redact_found)
+        if call.kind in ("llm", "a2a"):
+            redacted = (map_llm_texts if call.kind == "llm" else map_parts)(
+                call.arguments, self.redact_found)
             if redacted is call.arguments:
                 return None
-            if self.config.prompts == "redact":
+            if (self.config.prompts if call.kind == "llm" else self.config.messages) \
+                    == "redact":
                 return call.with_arguments(redacted)
-            return Deny("the prompt carries a secret (API key, private key or token)",
-                        "guardrail", redacted=redacted)
+            return Deny(f"the {'prompt' if call.kind == 'llm' else 'message'} carries a "
+                        "secret (API key, private key or token)", "guardrail",
+                        redacted=redacted)
         text = raw.decode()
         if not self.find(text):
             return None
@@ -130,8 +137,9 @@ class Secrets(Plugin):
                     "guardrail", redacted=redacted)
 
     async def after_call(self, call: Any, result: dict[str, Any]) -> Any:
-        if call.kind == "llm":
-            redacted = map_llm_texts(result, self.redact_found)
+        if call.kind in ("llm", "a2a"):
+            redacted = (map_llm_texts if call.kind == "llm" else map_parts)(
+                result, self.redact_found)
             if redacted is result:
                 return None
             if self.config.results == "block":

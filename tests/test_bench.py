@@ -117,3 +117,20 @@ def test_bench_llm_compares_the_gateway_with_the_provider_straight():
         assert result[f"{mode}_latency_gateway"]["p50_ms"] > 0
         assert result[f"{mode}_ratio_to_direct"] > 0
     assert result["stream_latency_gateway"]["ttft_p50_ms"] > 0
+
+
+def test_bench_a2a_compares_direct_and_gateway_messages_without_errors():
+    out = subprocess.run([*CLI, "bench", "a2a", "--duration", "3" if SLOW else "0.5",
+                          "--concurrency", "4", "--json"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for kind in ("sdk", "raw"):
+        for path in ("direct", "gateway"):
+            for n in (1, 4):
+                row = result[f"{kind}_{path}_c{n}"]
+                assert row["calls_per_s"] > 0 and row["errors"] == 0
+    assert "raw_added_p50_ms_c1" in result
+    assert not daemons()
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if "tests.fixtures.a2a_peer" in " ".join(p.info["cmdline"] or [])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,7 @@ def test_the_commented_examples_in_etc_are_valid_when_uncommented(tmp_path):
     text = re.sub(r"^# (\[|tools|token_sha256|roles|command|env|cwd|tool_timeouts|dirs|mode|"
                   r"agent_rate|agent_burst|ship_dir|ship_command|secret_env|curve_public_key|"
                   r"url|headers_env|timeout|models|request_timeout|kind|base_url|api_key_env|"
-                  r"max_retries)",
+                  r"max_retries|accept_card|peers)",
                   r"\1", example,
                   flags=re.M)
     path = tmp_path / "uncommented.toml"
@@ -118,6 +119,8 @@ def test_the_commented_examples_in_etc_are_valid_when_uncommented(tmp_path):
     assert settings.config.audit.ship_command[0] == "logger"
     assert [p.kind for p in settings.config.llm.providers.values()] == ["openai", "anthropic"]
     assert settings.config.roles["analyst"].models == ["gpt-4o-mini", "claude-*"]
+    assert settings.config.a2a.peers["researcher"].url == "http://10.0.0.5:9999"
+    assert settings.config.roles["analyst"].peers == ["researcher"]
 
 
 @pytest.mark.parametrize("command", ["status", "tools", "reload"])
@@ -193,3 +196,20 @@ def test_an_agent_name_too_long_for_the_call_envelope_is_refused(tmp_path):
     with pytest.raises(config.ConfigError) as err:
         config.load(str(path))
     assert "a name of 1 to 255 bytes" in str(err.value) and "<400 bytes>" in str(err.value)
+
+
+def test_a2a_peers_are_checked_and_a2a_is_a_reserved_upstream_name(tmp_path):
+    cases = [
+        ('[a2a.peers.x]\nurl = "ftp://x"\n', "key a2a.peers.x.url: expected an http://"),
+        ('[a2a.peers."a__b"]\nurl = "http://x"\n', "key a2a.peers.a__b: expected a name"),
+        ('[a2a.peers.x]\nurl = "http://x"\nheaders_env = { A = "no way" }\n',
+         "key a2a.peers.x.headers_env.A: expected the name"),
+        ('[upstreams.a2a]\ncommand = ["x"]\n', "key upstreams.a2a: expected another name"),
+        ('[roles.r]\npeers = "x"\n', "peers: Expected `array`"),
+        ('[audit]\na2a_content = "some"\n', "key audit.a2a_content"),
+    ]
+    for text, expected in cases:
+        path = tmp_path / "a2a.toml"
+        path.write_text(text)
+        with pytest.raises(config.ConfigError, match=re.escape(expected)):
+            config.load(str(path))

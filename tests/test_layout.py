@@ -29,6 +29,8 @@ PROCESS_FOLDERS = {
     "cli": "the workingagents command",
     "llm": "the AI gateway's LLM APIs: settings and error shapes (master), provider "
            "clients and stream handling (gateway workers)",
+    "a2a": "the agent gateway: the master's card keeper; the gateway workers' binding, "
+           "peer client and task ownership store",
 }
 # Worker-side folders never import the master's.
 WORKER_SIDE = ("gateway", "tools", "worker", "audit")

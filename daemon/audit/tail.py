@@ -49,7 +49,7 @@ def render(record: dict[str, Any]) -> str:
         return f"{head} {orjson.dumps(rest).decode()}"
     if kind == "llm":
         return _render_llm(head, record)
-    parts = [head, str(record.get("agent")), str(record.get("tool"))]
+    parts = [head, str(record.get("agent")), _what(record)]
     outcome = record.get("outcome")
     if outcome is not None:
         status = outcome.get("status", "?")
@@ -97,6 +97,13 @@ def _render_llm(head: str, record: dict[str, Any]) -> str:
         parts.append(f"{record['ms']:g}ms")
     parts.append(str(record.get("worker", "")))
     return " ".join(parts)
+def _what(record: dict[str, Any]) -> str:
+    """What a record is about: a tool, or an A2A peer, method and task."""
+    if record.get("kind") == "a2a":
+        task = f" task {record['task']}" if record.get("task") else ""
+        states = f" {'>'.join(record['states'])}" if record.get("states") else ""
+        return f"{record.get('peer')} {record.get('method')}{task}{states}"
+    return str(record.get("tool"))
 
 
 Position = tuple[Path, int]  # a file and the offset up to which it has been read

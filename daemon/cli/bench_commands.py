@@ -89,6 +89,19 @@ def audit(conns: int, window: int, duration: float, as_json: bool) -> None:
     _emit_rows(audit_modes.run(conns, window, duration), as_json)
 
 
+@bench.command()
+@click.option("--concurrency", default=8, show_default=True,
+              help="Messages in flight (also measured at 1).")
+@click.option("--duration", default=3.0, show_default=True, help="Seconds per measurement.")
+@click.option("--json", "as_json", is_flag=True)
+def a2a(concurrency: int, duration: float, as_json: bool) -> None:
+    """A2A messages/s and added latency: the a2a-sdk client straight to an SDK echo
+    agent vs through the agent gateway, same client, same run."""
+    from daemon.bench import a2a_load
+
+    _emit_rows(a2a_load.run(concurrency, duration), as_json)
+
+
 def _emit_rows(result: dict[str, Any], as_json: bool) -> None:
     """Load results: one row per measurement (calls/s, latency percentiles)."""
     if as_json:

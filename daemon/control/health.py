@@ -24,6 +24,13 @@ def assess(snapshot: dict[str, Any]) -> dict[str, Any]:
     for path, why in sorted((plugins.get("refused") or {}).items()):
         serving = f"; serving {fallback[path]} instead" if path in fallback else ""
         reasons.append(f"plugin file refused: {path}: {why}{serving}")
+    for name, peer in sorted((snapshot.get("a2a_peers") or {}).items()):
+        if peer.get("error"):
+            reasons.append(f"a2a peer {name}: card unavailable ({peer['error']})")
+        if peer.get("held"):
+            reasons.append(f"a2a peer {name}: card changed (skills or signature), held: an "
+                           f"admin may accept it with [a2a.peers.{name}] accept_card = "
+                           f"\"{peer['held']}\"")
     failing = (snapshot.get("audit") or {}).get("failing")
     if failing:
         reasons.append(f"audit log failing: {failing}")

@@ -19,8 +19,9 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
+from daemon.a2a.cards import CardKeeper
 from daemon.config import Settings
-from daemon.front import llm_http, mcp_http
+from daemon.front import a2a_http, llm_http, mcp_http
 from daemon.front.auth import Agent
 from daemon.front.http_replies import Unauthenticated, bearer_token, json_error, json_response
 from daemon.front.switchboard import Switchboard
@@ -52,7 +53,7 @@ class OriginPolicy:
 
 class HttpFront:
     def __init__(self, board: Switchboard, settings: Settings,
-                 health: Callable[[], dict[str, Any]]) -> None:
+                 health: Callable[[], dict[str, Any]], cards: CardKeeper | None = None) -> None:
         """``health``: {"health", "reasons", "serving"} (see Master.http_health)."""
         self.board = board
         self.health = health
@@ -64,6 +65,7 @@ class HttpFront:
         self.app.router.add_get("/healthz", self.healthz)
         for add_routes in (mcp_http.add_routes, llm_http.add_routes):
             add_routes(self)
+        a2a_http.add_routes(self, cards)
         self.runner: web.AppRunner | None = None
         self.address = ""
 

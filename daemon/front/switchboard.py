@@ -100,13 +100,14 @@ class Limits:
     tool_timeouts: dict[str, float] = field(default_factory=dict)
     idle_timeout: float = 300.0  # a connection silent this long is closed (sweep_idle)
     llm_timeout: float = 600.0  # an AI gateway request, stream included ([llm])
+    a2a_timeout: float = 300.0  # an agent gateway request, stream included ([a2a])
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         listen, gateway = settings.config.listen, settings.config.gateway
         return cls(listen.max_inflight_per_connection, listen.max_inflight_per_worker,
                    gateway.call_timeout, dict(gateway.tool_timeouts), listen.idle_timeout,
-                   settings.config.llm.request_timeout)
+                   settings.config.llm.request_timeout, settings.config.a2a.request_timeout)
 
 
 class Switchboard:
@@ -315,6 +316,13 @@ class Switchboard:
         self._route(conn, 0, agent, method, None, body, messages.LLM_CALL,
                     self.limits.llm_timeout)
 
+    def route_a2a(self, conn: Connection, agent: Agent, peer: str, version: str,
+                  body: bytes) -> None:
+        """An agent gateway request to ``peer``, like route_llm: its frames reach
+        ``conn``; the caller's A2A-Version rides ahead of the body (ipc.messages)."""
+        self._route(conn, 0, agent, f"a2a/{peer}", None, version.encode() + b"\n" + body,
+                    messages.A2A_CALL, self.limits.a2a_timeout)
+
     def _route(self, conn: Connection, rid: jsonrpc.RequestId, agent: Agent, method: str,
                tool: str | None, raw: bytes, kind: bytes = messages.CALL,
                timeout: float | None = None) -> None:
@@ -338,14 +346,14 @@ class Switchboard:
                 "flight; retry later"))
         timeout = limits.call_timeout if timeout is None else timeout
         now = time.monotonic()
-        if method in CALL_METHODS or kind == messages.LLM_CALL:
+        if method in CALL_METHODS or kind != messages.CALL:
             wait = self.quarantine.retry_after(agent.name, now)
             if wait:
                 raise _refused(agent, method, tool, _quarantined(agent.name, wait))
             if tool is not None:
                 timeout = limits.tool_timeouts.get(tool, timeout)
         seq = next(self._seq)
-        if kind == messages.LLM_CALL:
+        if kind != messages.CALL:
             tool = method  # what the worker serves, and the master's records name
         call = RoutedCall(conn, rid, agent.name, tool, worker,
                           messages.pack_call(seq, agent.name, tool, raw, kind),

@@ -33,7 +33,7 @@ class ChunkGuard:
     def __init__(self, chain: tuple[Hosted, ...], call: Call) -> None:
         self.call = call
         self.hooks = [(h, hook) for h in chain
-                      if "llm" in getattr(h.plugin, "kinds", ())
+                      if call.kind in getattr(h.plugin, "kinds", ())
                       and (hook := getattr(h.plugin, "on_chunk", None)) is not None]
         self.window = max((int(getattr(h.plugin, "stream_window", 0)) for h, _ in self.hooks),
                           default=0)

@@ -4,6 +4,8 @@ An agent sees in tools/list exactly the tools it may call; any other tool answer
 tool that does not exist.  The role "admin" (the local administrator) matches every tool.
 Resources (by URI) and prompts (<upstream>__<prompt>) follow the same rules, with the
 roles' ``resources`` and ``prompts`` patterns.
+The ``a2a__NAME`` tools (A2A peers, gateway.a2a_tool) follow the roles' ``peers`` globs,
+never ``tools``: one setting says which agents an agent may message, whatever the way.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from daemon.gateway.upstream_links import SEPARATOR
+
+A2A_PREFIX = "a2a" + SEPARATOR  # gateway.a2a_tool's tools
 
 CACHE_LIMIT = 4096  # decisions kept; every name an agent tries would be one more
 
@@ -26,6 +30,7 @@ class Policy:
     upstreams: tuple[str, ...] = ()  # configured, whether up or not
     resource_patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)
     prompt_patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    role_peers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # A2A peer globs
     _cache: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     @classmethod
@@ -39,6 +44,8 @@ class Policy:
             resource_patterns={r: tuple(p) for r, p in
                                options.get("role_resources", {}).items()},
             prompt_patterns={r: tuple(p) for r, p in options.get("role_prompts", {}).items()},
+            role_peers={r: tuple(p) for r, p in
+                        (options.get("a2a") or {}).get("role_peers", {}).items()},
         )
 
     def upstream_of(self, tool: str) -> str | None:
@@ -51,9 +58,12 @@ class Policy:
         allowed = self._cache.get(key)
         if allowed is None:
             roles = self.agent_roles.get(agent, ())
+            name, patterns = tool, self.role_patterns
+            if tool.startswith(A2A_PREFIX):
+                name, patterns = tool[len(A2A_PREFIX):], self.role_peers
             allowed = "admin" in roles or any(
-                fnmatchcase(tool, pattern)
-                for role in roles for pattern in self.role_patterns.get(role, ()))
+                fnmatchcase(name, pattern)
+                for role in roles for pattern in patterns.get(role, ()))
             if len(self._cache) >= CACHE_LIMIT:  # agents choose the names: stay bounded
                 self._cache.clear()
             self._cache[key] = allowed

@@ -16,6 +16,8 @@ from typing import Any
 
 from daemon import metrics
 from daemon.audit.link import AuditLink, audit_unavailable
+from daemon.gateway import a2a_tool
+from daemon.gateway.a2a_calls import A2aCalls
 from daemon.gateway.calls import Answer, CallHandler, Pending
 from daemon.gateway.llm_calls import LlmCalls
 from daemon.gateway.passthrough import KindTrace
@@ -36,6 +38,7 @@ class GatewayService:
                  plugin_specs: list[dict[str, Any]], audit: dict[str, Any]) -> None:
         self.worker = worker
         self.links = UpstreamLinks(worker.context)
+        self.upstreams: dict[str, Any] = {}  # the master's last word on them
         self.plugins = PluginHost()
         # the plugins the master has committed, with their latest state: before READY,
         # so a (re)started worker never serves a call without its guardrails
@@ -50,6 +53,10 @@ class GatewayService:
         self.llm = LlmCalls(options.get("llm", {}), self.handler.policy.agent_roles,
                             self.plugins, self.audit, worker.name, self.slot,
                             worker.send_raw, worker.send_raw_now)
+        self.a2a = A2aCalls(options.get("a2a", {}), self.handler.policy.agent_roles,
+                            self.plugins, self.audit, worker.name, self.slot,
+                            worker.send_raw, worker.send_raw_now, options.get("a2a_cards"))
+        self.handler.tools = a2a_tool.register(self.handler.tools, self.a2a)
         self.tasks: CallTasks[int] = CallTasks()
         # calls to inline tools, stepped together in one task (see call_tasks.step)
         self.batch: dict[int, Pending] = {}
@@ -88,6 +95,9 @@ class GatewayService:
         elif kind == messages.LLM_CALL:
             seq, agent, method, raw = messages.unpack_call(payload)
             self.tasks.start(seq, self.llm.serve(seq, agent, method or "", raw))
+        elif kind == messages.A2A_CALL:
+            seq, agent, method, raw = messages.unpack_call(payload)
+            self.tasks.start(seq, self.a2a.serve(seq, agent, method or "", raw))
         elif kind == messages.CANCEL:
             seq = messages.unpack_seq(payload)[0]
             if self.batch.pop(seq, None) is None:  # not started yet: it never will be
@@ -189,11 +199,16 @@ class GatewayService:
                 last = current
 
     def on_upstreams(self, message: messages.Upstreams) -> None:
-        self.handler.tools = self.links.update(message.upstreams)
+        self.upstreams = message.upstreams
+        self.handler.tools = a2a_tool.register(self.links.update(message.upstreams), self.a2a)
 
     def on_config(self, message: messages.Config) -> None:
         self.handler.policy = Policy.from_options(message.gateway)
         self.llm.apply(message.gateway.get("llm", {}), self.handler.policy.agent_roles)
+        self.a2a.apply(message.gateway.get("a2a", {}), self.handler.policy.agent_roles,
+                       message.gateway.get("a2a_cards") or {})
+        # peers added or removed: the a2a__ tools follow (the upstreams' links stay)
+        self.handler.tools = a2a_tool.register(self.links.update(self.upstreams), self.a2a)
         log.info("%s: gateway settings updated", self.worker.name)
 
     async def drain(self) -> None:
@@ -204,6 +219,7 @@ class GatewayService:
         self.audit.close()
         self.links.close()
         await self.llm.close()
+        await self.a2a.close()
 
 
 async def run(worker: WorkerHandle, audit: dict[str, Any], gateway: dict[str, Any] | None = None,

@@ -49,6 +49,9 @@ Data path (same sockets, binary envelopes, so the master never re-encodes a call
 | l          | master -> worker | l, seq u64, len u8, agent,    | one AI gateway request:    |
 |            |                  | len u32, method, headers JSON,| "llm/chat", headers passed |
 |            |                  | LF, body                      | on, its HTTP body          |
+| A          | master -> worker | A, seq u64, len u8, agent,    | one agent gateway request: |
+|            |                  | len u32, method, version LF   | "a2a/<peer>", the caller's |
+|            |                  | body                          | A2A-Version, its body      |
 | x          | master -> worker | x, seq u64                    | cancel that request        |
 | s          | worker -> master | s, seq u64                    | a tool starts on this call |
 | r          | worker -> master | r, seq u64, raw               | the JSON-RPC response      |
@@ -56,7 +59,8 @@ Data path (same sockets, binary envelopes, so the master never re-encodes a call
 | B          | either way       | B, (len u32, envelope)...     | envelopes of one loop turn |
 | m          | either way       | m, msgspec JSON of a Struct   | a control message (above)  |
 
-An AI gateway request (l) is answered in LLM frames (below): p envelopes for a stream's
+An AI gateway request (l), and an agent gateway request (A), is answered in LLM frames
+(below; they carry any HTTP answer): p envelopes for a stream's
 head and chunks, then one r envelope that ends it; a master-made answer (the worker died,
 a timeout) is a JSON-RPC error instead, which starts with "{".
 
@@ -135,6 +139,7 @@ UPSTREAM_REQUEST = b"q"
 FAILED = b"f"
 CANCEL = b"x"
 LLM_CALL = b"l"
+A2A_CALL = b"A"
 LLM_HEAD = b"h"
 LLM_DATA = b"d"
 LLM_WHOLE = b"e"

@@ -27,6 +27,7 @@ import msgspec
 import zmq
 
 from daemon import __version__, config, logs, metrics
+from daemon.a2a.cards import CardKeeper, role_peers
 from daemon.audit.link import AuditLink
 from daemon.control.server import ControlServer
 from daemon.front.auth import Authenticator, ensure_admin_token
@@ -128,6 +129,9 @@ class Master:
         held.callback(self.audit.close)
         bus.on(messages.AuditStatus, self._audit_state)  # the audit process, once a second
         self.shards = GatewayShards(s, bus, resizable=not self.custom_tree)
+        self.cards = CardKeeper(s.config.a2a, s.state_dir,
+                                lambda learned: self.shards.learned("a2a_cards", learned),
+                                role_peers(s))
         self.board = Switchboard(bus, self.gateway_workers,
                                  Authenticator(s, ensure_admin_token(s.state_dir)),
                                  Limits.from_settings(s), self.audit,
@@ -160,6 +164,7 @@ class Master:
         self._install_signal_handlers()
         self.own(self._tick())
         self.own(self.plugins.watch())
+        self.own(self.cards.run())
         self.overruns = OverrunWatch(
             self.gateway_workers, s.config.plugins.hook_grace_ms / 1000,
             lambda _child, running: self.board.overran(running.seq, running.plugin), self.own)
@@ -224,7 +229,7 @@ class Master:
                 held.callback(curve_router.close)
             key, address = "listen.http", listen.http
             if address:
-                self.http = HttpFront(self.board, self.settings, self.http_health)
+                self.http = HttpFront(self.board, self.settings, self.http_health, self.cards)
                 held.push_async_callback(self.http.close)
                 http = await self.http.start(address, listen.tls_cert, listen.tls_key)
             key, address = "metrics.listen", scrape_at
@@ -361,7 +366,7 @@ class Master:
     def _reconfigurable(self) -> list[Reconfigurable]:
         """Who takes new settings at run time, in the order they apply them."""
         return [LogLevel(), self.root, self.board, self.lines, self.shards, self.overruns,
-                self.plugins, *([self.http] if self.http is not None else [])]
+                self.plugins, self.cards, *([self.http] if self.http is not None else [])]
 
     def http_health(self) -> dict[str, Any]:
         """For GET /healthz: the health `status` shows, and whether calls can be served

@@ -23,6 +23,7 @@ class GatewayShards:
         self.bus = bus
         self.resizable = resizable  # only the built-in tree is reshaped by a reload
         self._options: dict[str, Any] = tree.gateway_options(settings)
+        self._learned: dict[str, Any] = {}  # what the master learns at run time (A2A cards)
         self._supervisor: Supervisor | None = None
         self._workers: list[WorkerChild] = []
 
@@ -50,13 +51,25 @@ class GatewayShards:
         if options == self._options:
             return []
         self._options = options
+        self._send()
+        return ["agents, roles and gateway limits"]  # what the switchboard says, deduplicated
+
+    def learned(self, key: str, value: Any) -> None:
+        """Run-time knowledge the workers need (``a2a_cards``: the peers' endpoints and
+        held cards), sent now and kept in their specs for restarts."""
+        if self._learned.get(key) == value:
+            return
+        self._learned[key] = value
+        self._send()
+
+    def _send(self) -> None:
+        options = {**self._options, **self._learned}
         for worker in self._workers:
             worker.spec = dataclasses.replace(worker.spec, options={**worker.spec.options,
                                                                      "gateway": options})
             identity = worker.identity
             if identity is not None:
                 self.bus.send(identity, messages.Config(gateway=options))
-        return ["agents, roles and gateway limits"]  # what the switchboard says, deduplicated
 
     async def _resize(self, settings: Settings) -> list[str]:
         want, had = settings.config.daemon.gateway_workers, len(self._workers)
@@ -70,4 +83,6 @@ class GatewayShards:
                 await gateway.remove_child(f"gateway-{i}")
         finally:
             self._refresh()
+            if self._learned:
+                self._send()  # the new workers learn what the others know
         return [f"gateway workers {had} -> {want}"]

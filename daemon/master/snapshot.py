@@ -34,5 +34,6 @@ def snapshot(master: Master) -> dict[str, Any]:
         "audit": master.audit_state,
         "quarantine": master.board.quarantine.snapshot(time.monotonic()),
         "upstreams": master.upstreams.status(),
+        "a2a_peers": master.cards.status(),
     }
     return {**health.assess(found), **found}

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemon import secret_env
+from daemon.a2a.settings import worker_options as a2a_options
 from daemon.config import ConfigError, Settings
 from daemon.llm.settings import worker_options as llm_options
 from daemon.supervision.spec import (
@@ -58,7 +59,9 @@ def gateway_options(settings: Settings) -> dict[str, Any]:
             "call_timeout": c.gateway.call_timeout,
             "tool_timeouts": dict(c.gateway.tool_timeouts),
             "llm": llm_options(c.llm, {name: list(r.models) for name, r in c.roles.items()},
-                               c.audit.llm_content)}
+                               c.audit.llm_content),
+            "a2a": a2a_options(c.a2a, {name: list(r.peers) for name, r in c.roles.items()},
+                               c.audit.a2a_content, str(settings.state_dir))}
 
 
 def audit_link_options(settings: Settings) -> dict[str, Any]:

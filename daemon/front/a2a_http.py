@@ -8,15 +8,13 @@ served by the master (daemon.a2a.cards keeps them) to agents whose roles' ``peer
 allow the peer, and is 404 to any other, like a peer that does not exist.  A POST is
 only authenticated and routed here: the body goes, with the caller's A2A-Version, to
 the agent's gateway worker as it came (Switchboard.route_a2a), which governs and
-forwards it and answers in LLM frames (ipc.messages): a whole response, or an SSE
-stream's head, its events, and its end.  The master's own answers (busy, timed out, the
-worker died) become JSON-RPC errors, or an error event mid-stream: a stream never just
-stops as if it were complete.
+forwards it and answers in LLM frames (ipc.messages); front.worker_stream writes them
+out, the master's own answers (busy, timed out, the worker died) as JSON-RPC errors, or
+an error event mid-stream.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -24,9 +22,8 @@ from aiohttp import web
 
 from daemon.a2a.binding import VERSION_HEADER, error, sse
 from daemon.a2a.cards import CARD_PATH, CardKeeper
-from daemon.front.switchboard import Connection
-from daemon.ipc import messages
-from daemon.protocol.jsonrpc import RpcError
+from daemon.front.worker_stream import MAX_HELD, Frames, relay
+from daemon.protocol.jsonrpc import INTERNAL_ERROR, RpcError
 
 if TYPE_CHECKING:
     from daemon.front.http import HttpFront
@@ -71,50 +68,28 @@ class A2aRoutes:
         peer = request.match_info["peer"]
         version = request.headers.get(VERSION_HEADER, "")[:32]
         body = await request.read()
-        frames: asyncio.Queue[tuple[bool, bytes]] = asyncio.Queue()
-        conn = Connection(lambda raw: frames.put_nowait((True, raw)), lambda: None, "http",
-                          lambda raw: frames.put_nowait((False, raw)))
+        frames = Frames()
         board = self.front.board
         try:
-            board.route_a2a(conn, agent, peer, version, body)
+            board.route_a2a(frames.conn, agent, peer, version, body)
         except RpcError as exc:
             return _rpc_error(body, exc.code, exc.message, exc.data)
         try:
-            return await self._answer(request, body, frames)
+            return await relay(request, frames, lambda failed: _rpc_error(
+                body, failed.get("code", 0), str(failed.get("message", "Error")),
+                failed.get("data")), lambda failed: _error_event(body, failed))
         finally:
-            board.detach(conn)  # a client that left: the worker cancels the request
+            board.detach(frames.conn)  # a client that left: the worker cancels the request
 
-    async def _answer(self, request: web.Request, body: bytes,
-                      frames: asyncio.Queue[tuple[bool, bytes]]) -> web.StreamResponse:
-        response: web.StreamResponse | None = None
-        while True:
-            last, frame = await frames.get()
-            tag = frame[:1]
-            if tag == b"{":  # the master's own answer: the worker died, a timeout...
-                failed = orjson.loads(frame).get("error") or {}
-                code = failed.get("code", 0)
-                message = str(failed.get("message", "Error"))
-                if response is None:
-                    return _rpc_error(body, code, message, failed.get("data"))
-                await response.write(sse(error(_rid(body), code, message,
-                                               failed.get("data"))))
-                await response.write_eof()
-                return response
-            if tag == messages.LLM_WHOLE:
-                status, headers, whole = messages.unpack_llm_head(frame)
-                return web.Response(body=whole, status=status, headers=headers)
-            if tag == messages.LLM_HEAD:
-                status, headers, _ = messages.unpack_llm_head(frame)
-                response = web.StreamResponse(status=status, headers=headers)
-                await response.prepare(request)
-            elif (response is not None and tag in (messages.LLM_DATA, messages.LLM_END)
-                  and len(frame) > 1):
-                await response.write(frame[1:])
-            if last:
-                if response is None:
-                    return _rpc_error(body, -32603, "Internal error: an answer without a head")
-                await response.write_eof()
-                return response
+
+def _error_event(body: bytes, failed: dict[str, Any] | None) -> bytes:
+    """The event that ends a stream the master had to end (None: the client was too
+    slow to keep up)."""
+    if failed is None:
+        failed = {"code": INTERNAL_ERROR, "message": "The client read the stream too "
+                  f"slowly: the gateway held {MAX_HELD >> 20} MiB for it and dropped it"}
+    return sse(error(_rid(body), failed.get("code", 0), str(failed.get("message", "Error")),
+                     failed.get("data")))
 
 
 def _rid(body: bytes) -> Any:

@@ -9,24 +9,21 @@ gateway worker as it came (Switchboard.route_llm), and the worker's LLM frames c
 (ipc.messages): a whole response, or a stream's head, its bytes as they arrive, and its
 end.  A request per Connection, so the switchboard's machinery holds, re-routes and
 fails it like a tool call; a client that goes away cancels it (and so the provider
-request).  A stream is written out as the client reads it; the master holds at most
-MAX_HELD bytes of it for a slow client (then it drops the request).  The master's own
-answers (busy, timed out, the worker died) are JSON-RPC errors, turned here into the
-API's error shape, or an SSE error event mid-stream: a stream never just stops as if it
-were complete.
+request); front.worker_stream writes the answer out, in the API's own error shape when
+it is the master's (busy, timed out, the worker died).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
 from daemon.front.auth import Agent
-from daemon.front.switchboard import Connection, Switchboard
+from daemon.front.switchboard import Switchboard
+from daemon.front.worker_stream import MAX_HELD, Frames, relay
 from daemon.ipc import messages
 from daemon.llm.apis import Anthropic, Api, OpenAi
 from daemon.protocol import jsonrpc
@@ -56,36 +53,6 @@ STATUS = {jsonrpc.BUSY: 429, jsonrpc.WORKER_CRASHED: 502, jsonrpc.CALL_KILLED_WO
 # Request headers the provider gets as the client sent them (Anthropic's API version and
 # beta features); every other header stays here (the token above all)
 PASSED = ("anthropic-version", "anthropic-beta")
-# Bytes of a stream the master may hold for a client that reads more slowly than the
-# provider writes; past it the request is dropped (an error event ends the stream)
-MAX_HELD = 16 << 20
-
-
-class Frames:
-    """What the worker sent for one request, until the route has written it out."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[bool, bytes]] = asyncio.Queue()
-        self.held = 0
-
-    def more(self, raw: bytes) -> None:
-        self.held += len(raw)
-        self.queue.put_nowait((False, raw))
-
-    def last(self, raw: bytes) -> None:
-        self.queue.put_nowait((True, raw))
-
-    async def get(self) -> tuple[bool, bytes]:
-        last, raw = await self.queue.get()
-        if not last:
-            self.held -= len(raw)
-        return last, raw
-
-    @property
-    def overflowing(self) -> bool:
-        return self.held > MAX_HELD
-
-
 def add_routes(front: HttpFront) -> None:
     for verb, path, method in ROUTES:
         front.app.router.add_route(verb, path, LlmRoute(front, method).handle)
@@ -119,52 +86,28 @@ class LlmRoute:
             return agent
         body = await request.read() if request.method == "POST" else b""
         frames = Frames()
-        conn = Connection(frames.last, lambda: None, "http", frames.more)
         board = self.front.board
         try:
-            board.route_llm(conn, agent, self.method, messages.pack_llm_request(
+            board.route_llm(frames.conn, agent, self.method, messages.pack_llm_request(
                 {k: v for k in PASSED if (v := request.headers.get(k)) is not None}, body))
         except RpcError as exc:
             return self._master_error(exc.code, exc.message, exc.data)
         try:
-            return await self._answer(request, frames)
+            return await relay(request, frames, self._refusal, self._stream_error)
         finally:
-            board.detach(conn)  # a client that left: the worker cancels the request
+            board.detach(frames.conn)  # a client that left: the worker cancels the request
 
-    async def _answer(self, request: web.Request, frames: Frames) -> web.StreamResponse:
-        response: web.StreamResponse | None = None
-        while True:
-            last, frame = await frames.get()
-            tag = frame[:1]
-            if frames.overflowing and response is not None:  # handle() cancels it
-                await response.write(self.api.stream_error(
-                    502, "The client read the stream too slowly: the gateway held "
-                         f"{MAX_HELD >> 20} MiB for it and dropped the request"))
-                await response.write_eof()
-                return response
-            if tag == b"{":  # the master's own answer: the worker died, a timeout...
-                error = orjson.loads(frame).get("error") or {}
-                code, message = error.get("code", 0), str(error.get("message", "Error"))
-                if response is None:
-                    return self._master_error(code, message, error.get("data"))
-                await response.write(self.api.stream_error(STATUS.get(code, 502), message))
-                await response.write_eof()
-                return response
-            if tag == messages.LLM_WHOLE:
-                status, headers, body = messages.unpack_llm_head(frame)
-                return web.Response(body=body, status=status, headers=headers)
-            if tag == messages.LLM_HEAD:
-                status, headers, _ = messages.unpack_llm_head(frame)
-                response = web.StreamResponse(status=status, headers=headers)
-                await response.prepare(request)
-            elif (response is not None and tag in (messages.LLM_DATA, messages.LLM_END)
-                  and len(frame) > 1):
-                await response.write(frame[1:])
-            if last:
-                if response is None:
-                    return self._error(502, "Internal error: an answer without a head")
-                await response.write_eof()
-                return response
+    def _refusal(self, error: dict[str, Any]) -> web.Response:
+        return self._master_error(error.get("code", 0), str(error.get("message", "Error")),
+                                  error.get("data"))
+
+    def _stream_error(self, error: dict[str, Any] | None) -> bytes:
+        if error is None:
+            return self.api.stream_error(502, "The client read the stream too slowly: the "
+                                              f"gateway held {MAX_HELD >> 20} MiB for it "
+                                              "and dropped the request")
+        return self.api.stream_error(STATUS.get(error.get("code", 0), 502),
+                                     str(error.get("message", "Error")))
 
     def _master_error(self, code: int, message: str, data: object = None) -> web.Response:
         status = STATUS.get(code, 500)

@@ -10,15 +10,30 @@ import os
 import subprocess
 
 import psutil
+import pytest
 
 from tests.conftest import CLI
 
 SLOW = os.environ.get("WA_SLOW") == "1"
 
 
-def daemons() -> set[int]:
+def bench_daemons() -> set[int]:
     return {p.pid for p in psutil.process_iter(["cmdline"])
             if "serve" in (p.info["cmdline"] or []) and "wa-bench-" in " ".join(p.info["cmdline"])}
+
+
+_others: set[int] = set()  # bench daemons of other runs on this machine, not this test's
+
+
+@pytest.fixture(autouse=True)
+def _note_other_bench_daemons() -> None:
+    _others.clear()
+    _others.update(bench_daemons())
+
+
+def daemons() -> set[int]:
+    """The bench daemons this test's bench left running."""
+    return bench_daemons() - _others
 
 
 def test_bench_restart_reports_latency_figures_and_leaves_nothing_running():

@@ -24,7 +24,7 @@ import re2
 from daemon.a2a.binding import map_parts
 from daemon.llm.texts import map_texts as map_llm_texts
 from daemon.llm.texts import settled
-from daemon.plugin import Plugin, PluginConfig, map_texts
+from daemon.plugin import Plugin, PluginConfig, map_texts, texts
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
@@ -151,15 +151,14 @@ class Pii(Plugin):
                                                                             self.redact_text)
             return None if redacted is result else redacted
         kinds = self.pii_kinds
-        changed = 0
-
-        def rewrite(text: str) -> str:
-            nonlocal changed
-            text, n = redact(text, kinds)
-            changed += n
-            return text
-        rewritten = map_texts(result, rewrite)
-        return rewritten if changed else None
+        found: dict[str, str] = {}  # each text with PII, redacted
+        for text in texts(result):
+            redacted, n = redact(text, kinds)
+            if n:
+                found[text] = redacted
+        if not found:
+            return None  # most results: read once, never copied
+        return map_texts(result, lambda text: found.get(text, text))
 
     def self_test(self) -> None:
         text, n = redact("mail a@b.io, card 4111 1111 1111 1111, order 1234567890123, "

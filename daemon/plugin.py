@@ -157,6 +157,11 @@ def _blocks(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def texts(result: dict[str, Any]) -> list[str]:
     """Every text in a tool, resource or prompt result."""
+    content = result.get("content")
+    if isinstance(content, list) and "contents" not in result and "messages" not in result:
+        # a tool's result, the common case: one pass (guardrails ask on every call)
+        return [b["text"] for b in content
+                if isinstance(b, dict) and isinstance(b.get("text"), str)]
     return [b["text"] for b in _blocks(result) if isinstance(b.get("text"), str)]
 
 

@@ -107,7 +107,10 @@ class Plugin:
     # The schema of [plugins.config.NAME] (a msgspec Struct); None takes any table
     config_schema: ClassVar[type[msgspec.Struct] | None] = None
     # The kinds of call this plugin sees (Call.kind); others pass it by, so a tool-only
-    # plugin never fails an LLM request
+    # plugin never fails an LLM request.  An instance may narrow them in __init__ from
+    # its config: ``self.kinds = frozenset()`` when it has nothing to check under that
+    # table (its hooks then never run, and records do not list it; a new table makes a
+    # new instance)
     kinds: ClassVar[frozenset[str] | set[str] | list[str] | tuple[str, ...]] = frozenset(
         {"tool"})
     # Streamed LLM answers: an ``async def on_chunk(self, call, text, final)`` hook gets

@@ -113,6 +113,10 @@ class Plugin:
     # new instance)
     kinds: ClassVar[frozenset[str] | set[str] | list[str] | tuple[str, ...]] = frozenset(
         {"tool"})
+    # The kinds one hook sees, when fewer than ``kinds`` (a hook with nothing to do for a
+    # kind is not run for it): {"before_call": {"llm", "a2a"}}
+    hook_kinds: ClassVar[dict[str, frozenset[str] | set[str] | list[str] | tuple[str, ...]]] \
+        = {}
     # Streamed LLM answers: an ``async def on_chunk(self, call, text, final)`` hook gets
     # the text as it streams and returns it rewritten, a Deny, or None (unchanged).  The
     # gateway holds back the last ``stream_window`` characters of what the hooks passed

@@ -122,6 +122,8 @@ class Pii(Plugin):
     config: PiiConfig
     # which calls it sees (not config.kinds: the kinds of PII it looks for)
     kinds: ClassVar[frozenset[str]] = frozenset({"tool", "resource", "prompt", "llm", "a2a"})
+    # the arguments of a tool, resource or prompt are the agent's own business
+    hook_kinds: ClassVar[dict[str, frozenset[str]]] = {"before_call": frozenset({"llm", "a2a"})}
     stream_window = 64
 
     def __init__(self, config: Any = None, log: Any = None) -> None:
@@ -135,7 +137,7 @@ class Pii(Plugin):
 
     async def before_call(self, call: Any) -> Any:
         if call.kind not in ("llm", "a2a"):
-            return None  # tool arguments are the agent's own business
+            return None  # (hook_kinds: not asked) tool arguments are the agent's own business
         redacted = (map_llm_texts if call.kind == "llm" else map_parts)(call.arguments,
                                                                         self.redact_text)
         return None if redacted is call.arguments else call.with_arguments(redacted)

@@ -70,7 +70,7 @@ class Deny:
     redacted: Any = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Call:
     """One tool call as a plugin sees it.  Return ``call.with_arguments(...)`` to
     rewrite the arguments."""
@@ -82,6 +82,14 @@ class Call:
     input_schema: dict[str, Any] | None = None  # the tool's JSON schema for arguments
     description: str = ""  # the tool's description, as tools/list shows it
     kind: str = "tool"  # "tool" | "resource" | "prompt" | "completion" | "llm"
+
+    def __init__(self, agent: str, roles: tuple[str, ...], tool: str,
+                 arguments: dict[str, Any], input_schema: dict[str, Any] | None = None,
+                 description: str = "", kind: str = "tool") -> None:
+        # Still frozen to plugins; set through __dict__ once here, since the generated
+        # frozen __init__ (an object.__setattr__ per field) cost 0.8 µs of every call
+        self.__dict__.update(agent=agent, roles=roles, tool=tool, arguments=arguments,
+                             input_schema=input_schema, description=description, kind=kind)
 
     def with_arguments(self, arguments: dict[str, Any]) -> Call:
         return dataclasses.replace(self, arguments=arguments)
@@ -99,9 +107,16 @@ class Plugin:
     # The schema of [plugins.config.NAME] (a msgspec Struct); None takes any table
     config_schema: ClassVar[type[msgspec.Struct] | None] = None
     # The kinds of call this plugin sees (Call.kind); others pass it by, so a tool-only
-    # plugin never fails an LLM request
+    # plugin never fails an LLM request.  An instance may narrow them in __init__ from
+    # its config: ``self.kinds = frozenset()`` when it has nothing to check under that
+    # table (its hooks then never run, and records do not list it; a new table makes a
+    # new instance)
     kinds: ClassVar[frozenset[str] | set[str] | list[str] | tuple[str, ...]] = frozenset(
         {"tool"})
+    # The kinds one hook sees, when fewer than ``kinds`` (a hook with nothing to do for a
+    # kind is not run for it): {"before_call": {"llm", "a2a"}}
+    hook_kinds: ClassVar[dict[str, frozenset[str] | set[str] | list[str] | tuple[str, ...]]] \
+        = {}
     # Streamed LLM answers: an ``async def on_chunk(self, call, text, final)`` hook gets
     # the text as it streams and returns it rewritten, a Deny, or None (unchanged).  The
     # gateway holds back the last ``stream_window`` characters of what the hooks passed
@@ -149,6 +164,11 @@ def _blocks(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def texts(result: dict[str, Any]) -> list[str]:
     """Every text in a tool, resource or prompt result."""
+    content = result.get("content")
+    if isinstance(content, list) and "contents" not in result and "messages" not in result:
+        # a tool's result, the common case: one pass (guardrails ask on every call)
+        return [b["text"] for b in content
+                if isinstance(b, dict) and isinstance(b.get("text"), str)]
     return [b["text"] for b in _blocks(result) if isinstance(b.get("text"), str)]
 
 

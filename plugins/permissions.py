@@ -107,6 +107,10 @@ class Permissions(Plugin):
         # parsed once per (agent, roles): re-marshalling them per call cost half the time
         self.entities: dict[tuple[str, tuple[str, ...]], cedarpy.Entities] = {}
         self.reload(force=True)
+        if not self.config.policies:
+            # no policy files named (not even a glob that may match later): allow all,
+            # with no hook to run
+            self.kinds = frozenset()
 
     def files(self) -> list[str]:
         return sorted(f for pattern in self.config.policies

@@ -24,7 +24,7 @@ import re2
 from daemon.a2a.binding import map_parts
 from daemon.llm.texts import map_texts as map_llm_texts
 from daemon.llm.texts import settled
-from daemon.plugin import Plugin, PluginConfig, map_texts
+from daemon.plugin import Plugin, PluginConfig, map_texts, texts
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
@@ -122,6 +122,8 @@ class Pii(Plugin):
     config: PiiConfig
     # which calls it sees (not config.kinds: the kinds of PII it looks for)
     kinds: ClassVar[frozenset[str]] = frozenset({"tool", "resource", "prompt", "llm", "a2a"})
+    # the arguments of a tool, resource or prompt are the agent's own business
+    hook_kinds: ClassVar[dict[str, frozenset[str]]] = {"before_call": frozenset({"llm", "a2a"})}
     stream_window = 64
 
     def __init__(self, config: Any = None, log: Any = None) -> None:
@@ -135,7 +137,7 @@ class Pii(Plugin):
 
     async def before_call(self, call: Any) -> Any:
         if call.kind not in ("llm", "a2a"):
-            return None  # tool arguments are the agent's own business
+            return None  # (hook_kinds: not asked) tool arguments are the agent's own business
         redacted = (map_llm_texts if call.kind == "llm" else map_parts)(call.arguments,
                                                                         self.redact_text)
         return None if redacted is call.arguments else call.with_arguments(redacted)
@@ -151,15 +153,14 @@ class Pii(Plugin):
                                                                             self.redact_text)
             return None if redacted is result else redacted
         kinds = self.pii_kinds
-        changed = 0
-
-        def rewrite(text: str) -> str:
-            nonlocal changed
-            text, n = redact(text, kinds)
-            changed += n
-            return text
-        rewritten = map_texts(result, rewrite)
-        return rewritten if changed else None
+        found: dict[str, str] = {}  # each text with PII, redacted
+        for text in texts(result):
+            redacted, n = redact(text, kinds)
+            if n:
+                found[text] = redacted
+        if not found:
+            return None  # most results: read once, never copied
+        return map_texts(result, lambda text: found.get(text, text))
 
     def self_test(self) -> None:
         text, n = redact("mail a@b.io, card 4111 1111 1111 1111, order 1234567890123, "

@@ -44,6 +44,12 @@ class RateLimit(Plugin):
     config_schema = RateLimitConfig
     config: RateLimitConfig
 
+    def __init__(self, config: Any = None, log: Any = None) -> None:
+        super().__init__(config, log)
+        c = self.config
+        if not (c.agent_rate or c.tool_rate or c.tools):
+            self.kinds = frozenset()  # no limits: no call to count, no hook to run
+
     def initial_state(self) -> dict[str, Any]:
         return {"buckets": {}}  # key -> [tokens, wall-clock time of that count]
 

@@ -79,28 +79,40 @@ class Trace:
 
     def intent_record(self) -> bytes:
         record = self._base("intent", True)
-        record["decisions"] = self._decisions()
+        self._decisions(record)
         return orjson.dumps(record)
 
     def call_record(self, outcome: dict[str, Any]) -> bytes:
         record = self._base("call", self.intent is None)
         if self.intent is not None:
             record["intent"] = self.intent
-        record["decisions"] = self._decisions()
+        self._decisions(record)
         record["outcome"] = outcome
         if self.withheld is not None:
             record["withheld"] = self.withheld
         record["ms"] = _ms(time.perf_counter() - self.started)
         return orjson.dumps(record)
 
-    def _decisions(self) -> list[dict[str, Any]]:
-        # one comprehension, no calls: a dozen hooks make this a hot loop per call
-        return [{"plugin": plugin, "version": version, "hook": _HOOKS.get(hook, hook),
-                 "verdict": verdict, "ms": int(seconds * 1e6) / 1000}
-                if reason is None else
-                {"plugin": plugin, "version": version, "hook": _HOOKS.get(hook, hook),
-                 "verdict": verdict, "ms": int(seconds * 1e6) / 1000, "reason": reason}
-                for plugin, version, hook, verdict, reason, seconds in self.trail]
+    def _decisions(self, record: dict[str, Any]) -> None:
+        """``decisions``: every hook that did something (deny, would_deny, rewrite), in
+        full; ``allowed``: the plugin versions whose hooks let the call pass unchanged,
+        by hook.  One dict per allowing hook (a dozen per call) was most of the record's
+        cost and size."""
+        decisions: list[dict[str, Any]] = []
+        before: dict[str, str] = {}
+        after: dict[str, str] = {}
+        for plugin, version, hook, verdict, reason, seconds in self.trail:
+            if verdict == "allow":
+                (before if hook == "before_call" else after)[plugin] = version
+                continue
+            decision = {"plugin": plugin, "version": version, "hook": _HOOKS.get(hook, hook),
+                        "verdict": verdict, "ms": int(seconds * 1e6) / 1000}
+            if reason is not None:
+                decision["reason"] = reason
+            decisions.append(decision)
+        record["decisions"] = decisions
+        if before or after:
+            record["allowed"] = {"before": before, "after": after}
 
 
 _HOOKS = {"before_call": "before", "after_call": "after"}  # as the record names them

@@ -144,22 +144,25 @@ def after(chain: tuple[Hosted, ...], call: Call, result: dict[str, Any],
 
 
 # What _through needs of each plugin that has a hook: its bound hook, its version as the
-# record writes it, and its name as the call slot holds it.  Made once per chain, not per
-# call: a swap makes a new chain tuple, so (chain, hook name) names it.
-Hooks = tuple[tuple[Hosted, Callable[..., Any], str, bytes], ...]
-_hooks_of: dict[tuple[int, str], tuple[tuple[Hosted, ...], Hooks]] = {}
+# record writes it, its name as the call slot holds it, its name and its budget.  Made
+# once per chain, not per call: a swap makes a new chain tuple, so (chain, hook name)
+# names it.
+Hooks = tuple[tuple[Hosted, Callable[..., Any], str, bytes, str, float], ...]
+_hooks_of: dict[tuple[int, str, str], tuple[tuple[Hosted, ...], Hooks]] = {}
 
 
-def _hooks(chain: tuple[Hosted, ...], hook_name: str) -> Hooks:
-    found = _hooks_of.get((id(chain), hook_name))
+def _hooks(chain: tuple[Hosted, ...], hook_name: str, kind: str) -> Hooks:
+    found = _hooks_of.get((id(chain), hook_name, kind))
     if found is not None and found[0] is chain:
         return found[1]
-    hooks = tuple((hosted, hook, str(hosted.version), hosted.name.encode()[:32])
+    hooks = tuple((hosted, hook, str(hosted.version), hosted.name.encode()[:32],
+                   hosted.name, hosted.budget)
                   for hosted in chain
-                  if (hook := getattr(hosted.plugin, hook_name, None)) is not None)
-    if len(_hooks_of) > 16:  # chains of past swaps
+                  if (hook := getattr(hosted.plugin, hook_name, None)) is not None
+                  and kind in hosted.plugin.hook_kinds.get(hook_name, (kind,)))
+    if len(_hooks_of) > 64:  # chains of past swaps
         _hooks_of.clear()
-    _hooks_of[(id(chain), hook_name)] = (chain, hooks)
+    _hooks_of[(id(chain), hook_name, kind)] = (chain, hooks)
     return hooks
 
 
@@ -180,25 +183,25 @@ async def _through(chain: tuple[Hosted, ...], hook_name: str, value: Any, rewrit
     clock = time.monotonic
     now = clock()  # one reading per hook: where one hook ends, the next starts
     try:
-        for hosted, hook, version, label in _hooks(chain, hook_name):
+        for hosted, hook, version, label, name, budget in _hooks(chain, hook_name, call.kind):
             started = now
             try:
                 if slot is not None:  # re-armed from one hook to the next, idled at the end
-                    slot.arm(seq, started + hosted.budget, label)
+                    slot.arm(seq, started + budget, label)
                 coro = hook(value) if first is None else hook(first, value)
                 pending = coro.send(None)  # a hook that is not a coroutine fails here
             except StopIteration as done:
                 now = clock()
                 took = now - started
                 verdict = done.value
-                if verdict is None and took <= hosted.budget:
+                if verdict is None and took <= budget:
                     # the common case: on to the next hook, which re-arms the slot.  Only
                     # this module's code runs meanwhile, where the slot's interrupt never
                     # raises (call_slot._BOOKKEEPING)
-                    note((hosted.name, version, hook_name, "allow", None, took))
+                    note((name, version, hook_name, "allow", None, took))
                     continue
                 _idle(slot)
-                if took > hosted.budget:
+                if took > budget:
                     verdict = _overran(hosted)
             except HookOverrun:
                 _idle(slot)

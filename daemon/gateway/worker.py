@@ -142,12 +142,16 @@ class GatewayService:
 
     async def serve(self, seq: int, pending: Pending) -> None:
         try:
-            answer = await self.handler.finish(
-                pending,
-                lambda note: self.worker.send_raw(messages.pack_progress(seq, note)),
-                # Before a tool with effects starts, the master must know: if this worker
-                # dies from then on, the outcome is unknown (-32014); before, it re-routes.
-                lambda: self.worker.send_raw_now(messages.pack_started(seq)))
+            if pending.tool.inline is not None:  # pure: no progress, nothing to announce
+                answer = await self.handler.finish(pending)
+            else:
+                answer = await self.handler.finish(
+                    pending,
+                    lambda note: self.worker.send_raw(messages.pack_progress(seq, note)),
+                    # Before a tool with effects starts, the master must know: if this
+                    # worker dies from then on, the outcome is unknown (-32014); before,
+                    # it re-routes.
+                    lambda: self.worker.send_raw_now(messages.pack_started(seq)))
         except asyncio.CancelledError:  # the agent cancelled or left: MCP wants no response
             self.audit.submit(pending.trace.call_record({"status": "cancelled"}))
             raise

@@ -104,6 +104,13 @@ def load_class(source: PluginSource) -> type[Plugin]:
     if not isinstance(kinds, set | frozenset | list | tuple) or not set(kinds) <= CALL_KINDS:
         raise Refused(f"{cls.__name__}.kinds must be a set of {', '.join(sorted(CALL_KINDS))}"
                       f", got {kinds!r}")  # a string would match its substrings
+    hook_kinds = cls.hook_kinds
+    if not isinstance(hook_kinds, dict) or not all(
+            hook in ("before_call", "after_call") and isinstance(seen, set | frozenset | list
+                                                                 | tuple)
+            and set(seen) <= CALL_KINDS for hook, seen in hook_kinds.items()):
+        raise Refused(f"{cls.__name__}.hook_kinds must map before_call or after_call to a "
+                      f"set of {', '.join(sorted(CALL_KINDS))}, got {hook_kinds!r}")
     return cls
 
 

@@ -19,6 +19,7 @@ hangs, ``seq`` names the call that did it: that call is answered -32018, never r
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import signal
@@ -29,6 +30,7 @@ from types import FrameType
 from typing import NamedTuple
 
 _LAYOUT = struct.Struct("=Qd32s")
+_DEADLINE = struct.Struct("=d")  # at offset 8
 SIZE = _LAYOUT.size
 INTERRUPT_SIGNAL = signal.SIGUSR2  # the master's "your hook overran: stop it"
 
@@ -48,7 +50,9 @@ class CallSlot:
     def __init__(self, path: Path, view: mmap.mmap) -> None:
         self.path = path
         self._view = view
-        self.deadline = 0.0  # the worker's own copy: what the interrupt handler checks
+        # arm(seq, deadline, plugin) without a Python frame: the chain runner arms the
+        # slot once per hook, a dozen times per call
+        self.arm = functools.partial(_LAYOUT.pack_into, view, 0)
         self.interrupted = False  # set when HookOverrun was raised since the last reset
 
     # -- both sides ---------------------------------------------------------------------
@@ -88,16 +92,18 @@ class CallSlot:
         """Call ``seq``'s own code runs now (an inline tool), with no budget."""
         _LAYOUT.pack_into(self._view, 0, seq, 0.0, b"")
 
-    def arm(self, seq: int, deadline: float, plugin: bytes) -> None:
-        """A plugin hook of call ``seq`` runs until ``deadline`` (monotonic seconds);
-        ``plugin``: its name, UTF-8, at most 32 bytes (encoded once per chain)."""
-        self.deadline = deadline
-        _LAYOUT.pack_into(self._view, 0, seq, deadline, plugin)
+    # arm(seq, deadline, plugin), set in __init__: a plugin hook of call ``seq`` runs
+    # until ``deadline`` (monotonic seconds); ``plugin``: its name, UTF-8, at most 32
+    # bytes (encoded once per chain)
+
+    @property
+    def deadline(self) -> float:
+        """The armed hook's deadline (0: none): what the interrupt handler checks."""
+        return float(_DEADLINE.unpack_from(self._view, 8)[0])
 
     def idle(self) -> None:
         """No call's code is on the stack (the loop, our bookkeeping, a suspended call):
         a worker that dies now is not the fault of any one call."""
-        self.deadline = 0.0
         _LAYOUT.pack_into(self._view, 0, 0, 0.0, b"")
 
     def interrupt(self, _signum: int, frame: FrameType | None) -> None:
@@ -107,7 +113,8 @@ class CallSlot:
         It raises only inside the hook's own code: in our bookkeeping around the hook
         (arming, disarming, the chain runner) the hook has already returned, and the
         master will signal again if it is still overdue."""
-        if not self.deadline or time.monotonic() <= self.deadline:
+        deadline = self.deadline
+        if not deadline or time.monotonic() <= deadline:
             return
         if frame is not None and frame.f_globals.get("__name__") in _BOOKKEEPING:
             return

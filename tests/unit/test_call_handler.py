@@ -148,8 +148,8 @@ def test_with_plugins_the_call_is_finished_through_their_hooks_and_the_record_li
     assert text(answer) == "LOUD"
     kept = record(answer)
     assert [(d["plugin"], d["hook"], d["verdict"]) for d in kept["decisions"]] == [
-        ("redactor", "before", "rewrite"), ("blocker", "before", "allow"),
-        ("shouter", "after", "rewrite")]
+        ("redactor", "before", "rewrite"), ("shouter", "after", "rewrite")]
+    assert kept["allowed"] == {"before": {"blocker": "1"}, "after": {}}  # plugin: version
     assert kept["args"] == {"text": "hi", "secret": "***"} and kept["args_redacted"]
     original = orjson.dumps({"text": "hi", "secret": "hunter2"}, option=orjson.OPT_SORT_KEYS)
     assert kept["args_sha256"] == hashlib.sha256(original).hexdigest()

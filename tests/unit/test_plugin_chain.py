@@ -219,3 +219,43 @@ def test_a_hook_stuck_in_a_python_loop_is_interrupted_by_the_masters_signal(slot
     assert slot.interrupted
     assert seen and (seen[0].seq, seen[0].plugin) == (7, "spinner")
     assert slot.read().seq == 0  # idle again: the worker is not running any call's code
+
+
+class LlmOnlyBefore(Plugin):
+    """Sees tool and LLM calls, but its before_call only LLM requests (hook_kinds)."""
+
+    name = "llm_only_before"
+    kinds = frozenset({"tool", "llm"})
+    hook_kinds = {"before_call": frozenset({"llm"})}
+
+    async def before_call(self, call: Call) -> Deny:
+        return Deny(f"before_call ran for a {call.kind} call")
+
+    async def after_call(self, call: Call, result: dict[str, Any]) -> None:
+        return None
+
+
+def test_a_hook_is_not_run_for_the_kinds_its_hook_kinds_leave_out():
+    chain = (hosted(LlmOnlyBefore()),)
+    out, trail = before(*chain)
+    assert out == CALL and trail == []  # a tool call: its before_call is not asked
+    llm = Call("alice", ("reader",), "gpt", {"messages": []}, kind="llm")
+    denied = asyncio.run(plugin_chain.before(chain, llm, []))
+    assert denial(denied)["reason"] == "before_call ran for a llm call"
+    after_trail: Trail = []
+    assert asyncio.run(plugin_chain.after(chain, CALL, RESULT, after_trail)) == RESULT
+    assert verdicts(after_trail) == [("llm_only_before", "after_call", "allow")]
+
+
+def test_hook_kinds_that_name_an_unknown_hook_or_kind_are_refused():
+    from daemon.hotswap.source import PluginSource, Refused, load_class
+
+    def load(hook_kinds: str) -> type[Plugin]:
+        code = ("from daemon.plugin import Plugin\n"
+                f"class P(Plugin):\n    name = 'p'\n    hook_kinds = {hook_kinds}\n").encode()
+        return load_class(PluginSource("p.py", code, hashlib.sha256(code).hexdigest()))
+    assert load('{"before_call": {"llm"}}').hook_kinds == {"before_call": {"llm"}}
+    for bad in ('{"before": {"llm"}}', '{"after_call": "llm"}', '{"before_call": {"llms"}}',
+                '["before_call"]'):
+        with pytest.raises(Refused, match="hook_kinds must map"):
+            load(bad)

@@ -73,7 +73,7 @@ def base(daemon: Daemon) -> str:
 
 def openai_client(daemon: Daemon, agent: str = "alice", **options: Any) -> openai.OpenAI:
     return openai.OpenAI(base_url=base(daemon) + "/v1", api_key=TOKENS[agent],
-                         max_retries=0, timeout=30, **options)
+                         **{"max_retries": 0, "timeout": 30, **options})
 
 
 def anthropic_client(daemon: Daemon, agent: str = "alice",

@@ -271,3 +271,21 @@ def test_tool_only_plugins_never_see_an_llm_request(start_daemon, state_dir, fak
         assert reply.choices[0].message.content == "echo: a sizeable question"
     records = wait_for(lambda: len(llm_records(d)) >= 3 and llm_records(d), 10, "records")
     assert all(r["decisions"] == [] for r in records)
+
+
+def test_a_request_the_client_drops_before_the_provider_answers_gives_its_budget_back(
+        start_daemon, state_dir, fake):
+    d = start_llm_daemon(start_daemon, state_dir, {"fake": openai_provider(fake)}, {
+        "budgets": {"tokens_per_day": 400}})
+    long = [{"role": "user", "content": "something long"}]
+    fake.mode = "hang"
+    with pytest.raises(openai.APITimeoutError):  # the client gives up, and disconnects
+        openai_client(d, timeout=1.0).chat.completions.create(
+            model="gpt-4o-mini", max_tokens=300, messages=long)
+    wait_for(lambda: [r for r in llm_records(d)
+                      if r["outcome"]["status"] == "cancelled"], 10, "the cancelled record")
+    fake.mode = "ok"
+    # its reservation (about 300 tokens) was given back: this one fits in the 400
+    reply = openai_client(d).chat.completions.create(model="gpt-4o-mini", max_tokens=300,
+                                                     messages=long)
+    assert reply.choices[0].message.content

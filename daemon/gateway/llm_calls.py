@@ -204,6 +204,13 @@ class LlmCalls:
             trace.outcome = {"status": "provider_error", "http": 502, "message": str(exc)}
             raise Refusal(502, f"Provider failure: {exc}",
                           headers={"x-should-retry": "false"}) from None
+        except asyncio.CancelledError:
+            # dropped (or timed out) before the provider answered: nothing was used, so
+            # what a budget reserved goes back.  A stream cut later keeps its estimate
+            # charged: what it used is unknown.
+            trace.outcome = {"status": "cancelled"}
+            await self._after_failure(chain, call, trace, seq)
+            raise
         trace.attempts = [a.record() for a in attempts]
         trace.provider = provider.name
         try:

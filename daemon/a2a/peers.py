@@ -17,6 +17,7 @@ import aiohttp
 
 from daemon import secret_env
 from daemon.a2a.binding import VERSION_HEADER
+from daemon.worker.http_session import PooledSession
 
 log = logging.getLogger("a2a")
 MAX_ANSWER_BYTES = 16 << 20  # a whole (not streamed) answer larger than this is refused
@@ -57,19 +58,13 @@ class PeerFailure(Exception):
 
 class PeerClient:
     def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
+        self.http = PooledSession()
 
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                auto_decompress=True)
-        return self._session
+        return self.http.get()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()
 
     async def post(self, peer: Peer, body: bytes, version: str,
                    stream: bool) -> aiohttp.ClientResponse:

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from daemon import secret_env
+from daemon.worker.http_session import PooledSession
 
 log = logging.getLogger("llm")
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -92,24 +93,18 @@ class Attempt:
 class Providers:
     def __init__(self, options: list[dict[str, Any]]) -> None:
         self.all = tuple(Provider.from_options(o) for o in options)
-        self._session: aiohttp.ClientSession | None = None
+        self.http = PooledSession()
         self._matching: dict[tuple[str, str | None], list[Provider]] = {}
 
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                auto_decompress=True)
-        return self._session
+        return self.http.get()
 
     def adopt(self, old: Providers) -> None:
         """A reload: the new settings keep the old connection pool."""
-        self._session, old._session = old._session, None
+        self.http, old.http = old.http, PooledSession()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()
 
     def matching(self, model: str, kind: str | None = None) -> list[Provider]:
         """The providers of a model, in order (globs matched once per model name)."""

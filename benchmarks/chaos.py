@@ -203,7 +203,7 @@ async def drive(args: argparse.Namespace, target: DaemonUnderTest, plugin_dir: P
         "by_agent": {name: {**v, "shard": shard(name, args.workers)} for name, v in
                      checks.breakdown(ledger.requests, "agent").items()},
         "poison": poison.as_dict(),
-        "gateways": gateway_summary,
+        "gateways": gateway_summary if servers else None,
         "faults": {"injected": dict(sorted(faults.injected.items())),
                    "missed": dict(sorted(faults.missed.items())),
                    "problems": faults.problems, "timeline": sorted(faults.timeline)},

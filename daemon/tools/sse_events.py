@@ -4,8 +4,9 @@ MCP's Streamable HTTP sends one JSON-RPC message per event.  Lines may end in LF
 CR (the SSE grammar); a field line is ``name: value``; a blank line ends the event; lines
 starting with ":" are comments (keep-alives).  Only ``data`` matters here: ``id``,
 ``event`` and ``retry`` are read past; an event whose data is empty is none (SSE's
-dispatch rule: servers send one to prime a resumable stream).  An event over ``cap`` bytes is refused as it
-streams in: EventTooLarge is raised, and the stream is not worth reading on.
+dispatch rule: servers send one to prime a resumable stream).  An event over ``cap``
+bytes is refused as it streams in: EventTooLarge is raised, and the stream is not worth
+reading on.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.gateway.passthrough import _matches
+from daemon.protocol.uri_template import matches as _matches
 from daemon.gateway.plugin_chain import Hosted
 from daemon.gateway.plugin_host import PluginHost
 from daemon.plugin import Plugin, map_texts, texts

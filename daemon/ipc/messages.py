@@ -267,7 +267,8 @@ class PluginState(Message, frozen=True, tag=PLUGIN_STATE):
 
 
 AnyMessage = (Ready | Heartbeat | Config | AuditStatus | UpstreamTools | Upstreams
-              | ResourceWatch | ResourceWatched | ResourceUpdated | PluginPrepare | PluginCommit | PluginAbort | PluginUnload | PluginSnapshot
+              | ResourceWatch | ResourceWatched | ResourceUpdated
+              | PluginPrepare | PluginCommit | PluginAbort | PluginUnload | PluginSnapshot
               | PluginReply | PluginState)
 PluginStep = PluginPrepare | PluginCommit | PluginAbort | PluginUnload | PluginSnapshot
 

@@ -1,0 +1,268 @@
+"""Resource subscriptions and runtime list changes through the gateway, with a real SDK
+server as the upstream (tests/fixtures/live_upstream.py: over stdio, and over Streamable
+HTTP in either era) and agents on TCP and on HTTP (the official SDK client, both eras).
+
+An agent subscribed to a resource hears of its updates until it unsubscribes; an agent
+not subscribed hears nothing; the roles' ``resources`` hide a resource from a subscribe as
+from a read; an upstream is subscribed once per URI however many agents are; an upstream
+that adds a tool at runtime and says so reaches agents as list_changed, and the new tool
+is listed and callable."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import orjson
+import pytest
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.subscriptions import ResourceUpdated
+
+from daemon.client import AgentClient
+from daemon.protocol.jsonrpc import RpcError
+from tests.conftest import wait_for
+from tests.gateway_helpers import TOKENS, listen, tcp_address
+
+LIVE = Path(__file__).parent / "fixtures" / "live_upstream.py"
+UPDATED = "notifications/resources/updated"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Upstream:
+    """The live server's [upstreams.live] table; over HTTP, the server itself, run here."""
+
+    def __init__(self, kind: str, log: Path) -> None:
+        self.kind, self.log = kind, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        env = {**os.environ, "LIVE_LOG": str(log)}
+        if kind == "stdio":
+            self.table: dict[str, Any] = {"command": [sys.executable, str(LIVE)],
+                                          "env": {"LIVE_LOG": str(log)}}
+            return
+        port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(LIVE), str(port), *(["--legacy"] if kind == "legacy" else [])],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.table = {"url": f"http://127.0.0.1:{port}/mcp"}
+
+        def listening() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, "the server died"
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                return True
+            except OSError:
+                return False
+        wait_for(listening, 20, "the live HTTP server to listen")
+
+    def requests(self) -> list[str]:
+        """The resources/subscribe and unsubscribe requests it got (handshake era)."""
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def config(upstream: Upstream) -> dict[str, dict[str, Any]]:
+    def digest(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+    return {
+        "roles.reader": {"tools": ["live__*"], "resources": ["live://status", "live://items/*"]},
+        "roles.ops": {"tools": ["*"], "resources": ["*"]},
+        "agents.alice": {"token_sha256": digest(TOKENS["alice"]), "roles": ["reader"]},
+        "agents.bob": {"token_sha256": digest(TOKENS["bob"]), "roles": ["ops"]},
+        "upstreams.live": upstream.table,
+    }
+
+
+@pytest.fixture(params=["stdio", "legacy", "modern"])
+def upstream(request: pytest.FixtureRequest, state_dir: Path) -> Iterator[Upstream]:
+    served = Upstream(request.param, state_dir / "live.log")
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def daemon(start_daemon, upstream):
+    d = start_daemon(extra=config(upstream))
+    d.wait_ready(timeout=60)
+    return d
+
+
+def tcp(daemon, name: str) -> AgentClient:
+    return AgentClient.tcp(*tcp_address(daemon), TOKENS[name], timeout=30)
+
+
+def next_note(agent: AgentClient, method: str) -> dict[str, Any]:
+    """The next notification ``method`` the agent gets (others are kept aside)."""
+    while True:
+        for note in agent.notifications:
+            if note.get("method") == method:
+                agent.notifications.remove(note)
+                return note
+        message = orjson.loads(agent.recv_raw())
+        if "id" not in message:
+            agent.notifications.append(message)
+
+
+def updates(agent: AgentClient) -> list[str]:
+    return [n["params"]["uri"] for n in agent.notifications if n.get("method") == UPDATED]
+
+
+def test_a_subscribed_agent_hears_of_updates_until_it_unsubscribes_and_others_hear_nothing(
+        daemon, upstream):
+    with tcp(daemon, "alice") as alice, tcp(daemon, "bob") as bob:
+        assert alice.request("resources/subscribe", {"uri": "live://status"}) == {}
+        assert bob.request("resources/subscribe", {"uri": "live://items/b"}) == {}
+        bob.call_tool("live__touch", {"uri": "live://status"})
+        assert next_note(alice, UPDATED)["params"] == {"uri": "live://status"}
+        bob.call_tool("live__touch", {"uri": "live://items/b"})
+        # bob's own update comes after alice's would have: he was never sent hers
+        assert next_note(bob, UPDATED)["params"] == {"uri": "live://items/b"}
+        assert updates(bob) == [] and updates(alice) == []
+
+        assert alice.request("resources/unsubscribe", {"uri": "live://status"}) == {}
+        assert alice.request("resources/subscribe", {"uri": "live://items/a"}) == {}
+        bob.call_tool("live__touch", {"uri": "live://status"})
+        bob.call_tool("live__touch", {"uri": "live://items/a"})
+        # updates from one upstream arrive in order: the first she gets is items/a
+        assert next_note(alice, UPDATED)["params"] == {"uri": "live://items/a"}
+        assert updates(alice) == []
+    if upstream.kind == "legacy":  # the handshake era: one upstream request per change
+        expected = sorted(["subscribe live://status", "subscribe live://items/b",
+                           "unsubscribe live://status", "subscribe live://items/a",
+                           "unsubscribe live://items/a", "unsubscribe live://items/b"])
+        wait_for(lambda: sorted(upstream.requests()) == expected, 10,
+                 "the upstream subscriptions to end with the agents' connections")
+
+
+def test_an_upstream_is_subscribed_once_per_uri_however_many_agents_watch_it(
+        daemon, upstream):
+    if upstream.kind != "legacy":
+        pytest.skip("counted from resources/subscribe requests: the handshake era's")
+    with tcp(daemon, "alice") as alice, tcp(daemon, "bob") as bob:
+        alice.request("resources/subscribe", {"uri": "live://status"})
+        bob.request("resources/subscribe", {"uri": "live://status"})
+        bob.call_tool("live__touch", {"uri": "live://status"})
+        assert next_note(alice, UPDATED)["params"]["uri"] == "live://status"
+        assert next_note(bob, UPDATED)["params"]["uri"] == "live://status"
+        alice.request("resources/unsubscribe", {"uri": "live://status"})
+        assert upstream.requests() == ["subscribe live://status"]  # bob still watches it
+    wait_for(lambda: upstream.requests() == ["subscribe live://status",
+                                             "unsubscribe live://status"],
+             10, "the upstream subscription to end with the last agent's connection")
+
+
+def test_a_resource_the_roles_hide_answers_subscribe_like_an_unknown_one(daemon):
+    with tcp(daemon, "alice") as alice:
+        errors = []
+        for uri in ("live://secret", "live://nothing-here"):
+            with pytest.raises(RpcError) as caught:
+                alice.request("resources/subscribe", {"uri": uri})
+            errors.append((caught.value.code, caught.value.message, caught.value.data))
+        assert errors == [(-32002, "Resource not found", {"uri": "live://secret"}),
+                          (-32002, "Resource not found", {"uri": "live://nothing-here"})]
+        with pytest.raises(RpcError) as caught:
+            alice.request("resources/subscribe", {"uri": 7})
+        assert caught.value.code == -32602
+        assert alice.request("resources/subscribe", {"uri": "live://items/x"}) == {}
+
+
+def test_a_tool_an_upstream_adds_at_runtime_reaches_agents_as_list_changed(daemon):
+    with tcp(daemon, "bob") as bob:
+        assert "live__fresh" not in {t["name"] for t in bob.list_tools()}
+        assert bob.call_tool("live__add_tool", {"name": "fresh"})["isError"] is False
+        next_note(bob, "notifications/tools/list_changed")
+        wait_for(lambda: "live__fresh" in {t["name"] for t in bob.list_tools()}, 10,
+                 "the new tool to be listed")
+        result = bob.call_tool("live__fresh", {})
+        assert result["content"][0]["text"] == "I am fresh"
+    assert "its lists changed" in daemon.log()
+
+
+def test_subscriptions_are_made_again_after_the_upstream_restarts(daemon, upstream):
+    if upstream.kind != "stdio":
+        pytest.skip("one kind is enough: the master sends the set to the new worker alike")
+    with tcp(daemon, "alice") as alice, tcp(daemon, "bob") as bob:
+        alice.request("resources/subscribe", {"uri": "live://status"})
+        assert daemon.cli("restart", "upstream:live").returncode == 0
+        wait_for(lambda: daemon.status()["upstreams"]["live"]["state"] == "up", 30,
+                 "the upstream to come back")
+
+        def touched() -> bool:
+            bob.call_tool("live__touch", {"uri": "live://status"})
+            return True
+        wait_for(touched, 30, "a call to the restarted upstream")
+        assert next_note(alice, UPDATED)["params"] == {"uri": "live://status"}
+
+
+def sdk(daemon, mode: str, token: str, **kwargs: Any) -> Client:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"},
+                              timeout=httpx2.Timeout(30.0))
+    return Client(streamable_http_client(f"http://{listen(daemon)['http']}/mcp",
+                                         http_client=http), mode=mode, cache=None, **kwargs)
+
+
+def test_the_sdk_client_over_http_in_the_handshake_era_subscribes_and_unsubscribes(
+        daemon, upstream):
+    if upstream.kind == "legacy":
+        pytest.skip("the agent's era is what this test varies")
+
+    async def run() -> None:
+        heard: asyncio.Queue[str] = asyncio.Queue()
+
+        async def on_message(message: Any) -> None:
+            root = getattr(message, "root", message)
+            if getattr(root, "method", None) == UPDATED:
+                await heard.put(str(root.params.uri))
+
+        async with sdk(daemon, "legacy", TOKENS["alice"], message_handler=on_message) as alice, \
+                sdk(daemon, "legacy", TOKENS["bob"]) as bob:
+            caps = alice.server_capabilities
+            assert caps.resources is not None and caps.resources.subscribe is True
+            await alice.subscribe_resource("live://status")
+            await asyncio.sleep(0.5)  # the session's GET stream opens (no update is missed
+            # by it: the gateway holds none for a session without one)
+            await bob.call_tool("live__touch", {"uri": "live://status"})
+            assert await asyncio.wait_for(heard.get(), 10) == "live://status"
+            await alice.unsubscribe_resource("live://status")
+            await alice.subscribe_resource("live://items/z")
+            await bob.call_tool("live__touch", {"uri": "live://status"})
+            await bob.call_tool("live__touch", {"uri": "live://items/z"})
+            assert await asyncio.wait_for(heard.get(), 10) == "live://items/z"
+            with pytest.raises(Exception, match="Resource not found"):
+                await alice.subscribe_resource("live://secret")
+    asyncio.run(run())
+
+
+def test_the_sdk_client_over_http_in_2026_listens_to_resource_updates(daemon, upstream):
+    if upstream.kind == "legacy":
+        pytest.skip("the agent's era is what this test varies")
+
+    async def run() -> None:
+        async with sdk(daemon, "2026-07-28", TOKENS["alice"]) as alice, \
+                sdk(daemon, "2026-07-28", TOKENS["bob"]) as bob:
+            async with alice.listen(resource_subscriptions=["live://status", "live://secret"],
+                                    tools_list_changed=True) as stream:
+                # the hidden resource is left out of the acknowledgement
+                assert stream.honored.resource_subscriptions == ["live://status"]
+                await bob.call_tool("live__touch", {"uri": "live://status"})
+                event = await asyncio.wait_for(stream.__anext__(), 10)
+                assert event == ResourceUpdated(uri="live://status")
+    asyncio.run(run())

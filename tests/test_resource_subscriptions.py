@@ -24,6 +24,7 @@ from typing import Any
 import httpx2
 import orjson
 import pytest
+from mcp import StdioServerParameters
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.subscriptions import ResourceUpdated
@@ -152,10 +153,9 @@ def test_a_subscribed_agent_hears_of_updates_until_it_unsubscribes_and_others_he
                  "the upstream subscriptions to end with the agents' connections")
 
 
-def test_an_upstream_is_subscribed_once_per_uri_however_many_agents_watch_it(
+@pytest.mark.parametrize("upstream", ["legacy"], indirect=True)  # counted from its
+def test_an_upstream_is_subscribed_once_per_uri_however_many_agents_watch_it(  # requests
         daemon, upstream):
-    if upstream.kind != "legacy":
-        pytest.skip("counted from resources/subscribe requests: the handshake era's")
     with tcp(daemon, "alice") as alice, tcp(daemon, "bob") as bob:
         alice.request("resources/subscribe", {"uri": "live://status"})
         bob.request("resources/subscribe", {"uri": "live://status"})
@@ -169,8 +169,9 @@ def test_an_upstream_is_subscribed_once_per_uri_however_many_agents_watch_it(
              10, "the upstream subscription to end with the last agent's connection")
 
 
+@pytest.mark.parametrize("upstream", ["stdio"], indirect=True)  # the master decides
 def test_a_resource_the_roles_hide_answers_subscribe_like_an_unknown_one(daemon):
-    with tcp(daemon, "alice") as alice:
+    with AgentClient.zmq(listen(daemon)["zmq"], TOKENS["alice"], timeout=30) as alice:
         errors = []
         for uri in ("live://secret", "live://nothing-here"):
             with pytest.raises(RpcError) as caught:
@@ -182,6 +183,9 @@ def test_a_resource_the_roles_hide_answers_subscribe_like_an_unknown_one(daemon)
             alice.request("resources/subscribe", {"uri": 7})
         assert caught.value.code == -32602
         assert alice.request("resources/subscribe", {"uri": "live://items/x"}) == {}
+        with tcp(daemon, "bob") as bob:
+            bob.call_tool("live__touch", {"uri": "live://items/x"})
+        assert next_note(alice, UPDATED)["params"] == {"uri": "live://items/x"}  # on ZeroMQ
 
 
 def test_a_tool_an_upstream_adds_at_runtime_reaches_agents_as_list_changed(daemon):
@@ -196,9 +200,8 @@ def test_a_tool_an_upstream_adds_at_runtime_reaches_agents_as_list_changed(daemo
     assert "its lists changed" in daemon.log()
 
 
+@pytest.mark.parametrize("upstream", ["stdio"], indirect=True)  # any kind alike
 def test_subscriptions_are_made_again_after_the_upstream_restarts(daemon, upstream):
-    if upstream.kind != "stdio":
-        pytest.skip("one kind is enough: the master sends the set to the new worker alike")
     with tcp(daemon, "alice") as alice, tcp(daemon, "bob") as bob:
         alice.request("resources/subscribe", {"uri": "live://status"})
         assert daemon.cli("restart", "upstream:live").returncode == 0
@@ -219,11 +222,8 @@ def sdk(daemon, mode: str, token: str, **kwargs: Any) -> Client:
                                          http_client=http), mode=mode, cache=None, **kwargs)
 
 
-def test_the_sdk_client_over_http_in_the_handshake_era_subscribes_and_unsubscribes(
-        daemon, upstream):
-    if upstream.kind == "legacy":
-        pytest.skip("the agent's era is what this test varies")
-
+@pytest.mark.parametrize("upstream", ["stdio", "modern"], indirect=True)
+def test_the_sdk_client_over_http_in_the_handshake_era_subscribes_and_unsubscribes(daemon):
     async def run() -> None:
         heard: asyncio.Queue[str] = asyncio.Queue()
 
@@ -237,12 +237,23 @@ def test_the_sdk_client_over_http_in_the_handshake_era_subscribes_and_unsubscrib
             caps = alice.server_capabilities
             assert caps.resources is not None and caps.resources.subscribe is True
             await alice.subscribe_resource("live://status")
-            await asyncio.sleep(0.5)  # the session's GET stream opens (no update is missed
-            # by it: the gateway holds none for a session without one)
-            await bob.call_tool("live__touch", {"uri": "live://status"})
-            assert await asyncio.wait_for(heard.get(), 10) == "live://status"
+
+            async def touched_until_heard(uri: str) -> None:
+                """Updates go to the session's GET stream, which the SDK opens on its
+                own time after the handshake: touch until one is heard."""
+                for _ in range(20):
+                    await bob.call_tool("live__touch", {"uri": uri})
+                    try:
+                        while await asyncio.wait_for(heard.get(), 1.0) != uri:
+                            pass
+                        return
+                    except TimeoutError:
+                        continue
+                raise AssertionError(f"no update of {uri} reached the agent")
+            await touched_until_heard("live://status")
             await alice.unsubscribe_resource("live://status")
             await alice.subscribe_resource("live://items/z")
+            await touched_until_heard("live://items/z")  # whatever came before, came
             await bob.call_tool("live__touch", {"uri": "live://status"})
             await bob.call_tool("live__touch", {"uri": "live://items/z"})
             assert await asyncio.wait_for(heard.get(), 10) == "live://items/z"
@@ -251,18 +262,38 @@ def test_the_sdk_client_over_http_in_the_handshake_era_subscribes_and_unsubscrib
     asyncio.run(run())
 
 
-def test_the_sdk_client_over_http_in_2026_listens_to_resource_updates(daemon, upstream):
-    if upstream.kind == "legacy":
-        pytest.skip("the agent's era is what this test varies")
-
+@pytest.mark.parametrize("upstream", ["stdio", "modern"], indirect=True)
+def test_the_sdk_client_over_http_in_2026_listens_to_resource_updates(daemon):
     async def run() -> None:
         async with sdk(daemon, "2026-07-28", TOKENS["alice"]) as alice, \
-                sdk(daemon, "2026-07-28", TOKENS["bob"]) as bob:
-            async with alice.listen(resource_subscriptions=["live://status", "live://secret"],
-                                    tools_list_changed=True) as stream:
-                # the hidden resource is left out of the acknowledgement
-                assert stream.honored.resource_subscriptions == ["live://status"]
-                await bob.call_tool("live__touch", {"uri": "live://status"})
-                event = await asyncio.wait_for(stream.__anext__(), 10)
-                assert event == ResourceUpdated(uri="live://status")
+                sdk(daemon, "2026-07-28", TOKENS["bob"]) as bob, \
+                alice.listen(resource_subscriptions=["live://status", "live://secret"],
+                             tools_list_changed=True) as stream:
+            # the hidden resource is left out of the acknowledgement
+            assert stream.honored.resource_subscriptions == ["live://status"]
+            await bob.call_tool("live__touch", {"uri": "live://status"})
+            event = await asyncio.wait_for(stream.__anext__(), 10)
+            assert event == ResourceUpdated(uri="live://status")
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("upstream", ["stdio"], indirect=True)
+def test_the_sdk_client_through_the_bridge_subscribes_and_hears_updates(daemon):
+    bridge = StdioServerParameters(
+        command=sys.executable, args=["-m", "daemon", "mcp-bridge", "--config",
+                                      str(daemon.config)],
+        env={**os.environ, "WORKINGAGENTS_TOKEN": TOKENS["alice"]})
+
+    async def run() -> None:
+        heard: asyncio.Queue[str] = asyncio.Queue()
+
+        async def on_message(message: Any) -> None:
+            root = getattr(message, "root", message)
+            if getattr(root, "method", None) == UPDATED:
+                await heard.put(str(root.params.uri))
+
+        async with Client(bridge, mode="legacy", message_handler=on_message) as alice:
+            await alice.subscribe_resource("live://items/q")
+            await alice.call_tool("live__touch", {"uri": "live://items/q"})
+            assert await asyncio.wait_for(heard.get(), 10) == "live://items/q"
     asyncio.run(run())

@@ -281,7 +281,8 @@ def test_the_sdk_client_over_http_in_2026_listens_to_resource_updates(daemon):
 
 
 @pytest.mark.parametrize("upstream", ["stdio"], indirect=True)
-def test_the_sdk_client_through_the_bridge_subscribes_and_hears_updates(daemon):
+def test_the_sdk_client_through_the_bridge_hears_updates_across_a_daemon_restart(
+        start_daemon, daemon, upstream):
     bridge = StdioServerParameters(
         command=sys.executable, args=["-m", "daemon", "mcp-bridge", "--config",
                                       str(daemon.config)],
@@ -299,4 +300,9 @@ def test_the_sdk_client_through_the_bridge_subscribes_and_hears_updates(daemon):
             await alice.subscribe_resource("live://items/q")
             await alice.call_tool("live__touch", {"uri": "live://items/q"})
             assert await asyncio.wait_for(heard.get(), 10) == "live://items/q"
-    asyncio.run(run())
+            daemon.stop()  # the bridge reconnects to the next daemon, and subscribes again
+            again = await asyncio.to_thread(start_daemon, extra=config(upstream))
+            await asyncio.to_thread(again.wait_ready, 60)
+            await alice.call_tool("live__touch", {"uri": "live://items/q"})
+            assert await asyncio.wait_for(heard.get(), 10) == "live://items/q"
+    asyncio.run(asyncio.wait_for(run(), 120))

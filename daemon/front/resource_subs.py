@@ -108,6 +108,28 @@ class ResourceWatchers:
                 continue
         return found
 
+    def request(self, subscriber: Subscriber, agent: Agent, rid: jsonrpc.RequestId,
+                method: str, uri: Any, may_read: Callable[[Agent, str], bool],
+                timeout: float, send: Callable[[bytes], None]) -> None:
+        """resources/subscribe or unsubscribe: answered through ``send``; raises what
+        the agent is told at once."""
+        if method == "resources/unsubscribe":
+            if not isinstance(uri, str):
+                raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: needs a string "
+                                                       "params.uri")
+            self.remove(subscriber, uri)
+            send(jsonrpc.result(rid, {}))
+            return
+        upstream = self.resolve(agent, uri, may_read)
+
+        def answer(failed: dict[str, str]) -> None:
+            if failed:
+                send(jsonrpc.error(rid, jsonrpc.INTERNAL_ERROR, "Subscription failed: "
+                                   f"{next(iter(failed.values()))}", {"uri": uri}))
+            else:
+                send(jsonrpc.result(rid, {}))
+        self.add(subscriber, {uri: upstream}, timeout, answer)
+
     def add(self, subscriber: Subscriber, uris: dict[str, str], timeout: float,
             done: Done) -> None:
         """Subscribe to ``uris`` (uri -> upstream); ``done`` once the upstreams have

@@ -285,32 +285,12 @@ class Switchboard:
     def _subscribe(self, conn: Connection, agent: Agent, rid: jsonrpc.RequestId,
                    method: str, params: dict[str, Any]) -> None:
         """resources/subscribe, unsubscribe (handshake era): for the connection's home."""
-        resources = self.resources
-        if resources is None:
-            raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
-        if mcp.request_version(params.get("_meta")) is not None \
+        if self.resources is None or mcp.request_version(params.get("_meta")) is not None \
                 or conn.home.key not in self.connections:
-            raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method} is not part "
-                           "of protocol version 2026-07-28; subscribe with "
-                           "subscriptions/listen (resourceSubscriptions)")
-        uri = params.get("uri")
-        subscriber = (conn.home.key, None)
-        if method == "resources/unsubscribe":
-            if not isinstance(uri, str):
-                raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: needs a string "
-                                                       "params.uri")
-            resources.remove(subscriber, uri)
-            conn.send(jsonrpc.result(rid, {}))
-            return
-        upstream = resources.resolve(agent, uri, self.auth.may_read)
-
-        def answer(failed: dict[str, str]) -> None:
-            if failed:
-                conn.send(jsonrpc.error(rid, jsonrpc.INTERNAL_ERROR, "Subscription failed: "
-                                        f"{next(iter(failed.values()))}", {"uri": uri}))
-            else:
-                conn.send(jsonrpc.result(rid, {}))
-        resources.add(subscriber, {str(uri): upstream}, self.limits.call_timeout, answer)
+            raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method} (with "
+                           "protocol version 2026-07-28, subscribe with subscriptions/listen)")
+        self.resources.request((conn.home.key, None), agent, rid, method, params.get("uri"),
+                               self.auth.may_read, self.limits.call_timeout, conn.send)
 
     def deliver_update(self, subscriber: resource_subs.Subscriber, uri: str) -> None:
         """notifications/resources/updated, to a connection or one of its listen streams."""

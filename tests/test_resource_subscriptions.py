@@ -182,6 +182,11 @@ def test_a_resource_the_roles_hide_answers_subscribe_like_an_unknown_one(daemon)
         with pytest.raises(RpcError) as caught:
             alice.request("resources/subscribe", {"uri": 7})
         assert caught.value.code == -32602
+    with AgentClient.tcp(*tcp_address(daemon), TOKENS["alice"], stateless=True) as later:
+        with pytest.raises(RpcError) as caught:  # 2026-07-28 has subscriptions/listen
+            later.request("resources/subscribe", {"uri": "live://status"})
+        assert caught.value.code == -32601 and "subscriptions/listen" in caught.value.message
+    with AgentClient.zmq(listen(daemon)["zmq"], TOKENS["alice"], timeout=30) as alice:
         assert alice.request("resources/subscribe", {"uri": "live://items/x"}) == {}
         with tcp(daemon, "bob") as bob:
             bob.call_tool("live__touch", {"uri": "live://items/x"})
@@ -225,16 +230,21 @@ def sdk(daemon, mode: str, token: str, **kwargs: Any) -> Client:
                                          http_client=http), mode=mode, cache=None, **kwargs)
 
 
+def updates_heard() -> tuple[asyncio.Queue[str], Any]:
+    """The URIs of the updates an SDK client hears, and its message handler."""
+    heard: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_message(message: Any) -> None:
+        root = getattr(message, "root", message)
+        if getattr(root, "method", None) == UPDATED:
+            await heard.put(str(root.params.uri))
+    return heard, on_message
+
+
 @pytest.mark.parametrize("upstream", ["stdio", "modern"], indirect=True)
 def test_the_sdk_client_over_http_in_the_handshake_era_subscribes_and_unsubscribes(daemon):
     async def run() -> None:
-        heard: asyncio.Queue[str] = asyncio.Queue()
-
-        async def on_message(message: Any) -> None:
-            root = getattr(message, "root", message)
-            if getattr(root, "method", None) == UPDATED:
-                await heard.put(str(root.params.uri))
-
+        heard, on_message = updates_heard()
         async with sdk(daemon, "legacy", TOKENS["alice"], message_handler=on_message) as alice, \
                 sdk(daemon, "legacy", TOKENS["bob"]) as bob:
             caps = alice.server_capabilities
@@ -289,13 +299,7 @@ def test_the_sdk_client_through_the_bridge_hears_updates_across_a_daemon_restart
         env={**os.environ, "WORKINGAGENTS_TOKEN": TOKENS["alice"]})
 
     async def run() -> None:
-        heard: asyncio.Queue[str] = asyncio.Queue()
-
-        async def on_message(message: Any) -> None:
-            root = getattr(message, "root", message)
-            if getattr(root, "method", None) == UPDATED:
-                await heard.put(str(root.params.uri))
-
+        heard, on_message = updates_heard()
         async with Client(bridge, mode="legacy", message_handler=on_message) as alice:
             await alice.subscribe_resource("live://items/q")
             await alice.call_tool("live__touch", {"uri": "live://items/q"})

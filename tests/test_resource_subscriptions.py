@@ -50,21 +50,25 @@ class Upstream:
     def __init__(self, kind: str, log: Path) -> None:
         self.kind, self.log = kind, log
         self.proc: subprocess.Popen[bytes] | None = None
-        env = {**os.environ, "LIVE_LOG": str(log)}
         if kind == "stdio":
             self.table: dict[str, Any] = {"command": [sys.executable, str(LIVE)],
                                           "env": {"LIVE_LOG": str(log)}}
             return
-        port = free_port()
+        self.port = free_port()
+        self.table = {"url": f"http://127.0.0.1:{self.port}/mcp"}
+        self.start()
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(LIVE), str(port), *(["--legacy"] if kind == "legacy" else [])],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.table = {"url": f"http://127.0.0.1:{port}/mcp"}
+            [sys.executable, str(LIVE), str(self.port),
+             *(["--legacy"] if self.kind == "legacy" else [])],
+            env={**os.environ, "LIVE_LOG": str(self.log)}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
 
         def listening() -> bool:
             assert self.proc is not None and self.proc.poll() is None, "the server died"
             try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
                 return True
             except OSError:
                 return False
@@ -221,6 +225,29 @@ def test_subscriptions_are_made_again_after_the_upstream_restarts(daemon, upstre
             return True
         wait_for(touched, 30, "a call to the restarted upstream")
         assert next_note(alice, UPDATED)["params"] == {"uri": "live://status"}
+
+
+@pytest.mark.parametrize("upstream", ["legacy", "modern"], indirect=True)
+def test_subscriptions_are_made_again_when_an_http_upstream_comes_back(daemon, upstream):
+    with AgentClient.zmq(listen(daemon)["zmq"], TOKENS["alice"], timeout=30) as alice, \
+            tcp(daemon, "bob") as bob:
+        alice.request("resources/subscribe", {"uri": "live://status"})
+        upstream.stop()
+        upstream.start()  # the same URL: the gateway finds it again (a new session)
+
+        def heard() -> bool:
+            try:
+                bob.call_tool("live__touch", {"uri": "live://status"})
+            except RpcError:
+                return False  # it is still coming back
+            alice.timeout = 1.0  # (ZeroMQ: a receive that times out leaves it usable)
+            try:
+                return next_note(alice, UPDATED)["params"] == {"uri": "live://status"}
+            except TimeoutError:
+                return False
+            finally:
+                alice.timeout = 30.0
+        wait_for(heard, 60, "an update of the resource after the upstream came back")
 
 
 def sdk(daemon, mode: str, token: str, **kwargs: Any) -> Client:

@@ -75,6 +75,8 @@ class UpstreamEvents:
         self._stream_id: Any = None  # its subscription id, once acknowledged
         self._ack: asyncio.Future[dict[str, Any]] | None = None  # a stream being opened
         worker.on(messages.ResourceWatch, self.watch)
+        if hasattr(client, "on_session"):  # over HTTP, the server may forget our session
+            client.on_session = self.session_renewed
 
     # -- what the server says -------------------------------------------------------------
 
@@ -118,11 +120,17 @@ class UpstreamEvents:
 
     def start(self) -> None:
         """After the handshake: a 2026-07-28 server's list changes need a listen stream."""
-        if self.client.modern and self._lists():
-            self._apply(messages.ResourceWatch(version=0, uris=[]))
+        if self.client.modern and self._lists() and self._applying is None:
+            self._apply(messages.ResourceWatch(version=0, uris=[]))  # (else under way)
 
     def watch(self, wanted: messages.ResourceWatch) -> None:
         self._apply(wanted)
+
+    def session_renewed(self) -> None:
+        """The server forgot our session (it restarted): subscribe afresh."""
+        uris, self.watched = sorted(self.watched), set()
+        if uris and self._wanted is None:  # (else the set on its way subscribes them all)
+            self._apply(messages.ResourceWatch(version=0, uris=uris))
 
     def _apply(self, wanted: messages.ResourceWatch) -> None:
         self._wanted = wanted  # applied in order, the latest set last

@@ -57,8 +57,6 @@ PENDING = {
     "tools-call-elicitation": "server->client requests during a call (elicitation)",
     "elicitation-sep1034-defaults": "server->client requests during a call (elicitation)",
     "elicitation-sep1330-enums": "server->client requests during a call (elicitation)",
-    "resources-subscribe": "resources/subscribe is not passed to upstreams yet",
-    "resources-unsubscribe": "resources/unsubscribe is not passed to upstreams yet",
 }
 
 

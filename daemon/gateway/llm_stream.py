@@ -26,6 +26,8 @@ from daemon.gateway.plugin_chain import Hosted, Trail
 from daemon.llm.apis import Anthropic, Api, Events, OpenAi, StreamText, parse_event, sse
 from daemon.plugin import Call, Deny
 
+Delta = tuple[Any, str, bool]  # (slot, text, final): StreamText.take
+
 
 class ChunkGuard:
     """The chain's on_chunk hooks for one stream, and the text each slot holds back."""
@@ -100,63 +102,93 @@ class StreamRelay:
             if await self._feed(self.events.feed(data)):
                 return
         await self._feed(self.events.rest())
-        if self.denied is None:
-            self.send(self._flush_all())
+        if self.denied is None and (rest := self._flush_all()):
+            self.send(rest)
 
     async def _feed(self, events: list[bytes]) -> bool:
-        out = []
-        for raw in events:
-            passed = await self._event(raw)
-            out.append(passed)
-            if self.denied is not None:
-                break
-        if out:
-            data = b"".join(out)
-            if data:
-                self.send(data)
-        return self.denied is not None
+        """One read's events: the guardrails judge each slot's text of the whole read at
+        once (one hook call per slot and read, not per event), then the events go out
+        with what passed in each slot's last event of the read."""
+        parsed = [self._parse(raw) for raw in events]
+        if self.guard.hooks:
+            verdicts = await self._judge(parsed)
+            if verdicts is None:
+                hosted, deny = self.denied  # type: ignore[misc]
+                self.send(self.api.stream_error(403, f"Denied by {hosted.name}: "
+                                                     f"{deny.reason}"))
+                return True
+        else:
+            verdicts = {}
+        # backwards, so that what passed goes out in each slot's last event of the read
+        # (verdicts.pop: the slot's earlier events of the read carry "")
+        out = [self._event(raw, name, event, deltas, verdicts)
+               for raw, name, event, deltas in reversed(parsed)]
+        data = b"".join(reversed(out))
+        if data:
+            self.send(data)
+        return False
 
-    async def _event(self, raw: bytes) -> bytes:
+    def _parse(self, raw: bytes) -> tuple[bytes, str | None, Any, list[Delta]]:
+        """(raw, event name, its JSON or None, its text deltas)."""
         name, data = parse_event(raw)
-        if self.api is OpenAi and data == b"[DONE]":
+        if (self.api is OpenAi and data == b"[DONE]") or (
+                self.api is Anthropic and name == "message_stop"):
             self.terminal = raw
-            return b""
-        if self.api is Anthropic and name == "message_stop":
-            self.terminal = raw
-            return b""
+            return b"", name, None, []
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return raw  # not ours to judge: passed on as it came
-        deltas = self.text.take(event)
+            return raw, name, None, []  # not ours to judge: passed on as it came
         if not isinstance(event, dict):
+            return raw, name, None, []
+        deltas = self.text.take(event)
+        if any(text for _slot, text, _final in deltas):
+            self.on_token()
+        return raw, name, event, deltas
+
+    async def _judge(self, parsed: list[tuple[bytes, str | None, Any, list[Delta]]],
+                     ) -> dict[Any, str] | None:
+        """Each slot's text of this read through the hooks: slot -> what passed, or None
+        when a hook denied (self.denied says who)."""
+        pieces: dict[Any, list[str]] = {}
+        final: dict[Any, bool] = {}
+        for _raw, _name, _event, deltas in parsed:
+            for slot, text, last in deltas:
+                pieces.setdefault(slot, []).append(text)
+                final[slot] = final.get(slot, False) or last
+        verdicts = {}
+        for slot, texts in pieces.items():
+            passed = await self.guard.pass_text(slot, "".join(texts), final[slot])
+            if isinstance(passed, tuple):
+                self.denied = passed
+                return None
+            verdicts[slot] = passed
+        return verdicts
+
+    def _event(self, raw: bytes, name: str | None, event: Any, deltas: list[Delta],
+               verdicts: dict[Any, str]) -> bytes:
+        if event is None:
             return raw
         if (self.drop_usage_chunk and event.get("choices") == []
                 and event.get("usage") is not None):
             return b""
         if not deltas:
             return raw
-        if any(text for _slot, text, _final in deltas):
-            self.on_token()
-        prefix = b""
-        for slot, text, final in deltas:
-            if not self.guard.hooks:
+        if not self.guard.hooks:
+            for slot, text, _final in deltas:
                 self.text.texts.setdefault(slot, []).append(text)
-                continue
-            passed = await self.guard.pass_text(slot, text, final)
-            if isinstance(passed, tuple):
-                self.denied = passed
-                hosted, deny = passed
-                return self.api.stream_error(403, f"Denied by {hosted.name}: {deny.reason}")
-            if self.api is Anthropic and final:
+            return raw
+        prefix = b""
+        for slot, _text, final in deltas:
+            passed = verdicts.pop(slot, "")
+            if final and self.api is Anthropic:
                 if passed:
                     prefix += self.text.flush_event(slot, passed)
             else:
                 event = self.text.put(event, slot, passed)
-        if not self.guard.hooks:
-            return raw
-        return prefix + (raw if self.api is Anthropic and event.get("type") ==
-                         "content_block_stop" else sse(orjson.dumps(event), name))
+        if self.api is Anthropic and event.get("type") == "content_block_stop":
+            return prefix + raw
+        return prefix + sse(orjson.dumps(event), name)
 
     def _flush_all(self) -> bytes:
         """Text still held when the stream ended without closing its slots."""

@@ -156,13 +156,7 @@ class FakeLlm:
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}
         if body.get("tools"):
-            tool = body["tools"][0]["function"]["name"]
-            call = {"id": "call_1", "type": "function",
-                    "function": {"name": tool, "arguments": '{"city": "Paris"}'}}
-            message = {"role": "assistant", "content": None, "tool_calls": [call]}
-            return web.json_response({**base, "object": "chat.completion", "choices": [
-                {"index": 0, "message": message, "finish_reason": "tool_calls"}],
-                "usage": usage})
+            return await self._tool_call(request, body, base, usage)
         if not body.get("stream"):
             return web.json_response({**base, "object": "chat.completion", "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": text},
@@ -180,6 +174,34 @@ class FakeLlm:
             events.append(b"data: " + orjson.dumps({**chunk, "choices": [],
                                                     "usage": usage}) + b"\n\n")
         events.append(b"data: [DONE]\n\n")
+        return await self._stream(request, events)
+
+    async def _tool_call(self, request: web.Request, body: dict[str, Any],
+                         base: dict[str, Any], usage: dict[str, Any]) -> web.StreamResponse:
+        """A call of the first tool; "reveal" puts a secret in its arguments (compact
+        JSON, with a long run of text after the key, as arguments often come)."""
+        tool = body["tools"][0]["function"]["name"]
+        arguments = '{"city": "Paris"}'
+        if "reveal" in _last_text(body):
+            arguments = orjson.dumps({"city": "Paris", "key": "AKIAIOSFODNN7EXAMPLE",
+                                      "note": "x" * 150}).decode()
+        call = {"id": "call_1", "type": "function",
+                "function": {"name": tool, "arguments": arguments}}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            return web.json_response({**base, "object": "chat.completion", "choices": [
+                {"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": usage})
+        chunk = {**base, "object": "chat.completion.chunk"}
+
+        def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return b"data: " + orjson.dumps({**chunk, "choices": [
+                {"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+        events = [event({"role": "assistant", "content": None, "tool_calls": [
+            {"index": 0, **call, "function": {"name": tool, "arguments": ""}}]})]
+        events += [event({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                   for piece in self._pieces(arguments)]
+        events += [event({}, "tool_calls"), b"data: [DONE]\n\n"]
         return await self._stream(request, events)
 
     async def embeddings(self, request: web.Request) -> web.Response:

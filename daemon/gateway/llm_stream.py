@@ -2,9 +2,11 @@
 guardrails' ``on_chunk`` hooks.
 
 Each SSE event is passed on as it arrives (a read's worth of events per frame to the
-master).  Events that carry text (OpenAI choice deltas, Anthropic text_delta blocks) go
+master).  Events that carry text (OpenAI choice deltas, Anthropic text_delta blocks) or a
+tool call's arguments (OpenAI ``tool_calls`` deltas, Anthropic input_json_delta) go
 through every on_chunk hook of the chain (plugins whose ``kinds`` hold "llm"), slot by
-slot (a choice or a content block), with a carry-over window: the gateway keeps back the
+slot (a choice, a tool call or a content block; each slot's text of one provider read in
+one hook call), with a carry-over window: the gateway keeps back the
 last ``stream_window`` characters (the largest any hook asks for) of what the hooks
 passed and gives them to the hooks again with the next text, so a secret split across
 chunks is whole in one call; at the slot's end (final=True) everything held goes out.
@@ -39,10 +41,10 @@ class ChunkGuard:
                       and (hook := getattr(h.plugin, "on_chunk", None)) is not None]
         self.window = max((int(getattr(h.plugin, "stream_window", 0)) for h, _ in self.hooks),
                           default=0)
-        self.held: dict[int, str] = {}
+        self.held: dict[Any, str] = {}
         self.spent: dict[str, list[Any]] = {}  # plugin -> [version, seconds, rewrites]
 
-    async def pass_text(self, slot: int, text: str, final: bool) -> str | tuple[Hosted, Deny]:
+    async def pass_text(self, slot: Any, text: str, final: bool) -> str | tuple[Hosted, Deny]:
         """What of the slot's text may go out now, or (plugin, Deny)."""
         pending = self.held.pop(slot, "") + text
         for hosted, hook in self.hooks:
@@ -192,18 +194,5 @@ class StreamRelay:
 
     def _flush_all(self) -> bytes:
         """Text still held when the stream ended without closing its slots."""
-        out = []
-        for slot in list(self.guard.held):
-            text = self.guard.held.pop(slot)
-            if not text:
-                continue
-            if self.api is Anthropic:
-                out.append(self.text.flush_event(slot, text))
-            else:
-                chunk = {**(self.text.first or {}), "object": "chat.completion.chunk",
-                         "choices": [{"index": slot, "delta": {"content": text},
-                                      "finish_reason": None}]}
-                chunk.pop("usage", None)
-                self.text.texts.setdefault(slot, []).append(text)
-                out.append(sse(orjson.dumps(chunk)))
-        return b"".join(out)
+        return b"".join(self.text.flush_event(slot, text)
+                        for slot in list(self.guard.held) if (text := self.guard.held.pop(slot)))

@@ -3,11 +3,12 @@ speaks OpenAI's (/v1/chat/completions, /v1/embeddings, /v1/models) and Anthropic
 (/v1/messages) wire formats, streamed or not, in a thread with its own event loop.
 
 The answer is "echo: <last user text>", or exactly what follows "say:" in it, or LEAK
-(a secret and an address) when it says "reveal", or 1000 characters when it says "long".  ``mode``
-makes it fail: "500", "429", "401", "hang" (never answers), "garbage" (not JSON).
-``chunk`` and ``delay`` shape streams (characters per chunk, seconds between chunks).
-``seen`` keeps each request (path, headers, body); ``cancelled`` counts streams whose
-client went away before the end.  ``python -m daemon.bench.fake_llm`` serves one in its
+(a secret and an address) when it says "reveal", 1000 characters when it says "long", or
+64 MB when it says "huge".  ``mode`` makes it fail: "500", "429", "401", "hang" (never
+answers), "garbage" (not JSON).  ``chunk`` and ``delay`` shape streams (characters per
+chunk, seconds between chunks).  ``seen`` keeps each request (path, headers, body);
+``cancelled`` counts streams whose client went away before the end, ``sent`` the stream
+bytes its sockets took.  ``python -m daemon.bench.fake_llm`` serves one in its
 own process and prints its port (the bench's provider).
 """
 
@@ -43,6 +44,8 @@ def answer_for(body: dict[str, Any]) -> str:
         return LEAK
     if "long" in text:
         return "word " * 200
+    if "huge" in text:  # 64 MB, for backpressure
+        return "word " * ((64 << 20) // 5)
     return text.split("say:", 1)[1].strip() if "say:" in text else f"echo: {text}"
 
 
@@ -56,6 +59,7 @@ class FakeLlm:
         self.delay = 0.0
         self.seen: list[tuple[str, dict[str, str], Any]] = []
         self.cancelled = 0
+        self.sent = 0  # bytes of streams written (and the socket took)
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -124,6 +128,7 @@ class FakeLlm:
         try:
             for event in events:
                 await response.write(event)
+                self.sent += len(event)
                 if self.delay:
                     await asyncio.sleep(self.delay)
         except (asyncio.CancelledError, ConnectionError):

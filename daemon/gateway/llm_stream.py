@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -87,11 +87,13 @@ class StreamRelay:
     """Reads the provider's SSE bytes, sends the agent's (``send``: one frame of bytes)."""
 
     def __init__(self, api: Api, guard: ChunkGuard, send: Callable[[bytes], None],
-                 on_token: Callable[[], None], drop_usage_chunk: bool) -> None:
+                 on_token: Callable[[], None], drop_usage_chunk: bool,
+                 room: Callable[[], Awaitable[None]] | None = None) -> None:
         self.api = api
         self.guard = guard
         self.send = send
         self.on_token = on_token
+        self.room = room  # returns once the agent has taken enough (stream_credit)
         self.drop_usage_chunk = drop_usage_chunk  # injected include_usage the agent did
         self.text = StreamText(api)               # not ask for: its chunk is not sent
         self.events = Events()
@@ -103,6 +105,8 @@ class StreamRelay:
         async for data in chunks:
             if await self._feed(self.events.feed(data)):
                 return
+            if self.room is not None:  # no further provider read until the agent reads
+                await self.room()
         await self._feed(self.events.rest())
         if self.denied is None and (rest := self._flush_all()):
             self.send(rest)

@@ -312,3 +312,20 @@ def test_a_secret_in_streamed_tool_call_arguments_is_redacted_as_it_streams(
     record = wait_for(lambda: llm_records(d), 10, "the record")[-1]
     rewrites = {x["plugin"] for x in record["decisions"] if x["verdict"] == "rewrite"}
     assert "secrets" in rewrites and record["outcome"]["status"] == "ok"
+
+
+def test_a_secret_in_an_anthropic_streamed_tool_use_input_is_redacted(start_daemon,
+                                                                      state_dir, fake):
+    fake.chunk, fake.delay = 3, 0.002
+    d = start_llm_daemon(start_daemon, state_dir, {"claude": anthropic_provider(fake)},
+                         GUARDS)
+    tools = [{"name": "save_note", "input_schema": {"type": "object", "properties": {
+        "key": {"type": "string"}}}}]
+    with anthropic_client(d).messages.stream(model="claude-3-5-haiku", max_tokens=50,
+                                             messages=USER, tools=tools) as stream:
+        message = stream.get_final_message()
+    used = [b for b in message.content if b.type == "tool_use"]
+    assert [b.name for b in used] == ["save_note"]
+    assert used[0].input == {"city": "Paris", "key": "[secret]", "note": "x" * 150}
+    record = wait_for(lambda: llm_records(d), 10, "the record")[-1]
+    assert "AKIA" not in str(record) and record["outcome"]["status"] == "ok"

@@ -229,11 +229,15 @@ class FakeLlm:
         text = answer_for(body)
         usage = {"input_tokens": max(1, len(_last_text(body)) // 4),
                  "output_tokens": max(1, len(text) // 4)}
+        tool = _anthropic_tool(body)  # the text, then a call of the first tool
         message = {"id": "msg_fake", "type": "message", "role": "assistant",
-                   "model": body["model"], "stop_reason": "end_turn", "stop_sequence": None}
+                   "model": body["model"], "stop_reason": "tool_use" if tool else "end_turn",
+                   "stop_sequence": None}
         if not body.get("stream"):
-            return web.json_response({**message, "content": [{"type": "text", "text": text}],
-                                      "usage": usage})
+            content = [{"type": "text", "text": text}]
+            if tool is not None:
+                content.append({**tool[0], "input": orjson.loads(tool[1])})
+            return web.json_response({**message, "content": content, "usage": usage})
 
         def event(name: str, data: dict[str, Any]) -> bytes:
             return f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
@@ -246,13 +250,35 @@ class FakeLlm:
                                                  "delta": {"type": "text_delta",
                                                            "text": piece}})
                    for piece in self._pieces(text)]
-        events += [event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-                   event("message_delta", {"type": "message_delta",
-                                           "delta": {"stop_reason": "end_turn",
+        events.append(event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        if tool is not None:
+            events.append(event("content_block_start", {
+                "type": "content_block_start", "index": 1,
+                "content_block": {**tool[0], "input": {}}}))
+            events += [event("content_block_delta", {
+                "type": "content_block_delta", "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": piece}})
+                for piece in self._pieces(tool[1])]
+            events.append(event("content_block_stop", {"type": "content_block_stop",
+                                                       "index": 1}))
+        events += [event("message_delta", {"type": "message_delta",
+                                           "delta": {"stop_reason": message["stop_reason"],
                                                      "stop_sequence": None},
                                            "usage": {"output_tokens": usage["output_tokens"]}}),
                    event("message_stop", {"type": "message_stop"})]
         return await self._stream(request, events)
+
+
+def _anthropic_tool(body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """(the tool_use block, its input as JSON text) when the request offers tools."""
+    tools = body.get("tools")
+    if not tools:
+        return None
+    arguments = {"city": "Paris"}
+    if "reveal" in _last_text(body):
+        arguments = {"city": "Paris", "key": "AKIAIOSFODNN7EXAMPLE", "note": "x" * 150}
+    return ({"type": "tool_use", "id": "toolu_1", "name": tools[0]["name"]},
+            orjson.dumps(arguments).decode())
 
 
 if __name__ == "__main__":  # a provider in a process of its own, until stdin closes

@@ -47,6 +47,7 @@ class GatewayService:
             worker.context, audit,
             messages.worker_identity(worker.name, worker.incarnation).decode())
         self.slot = worker.slot
+        self.links.bare = str(options.get("bare_upstream", ""))
         self.handler = CallHandler(Policy.from_options(options), self.links.update({}),
                                    self.plugins, self.audit, worker.name,
                                    audit["arguments"] == "full", self.slot)

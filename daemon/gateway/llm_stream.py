@@ -185,13 +185,17 @@ class StreamRelay:
                 self.text.texts.setdefault(slot, []).append(text)
             return raw
         prefix = b""
+        emptied = True  # every text of the event held back (for now)
         for slot, _text, final in deltas:
             passed = verdicts.pop(slot, "")
+            emptied = emptied and not passed
             if final and self.api is Anthropic:
                 if passed:
                     prefix += self.text.flush_event(slot, passed)
             else:
                 event = self.text.put(event, slot, passed)
+        if emptied and _only_text(self.api, event):
+            return b""  # nothing left to say: the held text goes out in a later event
         if self.api is Anthropic and event.get("type") == "content_block_stop":
             return prefix + raw
         return prefix + sse(orjson.dumps(event), name)
@@ -200,3 +204,19 @@ class StreamRelay:
         """Text still held when the stream ended without closing its slots."""
         return b"".join(self.text.flush_event(slot, text)
                         for slot in list(self.guard.held) if (text := self.guard.held.pop(slot)))
+
+
+def _only_text(api: Api, event: dict[str, Any]) -> bool:
+    """Whether an event carries nothing but text deltas (no role, tool call, finish or
+    usage), so that with its text held back it may be left out."""
+    if api is Anthropic:
+        return event.get("type") == "content_block_delta" and (
+            event.get("delta") or {}).get("type") == "text_delta"
+    if event.get("usage") is not None:
+        return False
+    for choice in event.get("choices") or ():
+        if not isinstance(choice, dict) or choice.get("finish_reason") is not None \
+                or choice.get("logprobs") is not None \
+                or not set(choice.get("delta") or {}) <= {"content"}:
+            return False
+    return True

@@ -17,7 +17,6 @@ from tests.llm_helpers import (
     llm_config,
     openai_client,
     openai_provider,
-    start_llm_daemon,
 )
 
 HUGE = 64 << 20  # the fake's "huge" answer, in characters
@@ -45,9 +44,14 @@ def _settled(value, seconds: float = 1.0) -> int:
 
 
 def test_a_slow_reader_slows_the_provider_read_and_still_gets_the_whole_big_stream(
-        start_daemon, state_dir, fake):
+        start_daemon, fake):
     fake.chunk = 32 << 10
-    d = start_llm_daemon(start_daemon, state_dir, {"fake": openai_provider(fake)})
+    config = llm_config({"fake": openai_provider(fake)})
+    # the worker joins and digests the 64 MB answer for its record at the end: on a
+    # loaded 2-core VM that can take seconds, which is not what this test is about
+    config["supervision"] = {"heartbeat_timeout": 30.0}
+    d = start_daemon(extra=config, env=KEY_ENV)
+    d.wait_ready()
     with _stream(d, "huge") as reply:
         assert reply.status_code == 200
         chunks = reply.iter_bytes()

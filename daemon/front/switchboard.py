@@ -156,6 +156,14 @@ class Switchboard:
             self._cancel(seq)
         conn.inflight.clear()
 
+    def credit(self, conn: Connection, taken: int) -> None:
+        """The agent took ``taken`` bytes of its stream: its worker may send that much
+        more (gateway.stream_credit)."""
+        for seq in conn.inflight.values():
+            call = self.calls.get(seq)
+            if call is not None and call.identity is not None:
+                self.bus.send_raw(call.identity, messages.pack_credit(seq, taken))
+
     def _cancel(self, seq: int) -> None:
         """Forget a call and tell its worker, which cancels the tool (no response)."""
         call = self.calls.pop(seq, None)

@@ -62,6 +62,10 @@ Data path (same sockets, binary envelopes, so the master never re-encodes a call
 |            |                  | len u32, method, version LF   | "a2a/<peer>", the caller's |
 |            |                  | body                          | A2A-Version, its body      |
 | x          | master -> worker | x, seq u64                    | cancel that request        |
+| w          | master -> worker | w, seq u64, bytes u32         | the agent took this many   |
+|            |                  |                               | bytes of that stream (its  |
+|            |                  |                               | credit: gateway.           |
+|            |                  |                               | stream_credit)             |
 | s          | worker -> master | s, seq u64                    | a tool starts on this call |
 | r          | worker -> master | r, seq u64, raw               | the JSON-RPC response      |
 | p          | worker -> master | p, seq u64, raw               | progress notification      |
@@ -150,6 +154,7 @@ UPSTREAM_CALL = b"u"
 UPSTREAM_REQUEST = b"q"
 FAILED = b"f"
 CANCEL = b"x"
+CREDIT = b"w"
 LLM_CALL = b"l"
 A2A_CALL = b"A"
 LLM_HEAD = b"h"
@@ -169,6 +174,11 @@ _LEN = struct.Struct("!I")
 _SEQ_LEN = struct.Struct("!QBI")
 NO_TOOL = 0xFFFFFFFF
 _RANGE = struct.Struct("!QQ")
+_CREDIT = struct.Struct("!QI")
+# A stream's credit window (gateway.stream_credit): the bytes a worker may have sent that
+# the agent has not taken yet, and the step in which the master gives them back
+CREDIT_WINDOW = 256 << 10
+CREDIT_EVERY = CREDIT_WINDOW // 4
 
 
 class MalformedMessage(ValueError):
@@ -372,6 +382,16 @@ def unpack_range(payload: bytes) -> tuple[int, int, bytes]:
 
 def pack_cancel(seq: int) -> bytes:
     return CANCEL + _SEQ.pack(seq)
+
+
+def pack_credit(seq: int, taken: int) -> bytes:
+    return CREDIT + _CREDIT.pack(seq, taken)
+
+
+def unpack_credit(payload: bytes) -> tuple[int, int]:
+    """(seq, bytes taken) of a CREDIT envelope."""
+    seq, taken = _CREDIT.unpack_from(payload, 1)
+    return int(seq), int(taken)
 
 
 def pack_reply(seq: int, raw: bytes) -> bytes:

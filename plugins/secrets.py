@@ -112,7 +112,7 @@ class Secrets(Plugin):
             return text
         return self.redact(text)
 
-    async def before_call(self, call: Any) -> Any:
+    def before_call(self, call: Any) -> Any:
         raw = orjson.dumps(call.arguments)
         if not self.carries(raw):
             return None
@@ -136,7 +136,7 @@ class Secrets(Plugin):
         return Deny("the arguments carry a secret (API key, private key or token)",
                     "guardrail", redacted=redacted)
 
-    async def after_call(self, call: Any, result: dict[str, Any]) -> Any:
+    def after_call(self, call: Any, result: dict[str, Any]) -> Any:
         if call.kind in ("llm", "a2a"):
             redacted = (map_llm_texts if call.kind == "llm" else map_parts)(
                 result, self.redact_found)

@@ -16,7 +16,7 @@ from typing import Any
 
 from daemon import metrics
 from daemon.audit.link import AuditLink, audit_unavailable
-from daemon.gateway import a2a_tool
+from daemon.gateway import a2a_tool, plugin_chain
 from daemon.gateway.a2a_calls import A2aCalls
 from daemon.gateway.calls import Answer, CallHandler, Pending
 from daemon.gateway.llm_calls import LlmCalls
@@ -61,7 +61,7 @@ class GatewayService:
         # calls to inline tools, stepped together in one task (see call_tasks.step)
         self.batch: dict[int, Pending] = {}
         self._batch_keys = itertools.count(-1, -1)  # below every call's seq
-        self.tally = metrics.GatewayTally()
+        self.tally = metrics.GatewayTally(plugin_chain.passes)
         worker.on_raw(self.on_envelope)
         worker.on(messages.Config, self.on_config)
         worker.on(messages.Upstreams, self.on_upstreams)

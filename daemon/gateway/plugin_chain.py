@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any
@@ -140,7 +141,7 @@ class Pass:
     plugin that has it, made once per chain, not per call (a swap makes a new chain
     tuple, so (chain, hook name, kind) names it)."""
 
-    __slots__ = ("allowed", "chain", "entries", "hook", "hooks", "seconds")
+    __slots__ = ("allowed", "chain", "entries", "hook", "hooks", "seconds", "sync")
 
     def __init__(self, chain: tuple[Hosted, ...], hook_name: str, kind: str) -> None:
         self.chain = chain
@@ -157,6 +158,8 @@ class Pass:
         self.allowed = {name: version for name, version, *_ in self.entries}  # the record's
         # the time each hook took while it allowed, summed until metrics take it
         self.seconds = [0.0] * len(self.hooks)
+        # every hook a plain function: a call may run this pass without a coroutine
+        self.sync = not any(inspect.iscoroutinefunction(h) for _, h, *_ in self.hooks)
 
     def take_seconds(self) -> list[tuple[str, float]]:
         """(plugin, seconds) its allowing hooks took since the last take."""
@@ -274,26 +277,132 @@ async def _through(chain: tuple[Hosted, ...], hook_name: str, value: Any, rewrit
             _idle(slot)
             if took > budget and not judged:
                 verdict = _overran(hosted)
-            if quiet and trail is not None:  # the hooks before this one allowed (their
-                trail.extend(run.entries[:i])  # time is in the Pass's seconds)
-                quiet = False
-            note = trail.append if trail is not None else _ignore
-            version = run.entries[i][1]
-            if isinstance(verdict, Deny):
-                if _enforced(hosted, verdict, call):
-                    note((hosted.name, version, hook_name, "deny", verdict.reason, took))
-                    if redacted is not None and verdict.redacted is not None:
-                        redacted.append(verdict.redacted)
-                    return denied(hosted, verdict.reason, verdict.kind)
-                note((hosted.name, version, hook_name, "would_deny", verdict.reason, took))
-            elif isinstance(verdict, rewrites):
-                note((hosted.name, version, hook_name, "rewrite", None, took))
-                value = verdict
-            else:
-                reason = (f"plugin {hosted.name} returned {type(verdict).__name__} from "
-                          f"{hook_name}")
-                note((hosted.name, version, hook_name, "deny", reason, took))
-                return denied(hosted, reason, "guardrail")
+            value, ended = _decide(run, i, verdict, took, value, rewrites, call,
+                                   None if trail is None else (trail, quiet), redacted)
+            if ended:
+                return value
+            quiet = trail is None
+    finally:
+        _idle(slot)
+    if quiet and trail is not None and run.hooks:
+        trail.append(run)
+    return value
+
+
+def _decide(run: Pass, i: int, verdict: Any, took: float, value: Any, rewrites: type,
+            call: Call, trail: tuple[Trail, bool] | None,
+            redacted: list[Any] | None) -> tuple[Any, bool]:
+    """What the verdict of hook ``i`` does, when it is not a timely allow: (what the next
+    hook sees, False), or (the denial result, True).  ``trail``: with whether the hooks
+    before this one are still only in the Pass (they are listed now)."""
+    hosted = run.hooks[i][0]
+    hook_name = run.hook
+    note: Callable[[Any], None] = _ignore
+    if trail is not None:
+        entries, quiet = trail
+        if quiet:  # the hooks before this one allowed (their time is in the Pass's seconds)
+            entries.extend(run.entries[:i])
+        note = entries.append
+    version = run.entries[i][1]
+    if verdict is None:  # allowed, after it was awaited
+        note((hosted.name, version, hook_name, "allow", None, took))
+    elif isinstance(verdict, Deny):
+        if _enforced(hosted, verdict, call):
+            note((hosted.name, version, hook_name, "deny", verdict.reason, took))
+            if redacted is not None and verdict.redacted is not None:
+                redacted.append(verdict.redacted)
+            return denied(hosted, verdict.reason, verdict.kind), True
+        note((hosted.name, version, hook_name, "would_deny", verdict.reason, took))
+    elif isinstance(verdict, rewrites):
+        note((hosted.name, version, hook_name, "rewrite", None, took))
+        return verdict, False
+    else:
+        reason = f"plugin {hosted.name} returned {type(verdict).__name__} from {hook_name}"
+        note((hosted.name, version, hook_name, "deny", reason, took))
+        return denied(hosted, reason, "guardrail"), True
+    return value, False
+
+
+def runs_now(chain: tuple[Hosted, ...], kind: str) -> bool:
+    """Whether every before and after hook that a call of this kind meets is a plain
+    function: then the whole call may run without a coroutine (before_now, after_now)."""
+    return _pass(chain, "before_call", kind).sync and _pass(chain, "after_call", kind).sync
+
+
+def before_now(chain: tuple[Hosted, ...], call: Call, trail: Trail | None = None,
+               slot: CallSlot | None = None, seq: int = 0,
+               redacted: list[Any] | None = None) -> Call | dict[str, Any]:
+    """before(), run at once: for a chain of plain-function hooks (runs_now)."""
+    result: Call | dict[str, Any] = _through_now(chain, "before_call", call, Call, None, call,
+                                                 trail, slot, seq, redacted)
+    return result
+
+
+def after_now(chain: tuple[Hosted, ...], call: Call, result: dict[str, Any],
+              trail: Trail | None = None, slot: CallSlot | None = None,
+              seq: int = 0) -> dict[str, Any]:
+    """after(), run at once: for a chain of plain-function hooks (runs_now)."""
+    out: dict[str, Any] = _through_now(chain, "after_call", result, dict, call, call, trail,
+                                       slot, seq)
+    return out
+
+
+def _through_now(chain: tuple[Hosted, ...], hook_name: str, value: Any, rewrites: type,
+                 first: Call | None, call: Call, trail: Trail | None,
+                 slot: CallSlot | None, seq: int, redacted: list[Any] | None = None) -> Any:
+    """_through without a coroutine of its own, for hooks that are plain functions.  One
+    that returns a coroutine anyway has it run here; if that waits, it fails closed (a
+    hook that awaits must be ``async def``)."""
+    run = _pass(chain, hook_name, call.kind)
+    seconds = run.seconds
+    quiet = trail is None or type(trail) is Passes
+    clock = time.monotonic
+    now = clock()
+    i = -1
+    try:
+        for hosted, hook, label, budget in run.hooks:
+            i += 1
+            started = now
+            judged = False
+            try:
+                if slot is not None:
+                    slot.arm(seq, started + budget, label)
+                verdict = hook(value) if first is None else hook(first, value)
+                if type(verdict) is CoroutineType:
+                    coro = verdict
+                    coro.send(None)
+                    coro.close()
+                    _idle(slot)
+                    verdict = Deny(f"plugin {hosted.name} waited in {hook_name}, which is "
+                                   "not async def", "guardrail")
+                    judged = True
+            except StopIteration as done:
+                verdict = done.value
+            except HookOverrun:
+                _idle(slot)
+                verdict = _interrupted(hosted)
+                judged = True
+            except Exception as exc:
+                _idle(slot)
+                verdict = _failed(hosted, exc)
+                judged = True
+            now = clock()
+            took = now - started
+            if verdict is None and took <= budget:
+                if quiet:
+                    seconds[i] += took
+                else:
+                    trail.append((hosted.name, run.entries[i][1], hook_name, "allow",  # type: ignore[union-attr]
+                                  None, took))
+                continue
+            _idle(slot)
+            if took > budget and not judged:
+                verdict = _overran(hosted)
+            value, ended = _decide(run, i, verdict, took, value, rewrites, call,
+                                   None if trail is None else (trail, quiet), redacted)
+            if ended:
+                return value
+            quiet = trail is None
     finally:
         _idle(slot)
     if quiet and trail is not None and run.hooks:

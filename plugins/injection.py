@@ -152,9 +152,12 @@ class Injection(Plugin):
     def after_call(self, call: Any, result: dict[str, Any]) -> Any:
         if call.kind == "llm":
             return None  # a model's own answer: the next prompt's tool outputs are checked
-        blocks = [b.get("text", "") for b in result.get("content") or []
-                  if b.get("type") == "text"]
-        found = [m for t in blocks for m in markers(t)]
+        found: list[str] = []
+        for block in result.get("content") or ():  # loops: most results have no marker
+            if block.get("type") == "text":
+                hits = markers(block.get("text", ""))
+                if hits:
+                    found += hits
         if not found:
             return None
         if self.config.results == "block":

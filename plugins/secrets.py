@@ -145,7 +145,10 @@ class Secrets(Plugin):
             if self.config.results == "block":
                 return Deny("the answer carries a secret", "guardrail")
             return redacted
-        if not any(self.may_carry(t) and self.find(t) for t in texts(result)):
+        for text in texts(result):  # a loop: a generator here cost more than the scan
+            if self.may_carry(text) and self.find(text):
+                break
+        else:
             return None
         if self.config.results == "block":
             return Deny("the result carries a secret", "guardrail")

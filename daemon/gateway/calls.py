@@ -166,16 +166,18 @@ class CallHandler:
         only plain-function hooks (plugin_chain.runs_now); None for any other call.  The
         caller marks the call slot around it, as around ``begin``."""
         tool = pending.tool
-        chain = self.plugins.chain_for(pending.kind)
-        if tool.inline is None or pending.kind != "tool" or not plugin_chain.runs_now(
-                chain, "tool"):
+        if tool.inline is None or pending.kind != "tool":
+            return None
+        chain = self.plugins.chain_for("tool")
+        passes = plugin_chain.passes_now(chain, "tool")
+        if passes is None:
             return None
         try:
             arguments, trace, slot, seq = pending.arguments, pending.trace, self.slot, pending.seq
             call = self._call(pending)
             if chain:
                 redacted: list[Any] = []
-                admitted = plugin_chain.before_now(chain, call, trace.trail, slot, seq,
+                admitted = plugin_chain.before_now(passes, call, trace.trail, slot, seq,
                                                    redacted)
                 if isinstance(admitted, dict):
                     return self._answer(pending, self._refused(pending, admitted, redacted))
@@ -192,7 +194,7 @@ class CallHandler:
                 result = self._failed(pending.agent, tool.name, exc)
             if chain:
                 result = self._passed(pending, result, plugin_chain.after_now(
-                    chain, call, result, trace.trail, slot, seq))
+                    passes, call, result, trace.trail, slot, seq))
             return self._answer(pending, mcp.finish(result, pending.stateless))
         except RpcError as exc:
             return _error(pending.rid, pending.trace, exc)

@@ -323,37 +323,48 @@ def _decide(run: Pass, i: int, verdict: Any, took: float, value: Any, rewrites: 
     return value, False
 
 
-def runs_now(chain: tuple[Hosted, ...], kind: str) -> bool:
-    """Whether every before and after hook that a call of this kind meets is a plain
-    function: then the whole call may run without a coroutine (before_now, after_now)."""
-    return _pass(chain, "before_call", kind).sync and _pass(chain, "after_call", kind).sync
+_now: dict[tuple[int, str], tuple[tuple[Hosted, ...], tuple[Pass, Pass] | None]] = {}
 
 
-def before_now(chain: tuple[Hosted, ...], call: Call, trail: Trail | None = None,
+def passes_now(chain: tuple[Hosted, ...], kind: str) -> tuple[Pass, Pass] | None:
+    """The before and after passes of a call of this kind, when every hook in them is a
+    plain function: then the whole call may run without a coroutine (before_now,
+    after_now); None when one is a coroutine function."""
+    found = _now.get((id(chain), kind))
+    if found is not None and found[0] is chain:
+        return found[1]
+    first, then = _pass(chain, "before_call", kind), _pass(chain, "after_call", kind)
+    both = (first, then) if first.sync and then.sync else None
+    if len(_now) > 64:  # chains of past swaps
+        _now.clear()
+    _now[(id(chain), kind)] = (chain, both)
+    return both
+
+
+def before_now(passes: tuple[Pass, Pass], call: Call, trail: Trail | None = None,
                slot: CallSlot | None = None, seq: int = 0,
                redacted: list[Any] | None = None) -> Call | dict[str, Any]:
-    """before(), run at once: for a chain of plain-function hooks (runs_now)."""
-    result: Call | dict[str, Any] = _through_now(chain, "before_call", call, Call, None, call,
-                                                 trail, slot, seq, redacted)
+    """before(), run at once, for the passes of passes_now."""
+    result: Call | dict[str, Any] = _through_now(passes[0], call, Call, None, call, trail,
+                                                 slot, seq, redacted)
     return result
 
 
-def after_now(chain: tuple[Hosted, ...], call: Call, result: dict[str, Any],
+def after_now(passes: tuple[Pass, Pass], call: Call, result: dict[str, Any],
               trail: Trail | None = None, slot: CallSlot | None = None,
               seq: int = 0) -> dict[str, Any]:
-    """after(), run at once: for a chain of plain-function hooks (runs_now)."""
-    out: dict[str, Any] = _through_now(chain, "after_call", result, dict, call, call, trail,
-                                       slot, seq)
+    """after(), run at once, for the passes of passes_now."""
+    out: dict[str, Any] = _through_now(passes[1], result, dict, call, call, trail, slot, seq)
     return out
 
 
-def _through_now(chain: tuple[Hosted, ...], hook_name: str, value: Any, rewrites: type,
-                 first: Call | None, call: Call, trail: Trail | None,
-                 slot: CallSlot | None, seq: int, redacted: list[Any] | None = None) -> Any:
+def _through_now(run: Pass, value: Any, rewrites: type, first: Call | None, call: Call,
+                 trail: Trail | None, slot: CallSlot | None, seq: int,
+                 redacted: list[Any] | None = None) -> Any:
     """_through without a coroutine of its own, for hooks that are plain functions.  One
     that returns a coroutine anyway has it run here; if that waits, it fails closed (a
     hook that awaits must be ``async def``)."""
-    run = _pass(chain, hook_name, call.kind)
+    hook_name = run.hook
     seconds = run.seconds
     quiet = trail is None or type(trail) is Passes
     clock = time.monotonic

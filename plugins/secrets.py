@@ -49,6 +49,18 @@ HINTS = r"AKIA|ASIA|gh[pousr]_|xox[abprs]-|sk-|-----BEGIN |eyJ|(?i:bearer)"
 _HINTS_TEXT, _HINTS_BYTES = re.compile(HINTS), re.compile(HINTS.encode())
 
 
+def matcher(extra: list[str]) -> Any:
+    """One RE2 pattern for KNOWN and the sysadmin's own."""
+    options = re2.Options()
+    options.log_errors = False
+    return re2.compile("|".join(f"(?:{p})" for p in [*KNOWN.values(), *extra]), options)
+
+
+# compiled with the module, which a worker may find already run (hotswap.warm): the
+# common config has no patterns of its own
+KNOWN_MATCHER = matcher([])
+
+
 def entropy(word: str) -> float:
     counts = Counter(word)
     return -sum(n / len(word) * math.log2(n / len(word)) for n in counts.values())
@@ -75,10 +87,7 @@ class Secrets(Plugin):
 
     def __init__(self, config: Any = None, log: Any = None) -> None:
         super().__init__(config, log)
-        patterns = [*KNOWN.values(), *self.config.patterns]
-        options = re2.Options()
-        options.log_errors = False
-        self.matcher = re2.compile("|".join(f"(?:{p})" for p in patterns), options)
+        self.matcher = matcher(self.config.patterns) if self.config.patterns else KNOWN_MATCHER
         # the hints rule out KNOWN only: a sysadmin's pattern may match anything
         self.hinted = not self.config.patterns and not self.config.entropy
 

@@ -356,3 +356,22 @@ def test_hook_kinds_that_name_an_unknown_hook_or_kind_are_refused():
                 '["before_call"]'):
         with pytest.raises(Refused, match="hook_kinds must map"):
             load(bad)
+
+
+def test_the_bundled_chain_runs_a_tool_call_without_a_coroutine():
+    from daemon.config import bundled_plugin_dirs
+
+    specs = []
+    for path in sorted(bundled_plugin_dirs()[0].glob("*.py")):
+        source = path.read_bytes()
+        specs.append({"path": str(path), "code": base64.b64encode(source).decode(),
+                      "sha256": hashlib.sha256(source).hexdigest()})
+    host = PluginHost()
+    host.install(specs)
+    chain = host.chain_for("tool")
+    passes = plugin_chain.passes_now(chain, "tool")
+    assert passes is not None  # every before and after hook is a plain function
+    trail = plugin_chain.Passes()
+    assert plugin_chain.before_now(passes, CALL, trail) is CALL
+    assert plugin_chain.after_now(passes, CALL, RESULT, trail) is RESULT
+    assert trail == list(passes)  # all allowed: one entry per pass

@@ -16,7 +16,11 @@
         async def after_call(self, call, result):   # Deny(...), a rewritten result, or None
             ...
 
-Either hook may be left out.  A plugin sees the calls of the kinds it names in ``kinds``
+Either hook may be left out.  Either may also be a plain function (``def``) when it never
+awaits: it is then called without a coroutine, which costs a call less, and when every
+hook a tool call meets is one, a call to a built-in tool runs without a coroutine at all
+(the bundled plugins' hooks are).  A hook that awaits must be ``async def``; budgets and
+fail-closed apply to both alike.  A plugin sees the calls of the kinds it names in ``kinds``
 (default: tool calls only): "tool", "resource" (a resources/read: ``call.tool`` is the
 URI), "prompt" (a prompts/get: ``call.tool`` is <upstream>__<prompt>, ``call.arguments``
 the prompt's), "completion", "llm" (an AI gateway request: ``call.tool`` the model,

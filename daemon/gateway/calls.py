@@ -163,7 +163,7 @@ class CallHandler:
 
     def finish_now(self, pending: Pending) -> Answer | None:
         """``finish`` without a coroutine, for a call to an inline tool whose chain has
-        only plain-function hooks (plugin_chain.runs_now); None for any other call.  The
+        only plain-function hooks (plugin_chain.passes_now); None for any other call.  The
         caller marks the call slot around it, as around ``begin``."""
         tool = pending.tool
         if tool.inline is None or pending.kind != "tool":

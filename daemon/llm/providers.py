@@ -42,6 +42,14 @@ class Provider:
     max_retries: int
     key: secret_env.Secret | None = field(default=None, repr=False)
     key_error: str | None = None  # why there is no key, when one is configured
+    # made once, not per request: the headers without the client's, the request timeout
+    base_headers: dict[str, str] = field(init=False, repr=False, compare=False)
+    client_timeout: aiohttp.ClientTimeout = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base_headers", self._headers({}))
+        object.__setattr__(self, "client_timeout", aiohttp.ClientTimeout(
+            sock_connect=self.timeout, sock_read=self.timeout))
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Provider:
@@ -61,10 +69,15 @@ class Provider:
 
     def headers(self, passed: dict[str, str] | None = None) -> dict[str, str]:
         """``passed``: the client's anthropic-version and anthropic-beta, if it sent them."""
+        if not passed or self.kind != "anthropic":
+            return self.base_headers
+        return self._headers(passed)
+
+    def _headers(self, passed: dict[str, str]) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         if self.kind == "anthropic":
             headers["anthropic-version"] = ANTHROPIC_VERSION
-            headers.update(passed or {})
+            headers.update(passed)
             if self.key is not None:
                 headers["x-api-key"] = self.key
         elif self.key is not None:
@@ -145,9 +158,7 @@ class Providers:
                 try:
                     response = await self.session().post(
                         provider.base_url + path, data=body,
-                        headers=provider.headers(passed),
-                        timeout=aiohttp.ClientTimeout(sock_connect=provider.timeout,
-                                                      sock_read=provider.timeout))
+                        headers=provider.headers(passed), timeout=provider.client_timeout)
                 except TimeoutError:
                     timed_out = True
                     attempts.append(Attempt(provider.name, error="timed out after "

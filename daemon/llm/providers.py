@@ -21,6 +21,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 import aiohttp
+import yarl
 
 from daemon import secret_env
 from daemon.worker.http_session import PooledSession
@@ -45,9 +46,11 @@ class Provider:
     # made once, not per request: the headers without the client's, the request timeout
     base_headers: dict[str, str] = field(init=False, repr=False, compare=False)
     client_timeout: aiohttp.ClientTimeout = field(init=False, repr=False, compare=False)
+    urls: dict[str, yarl.URL] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_headers", self._headers({}))
+        object.__setattr__(self, "urls", {})
         object.__setattr__(self, "client_timeout", aiohttp.ClientTimeout(
             sock_connect=self.timeout, sock_read=self.timeout))
 
@@ -63,6 +66,13 @@ class Provider:
         return cls(options["name"], options["kind"], options["base_url"],
                    tuple(options["models"]), float(options["timeout"]),
                    int(options["max_retries"]), key, error)
+
+    def url(self, path: str) -> yarl.URL:
+        """The URL of ``path``, parsed once (aiohttp would parse the string per request)."""
+        url = self.urls.get(path)
+        if url is None:
+            url = self.urls[path] = yarl.URL(self.base_url + path)
+        return url
 
     def serves(self, model: str) -> bool:
         return any(fnmatchcase(model, pattern) for pattern in self.models)
@@ -157,7 +167,7 @@ class Providers:
                     await asyncio.sleep(_backoff(attempt, attempts[-1]))
                 try:
                     response = await self.session().post(
-                        provider.base_url + path, data=body,
+                        provider.url(path), data=body,
                         headers=provider.headers(passed), timeout=provider.client_timeout)
                 except TimeoutError:
                     timed_out = True

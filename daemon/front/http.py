@@ -86,9 +86,12 @@ class HttpFront:
             context.load_cert_chain(tls_cert, tls_key)  # OSError / SSLError: cannot start
         host, _, port = address.rpartition(":")
         # handler_cancellation: a client that drops its request cancels its call (and an
-        # LLM request's provider call)
+        # LLM request's provider call).  auto_decompress off: aiohttp would inflate a
+        # compressed body on the master's loop, and drain it all after a 413 (a 1 MB gzip
+        # body inflates to 1 GB: seconds in which no agent is served); _guard refuses it.
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                                    shutdown_timeout=1.0, handler_cancellation=True)
+                                    shutdown_timeout=1.0, handler_cancellation=True,
+                                    auto_decompress=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host.strip("[]"), int(port), ssl_context=context,
                            backlog=1024, reuse_address=True)
@@ -112,6 +115,10 @@ class HttpFront:
         if origin is not None and not self.origins.allows(origin):
             return json_error(403, f"Forbidden: origin {origin[:200]!r} is not in "
                                    "[listen] http_origins")
+        if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+            return json_error(415, "Unsupported Media Type: send the body without "
+                                   "Content-Encoding (compressed bodies are not accepted)",
+                              headers={"Accept-Encoding": "identity"})
         try:
             return await handler(request)
         except web.HTTPException as exc:

@@ -1,0 +1,51 @@
+"""/mcp as an attacker tries it: compressed bodies, slow clients, another agent's
+session.  Each test checks that the daemon refuses clearly and serves everyone else."""
+
+from __future__ import annotations
+
+import socket
+import time
+import zlib
+from typing import Any
+
+import httpx
+
+from tests.gateway_helpers import gateway_config, listen
+from tests.test_http_front import ACCEPT, auth, body, open_session, url
+
+
+def address(d: Any) -> tuple[str, int]:
+    host, _, port = listen(d)["http"].rpartition(":")
+    return host, int(port)
+
+
+def restarts(d: Any) -> int:
+    return sum(w.get("restarts", 0) for w in d.workers().values())
+
+
+def gzip_bomb(megabytes: int) -> bytes:
+    """A gzip body that inflates to ``megabytes`` MiB of JSON (about 1 KiB per MiB)."""
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = deflate.compress(b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"')
+    block = b"a" * (1 << 20)
+    out += b"".join(deflate.compress(block) for _ in range(megabytes))
+    return out + deflate.flush()
+
+
+def test_a_compressed_body_is_refused_with_415_before_it_is_inflated(start_daemon):
+    d = start_daemon(extra=gateway_config())
+    d.wait_ready()
+    before = restarts(d)
+    bomb = gzip_bomb(200)  # 200 KB on the wire, 200 MB inflated
+    reply = httpx.post(url(d), content=bomb, headers={
+        "Content-Type": "application/json", "Content-Encoding": "gzip", "Accept": ACCEPT},
+        timeout=30)
+    assert reply.status_code == 415
+    assert "Content-Encoding" in reply.json()["error"]["message"]
+    assert reply.headers["Accept-Encoding"] == "identity"
+    # the master's loop never stalled: no worker missed a heartbeat, calls are served
+    headers = open_session(d)
+    called = httpx.post(url(d), json=body("tools/call", {"name": "echo", "arguments": {}}, 2),
+                        headers=headers, timeout=10)
+    assert called.json()["result"]["isError"] is False
+    assert restarts(d) == before

@@ -49,3 +49,20 @@ def test_a_compressed_body_is_refused_with_415_before_it_is_inflated(start_daemo
                         headers=headers, timeout=10)
     assert called.json()["result"]["isError"] is False
     assert restarts(d) == before
+
+
+def test_another_agents_session_id_is_not_found_whatever_carries_the_token(start_daemon):
+    d = start_daemon(extra=gateway_config())
+    d.wait_ready()
+    bobs = open_session(d, "bob")["Mcp-Session-Id"]
+    alice_token = auth("alice")["Authorization"].removeprefix("Bearer ")
+    listing = body("tools/list", {"_meta": {"io.workingagents/token": alice_token}}, 2)
+    for headers in ({**auth("alice")}, {}):  # the bearer header, or the _meta token
+        reply = httpx.post(url(d), json=listing, timeout=10, headers={
+            **headers, "Accept": ACCEPT, "Mcp-Session-Id": bobs})
+        assert reply.status_code == 404, reply.text
+        assert "no such MCP session" in reply.json()["error"]["message"]
+    # bob's session is untouched
+    mine = httpx.post(url(d), json=body("tools/list", rid=3), timeout=10, headers={
+        "Accept": ACCEPT, "Mcp-Session-Id": bobs})
+    assert [t["name"] for t in mine.json()["result"]["tools"]] == ["echo", "sleep"]

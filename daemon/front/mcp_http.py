@@ -187,12 +187,18 @@ class McpRoute:
                                        "token>")
         if agent is None:
             raise RpcUnauthenticated(rid, "Unauthenticated: the token is not valid")
-        if session is not None and session.agent is not None \
-                and agent.name != session.agent.name:
-            raise web.HTTPNotFound(  # another agent's session does not exist for this one
-                body=orjson.dumps({"error": {"status": 404, "message": "Not Found: no such "
-                                                                      "MCP session"}}),
-                content_type="application/json")
+        if session is not None and session.agent is not None:
+            # a _meta token names the request's agent too (the switchboard runs the call
+            # as it): neither may be another agent than the session's
+            names = {agent.name}
+            if meta is not None and mcp.META_TOKEN in meta:
+                claimed = board.auth.agent_for(meta[mcp.META_TOKEN])
+                names.add(claimed.name if claimed is not None else session.agent.name)
+            if names != {session.agent.name}:
+                raise web.HTTPNotFound(  # another agent's session does not exist for it
+                    body=orjson.dumps({"error": {"status": 404, "message": "Not Found: no "
+                                                                          "such MCP session"}}),
+                    content_type="application/json")
         return agent
 
     def _initialize(self, agent: Agent, rid: jsonrpc.RequestId,

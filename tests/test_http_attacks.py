@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from tests.gateway_helpers import gateway_config, listen
+from tests.test_abuse import listen_with
 from tests.test_http_front import ACCEPT, auth, body, open_session, url
 
 
@@ -66,3 +67,48 @@ def test_another_agents_session_id_is_not_found_whatever_carries_the_token(start
     mine = httpx.post(url(d), json=body("tools/list", rid=3), timeout=10, headers={
         "Accept": ACCEPT, "Mcp-Session-Id": bobs})
     assert [t["name"] for t in mine.json()["result"]["tools"]] == ["echo", "sleep"]
+
+
+def closed_within(sock: socket.socket, seconds: float, trickle: bytes) -> bytes | None:
+    """Send ``trickle`` a byte a second until the server closes; what it answered, or
+    None if it still holds the connection after ``seconds``."""
+    seen = b""
+    deadline = time.monotonic() + seconds
+    sock.settimeout(1.0)
+    for i in range(len(trickle) * 1000):
+        if time.monotonic() > deadline:
+            return None
+        try:
+            sock.send(trickle[i % len(trickle):][:1])
+        except OSError:
+            return seen
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            return seen
+        if not chunk:
+            return seen
+        seen += chunk
+    return None
+
+
+def test_slowloris_headers_and_bodies_are_cut_off_after_line_timeout(start_daemon):
+    d = start_daemon(extra={**gateway_config(), "listen": listen_with(line_timeout=2.0)})
+    d.wait_ready()
+    headers = open_session(d)
+    with socket.create_connection(address(d), timeout=10) as trickling:
+        answered = closed_within(trickling, 20, b"POST /mcp HTTP/1.1\r\nX-Slow: " + b"a" * 100)
+        assert answered is not None, "a header trickled a byte a second is held open"
+    with socket.create_connection(address(d), timeout=10) as trickling:
+        trickling.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 1000\r\n\r\n{")
+        answered = closed_within(trickling, 20, b" " * 100)
+        assert answered is not None, "a body trickled a byte a second is held open"
+        assert answered.startswith(b"HTTP/1.1 408"), answered[:200]
+        assert b"line_timeout" in answered
+    # the session that sat idle meanwhile is still served (on a new connection)
+    called = httpx.post(url(d), json=body("tools/call", {"name": "echo", "arguments": {}}, 2),
+                        headers=headers, timeout=10)
+    assert called.json()["result"]["isError"] is False

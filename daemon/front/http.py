@@ -11,6 +11,7 @@ cannot import this module, which imports them).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,7 @@ class HttpFront:
         listen = settings.config.listen
         self.origins = OriginPolicy(listen.http_origins)
         self.max_bytes = listen.max_message_bytes
+        self.line_timeout = listen.line_timeout
         self.app = web.Application(client_max_size=listen.max_message_bytes,
                                    middlewares=[self._guard])
         self.app.router.add_get("/healthz", self.healthz)
@@ -70,6 +72,7 @@ class HttpFront:
         self.address = ""
 
     def apply(self, settings: Settings) -> list[str]:
+        self.line_timeout = settings.config.listen.line_timeout  # bodies; headers: at start
         patterns = settings.config.listen.http_origins
         if tuple(patterns) == self.origins.patterns:
             return []
@@ -85,13 +88,16 @@ class HttpFront:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(tls_cert, tls_key)  # OSError / SSLError: cannot start
         host, _, port = address.rpartition(":")
+        # keepalive_timeout: a connection waiting for a request, or for the rest of its
+        # headers (slowloris), is closed after line_timeout (aiohttp's default is an hour).
         # handler_cancellation: a client that drops its request cancels its call (and an
         # LLM request's provider call).  auto_decompress off: aiohttp would inflate a
         # compressed body on the master's loop, and drain it all after a 413 (a 1 MB gzip
         # body inflates to 1 GB: seconds in which no agent is served); _guard refuses it.
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                     shutdown_timeout=1.0, handler_cancellation=True,
-                                    auto_decompress=False)
+                                    auto_decompress=False,
+                                    keepalive_timeout=self.line_timeout)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host.strip("[]"), int(port), ssl_context=context,
                            backlog=1024, reuse_address=True)
@@ -120,6 +126,14 @@ class HttpFront:
                                    "Content-Encoding (compressed bodies are not accepted)",
                               headers={"Accept-Encoding": "identity"})
         try:
+            if request.body_exists:  # read here, so that a trickled body is cut off too
+                try:
+                    async with asyncio.timeout(self.line_timeout):
+                        await request.read()  # kept: the route's read() returns it
+                except TimeoutError:
+                    return json_error(408, "Request Timeout: the body did not arrive "
+                                           f"within [listen] line_timeout ({self.line_timeout}"
+                                           " s)", headers={"Connection": "close"})
             return await handler(request)
         except web.HTTPException as exc:
             if exc.content_type == "application/json":

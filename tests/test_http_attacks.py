@@ -112,3 +112,20 @@ def test_slowloris_headers_and_bodies_are_cut_off_after_line_timeout(start_daemo
     called = httpx.post(url(d), json=body("tools/call", {"name": "echo", "arguments": {}}, 2),
                         headers=headers, timeout=10)
     assert called.json()["result"]["isError"] is False
+
+
+def test_a_malformed_request_carrying_a_token_never_writes_it_to_the_log(start_daemon):
+    d = start_daemon(extra=gateway_config())
+    d.wait_ready()
+    token = auth("bob")["Authorization"].encode()
+    for malformed in (token + b"\rX", token + b"x" * 9000, b"X-Junk: a\nb\r\n" + token):
+        with socket.create_connection(address(d), timeout=10) as sock:
+            sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\n" + malformed
+                         + b"\r\nContent-Length: 0\r\n\r\n")
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400")
+    headers = open_session(d)  # the server goes on
+    called = httpx.post(url(d), json=body("tools/call", {"name": "echo", "arguments": {}}, 2),
+                        headers=headers, timeout=10)
+    assert called.json()["result"]["isError"] is False
+    assert b"bob-secret-token" not in d.log_path.read_bytes()

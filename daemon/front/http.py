@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from daemon.a2a.cards import CardKeeper
@@ -29,6 +30,25 @@ from daemon.front.switchboard import Switchboard
 
 log = logging.getLogger("http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class MalformedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse as an ERROR with a traceback that quotes
+    the offending bytes, which may be an Authorization header: a token in the log, and a
+    dozen lines per bad request for anyone to cause.  One short debug line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True  # our own failures keep their traceback
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        log.debug("malformed HTTP request from %s: %s %s", remote, exc.code,
+                  type(exc).__name__)
+        return False
+
+
+server_log = logging.getLogger("http.server")
+server_log.addFilter(MalformedRequests())
 
 
 class OriginPolicy:
@@ -97,7 +117,8 @@ class HttpFront:
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                     shutdown_timeout=1.0, handler_cancellation=True,
                                     auto_decompress=False,
-                                    keepalive_timeout=self.line_timeout)
+                                    keepalive_timeout=self.line_timeout,
+                                    logger=server_log)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host.strip("[]"), int(port), ssl_context=context,
                            backlog=1024, reuse_address=True)

@@ -3,6 +3,7 @@ session.  Each test checks that the daemon refuses clearly and serves everyone e
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import zlib
@@ -13,6 +14,7 @@ import httpx
 from tests.gateway_helpers import gateway_config, listen
 from tests.test_abuse import listen_with
 from tests.test_http_front import ACCEPT, auth, body, open_session, url
+from tests.test_http_sdk import client as sdk_client
 
 
 def address(d: Any) -> tuple[str, int]:
@@ -129,3 +131,19 @@ def test_a_malformed_request_carrying_a_token_never_writes_it_to_the_log(start_d
                         headers=headers, timeout=10)
     assert called.json()["result"]["isError"] is False
     assert b"bob-secret-token" not in d.log_path.read_bytes()
+
+
+def test_a_quiet_sdk_session_holding_its_get_stream_outlives_idle_timeout(start_daemon):
+    """An IDE that sits quiet with its notification stream open is not idle: the Python
+    SDK does not initialize again after a 404, so a swept session breaks it."""
+    d = start_daemon(extra={**gateway_config(), "listen": listen_with(idle_timeout=1.0)})
+    d.wait_ready()
+
+    async def run() -> None:
+        async with sdk_client(d, "legacy") as bob:
+            await bob.call_tool("echo", {"text": "before"})
+            await asyncio.sleep(4)  # quiet, but its GET stream is open
+            echoed = await bob.call_tool("echo", {"text": "after"})
+            assert echoed.content[0].text == '{"text":"after"}'
+    asyncio.run(run())
+    assert "closing idle http connection" not in d.log()

@@ -49,7 +49,7 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="workingagents"'}
 # an agent's sessions beyond this end the least recently active one (it gets 404 and
 # initializes again, as the spec says): what a client that never DELETEs can hold
 MAX_SESSIONS_PER_AGENT = 1024
-KEEPALIVE = 15.0  # seconds between comments on an idle GET stream (finds dead readers)
+KEEPALIVE = 15.0  # at most this between comments on an idle GET stream (finds dead readers)
 
 
 class RpcUnauthenticated(web.HTTPUnauthorized):
@@ -348,15 +348,20 @@ class McpRoute:
         queue = session.open_stream()
         stream = web.StreamResponse(headers=SSE_HEADERS)
         await stream.prepare(request)
+        # a session whose client holds its stream open (and reads it) is not idle: an
+        # SDK client does not initialize again after a 404, so sweeping it breaks an IDE
+        # that merely sat quiet
+        beat = min(KEEPALIVE, self.front.board.limits.idle_timeout / 2)
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), KEEPALIVE)
+                    event = await asyncio.wait_for(queue.get(), beat)
                 except TimeoutError:
                     event = b": keepalive\n\n"
                 if event is None:
                     break
                 await stream.write(event)
+                session.conn.last_active = time.monotonic()
         except ConnectionError:
             pass  # the client went away; it may open another
         finally:

@@ -147,3 +147,19 @@ def test_a_quiet_sdk_session_holding_its_get_stream_outlives_idle_timeout(start_
             assert echoed.content[0].text == '{"text":"after"}'
     asyncio.run(run())
     assert "closing idle http connection" not in d.log()
+
+
+def test_a_get_without_a_session_is_405_which_clients_take_as_no_stream_offered(start_daemon):
+    """The spec: a GET is answered with an SSE stream or 405; SDK clients (the TypeScript
+    SDK's GET after initialized, a stateless client's probe) treat only 405 as "none"."""
+    d = start_daemon(extra=gateway_config())
+    d.wait_ready()
+    reply = httpx.get(url(d), headers={**auth(), "Accept": "text/event-stream"}, timeout=10)
+    assert reply.status_code == 405
+    assert set(reply.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    assert "Mcp-Session-Id" in reply.json()["error"]["message"]
+    headers = open_session(d)  # with its session, the GET is the session's stream
+    with httpx.stream("GET", url(d), headers={**headers, "Accept": "text/event-stream"},
+                      timeout=10) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")

@@ -339,6 +339,12 @@ class McpRoute:
         return found
 
     async def get(self, request: web.Request) -> web.StreamResponse:
+        if HEADER_SESSION not in request.headers:
+            # the spec: an SSE stream or 405, which clients (the TypeScript SDK's GET,
+            # a stateless client's probe) take as "no stream here" and go on
+            return json_error(405, f"Method Not Allowed: GET /mcp is a session's stream; "
+                                   f"send its {HEADER_SESSION} (stateless 2026-07-28 clients "
+                                   "only POST)", headers={"Allow": "GET, POST, DELETE"})
         if not accepts(request)[1]:
             return json_error(406, "Not Acceptable: GET /mcp is an SSE stream; accept "
                                    "text/event-stream")

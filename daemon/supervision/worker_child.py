@@ -77,9 +77,10 @@ class WorkerChild(Child):
             raise
         finally:
             exited.cancel()
-        if proc.ready.done() and not proc.ready.cancelled() and proc.exit is None:
+        reported = proc.ready.done() and not proc.ready.cancelled()
+        if reported and proc.exit is None:
             return
-        if proc.exit is not None and proc.ready.done():
+        if reported and proc.exit is not None:
             # READY and the exit reached a master that was busy (a long stall of its
             # loop) together: the incarnation is gone, and its exit was already passed
             # over as a start's, so taking it as serving would leave a dead child READY

@@ -1,0 +1,234 @@
+"""The AI gateway as a demanding developer and an attacker try it: providers that
+misbehave (tests.fixtures.hostile_llm), bodies and headers that are wrong on purpose,
+and attempts to get around budgets and roles, through the official SDKs and raw HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.audit_helpers import audit_dir
+from tests.conftest import wait_for
+from tests.fixtures.hostile_llm import HostileLlm
+from tests.gateway_helpers import TOKENS, listen
+from tests.llm_helpers import (
+    anthropic_client,
+    anthropic_provider,
+    base,
+    llm_records,
+    openai_client,
+    openai_provider,
+    start_llm_daemon,
+)
+
+KEY = "sk-provider-key"
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileLlm]:
+    with HostileLlm() as server:
+        yield server
+
+
+def both(start_daemon: Any, state_dir: Any, fake: HostileLlm, **plugins: Any) -> Any:
+    return start_llm_daemon(start_daemon, state_dir, {
+        "oa": openai_provider(fake, timeout=2.0, max_retries=0),
+        "an": anthropic_provider(fake, timeout=2.0, max_retries=0)}, plugins or None)
+
+
+def last_record(d: Any, count: int = 1) -> dict[str, Any]:
+    return wait_for(lambda: len(llm_records(d)) >= count and llm_records(d), 10,
+                    "the llm audit record")[-1]
+
+
+def still_serves(d: Any, fake: HostileLlm) -> None:
+    fake.mode = "ok"
+    reply = openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=[
+        {"role": "user", "content": "still there?"}])
+    assert reply.choices[0].message.content == "echo: still there?"
+
+
+def never_leaks_the_key(d: Any) -> None:
+    assert KEY not in d.log()
+    for path in audit_dir(d.state_dir).rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+    assert KEY not in str(d.status())
+
+
+# -- a provider's failure never looks like a complete answer ---------------------------
+
+
+def test_a_stream_whose_connection_drops_halfway_ends_with_an_error_and_is_audited_so(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    hostile.mode = "truncated"
+    stream = openai_client(d).chat.completions.create(model="gpt-4o-mini", stream=True,
+                                                      messages=[{"role": "user",
+                                                                 "content": "something long"}])
+    with pytest.raises(openai.APIError):
+        for _chunk in stream:
+            pass
+    assert last_record(d)["outcome"]["status"] == "provider_error"
+    still_serves(d, hostile)
+
+
+def test_a_provider_that_refuses_the_key_is_a_502_that_leaks_nothing(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    hostile.mode = "401"
+    with pytest.raises(openai.APIStatusError) as caught:
+        openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=HI)
+    assert caught.value.status_code == 502 and KEY not in caught.value.response.text
+    assert last_record(d)["outcome"]["status"] == "provider_error"
+    never_leaks_the_key(d)
+
+
+def test_a_huge_answer_arrives_whole_and_the_gateway_keeps_serving(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    hostile.mode = "huge"
+    reply = openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=HI)
+    assert len(reply.choices[0].message.content or "") == hostile.huge
+    still_serves(d, hostile)
+
+
+# -- bad input: a clear error in the API's own shape, and everyone else goes on ---------
+
+
+def test_wrongly_typed_fields_get_a_clear_400_in_each_apis_shape(start_daemon, state_dir,
+                                                                hostile):
+    d = both(start_daemon, state_dir, hostile)
+    headers = {"Authorization": f"Bearer {TOKENS['alice']}"}
+    for body in ({"model": 5, "messages": HI}, {"model": ["gpt-4o-mini"]},
+                 {"model": "", "messages": HI}, {"model": None}):
+        reply = httpx.post(base(d) + "/v1/chat/completions", json=body, headers=headers,
+                           timeout=10)
+        assert reply.status_code == 400, body
+        assert reply.json()["error"]["type"] == "invalid_request_error"
+        assert "model" in reply.json()["error"]["message"]
+        reply = httpx.post(base(d) + "/v1/messages", json=body, timeout=10,
+                           headers={"x-api-key": TOKENS["alice"]})
+        assert reply.status_code == 400
+        assert reply.json()["type"] == "error"
+        assert reply.json()["error"]["type"] == "invalid_request_error"
+    still_serves(d, hostile)
+
+
+def test_headers_with_bare_cr_or_lf_are_refused_and_the_gateway_keeps_serving(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    host, port = listen(d)["http"].rsplit(":", 1)
+    for header in (b"anthropic-beta: a\rInjected: yes", b"x-api-key: a\nb: c\r\nX: y"):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n" + header +
+                         b"\r\nContent-Length: 2\r\n\r\n{}")
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.") and b" 400 " in answer[:20], answer
+    still_serves(d, hostile)
+    assert all(s[1].get("Injected") is None for s in hostile.seen)
+
+
+def test_a_token_in_the_wrong_header_or_a_provider_key_as_token_is_a_401(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    for headers in ({"api-key": TOKENS["alice"]}, {"Authorization": TOKENS["alice"]},
+                    {"Authorization": f"Basic {TOKENS['alice']}"},
+                    {"Authorization": f"Bearer {KEY}"}, {"x-api-key": KEY}):
+        reply = httpx.post(base(d) + "/v1/chat/completions", headers=headers, timeout=10,
+                           json={"model": "gpt-4o-mini", "messages": HI})
+        assert reply.status_code == 401, headers
+        assert reply.json()["error"]["message"]
+    assert hostile.seen == []  # nothing reached the provider
+    # the agent's own x-api-key never travels on (the gateway's key replaces it)
+    anthropic_client(d).messages.create(model="claude-3-5-haiku", max_tokens=5, messages=HI)
+    assert hostile.seen[-1][1]["x-api-key"] == KEY
+
+
+# -- budgets cannot be bypassed, and refuse before sending -------------------------------
+
+
+BUDGET = {"budgets": {"tokens_per_minute": 1000}}
+
+
+def refused_before_sending(d: Any, fake: HostileLlm, send: Any) -> None:
+    seen = len(fake.seen)
+    with pytest.raises((openai.RateLimitError, anthropic.RateLimitError)):
+        send()
+    assert len(fake.seen) == seen
+
+
+def test_a_budget_refuses_anthropic_messages_and_streams_before_sending(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile, **BUDGET)
+    refused_before_sending(d, hostile, lambda: anthropic_client(d).messages.create(
+        model="claude-3-5-haiku", max_tokens=2000, messages=HI))
+    refused_before_sending(d, hostile, lambda: openai_client(d).chat.completions.create(
+        model="gpt-4o-mini", messages=HI, max_tokens=2000, stream=True))
+
+
+# -- roles' models cannot be bypassed ----------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["GPT-4O-MINI", "gpt-4o-mini ", "openai/gpt-4o-mini",
+                                   "gpt-4o-mini*", "gpt-4o-mini\n", "gpt-4o",
+                                   "gpt-4o-mini-2024-07-18"])
+def test_a_model_the_roles_do_not_name_exactly_is_a_404_on_every_route(
+        start_daemon, state_dir, hostile, model):
+    d = start_llm_daemon(start_daemon, state_dir, {
+        "oa": openai_provider(hostile, models=["*"]),
+        "an": anthropic_provider(hostile, models=["*"])})
+    with pytest.raises(openai.NotFoundError):
+        openai_client(d).chat.completions.create(model=model, messages=HI)
+    with pytest.raises(openai.NotFoundError):
+        openai_client(d).embeddings.create(model=model, input="x")
+    with pytest.raises(anthropic.NotFoundError):
+        anthropic_client(d).messages.create(model=model, max_tokens=5, messages=HI)
+    assert hostile.seen == []
+    records = wait_for(lambda: len(llm_records(d)) >= 3 and llm_records(d), 10, "records")
+    assert all(r["outcome"] == {"status": "denied", "by": "roles", "http": 404}
+               for r in records)
+
+
+def test_async_sdk_clients_stream_through_the_gateway_side_by_side(start_daemon, state_dir,
+                                                                   hostile):
+    d = both(start_daemon, state_dir, hostile)
+
+    async def run() -> list[str]:
+        oa = openai.AsyncOpenAI(base_url=base(d) + "/v1", api_key=TOKENS["alice"],
+                                max_retries=0, timeout=30)
+        an = anthropic.AsyncAnthropic(base_url=base(d), api_key=TOKENS["alice"],
+                                      max_retries=0, timeout=30)
+
+        async def chat(i: int) -> str:
+            stream = await oa.chat.completions.create(
+                model="gpt-4o-mini", stream=True, messages=[{"role": "user",
+                                                             "content": f"say: n{i}"}],
+                stream_options={"include_usage": True}, logprobs=False,
+                response_format={"type": "text"}, extra_body={"unknown_field": 1},
+                extra_headers={"OpenAI-Beta": "assistants=v2"})
+            return "".join([c.choices[0].delta.content or "" async for c in stream
+                            if c.choices])
+
+        async def claude(i: int) -> str:
+            reply = await an.messages.create(model="claude-3-5-haiku", max_tokens=20,
+                                             messages=[{"role": "user",
+                                                        "content": f"say: a{i}"}])
+            return reply.content[0].text  # type: ignore[union-attr]
+        try:
+            return list(await asyncio.gather(*[chat(i) for i in range(4)],
+                                             *[claude(i) for i in range(4)]))
+        finally:
+            await oa.close()
+            await an.close()
+    assert asyncio.run(run()) == ["n0", "n1", "n2", "n3", "a0", "a1", "a2", "a3"]
+    assert hostile.seen[0][2].get("unknown_field") == 1 or any(
+        s[2].get("unknown_field") == 1 for s in hostile.seen)

@@ -67,6 +67,33 @@ def never_leaks_the_key(d: Any) -> None:
 # -- a provider's failure never looks like a complete answer ---------------------------
 
 
+def test_an_openai_stream_that_ends_without_done_ends_with_an_error_not_a_clean_end(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    hostile.mode = "no-done"
+    stream = openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=HI,
+                                                      stream=True)
+    with pytest.raises(openai.APIError) as caught:
+        for _chunk in stream:
+            pass
+    assert "Provider failure" in caught.value.message
+    record = last_record(d)
+    assert record["outcome"]["status"] == "provider_error"
+    still_serves(d, hostile)
+
+
+def test_an_anthropic_stream_that_ends_without_message_stop_ends_with_an_error(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    hostile.mode = "no-done"
+    with pytest.raises(anthropic.APIStatusError) as caught, anthropic_client(
+            d).messages.stream(model="claude-3-5-haiku", max_tokens=50, messages=HI) as stream:
+        for _event in stream:
+            pass
+    assert "Provider failure" in str(caught.value)
+    assert last_record(d)["outcome"]["status"] == "provider_error"
+
+
 def test_a_stream_whose_connection_drops_halfway_ends_with_an_error_and_is_audited_so(
         start_daemon, state_dir, hostile):
     d = both(start_daemon, state_dir, hostile)
@@ -79,6 +106,18 @@ def test_a_stream_whose_connection_drops_halfway_ends_with_an_error_and_is_audit
             pass
     assert last_record(d)["outcome"]["status"] == "provider_error"
     still_serves(d, hostile)
+
+
+def test_a_stream_answered_with_a_whole_json_body_is_not_passed_off_as_a_stream(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    hostile.mode = "wrong-type"
+    with pytest.raises(openai.APIError) as caught:
+        for _chunk in openai_client(d).chat.completions.create(
+                model="gpt-4o-mini", messages=HI, stream=True):
+            pass
+    assert "Provider failure" in caught.value.message
+    assert last_record(d)["outcome"]["status"] == "provider_error"
 
 
 def test_a_provider_that_refuses_the_key_is_a_502_that_leaks_nothing(

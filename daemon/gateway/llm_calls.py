@@ -220,6 +220,12 @@ class LlmCalls:
                                  "message": body[:300].decode(errors="replace")}
                 await self._after_failure(chain, call, trace, seq)
                 self._finish(seq, trace, messages.pack_llm_head(response.status, JSON, body))
+            elif stream and response.content_type != "text/event-stream":
+                trace.outcome = {"status": "provider_error", "http": 502,
+                                 "message": f"a stream answered as {response.content_type}"}
+                raise Refusal(502, f"Provider failure: {provider.name} answered a stream "
+                                   f"request with {response.content_type}, not an event "
+                                   "stream", headers={"x-should-retry": "false"})
             elif stream:
                 await self._stream(seq, api, chain, call, trace, response, drop_usage)
             else:
@@ -270,6 +276,15 @@ class LlmCalls:
                 502, f"Provider failure: the stream broke off ({exc.__class__.__name__})"))
             return
         guard.note(trace.trail)
+        if relay.denied is None and not relay.terminal:  # ended, but not as streams end
+            trace.outcome = {"status": "provider_error", "http": 502,
+                             "message": "the provider's stream ended without its last event"}
+            trace.completion = relay.text.text()
+            last = "[DONE]" if api is OpenAi else "message_stop"
+            self._finish(seq, trace, messages.LLM_END + api.stream_error(
+                502, f"Provider failure: the stream ended without {last}: the answer may "
+                     "be incomplete"))
+            return
         assembled = relay.text.assembled()
         self._usage(chain, call, trace, assembled)
         trace.completion = relay.text.text() if self.content != "none" else None

@@ -108,6 +108,42 @@ def test_a_stream_whose_connection_drops_halfway_ends_with_an_error_and_is_audit
     still_serves(d, hostile)
 
 
+def test_a_200_with_an_error_body_is_a_provider_failure_not_an_answer(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    hostile.mode = "error-200"
+    with pytest.raises(openai.APIStatusError) as caught:
+        openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=HI)
+    assert caught.value.status_code == 502
+    assert "upstream model crashed" in caught.value.message
+    assert last_record(d)["outcome"]["status"] == "provider_error"
+    with pytest.raises(anthropic.APIStatusError) as failed:
+        anthropic_client(d).messages.create(model="claude-3-5-haiku", max_tokens=5,
+                                            messages=HI)
+    assert failed.value.status_code == 502
+    assert last_record(d, 2)["outcome"]["status"] == "provider_error"
+    still_serves(d, hostile)
+
+
+def test_an_error_event_inside_a_provider_stream_reaches_the_client_and_the_audit(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    hostile.mode = "error-200"
+    stream = openai_client(d).chat.completions.create(
+        model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": "long"}])
+    with pytest.raises(openai.APIError):
+        for _chunk in stream:
+            pass
+    record = last_record(d)
+    assert record["outcome"]["status"] == "provider_error"
+    assert "model crashed" in record["outcome"]["message"]
+    with pytest.raises(anthropic.APIStatusError), anthropic_client(d).messages.stream(
+            model="claude-3-5-haiku", max_tokens=50, messages=HI) as events:
+        for _event in events:
+            pass
+    assert last_record(d, 2)["outcome"]["status"] == "provider_error"
+
+
 def test_a_stream_answered_with_a_whole_json_body_is_not_passed_off_as_a_stream(
         start_daemon, state_dir, hostile):
     d = both(start_daemon, state_dir, hostile)

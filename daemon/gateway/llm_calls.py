@@ -29,7 +29,7 @@ from daemon.gateway.llm_stream import ChunkGuard, StreamRelay
 from daemon.gateway.plugin_host import PluginHost
 from daemon.ipc import messages
 from daemon.ipc.call_slot import CallSlot
-from daemon.llm.apis import Anthropic, Api, OpenAi
+from daemon.llm.apis import Anthropic, Api, OpenAi, provider_error
 from daemon.llm.providers import Attempt, ProviderFailure, Providers
 from daemon.llm.texts import usage_of
 from daemon.plugin import Call
@@ -243,6 +243,11 @@ class LlmCalls:
             trace.outcome = {"status": "provider_error", "http": 502}
             raise Refusal(502, "Provider failure: the provider's answer is not JSON",
                           headers={"x-should-retry": "false"}) from None
+        failed = provider_error(result)
+        if failed is not None:  # a 200 that is not an answer
+            trace.outcome = {"status": "provider_error", "http": 502, "message": failed}
+            raise Refusal(502, f"Provider failure: {failed}",
+                          headers={"x-should-retry": "false"})
         self._usage(chain, call, trace, result)
         if chain and isinstance(result, dict):
             given = result
@@ -276,6 +281,12 @@ class LlmCalls:
                 502, f"Provider failure: the stream broke off ({exc.__class__.__name__})"))
             return
         guard.note(trace.trail)
+        if relay.failed is not None:  # the provider's error event ends the client's stream
+            trace.outcome = {"status": "provider_error", "http": 502,
+                             "message": relay.failed}
+            trace.completion = relay.text.text()
+            self._finish(seq, trace, messages.LLM_END + relay.terminal)
+            return
         if relay.denied is None and not relay.terminal:  # ended, but not as streams end
             trace.outcome = {"status": "provider_error", "http": 502,
                              "message": "the provider's stream ended without its last event"}

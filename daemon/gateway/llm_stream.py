@@ -23,7 +23,16 @@ from typing import Any
 import orjson
 
 from daemon.gateway.plugin_chain import Hosted, Trail
-from daemon.llm.apis import Anthropic, Api, Events, OpenAi, StreamText, parse_event, sse
+from daemon.llm.apis import (
+    Anthropic,
+    Api,
+    Events,
+    OpenAi,
+    StreamText,
+    parse_event,
+    provider_error,
+    sse,
+)
 from daemon.plugin import Call, Deny
 
 
@@ -93,6 +102,7 @@ class StreamRelay:
         self.events = Events()
         self.terminal = b""  # held back until after_call has spoken
         self.denied: tuple[Hosted, Deny] | None = None
+        self.failed: str | None = None  # the provider's error event ended the stream
 
     async def relay(self, chunks: Any) -> None:
         """Until the provider's stream ends or a guardrail denies it."""
@@ -108,13 +118,13 @@ class StreamRelay:
         for raw in events:
             passed = await self._event(raw)
             out.append(passed)
-            if self.denied is not None:
+            if self.denied is not None or self.failed is not None:
                 break
         if out:
             data = b"".join(out)
             if data:
                 self.send(data)
-        return self.denied is not None
+        return self.denied is not None or self.failed is not None
 
     async def _event(self, raw: bytes) -> bytes:
         name, data = parse_event(raw)
@@ -128,6 +138,10 @@ class StreamRelay:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
             return raw  # not ours to judge: passed on as it came
+        failed = provider_error(event, name)
+        if failed is not None:  # the provider's own error event: it ends the stream
+            self.failed, self.terminal = failed, raw
+            return b""
         deltas = self.text.take(event)
         if not isinstance(event, dict):
             return raw

@@ -61,6 +61,20 @@ def parse_event(raw: bytes) -> tuple[str | None, bytes]:
     return name, b"\n".join(data)
 
 
+def provider_error(body: Any, event: str | None = None) -> str | None:
+    """The message of an error a provider sent with a 200 (a whole body, or an event of
+    its stream: OpenAI-compatible servers send ``{"error": …}``, Anthropic ``event:
+    error``), or None when ``body`` is not one."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if error is None or not (event == "error" or body.get("type") == "error" or not any(
+            k in body for k in ("choices", "content", "data", "object"))):
+        return None
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message or error)[:300]
+
+
 class OpenAi:
     name = "openai"
 

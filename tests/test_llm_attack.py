@@ -156,6 +156,20 @@ def test_a_stream_answered_with_a_whole_json_body_is_not_passed_off_as_a_stream(
     assert last_record(d)["outcome"]["status"] == "provider_error"
 
 
+def test_a_provider_that_stalls_after_its_headers_is_a_provider_timeout(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    hostile.mode = "stall"
+    with pytest.raises(openai.APIStatusError) as caught:
+        openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=HI)
+    assert caught.value.status_code in (502, 504)
+    assert "Provider failure" in caught.value.message
+    assert "600" not in caught.value.message  # not the whole-request timeout: the provider's
+    record = last_record(d)
+    assert record["outcome"]["status"] == "provider_error" and record["provider"] == "oa"
+    still_serves(d, hostile)
+
+
 def test_a_provider_that_refuses_the_key_is_a_502_that_leaks_nothing(
         start_daemon, state_dir, hostile):
     d = both(start_daemon, state_dir, hostile)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Any
 
+import aiohttp
 import orjson
 
 from daemon import metrics
@@ -30,7 +31,7 @@ from daemon.gateway.plugin_host import PluginHost
 from daemon.ipc import messages
 from daemon.ipc.call_slot import CallSlot
 from daemon.llm.apis import Anthropic, Api, OpenAi, provider_error
-from daemon.llm.providers import Attempt, ProviderFailure, Providers
+from daemon.llm.providers import Attempt, Provider, ProviderFailure, Providers
 from daemon.llm.texts import usage_of
 from daemon.plugin import Call
 from daemon.protocol import mcp
@@ -229,13 +230,21 @@ class LlmCalls:
             elif stream:
                 await self._stream(seq, api, chain, call, trace, response, drop_usage)
             else:
-                await self._whole(seq, chain, call, trace, response)
+                await self._whole(seq, chain, call, trace, response, provider)
         finally:
             response.close()  # read to the end by now, unless cancelled: then it aborts
 
     async def _whole(self, seq: int, chain: tuple[Any, ...], call: Call, trace: LlmTrace,
-                     response: Any) -> None:
-        body = await response.read()
+                     response: Any, provider: Provider) -> None:
+        try:
+            body = await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:  # a stall or a cut after the head
+            broke = (f"no data for {provider.timeout:g}s" if isinstance(exc, TimeoutError)
+                     else f"the answer broke off ({exc.__class__.__name__})")
+            trace.outcome = {"status": "provider_error", "http": 502,
+                             "message": f"{provider.name}: {broke}"}
+            raise Refusal(502, f"Provider failure: {provider.name} sent its response head, then {broke}",
+                          headers={"x-should-retry": "false"}) from None
         trace.token()
         try:
             result = orjson.loads(body)

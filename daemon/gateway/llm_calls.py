@@ -243,7 +243,8 @@ class LlmCalls:
                      else f"the answer broke off ({exc.__class__.__name__})")
             trace.outcome = {"status": "provider_error", "http": 502,
                              "message": f"{provider.name}: {broke}"}
-            raise Refusal(502, f"Provider failure: {provider.name} sent its response head, then {broke}",
+            raise Refusal(502, f"Provider failure: {provider.name} sent its response head, "
+                               f"then {broke}",
                           headers={"x-should-retry": "false"}) from None
         trace.token()
         try:

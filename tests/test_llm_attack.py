@@ -170,6 +170,22 @@ def test_a_provider_that_stalls_after_its_headers_is_a_provider_timeout(
     still_serves(d, hostile)
 
 
+def test_a_provider_error_that_quotes_the_key_never_shows_it_to_the_agent(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    hostile.mode = "echo-key"
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=HI)
+    assert KEY not in caught.value.response.text
+    assert "unsupported parameter" in caught.value.message
+    with pytest.raises(anthropic.BadRequestError) as failed:
+        anthropic_client(d).messages.create(model="claude-3-5-haiku", max_tokens=5,
+                                            messages=HI)
+    assert KEY not in failed.value.response.text
+    last_record(d, 2)
+    never_leaks_the_key(d)
+
+
 def test_a_provider_that_refuses_the_key_is_a_502_that_leaks_nothing(
         start_daemon, state_dir, hostile):
     d = both(start_daemon, state_dir, hostile)

@@ -216,7 +216,7 @@ class LlmCalls:
         trace.provider = provider.name
         try:
             if response.status >= 300:  # the request's own fault: the provider's answer
-                body = await response.read()
+                body = provider.scrub(await response.read())
                 trace.outcome = {"status": "error", "http": response.status,
                                  "message": body[:300].decode(errors="replace")}
                 await self._after_failure(chain, call, trace, seq)
@@ -247,6 +247,7 @@ class LlmCalls:
                                f"then {broke}",
                           headers={"x-should-retry": "false"}) from None
         trace.token()
+        body = provider.scrub(body)
         try:
             result = orjson.loads(body)
         except orjson.JSONDecodeError:

@@ -59,6 +59,13 @@ class Provider:
     def serves(self, model: str) -> bool:
         return any(fnmatchcase(model, pattern) for pattern in self.models)
 
+    def scrub(self, data: bytes) -> bytes:
+        """``data`` without the provider's key, for a provider (or a proxy before it) that
+        quotes back the credentials it was sent."""
+        if self.key and (key := self.key.encode()) in data:
+            return data.replace(key, b"[provider key]")
+        return data
+
     def headers(self, passed: dict[str, str] | None = None) -> dict[str, str]:
         """``passed``: the client's anthropic-version and anthropic-beta, if it sent them."""
         headers = {"Content-Type": "application/json"}

@@ -228,6 +228,23 @@ def test_wrongly_typed_fields_get_a_clear_400_in_each_apis_shape(start_daemon, s
     still_serves(d, hostile)
 
 
+def test_a_body_over_the_size_cap_is_a_413_in_each_apis_shape(start_daemon, state_dir,
+                                                              hostile):
+    d = both(start_daemon, state_dir, hostile)
+    big = [{"role": "user", "content": "x" * (2 << 20)}]
+    with pytest.raises(openai.APIStatusError) as caught:
+        openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=big)
+    assert caught.value.status_code == 413
+    assert caught.value.body["type"] == "invalid_request_error"
+    with pytest.raises(anthropic.APIStatusError) as failed:
+        anthropic_client(d).messages.create(model="claude-3-5-haiku", max_tokens=5,
+                                            messages=big)
+    assert failed.value.status_code == 413
+    assert failed.value.body["error"]["type"] == "request_too_large"
+    assert "max_message_bytes" in failed.value.body["error"]["message"]
+    still_serves(d, hostile)
+
+
 def test_headers_with_bare_cr_or_lf_are_refused_and_the_gateway_keeps_serving(
         start_daemon, state_dir, hostile):
     d = both(start_daemon, state_dir, hostile)

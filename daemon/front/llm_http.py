@@ -35,6 +35,7 @@ class HttpFront(Protocol):
 
     app: web.Application
     board: Switchboard
+    max_bytes: int
 
     def agent(self, request: web.Request, token: str | None = None) -> Agent: ...
 
@@ -84,7 +85,11 @@ class LlmRoute:
         agent = self._agent(request)
         if isinstance(agent, web.Response):
             return agent
-        body = await request.read() if request.method == "POST" else b""
+        try:
+            body = await request.read() if request.method == "POST" else b""
+        except web.HTTPRequestEntityTooLarge:
+            return self._error(413, "Request body larger than [listen] max_message_bytes "
+                                    f"({self.front.max_bytes} bytes)", "request_too_large")
         frames = Frames()
         board = self.front.board
         try:

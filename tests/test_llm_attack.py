@@ -288,6 +288,40 @@ def refused_before_sending(d: Any, fake: HostileLlm, send: Any) -> None:
     assert len(fake.seen) == seen
 
 
+def test_a_budget_counts_every_one_of_n_choices(start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile, **BUDGET)
+    refused_before_sending(d, hostile, lambda: openai_client(d).chat.completions.create(
+        model="gpt-4o-mini", messages=HI, max_tokens=400, n=4))
+
+
+def test_a_budget_counts_the_larger_of_max_tokens_and_max_completion_tokens(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile, **BUDGET)
+    refused_before_sending(d, hostile, lambda: openai_client(d).chat.completions.create(
+        model="gpt-4o-mini", messages=HI, max_tokens=5, max_completion_tokens=5000))
+
+
+def test_a_budget_counts_prompt_text_outside_message_contents(start_daemon, state_dir,
+                                                               hostile):
+    d = both(start_daemon, state_dir, hostile, **BUDGET)
+    bulky = "lorem ipsum " * 1000  # ~3000 tokens, in a tool definition and tool call args
+    tools = [{"type": "function", "function": {"name": "f", "description": bulky,
+                                               "parameters": {"type": "object"}}}]
+    refused_before_sending(d, hostile, lambda: openai_client(d).chat.completions.create(
+        model="gpt-4o-mini", messages=HI, max_tokens=5, tools=tools))
+    calls = [{"role": "assistant", "content": None, "tool_calls": [{
+        "id": "c", "type": "function", "function": {"name": "f", "arguments": bulky}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "ok"}, *HI]
+    refused_before_sending(d, hostile, lambda: openai_client(d).chat.completions.create(
+        model="gpt-4o-mini", messages=calls, max_tokens=5))
+
+
+def test_a_budget_counts_embeddings_given_as_token_arrays(start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile, budgets={"tokens_per_minute": 2000})
+    refused_before_sending(d, hostile, lambda: openai_client(d).embeddings.create(
+        model="text-embedding-3-small", input=[[7] * 3000]))
+
+
 def test_a_budget_refuses_anthropic_messages_and_streams_before_sending(
         start_daemon, state_dir, hostile):
     d = both(start_daemon, state_dir, hostile, **BUDGET)
@@ -295,6 +329,21 @@ def test_a_budget_refuses_anthropic_messages_and_streams_before_sending(
         model="claude-3-5-haiku", max_tokens=2000, messages=HI))
     refused_before_sending(d, hostile, lambda: openai_client(d).chat.completions.create(
         model="gpt-4o-mini", messages=HI, max_tokens=2000, stream=True))
+
+
+def test_an_answer_without_usage_keeps_its_reservation_charged(start_daemon, state_dir,
+                                                                hostile):
+    d = both(start_daemon, state_dir, hostile, **BUDGET)
+    hostile.mode = "no-usage"
+    client = openai_client(d)
+    client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=600)
+    refused_before_sending(d, hostile, lambda: client.chat.completions.create(
+        model="gpt-4o-mini", messages=HI, max_tokens=600))
+    bob = openai_client(d, "bob")  # streamed: the same, on a budget of its own
+    list(bob.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=600,
+                                     stream=True))
+    refused_before_sending(d, hostile, lambda: bob.chat.completions.create(
+        model="gpt-4o-mini", messages=HI, max_tokens=600, stream=True))
 
 
 # -- roles' models cannot be bypassed ----------------------------------------------------

@@ -403,3 +403,17 @@ def test_async_sdk_clients_stream_through_the_gateway_side_by_side(start_daemon,
     assert asyncio.run(run()) == ["n0", "n1", "n2", "n3", "a0", "a1", "a2", "a3"]
     assert hostile.seen[0][2].get("unknown_field") == 1 or any(
         s[2].get("unknown_field") == 1 for s in hostile.seen)
+
+
+def test_a_model_name_longer_than_256_characters_is_a_clear_400(start_daemon, state_dir,
+                                                                 hostile):
+    d = both(start_daemon, state_dir, hostile)
+    for name in ("gpt-" + "x" * 300, "claude-" + "y" * 100_000):
+        with pytest.raises(openai.BadRequestError) as caught:
+            openai_client(d, "bob").chat.completions.create(model=name, messages=HI)
+        assert "at most 256 characters" in caught.value.message
+        with pytest.raises(anthropic.BadRequestError):
+            anthropic_client(d, "bob").messages.create(model=name, max_tokens=5,
+                                                       messages=HI)
+    assert hostile.seen == []
+    still_serves(d, hostile)

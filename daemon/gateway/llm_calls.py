@@ -42,6 +42,7 @@ PATHS = {"llm/chat": "/chat/completions", "llm/embeddings": "/embeddings",
 JSON = {"Content-Type": "application/json"}
 SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 MODELS_TTL = 60.0  # seconds a provider's model list is reused
+MAX_MODEL = 256  # characters of a model name
 _RETRY_IN = re.compile(r"retry in ([0-9.]+)\s*s")
 
 
@@ -158,6 +159,8 @@ class LlmCalls:
         model = request.get("model")
         if not isinstance(model, str) or not model:
             raise Refusal(400, "model: a string is required")
+        if len(model) > MAX_MODEL:  # names key caches, budgets and metrics: keep them small
+            raise Refusal(400, f"model: at most {MAX_MODEL} characters")
         trace.model = model
         not_found = api.not_found(model)
         if not self.may_use(agent, model):

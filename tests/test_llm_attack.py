@@ -417,3 +417,17 @@ def test_a_model_name_longer_than_256_characters_is_a_clear_400(start_daemon, st
                                                        messages=HI)
     assert hostile.seen == []
     still_serves(d, hostile)
+
+
+def test_a_stream_that_never_ends_its_event_is_cut_with_an_error_not_buffered_forever(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    hostile.mode, hostile.huge = "endless", 24 << 20
+    with pytest.raises(openai.APIError) as caught:
+        for _chunk in openai_client(d).chat.completions.create(
+                model="gpt-4o-mini", messages=HI, stream=True):
+            pass
+    assert "Provider failure" in caught.value.message
+    outcome = last_record(d)["outcome"]
+    assert outcome["status"] == "provider_error" and "more than 8 MiB" in outcome["message"]
+    still_serves(d, hostile)

@@ -32,6 +32,13 @@ def sse(data: bytes, event: str | None = None) -> bytes:
     return head + b"data: " + data + b"\n\n"
 
 
+MAX_EVENT = 8 << 20  # bytes of one SSE event: a provider that never ends one is broken
+
+
+class EventTooLarge(ValueError):
+    pass
+
+
 class Events:
     """Splits SSE bytes into events (``\\n\\n``-terminated), across reads."""
 
@@ -39,8 +46,11 @@ class Events:
         self.buffer = b""
 
     def feed(self, data: bytes) -> list[bytes]:
+        start = max(0, len(self.buffer) - 1)  # only the new bytes can end an event
         self.buffer += data.replace(b"\r\n", b"\n") if b"\r" in data else data
-        if b"\n\n" not in self.buffer:
+        if self.buffer.find(b"\n\n", start) < 0:
+            if len(self.buffer) > MAX_EVENT:
+                raise EventTooLarge(f"an event of more than {MAX_EVENT >> 20} MiB")
             return []
         *events, self.buffer = self.buffer.split(b"\n\n")
         return [e + b"\n\n" for e in events if e.strip()]

@@ -37,6 +37,7 @@ from daemon.plugin import Deny, Plugin, PluginConfig
 
 NonNegative = Annotated[float, Meta(ge=0)]
 LIMITS = ("tokens_per_minute", "tokens_per_day", "cost_per_day")
+PRUNE_AT = 1000  # (agent, model) entries before those of past days are dropped
 
 
 class Price(PluginConfig):
@@ -135,6 +136,9 @@ class Budgets(Plugin):
         entry = usage.get(key)
         minute, day = int(now // 60), int(now // 86400)
         if entry is None:
+            if len(usage) >= PRUNE_AT:  # a day's (agent, model) pairs: the older go
+                for old in [k for k, e in usage.items() if e["day"][0] != day]:
+                    del usage[old]
             entry = usage[key] = {"minute": [minute, 0], "day": [day, 0, 0.0]}
         if entry["minute"][0] != minute:
             entry["minute"] = [minute, 0]
@@ -186,6 +190,8 @@ class Budgets(Plugin):
         windows["minute"][1] = max(0, windows["minute"][1] + used - tokens)
         windows["day"][1] = max(0, windows["day"][1] + used - tokens)
         windows["day"][2] = max(0.0, windows["day"][2] + spent - cost)
+        if not (windows["minute"][1] or windows["day"][1] or windows["day"][2]):
+            del self.state["usage"][key]  # nothing used (a failed request): nothing kept
         return None
 
     def self_test(self) -> None:

@@ -431,3 +431,20 @@ def test_a_stream_that_never_ends_its_event_is_cut_with_an_error_not_buffered_fo
     outcome = last_record(d)["outcome"]
     assert outcome["status"] == "provider_error" and "more than 8 MiB" in outcome["message"]
     still_serves(d, hostile)
+
+
+def test_made_up_model_names_the_provider_does_not_know_stay_out_of_the_metrics(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    hostile.mode = "strict"
+    for i in range(3):
+        with pytest.raises(openai.NotFoundError):
+            openai_client(d, "bob").chat.completions.create(model=f"gpt-made-up-{i}",
+                                                            messages=HI)
+    openai_client(d, "bob").chat.completions.create(model="gpt-4o", messages=HI)
+
+    def scraped() -> str:
+        return httpx.get(f"http://{listen(d)['metrics']}/metrics", timeout=5).text
+    text = wait_for(lambda: 'model="gpt-4o"' in scraped() and scraped(), 10, "the metrics")
+    assert "made-up" not in text
+    assert 'workingagents_llm_requests_total{agent="bob",model="unknown"' in text

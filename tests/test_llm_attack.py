@@ -448,3 +448,15 @@ def test_made_up_model_names_the_provider_does_not_know_stay_out_of_the_metrics(
     text = wait_for(lambda: 'model="gpt-4o"' in scraped() and scraped(), 10, "the metrics")
     assert "made-up" not in text
     assert 'workingagents_llm_requests_total{agent="bob",model="unknown"' in text
+
+
+def test_a_stream_flag_that_is_not_a_boolean_is_a_clear_400_not_a_stream_read_as_json(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    for value in ("true", 1):
+        reply = httpx.post(base(d) + "/v1/chat/completions", timeout=10,
+                           headers={"Authorization": f"Bearer {TOKENS['alice']}"},
+                           json={"model": "gpt-4o-mini", "messages": HI, "stream": value})
+        assert reply.status_code == 400
+        assert reply.json()["error"]["message"] == "stream: a boolean is expected"
+    assert hostile.seen == []  # never sent: a lenient provider would have streamed it

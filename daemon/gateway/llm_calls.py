@@ -177,6 +177,8 @@ class LlmCalls:
                 other = "/v1/chat/completions" if api is Anthropic else "/v1/messages"
                 raise Refusal(400, f"model {model} is served over the other API: use {other}")
             raise Refusal(404, *not_found)
+        if not isinstance(request.get("stream", False), bool):  # a lenient provider
+            raise Refusal(400, "stream: a boolean is expected")  # would stream a "true"
         stream = method != "llm/embeddings" and request.get("stream") is True
         trace.stream = stream
         drop_usage = False

@@ -460,3 +460,29 @@ def test_a_stream_flag_that_is_not_a_boolean_is_a_clear_400_not_a_stream_read_as
         assert reply.status_code == 400
         assert reply.json()["error"]["message"] == "stream: a boolean is expected"
     assert hostile.seen == []  # never sent: a lenient provider would have streamed it
+
+
+def test_models_retrieve_shows_an_allowed_model_and_404s_a_hidden_one_in_both_sdks(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    assert openai_client(d).models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
+    assert anthropic_client(d).models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
+    for model in ("gpt-4o", "nope", "a/b", "x" * 1000):  # hidden, unknown, odd
+        with pytest.raises(openai.NotFoundError):
+            openai_client(d).models.retrieve(model)
+    with pytest.raises(anthropic.NotFoundError):
+        anthropic_client(d).models.retrieve("gpt-4o")
+
+
+def test_an_api_the_gateway_does_not_serve_is_a_404_that_says_what_is_served(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    with pytest.raises(openai.NotFoundError) as caught:
+        openai_client(d).responses.create(model="gpt-4o-mini", input="hi")
+    assert "POST /v1/responses is not served" in caught.value.message
+    assert "/v1/chat/completions" in caught.value.message
+    with pytest.raises(openai.NotFoundError):
+        openai_client(d).completions.create(model="gpt-4o-mini", prompt="hi")
+    reply = httpx.post(base(d) + "/v1/responses", json={}, timeout=10)
+    assert reply.status_code == 401  # the token first, like every route
+    assert hostile.seen == []

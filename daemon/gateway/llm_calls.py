@@ -147,8 +147,15 @@ class LlmCalls:
     async def _serve(self, seq: int, agent: str, method: str, raw: bytes, api: Api,
                      trace: LlmTrace, passed: dict[str, str]) -> None:
         if method == "llm/models":
-            body = orjson.dumps(await self.models(agent))
-            self._finish(seq, trace, messages.pack_llm_head(200, JSON, body))
+            listed = await self.models(agent)
+            if raw:  # one model, by id (the master's {"model": id})
+                wanted = str(orjson.loads(raw).get("model"))[:MAX_MODEL + 1]
+                trace.model = wanted
+                found = [m for m in listed["data"] if m["id"] == wanted]
+                if not found:
+                    raise Refusal(404, *api.not_found(wanted))
+                listed = found[0]
+            self._finish(seq, trace, messages.pack_llm_head(200, JSON, orjson.dumps(listed)))
             return
         try:
             request = orjson.loads(raw)

@@ -486,3 +486,16 @@ def test_an_api_the_gateway_does_not_serve_is_a_404_that_says_what_is_served(
     reply = httpx.post(base(d) + "/v1/responses", json={}, timeout=10)
     assert reply.status_code == 401  # the token first, like every route
     assert hostile.seen == []
+
+
+def test_a_provider_error_event_that_quotes_the_key_never_shows_it(start_daemon, state_dir,
+                                                                   hostile):
+    d = both(start_daemon, state_dir, hostile)
+    hostile.mode = "error-200"
+    with pytest.raises(openai.APIError) as caught:
+        for _chunk in openai_client(d).chat.completions.create(
+                model="gpt-4o-mini", stream=True, messages=HI):
+            pass
+    assert "model crashed" in caught.value.message and KEY not in caught.value.message
+    assert "model crashed" in last_record(d)["outcome"]["message"]
+    never_leaks_the_key(d)

@@ -240,7 +240,8 @@ class LlmCalls:
                                    f"request with {response.content_type}, not an event "
                                    "stream", headers={"x-should-retry": "false"})
             elif stream:
-                await self._stream(seq, api, chain, call, trace, response, drop_usage)
+                await self._stream(seq, api, chain, call, trace, response, drop_usage,
+                                   provider)
             else:
                 await self._whole(seq, chain, call, trace, response, provider)
         finally:
@@ -285,7 +286,8 @@ class LlmCalls:
         self._finish(seq, trace, messages.pack_llm_head(200, JSON, body))
 
     async def _stream(self, seq: int, api: Api, chain: tuple[Any, ...], call: Call,
-                      trace: LlmTrace, response: Any, drop_usage: bool) -> None:
+                      trace: LlmTrace, response: Any, drop_usage: bool,
+                      provider: Provider) -> None:
         guard = ChunkGuard(chain, call)
         relay = StreamRelay(api, guard,
                             lambda data: self.send(messages.pack_progress(
@@ -305,10 +307,10 @@ class LlmCalls:
             return
         guard.note(trace.trail)
         if relay.failed is not None:  # the provider's error event ends the client's stream
-            trace.outcome = {"status": "provider_error", "http": 502,
-                             "message": relay.failed}
+            trace.outcome = {"status": "provider_error", "http": 502, "message":
+                             provider.scrub(relay.failed.encode()).decode(errors="replace")}
             trace.completion = relay.text.text()
-            self._finish(seq, trace, messages.LLM_END + relay.terminal)
+            self._finish(seq, trace, messages.LLM_END + provider.scrub(relay.terminal))
             return
         if relay.denied is None and not relay.terminal:  # ended, but not as streams end
             trace.outcome = {"status": "provider_error", "http": 502,

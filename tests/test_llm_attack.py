@@ -499,3 +499,21 @@ def test_a_provider_error_event_that_quotes_the_key_never_shows_it(start_daemon,
     assert "model crashed" in caught.value.message and KEY not in caught.value.message
     assert "model crashed" in last_record(d)["outcome"]["message"]
     never_leaks_the_key(d)
+
+
+def test_a_request_refused_before_the_guardrails_keeps_only_its_digest_in_full_mode(
+        start_daemon, state_dir, hostile):
+    d = start_llm_daemon(start_daemon, state_dir, {
+        "oa": openai_provider(hostile)}, {"secrets": {}}, audit={"llm_content": "full"})
+    secret = [{"role": "user", "content": "my key AKIAABCDEFGHIJKLMNOP"}]
+    with pytest.raises(openai.NotFoundError):  # a model the roles hide
+        openai_client(d).chat.completions.create(model="gpt-4o", messages=secret)
+    with pytest.raises(openai.BadRequestError):  # refused before the chain ran
+        openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=secret,
+                                                 extra_body={"stream": "yes"})
+    openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=secret)
+    records = wait_for(lambda: len(llm_records(d)) >= 3 and llm_records(d), 10, "records")
+    assert "AKIA" not in str(records)
+    assert all(r["request_sha256"] for r in records)
+    assert "request" not in records[0] and "request" not in records[1]
+    assert "[secret]" in str(records[2]["request"])  # as it left the guardrails

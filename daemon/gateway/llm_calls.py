@@ -205,6 +205,7 @@ class LlmCalls:
             raise _denial(admitted, trace)
         if admitted.arguments is not request:
             trace.kept = admitted.arguments
+        trace.screened = True
         call = admitted
         self.send_now(messages.pack_started(seq))  # the provider may be at work from here
         attempts: list[Attempt] = []

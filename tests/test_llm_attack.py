@@ -517,3 +517,20 @@ def test_a_request_refused_before_the_guardrails_keeps_only_its_digest_in_full_m
     assert all(r["request_sha256"] for r in records)
     assert "request" not in records[0] and "request" not in records[1]
     assert "[secret]" in str(records[2]["request"])  # as it left the guardrails
+
+
+def test_a_provider_that_redirects_elsewhere_never_hands_the_key_to_the_other_host(
+        start_daemon, state_dir, hostile):
+    with HostileLlm(key="another-key") as elsewhere:
+        d = both(start_daemon, state_dir, hostile)
+        hostile.mode = "redirect"
+        hostile.redirect_to = f"http://localhost:{elsewhere.port}"
+        with pytest.raises(openai.APIStatusError) as caught:
+            openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=HI)
+        assert caught.value.status_code == 502
+        with pytest.raises(anthropic.APIStatusError) as failed:
+            anthropic_client(d).messages.create(model="claude-3-5-haiku", max_tokens=5,
+                                                messages=HI)
+        assert failed.value.status_code == 502
+        assert elsewhere.seen == []  # the request never followed the redirect
+        assert last_record(d, 2)["outcome"]["status"] == "provider_error"

@@ -25,6 +25,7 @@ import orjson
 from daemon import metrics
 from daemon.audit.link import AuditLink
 from daemon.gateway import plugin_chain
+from daemon.gateway.llm_models import ModelList
 from daemon.gateway.llm_record import LlmTrace
 from daemon.gateway.llm_stream import ChunkGuard, StreamRelay
 from daemon.gateway.plugin_host import PluginHost
@@ -41,7 +42,6 @@ PATHS = {"llm/chat": "/chat/completions", "llm/embeddings": "/embeddings",
          "llm/messages": "/messages"}
 JSON = {"Content-Type": "application/json"}
 SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-MODELS_TTL = 60.0  # seconds a provider's model list is reused
 MAX_MODEL = 256  # characters of a model name
 _RETRY_IN = re.compile(r"retry in ([0-9.]+)\s*s")
 
@@ -68,7 +68,7 @@ class LlmCalls:
         self.send_now = send_now
         self.tally = metrics.LlmTally()
         self.providers = Providers([])
-        self.models_cache: dict[str, tuple[float, list[str]]] = {}
+        self.model_list = ModelList()
         self.apply(options, agent_roles)
 
     def apply(self, options: dict[str, Any], agent_roles: dict[str, tuple[str, ...]]) -> None:
@@ -80,7 +80,7 @@ class LlmCalls:
         self.agent_roles = agent_roles
         self.content = str(options.get("content", "digest"))
         self.request_timeout = float(options.get("request_timeout", 600.0))
-        self.models_cache.clear()
+        self.model_list.cache.clear()
         self.allowed: dict[tuple[str, str], bool] = {}
 
     def may_use(self, agent: str, model: str) -> bool:
@@ -147,14 +147,14 @@ class LlmCalls:
     async def _serve(self, seq: int, agent: str, method: str, raw: bytes, api: Api,
                      trace: LlmTrace, passed: dict[str, str]) -> None:
         if method == "llm/models":
-            listed = await self.models(agent)
+            listed = await self.model_list.listed(self.providers, self.may_use, agent)
             if raw:  # one model, by id (the master's {"model": id})
                 wanted = str(orjson.loads(raw).get("model"))[:MAX_MODEL + 1]
                 trace.model = wanted
-                found = [m for m in listed["data"] if m["id"] == wanted]
-                if not found:
+                one = self.model_list.one(listed, wanted)
+                if one is None:
                     raise Refusal(404, *api.not_found(wanted))
-                listed = found[0]
+                listed = one
             self._finish(seq, trace, messages.pack_llm_head(200, JSON, orjson.dumps(listed)))
             return
         try:
@@ -363,31 +363,6 @@ class LlmCalls:
         if chain:
             await plugin_chain.after(chain, call, {"error": trace.outcome}, trace.trail,
                                      self.slot, seq)
-
-    # -- GET /v1/models ----------------------------------------------------------------
-
-    async def models(self, agent: str) -> dict[str, Any]:
-        """The models the agent's roles allow, of those the providers serve (their own
-        lists where they give one, and the literal names in their ``models``)."""
-        loop = asyncio.get_running_loop()
-        found: dict[str, str] = {}
-        for provider in self.providers.all:
-            cached = self.models_cache.get(provider.name)
-            if cached is None or loop.time() - cached[0] > MODELS_TTL:
-                listed = await self.providers.get(provider, "/models")
-                ids = [m["id"] for m in (listed or {}).get("data") or ()
-                       if isinstance(m, dict) and isinstance(m.get("id"), str)]
-                cached = self.models_cache[provider.name] = (loop.time(), ids)
-            literal = [p for p in provider.models if not any(c in p for c in "*?[")]
-            for model in [*cached[1], *literal]:
-                if provider.serves(model) and self.may_use(agent, model):
-                    found.setdefault(model, provider.name)
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": p, "type": "model",
-                 "display_name": m, "created_at": "1970-01-01T00:00:00Z"}
-                for m, p in sorted(found.items())]
-        return {"object": "list", "data": data, "has_more": False,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None}
 
 
 def _text(result: dict[str, Any]) -> str:

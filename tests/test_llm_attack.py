@@ -534,3 +534,21 @@ def test_a_provider_that_redirects_elsewhere_never_hands_the_key_to_the_other_ho
         assert failed.value.status_code == 502
         assert elsewhere.seen == []  # the request never followed the redirect
         assert last_record(d, 2)["outcome"]["status"] == "provider_error"
+
+
+def test_a_passed_header_with_bytes_that_are_not_text_is_a_clear_400(start_daemon, state_dir,
+                                                                      hostile):
+    d = both(start_daemon, state_dir, hostile)
+    host, port = listen(d)["http"].rsplit(":", 1)
+    body = b'{"model": "claude-3-5-haiku", "max_tokens": 5, "messages": []}'
+    for value in (b"\xff\xfe", b"2023-06-01\xc3\xa9"):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: " +
+                         TOKENS["alice"].encode() + b"\r\nanthropic-beta: " + value +
+                         b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" +
+                         body)
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 400"), answer
+        assert b'"invalid_request_error"' in answer and b"anthropic-beta" in answer
+    assert hostile.seen == []
+    still_serves(d, hostile)

@@ -96,11 +96,15 @@ class LlmRoute:
         except web.HTTPRequestEntityTooLarge:
             return self._error(413, "Request body larger than [listen] max_message_bytes "
                                     f"({self.front.max_bytes} bytes)", "request_too_large")
+        passed = {k: v for k in PASSED if (v := request.headers.get(k)) is not None}
+        for name, value in passed.items():  # tokens and dates: undecodable bytes are
+            if not value.isascii() or not value.isprintable():  # no header to pass on
+                return self._error(400, f"{name}: printable ASCII expected")
         frames = Frames()
         board = self.front.board
         try:
-            board.route_llm(frames.conn, agent, self.method, messages.pack_llm_request(
-                {k: v for k in PASSED if (v := request.headers.get(k)) is not None}, body))
+            board.route_llm(frames.conn, agent, self.method,
+                            messages.pack_llm_request(passed, body))
         except RpcError as exc:
             return self._master_error(exc.code, exc.message, exc.data)
         try:

@@ -67,31 +67,40 @@ def never_leaks_the_key(d: Any) -> None:
 # -- a provider's failure never looks like a complete answer ---------------------------
 
 
-def test_an_openai_stream_that_ends_without_done_ends_with_an_error_not_a_clean_end(
+def test_a_stream_cut_off_cleanly_halfway_ends_with_an_error_not_a_clean_end(
         start_daemon, state_dir, hostile):
     d = both(start_daemon, state_dir, hostile)
-    hostile.mode = "no-done"
-    stream = openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=HI,
-                                                      stream=True)
+    hostile.mode = "cut-clean"
+    stream = openai_client(d).chat.completions.create(
+        model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": "long"}])
     with pytest.raises(openai.APIError) as caught:
         for _chunk in stream:
             pass
     assert "Provider failure" in caught.value.message
-    record = last_record(d)
-    assert record["outcome"]["status"] == "provider_error"
+    assert last_record(d)["outcome"]["status"] == "provider_error"
+    with pytest.raises(anthropic.APIStatusError) as failed, anthropic_client(
+            d).messages.stream(model="claude-3-5-haiku", max_tokens=50, messages=[
+                {"role": "user", "content": "long"}]) as events:
+        for _event in events:
+            pass
+    assert "Provider failure" in str(failed.value)
+    assert last_record(d, 2)["outcome"]["status"] == "provider_error"
     still_serves(d, hostile)
 
 
-def test_an_anthropic_stream_that_ends_without_message_stop_ends_with_an_error(
+def test_a_finished_stream_without_its_terminal_event_still_ends_cleanly(
         start_daemon, state_dir, hostile):
     d = both(start_daemon, state_dir, hostile)
-    hostile.mode = "no-done"
-    with pytest.raises(anthropic.APIStatusError) as caught, anthropic_client(
-            d).messages.stream(model="claude-3-5-haiku", max_tokens=50, messages=HI) as stream:
-        for _event in stream:
-            pass
-    assert "Provider failure" in str(caught.value)
-    assert last_record(d)["outcome"]["status"] == "provider_error"
+    hostile.mode = "no-done"  # finish_reason and stop_reason came: the answer is whole
+    chunks = list(openai_client(d).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "say: whole"}],
+        stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "whole"
+    with anthropic_client(d).messages.stream(model="claude-3-5-haiku", max_tokens=50,
+                                             messages=[{"role": "user",
+                                                        "content": "say: whole"}]) as events:
+        assert events.get_final_text() == "whole"
+    assert last_record(d, 2)["outcome"]["status"] == "ok"
 
 
 def test_a_stream_whose_connection_drops_halfway_ends_with_an_error_and_is_audited_so(

@@ -99,6 +99,10 @@ class OpenAi:
         return sse(cls.error(status, message))
 
     @staticmethod
+    def terminal() -> bytes:
+        return b"data: [DONE]\n\n"
+
+    @staticmethod
     def not_found(model: str) -> tuple[str, str]:
         return (f"The model `{model}` does not exist or you do not have access to it.",
                 "model_not_found")
@@ -115,6 +119,10 @@ class Anthropic:
     @classmethod
     def stream_error(cls, status: int, message: str) -> bytes:
         return sse(cls.error(status, message), "error")
+
+    @staticmethod
+    def terminal() -> bytes:
+        return sse(b'{"type":"message_stop"}', "message_stop")
 
     @staticmethod
     def not_found(model: str) -> tuple[str, str]:
@@ -196,6 +204,14 @@ class StreamText:
             self.stop = dict(data.get("delta") or {})
             self.usage.update(data.get("usage") or {})
         return []
+
+    def finished(self) -> bool:
+        """Whether the events so far end the answer (every choice has its finish_reason,
+        or the message its stop_reason), whatever the terminal event."""
+        if self.api is OpenAi:
+            return bool(self.finish) and set(self.texts) | set(self.tool_calls) <= set(
+                self.finish)
+        return self.stop.get("stop_reason") is not None
 
     # -- writing back -----------------------------------------------------------------
 

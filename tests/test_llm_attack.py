@@ -561,3 +561,13 @@ def test_a_passed_header_with_bytes_that_are_not_text_is_a_clear_400(start_daemo
         assert b'"invalid_request_error"' in answer and b"anthropic-beta" in answer
     assert hostile.seen == []
     still_serves(d, hostile)
+
+
+def test_a_provider_whose_models_list_is_odd_json_does_not_break_the_list(
+        start_daemon, state_dir, hostile, fake):
+    d = start_llm_daemon(start_daemon, state_dir, {
+        "odd": openai_provider(hostile, models=["gpt-odd*", "gpt-4o-mini"]),
+        "ok": openai_provider(fake)})
+    hostile.mode = "odd-list"
+    assert sorted(m.id for m in openai_client(d, "bob").models.list()) == [
+        "gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]

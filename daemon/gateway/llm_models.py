@@ -26,7 +26,8 @@ class ModelList:
             cached = self.cache.get(provider.name)
             if cached is None or loop.time() - cached[0] > MODELS_TTL:
                 listed = await providers.get(provider, "/models")
-                ids = [m["id"] for m in (listed or {}).get("data") or ()
+                data = listed.get("data") if isinstance(listed, dict) else None
+                ids = [m["id"] for m in (data if isinstance(data, list) else ())
                        if isinstance(m, dict) and isinstance(m.get("id"), str)]
                 cached = self.cache[provider.name] = (loop.time(), ids)
             literal = [p for p in provider.models if not any(c in p for c in "*?[")]

@@ -571,3 +571,13 @@ def test_a_provider_whose_models_list_is_odd_json_does_not_break_the_list(
     hostile.mode = "odd-list"
     assert sorted(m.id for m in openai_client(d, "bob").models.list()) == [
         "gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]
+
+
+def test_a_whole_answer_that_is_json_but_not_an_object_is_a_provider_failure(
+        start_daemon, state_dir, hostile):
+    d = both(start_daemon, state_dir, hostile)
+    hostile.mode = "odd-answer"
+    with pytest.raises(openai.APIStatusError) as caught:
+        openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=HI)
+    assert caught.value.status_code == 502 and "Provider failure" in caught.value.message
+    assert last_record(d)["outcome"]["status"] == "provider_error"

@@ -265,16 +265,18 @@ class LlmCalls:
         try:
             result = orjson.loads(body)
         except orjson.JSONDecodeError:
+            result = None
+        if not isinstance(result, dict):  # no API answers anything else
             trace.outcome = {"status": "provider_error", "http": 502}
-            raise Refusal(502, "Provider failure: the provider's answer is not JSON",
-                          headers={"x-should-retry": "false"}) from None
+            raise Refusal(502, "Provider failure: the provider's answer is not a JSON "
+                               "object", headers={"x-should-retry": "false"})
         failed = provider_error(result)
         if failed is not None:  # a 200 that is not an answer
             trace.outcome = {"status": "provider_error", "http": 502, "message": failed}
             raise Refusal(502, f"Provider failure: {failed}",
                           headers={"x-should-retry": "false"})
         self._usage(chain, call, trace, result)
-        if chain and isinstance(result, dict):
+        if chain:
             given = result
             result = await plugin_chain.after(chain, call, result, trace.trail, self.slot,
                                               seq)

@@ -100,8 +100,8 @@ class LlmRoute:
         for name, value in passed.items():  # tokens and dates: undecodable bytes are
             if not value.isascii() or not value.isprintable():  # no header to pass on
                 return self._error(400, f"{name}: printable ASCII expected")
-        frames = Frames()
         board = self.front.board
+        frames = Frames(board.credit)  # the worker reads its provider as the client reads
         try:
             board.route_llm(frames.conn, agent, self.method,
                             messages.pack_llm_request(passed, body))

@@ -248,6 +248,7 @@ class McpRoute:
             board.attach(exchange.conn)
         if session is not None:
             session.exchanges[rid] = exchange
+            exchange.conn.home = session.conn  # its resource subscriptions are the session's
         else:
             self.stateless_load[agent.name] = load + 1
         try:

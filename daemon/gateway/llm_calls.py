@@ -29,6 +29,7 @@ from daemon.gateway.llm_models import ModelList
 from daemon.gateway.llm_record import LlmTrace
 from daemon.gateway.llm_stream import ChunkGuard, StreamRelay
 from daemon.gateway.plugin_host import PluginHost
+from daemon.gateway.stream_credit import Credits
 from daemon.ipc import messages
 from daemon.ipc.call_slot import CallSlot
 from daemon.llm.apis import Anthropic, Api, OpenAi, provider_error
@@ -67,6 +68,7 @@ class LlmCalls:
         self.send = send
         self.send_now = send_now
         self.tally = metrics.LlmTally()
+        self.credits = Credits()  # the open streams' windows (gateway.stream_credit)
         self.providers = Providers([])
         self.model_list = ModelList()
         self.apply(options, agent_roles)
@@ -241,8 +243,11 @@ class LlmCalls:
                                    f"request with {response.content_type}, not an event "
                                    "stream", headers={"x-should-retry": "false"})
             elif stream:
-                await self._stream(seq, api, chain, call, trace, response, drop_usage,
-                                   provider)
+                try:
+                    await self._stream(seq, api, chain, call, trace, response, drop_usage,
+                                       provider)
+                finally:
+                    self.credits.close(seq)
             else:
                 await self._whole(seq, chain, call, trace, response, provider)
         finally:
@@ -292,10 +297,12 @@ class LlmCalls:
                       trace: LlmTrace, response: Any, drop_usage: bool,
                       provider: Provider) -> None:
         guard = ChunkGuard(chain, call)
-        relay = StreamRelay(api, guard,
-                            lambda data: self.send(messages.pack_progress(
-                                seq, messages.LLM_DATA + data)),
-                            trace.token, drop_usage)
+        window = self.credits.open(seq)
+
+        def send(data: bytes) -> None:
+            window.sent(len(data))
+            self.send(messages.pack_progress(seq, messages.LLM_DATA + data))
+        relay = StreamRelay(api, guard, send, trace.token, drop_usage, window.room)
         self.send(messages.pack_progress(seq, messages.pack_llm_head(200, SSE)))
         trace.streaming = True
         try:

@@ -19,7 +19,9 @@ A q request (resources/read, prompts/get, completion/complete, a tools/call retr
 MRTR input) passes its params through the same way.
 
 At start it also lists the server's resources, resource templates and prompts (each
-only if the server's capabilities say it has them), for the master to pass on.
+only if the server's capabilities say it has them), for the master to pass on; it lists
+them again when the server says they changed, and keeps the server's resource
+subscriptions as the master asks (tools.upstream_events).
 
 Progress tokens sent upstream are this worker's own, one per call, so that two agents'
 tokens can never collide; updates go back to the caller under its call seq.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +43,7 @@ from daemon.ipc.zmq_endpoint import ZmqEndpoint, bind_router
 from daemon.protocol.jsonrpc import INTERNAL_ERROR, TIMED_OUT, RpcError
 from daemon.tools.mcp_http import HttpMcpClient, shown_url
 from daemon.tools.mcp_stdio import StdioMcpClient
+from daemon.tools.upstream_events import UpstreamEvents, offers_subscriptions
 from daemon.worker.background import first_set
 from daemon.worker.call_tasks import CallTasks
 from daemon.worker.runtime import EXIT_UPSTREAM_EXITED, JobExit, WorkerHandle, describe_exit
@@ -60,10 +64,13 @@ class UpstreamService:
         self.router = ZmqEndpoint(sock, self.on_frames)
         self.tasks: CallTasks[tuple[bytes, int]] = CallTasks()
         self.progress_routes: dict[str, tuple[bytes, int]] = {}
+        # what the server says outside calls (tools.upstream_events)
+        self.on_event: Callable[[dict[str, Any]], None] = lambda _message: None
         client.on_notification = self.on_notification
 
     def on_notification(self, message: dict[str, Any]) -> None:
         if message.get("method") != "notifications/progress":
+            self.on_event(message)
             return
         params = dict(message.get("params") or {})
         route = self.progress_routes.get(str(params.pop("progressToken", "")))
@@ -191,11 +198,26 @@ async def run(worker: WorkerHandle, name: str, command: list[str], endpoint: str
     if offer.resources or offer.templates or offer.prompts:
         log.info("%s: %d resources, %d resource templates, %d prompts", name,
                  len(offer.resources), len(offer.templates), len(offer.prompts))
-    worker.send(messages.UpstreamTools(upstream=name, endpoint=service.endpoint,
-                                       tools=offer.tools, resources=offer.resources,
-                                       templates=offer.templates, prompts=offer.prompts))
+    def report(offer: Offer) -> None:
+        worker.send(messages.UpstreamTools(
+            upstream=name, endpoint=service.endpoint, tools=offer.tools,
+            resources=offer.resources, templates=offer.templates, prompts=offer.prompts,
+            subscribe=offers_subscriptions(client)))
+
+    async def relist() -> None:
+        offer = await list_offer(client)
+        log.info("%s: its lists changed: now %d tools, %d resources, %d resource "
+                 "templates, %d prompts", name, len(offer.tools), len(offer.resources),
+                 len(offer.templates), len(offer.prompts))
+        report(offer)
+
+    events = UpstreamEvents(worker, name, client, relist)
+    service.on_event = events.on_notification
+    report(offer)
     await worker.ready()
+    events.start()
     await first_set(worker.stopping, client.exited)
+    await events.close()
     await service.close()
     await client.close()
     if not worker.stopping.is_set():

@@ -182,7 +182,9 @@ class LlmTally:
     request costs far more than the prometheus write)."""
 
     def request(self, trace: Any) -> None:
-        model = trace.model if trace.provider else "unknown"  # a served model: bounded
+        # a model a provider served: bounded (the names of its 404s are the agent's)
+        model = trace.model if trace.provider and trace.outcome.get("http") != 404 \
+            else "unknown"
         counter = _child("llm_requests", trace.agent, model,
                          str(trace.outcome.get("status", "?")))
         if counter is None:

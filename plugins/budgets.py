@@ -11,12 +11,14 @@
     [plugins.config.budgets.agents.alice]    # one agent's own (beats its roles)
     cost_per_day = 20.0
 
-A request reserves its estimate before it is sent: the prompt (its characters / 4) plus
-its ``max_tokens`` (or max_completion_tokens, or default_max_tokens).  One that would
-overrun a budget is refused (429 with x-should-retry: false and retry-after).  When the
-answer comes, the reservation is replaced by the usage the provider reported (a failed
-request gives it back).  Windows are wall-clock (the minute, the UTC day), so they mean
-the same after a worker restart (the state is snapshotted) and after an upgrade.
+A request reserves its estimate before it is sent: the prompt (the request's JSON / 4)
+plus the larger of its ``max_tokens`` and max_completion_tokens (else
+default_max_tokens), times ``n``.  One that would overrun a budget is refused (429 with
+x-should-retry: false and retry-after).  When the answer comes, the reservation is
+replaced by the usage the provider reported (a failed request gives it back; an answer
+that reports none keeps it charged).  Windows are wall-clock (the minute, the UTC day),
+so they mean the same after a worker restart (the state is snapshotted) and after an
+upgrade.
 An agent's limit is its own table's, else the most generous of its roles', else the
 top-level one.  ``cost()`` prices a request for the audit record and the metrics.
 """
@@ -27,13 +29,15 @@ import time
 from fnmatch import fnmatchcase
 from typing import Annotated, Any, ClassVar
 
+import orjson
 from msgspec import Meta
 
-from daemon.llm.texts import texts, usage_of
+from daemon.llm.texts import usage_of
 from daemon.plugin import Deny, Plugin, PluginConfig
 
 NonNegative = Annotated[float, Meta(ge=0)]
 LIMITS = ("tokens_per_minute", "tokens_per_day", "cost_per_day")
+PRUNE_AT = 1000  # (agent, model) entries before those of past days are dropped
 
 
 class Price(PluginConfig):
@@ -59,12 +63,33 @@ class BudgetsConfig(PluginConfig):
 
 
 def estimate(body: dict[str, Any], default_max_tokens: int) -> tuple[int, int]:
-    """(prompt tokens, completion tokens) a request may use, before it is sent."""
-    prompt = sum(len(t) for t in texts(body)) // 4 + 1
-    most = body.get("max_tokens", body.get("max_completion_tokens"))
-    if not isinstance(most, int) or isinstance(most, bool) or most < 0:
-        most = default_max_tokens
-    return prompt, most
+    """(prompt tokens, completion tokens) a request may use, before it is sent.
+
+    The prompt: the whole request's JSON / 4, since tool definitions, tool call arguments
+    and images are billed too, not only message texts (token arrays: one per token).
+    The completion: the larger of max_tokens and max_completion_tokens (else
+    default_max_tokens), for each of ``n`` choices; none for embeddings."""
+    prompt = max(len(orjson.dumps(body)) // 4 + 1, _token_ids(body.get("input")))
+    if "input" in body and "messages" not in body:  # embeddings answer no tokens
+        return prompt, 0
+    given = [v for k in ("max_tokens", "max_completion_tokens")
+             if (v := _count(body.get(k))) is not None]
+    n = _count(body.get("n")) or 1
+    return prompt, (max(given) if given else default_max_tokens) * n
+
+
+def _count(value: Any) -> int | None:
+    """``value`` if it is a count (an int >= 0, not a bool), else None."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return value if ok else None
+
+
+def _token_ids(value: Any) -> int:
+    """Tokens given as ids (embeddings' ``input``: a list of ints, or of such lists)."""
+    if not isinstance(value, list):
+        return 0
+    return sum(1 if isinstance(v, int) else _token_ids(v) if isinstance(v, list) else 0
+               for v in value)
 
 
 class Budgets(Plugin):
@@ -111,6 +136,9 @@ class Budgets(Plugin):
         entry = usage.get(key)
         minute, day = int(now // 60), int(now // 86400)
         if entry is None:
+            if len(usage) >= PRUNE_AT:  # a day's (agent, model) pairs: the older go
+                for old in [k for k, e in usage.items() if e["day"][0] != day]:
+                    del usage[old]
             entry = usage[key] = {"minute": [minute, 0], "day": [day, 0, 0.0]}
         if entry["minute"][0] != minute:
             entry["minute"] = [minute, 0]
@@ -152,14 +180,21 @@ class Budgets(Plugin):
             found = (f"{call.agent}\x1f{call.tool}", prompt + completion,
                      self.price(call.tool, prompt, completion) or 0.0)
         key, tokens, cost = found
-        usage = usage_of(result) or (0, 0)
+        usage = usage_of(result)
+        if usage is None:
+            if "error" not in result:  # an answer that reports no usage: the estimate stays
+                return None
+            usage = (0, 0)  # a failed request used nothing
         used, spent = sum(usage), self.price(call.tool, *usage) or 0.0
         windows = self._windows(key, time.time())
         windows["minute"][1] = max(0, windows["minute"][1] + used - tokens)
         windows["day"][1] = max(0, windows["day"][1] + used - tokens)
         windows["day"][2] = max(0.0, windows["day"][2] + spent - cost)
+        if not (windows["minute"][1] or windows["day"][1] or windows["day"][2]):
+            del self.state["usage"][key]  # nothing used (a failed request): nothing kept
         return None
 
     def self_test(self) -> None:
-        assert estimate({"messages": [{"role": "user", "content": "x" * 40}],
-                         "max_tokens": 5}, 1024) == (11, 5)
+        body = {"messages": [{"role": "user", "content": "x" * 40}], "max_tokens": 5, "n": 2}
+        assert estimate(body, 1024) == (len(orjson.dumps(body)) // 4 + 1, 10)
+        assert estimate({"input": [[1] * 900]}, 1024) == (900, 0)

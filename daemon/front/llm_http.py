@@ -35,12 +35,14 @@ class HttpFront(Protocol):
 
     app: web.Application
     board: Switchboard
+    max_bytes: int
 
     def agent(self, request: web.Request, token: str | None = None) -> Agent: ...
 
 
 log = logging.getLogger("http")
 ROUTES = (("GET", "/v1/models", "llm/models"),
+          ("GET", "/v1/models/{model:.+}", "llm/models"),  # one model (models.retrieve)
           ("POST", "/v1/chat/completions", "llm/chat"),
           ("POST", "/v1/embeddings", "llm/embeddings"),
           ("POST", "/v1/messages", "llm/messages"))
@@ -56,6 +58,9 @@ PASSED = ("anthropic-version", "anthropic-beta")
 def add_routes(front: HttpFront) -> None:
     for verb, path, method in ROUTES:
         front.app.router.add_route(verb, path, LlmRoute(front, method).handle)
+    # any other /v1 path (the Responses API, legacy completions…): a clear 404 that says
+    # what is served, in OpenAI's shape, after the token check like every route
+    front.app.router.add_route("*", "/v1/{tail:.*}", LlmRoute(front, "").unserved)
 
 
 class LlmRoute:
@@ -84,18 +89,36 @@ class LlmRoute:
         agent = self._agent(request)
         if isinstance(agent, web.Response):
             return agent
-        body = await request.read() if request.method == "POST" else b""
+        try:
+            body = await request.read() if request.method == "POST" else b""
+            if "model" in request.match_info:  # GET /v1/models/{model}
+                body = orjson.dumps({"model": request.match_info["model"]})
+        except web.HTTPRequestEntityTooLarge:
+            return self._error(413, "Request body larger than [listen] max_message_bytes "
+                                    f"({self.front.max_bytes} bytes)", "request_too_large")
+        passed = {k: v for k in PASSED if (v := request.headers.get(k)) is not None}
+        for name, value in passed.items():  # tokens and dates: undecodable bytes are
+            if not value.isascii() or not value.isprintable():  # no header to pass on
+                return self._error(400, f"{name}: printable ASCII expected")
         board = self.front.board
         frames = Frames(board.credit)  # the worker reads its provider as the client reads
         try:
-            board.route_llm(frames.conn, agent, self.method, messages.pack_llm_request(
-                {k: v for k in PASSED if (v := request.headers.get(k)) is not None}, body))
+            board.route_llm(frames.conn, agent, self.method,
+                            messages.pack_llm_request(passed, body))
         except RpcError as exc:
             return self._master_error(exc.code, exc.message, exc.data)
         try:
             return await relay(request, frames, self._refusal, self._stream_error)
         finally:
             board.detach(frames.conn)  # a client that left: the worker cancels the request
+
+    async def unserved(self, request: web.Request) -> web.StreamResponse:
+        agent = self._agent(request)
+        if isinstance(agent, web.Response):
+            return agent
+        served = ", ".join(f"{verb} {path}" for verb, path, _m in ROUTES)
+        return self._error(404, f"{request.method} {request.path[:200]} is not served by "
+                                f"the AI gateway (it serves {served})", "unknown_url")
 
     def _refusal(self, error: dict[str, Any]) -> web.Response:
         return self._master_error(error.get("code", 0), str(error.get("message", "Error")),

@@ -19,19 +19,21 @@ from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Any
 
+import aiohttp
 import orjson
 
 from daemon import metrics
 from daemon.audit.link import AuditLink
 from daemon.gateway import plugin_chain
+from daemon.gateway.llm_models import ModelList
 from daemon.gateway.llm_record import LlmTrace
 from daemon.gateway.llm_stream import ChunkGuard, StreamRelay
 from daemon.gateway.plugin_host import PluginHost
 from daemon.gateway.stream_credit import Credits
 from daemon.ipc import messages
 from daemon.ipc.call_slot import CallSlot
-from daemon.llm.apis import Anthropic, Api, OpenAi
-from daemon.llm.providers import Attempt, ProviderFailure, Providers
+from daemon.llm.apis import Anthropic, Api, OpenAi, provider_error
+from daemon.llm.providers import Attempt, Provider, ProviderFailure, Providers
 from daemon.llm.texts import usage_of
 from daemon.plugin import Call
 from daemon.protocol import mcp
@@ -41,7 +43,7 @@ PATHS = {"llm/chat": "/chat/completions", "llm/embeddings": "/embeddings",
          "llm/messages": "/messages"}
 JSON = {"Content-Type": "application/json"}
 SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-MODELS_TTL = 60.0  # seconds a provider's model list is reused
+MAX_MODEL = 256  # characters of a model name
 _RETRY_IN = re.compile(r"retry in ([0-9.]+)\s*s")
 
 
@@ -68,7 +70,7 @@ class LlmCalls:
         self.tally = metrics.LlmTally()
         self.credits = Credits()  # the open streams' windows (gateway.stream_credit)
         self.providers = Providers([])
-        self.models_cache: dict[str, tuple[float, list[str]]] = {}
+        self.model_list = ModelList()
         self.apply(options, agent_roles)
 
     def apply(self, options: dict[str, Any], agent_roles: dict[str, tuple[str, ...]]) -> None:
@@ -80,7 +82,7 @@ class LlmCalls:
         self.agent_roles = agent_roles
         self.content = str(options.get("content", "digest"))
         self.request_timeout = float(options.get("request_timeout", 600.0))
-        self.models_cache.clear()
+        self.model_list.cache.clear()
         self.allowed: dict[tuple[str, str], bool] = {}
 
     def may_use(self, agent: str, model: str) -> bool:
@@ -147,8 +149,15 @@ class LlmCalls:
     async def _serve(self, seq: int, agent: str, method: str, raw: bytes, api: Api,
                      trace: LlmTrace, passed: dict[str, str]) -> None:
         if method == "llm/models":
-            body = orjson.dumps(await self.models(agent))
-            self._finish(seq, trace, messages.pack_llm_head(200, JSON, body))
+            listed = await self.model_list.listed(self.providers, self.may_use, agent)
+            if raw:  # one model, by id (the master's {"model": id})
+                wanted = str(orjson.loads(raw).get("model"))[:MAX_MODEL + 1]
+                trace.model = wanted
+                one = self.model_list.one(listed, wanted)
+                if one is None:
+                    raise Refusal(404, *api.not_found(wanted))
+                listed = one
+            self._finish(seq, trace, messages.pack_llm_head(200, JSON, orjson.dumps(listed)))
             return
         try:
             request = orjson.loads(raw)
@@ -159,6 +168,8 @@ class LlmCalls:
         model = request.get("model")
         if not isinstance(model, str) or not model:
             raise Refusal(400, "model: a string is required")
+        if len(model) > MAX_MODEL:  # names key caches, budgets and metrics: keep them small
+            raise Refusal(400, f"model: at most {MAX_MODEL} characters")
         trace.model = model
         not_found = api.not_found(model)
         if not self.may_use(agent, model):
@@ -175,6 +186,8 @@ class LlmCalls:
                 other = "/v1/chat/completions" if api is Anthropic else "/v1/messages"
                 raise Refusal(400, f"model {model} is served over the other API: use {other}")
             raise Refusal(404, *not_found)
+        if not isinstance(request.get("stream", False), bool):  # a lenient provider
+            raise Refusal(400, "stream: a boolean is expected")  # would stream a "true"
         stream = method != "llm/embeddings" and request.get("stream") is True
         trace.stream = stream
         drop_usage = False
@@ -194,6 +207,7 @@ class LlmCalls:
             raise _denial(admitted, trace)
         if admitted.arguments is not request:
             trace.kept = admitted.arguments
+        trace.screened = True
         call = admitted
         self.send_now(messages.pack_started(seq))  # the provider may be at work from here
         attempts: list[Attempt] = []
@@ -217,33 +231,57 @@ class LlmCalls:
         trace.provider = provider.name
         try:
             if response.status >= 300:  # the request's own fault: the provider's answer
-                body = await response.read()
+                body = provider.scrub(await response.read())
                 trace.outcome = {"status": "error", "http": response.status,
                                  "message": body[:300].decode(errors="replace")}
                 await self._after_failure(chain, call, trace, seq)
                 self._finish(seq, trace, messages.pack_llm_head(response.status, JSON, body))
+            elif stream and response.content_type != "text/event-stream":
+                trace.outcome = {"status": "provider_error", "http": 502,
+                                 "message": f"a stream answered as {response.content_type}"}
+                raise Refusal(502, f"Provider failure: {provider.name} answered a stream "
+                                   f"request with {response.content_type}, not an event "
+                                   "stream", headers={"x-should-retry": "false"})
             elif stream:
                 try:
-                    await self._stream(seq, api, chain, call, trace, response, drop_usage)
+                    await self._stream(seq, api, chain, call, trace, response, drop_usage,
+                                       provider)
                 finally:
                     self.credits.close(seq)
             else:
-                await self._whole(seq, chain, call, trace, response)
+                await self._whole(seq, chain, call, trace, response, provider)
         finally:
             response.close()  # read to the end by now, unless cancelled: then it aborts
 
     async def _whole(self, seq: int, chain: tuple[Any, ...], call: Call, trace: LlmTrace,
-                     response: Any) -> None:
-        body = await response.read()
+                     response: Any, provider: Provider) -> None:
+        try:
+            body = await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:  # a stall or a cut after the head
+            broke = (f"no data for {provider.timeout:g}s" if isinstance(exc, TimeoutError)
+                     else f"the answer broke off ({exc.__class__.__name__})")
+            trace.outcome = {"status": "provider_error", "http": 502,
+                             "message": f"{provider.name}: {broke}"}
+            raise Refusal(502, f"Provider failure: {provider.name} sent its response head, "
+                               f"then {broke}",
+                          headers={"x-should-retry": "false"}) from None
         trace.token()
+        body = provider.scrub(body)
         try:
             result = orjson.loads(body)
         except orjson.JSONDecodeError:
+            result = None
+        if not isinstance(result, dict):  # no API answers anything else
             trace.outcome = {"status": "provider_error", "http": 502}
-            raise Refusal(502, "Provider failure: the provider's answer is not JSON",
-                          headers={"x-should-retry": "false"}) from None
+            raise Refusal(502, "Provider failure: the provider's answer is not a JSON "
+                               "object", headers={"x-should-retry": "false"})
+        failed = provider_error(result)
+        if failed is not None:  # a 200 that is not an answer
+            trace.outcome = {"status": "provider_error", "http": 502, "message": failed}
+            raise Refusal(502, f"Provider failure: {failed}",
+                          headers={"x-should-retry": "false"})
         self._usage(chain, call, trace, result)
-        if chain and isinstance(result, dict):
+        if chain:
             given = result
             result = await plugin_chain.after(chain, call, result, trace.trail, self.slot,
                                               seq)
@@ -256,7 +294,8 @@ class LlmCalls:
         self._finish(seq, trace, messages.pack_llm_head(200, JSON, body))
 
     async def _stream(self, seq: int, api: Api, chain: tuple[Any, ...], call: Call,
-                      trace: LlmTrace, response: Any, drop_usage: bool) -> None:
+                      trace: LlmTrace, response: Any, drop_usage: bool,
+                      provider: Provider) -> None:
         guard = ChunkGuard(chain, call)
         window = self.credits.open(seq)
 
@@ -277,6 +316,21 @@ class LlmCalls:
                 502, f"Provider failure: the stream broke off ({exc.__class__.__name__})"))
             return
         guard.note(trace.trail)
+        if relay.failed is not None:  # the provider's error event ends the client's stream
+            trace.outcome = {"status": "provider_error", "http": 502, "message":
+                             provider.scrub(relay.failed.encode()).decode(errors="replace")}
+            trace.completion = relay.text.text()
+            self._finish(seq, trace, messages.LLM_END + provider.scrub(relay.terminal))
+            return
+        if relay.denied is None and not relay.terminal and relay.text.finished():
+            relay.terminal = api.terminal()  # a lenient provider: the answer is whole
+        if relay.denied is None and not relay.terminal:  # cut off: never a clean end
+            trace.outcome = {"status": "provider_error", "http": 502,
+                             "message": "the provider's stream ended without its last event"}
+            trace.completion = relay.text.text()
+            self._finish(seq, trace, messages.LLM_END + api.stream_error(
+                502, "Provider failure: the stream ended before the answer did"))
+            return
         assembled = relay.text.assembled()
         self._usage(chain, call, trace, assembled)
         trace.completion = relay.text.text() if self.content != "none" else None
@@ -318,31 +372,6 @@ class LlmCalls:
         if chain:
             await plugin_chain.after(chain, call, {"error": trace.outcome}, trace.trail,
                                      self.slot, seq)
-
-    # -- GET /v1/models ----------------------------------------------------------------
-
-    async def models(self, agent: str) -> dict[str, Any]:
-        """The models the agent's roles allow, of those the providers serve (their own
-        lists where they give one, and the literal names in their ``models``)."""
-        loop = asyncio.get_running_loop()
-        found: dict[str, str] = {}
-        for provider in self.providers.all:
-            cached = self.models_cache.get(provider.name)
-            if cached is None or loop.time() - cached[0] > MODELS_TTL:
-                listed = await self.providers.get(provider, "/models")
-                ids = [m["id"] for m in (listed or {}).get("data") or ()
-                       if isinstance(m, dict) and isinstance(m.get("id"), str)]
-                cached = self.models_cache[provider.name] = (loop.time(), ids)
-            literal = [p for p in provider.models if not any(c in p for c in "*?[")]
-            for model in [*cached[1], *literal]:
-                if provider.serves(model) and self.may_use(agent, model):
-                    found.setdefault(model, provider.name)
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": p, "type": "model",
-                 "display_name": m, "created_at": "1970-01-01T00:00:00Z"}
-                for m, p in sorted(found.items())]
-        return {"object": "list", "data": data, "has_more": False,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None}
 
 
 def _text(result: dict[str, Any]) -> str:

@@ -7,7 +7,8 @@ ends (a stream too: its end waits for the record, like a tool call's answer).
 
 Content: "digest" keeps sha256 and size of the request and of the completion, "full"
 keeps them as they left the gateway (after the guardrails: what a guardrail redacted is
-recorded redacted), "none" keeps neither.
+recorded redacted; a request refused before the guardrails passed it keeps its digest
+only), "none" keeps neither.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from daemon.gateway.plugin_chain import Trail, entries
 
 class LlmTrace:
     __slots__ = ("agent", "api", "attempts", "completion", "content", "cost", "first_token",
-                 "kept", "method", "model", "outcome", "provider", "raw", "started",
-                 "stream", "streaming", "t", "trail", "usage", "worker")
+                 "kept", "method", "model", "outcome", "provider", "raw", "screened",
+                 "started", "stream", "streaming", "t", "trail", "usage", "worker")
 
     def __init__(self, worker: str, agent: str, method: str, raw: bytes, content: str) -> None:
         self.worker = worker
@@ -46,6 +47,7 @@ class LlmTrace:
         self.usage: tuple[int, int] | None = None
         self.cost: float | None = None
         self.kept: Any = None  # the request as the guardrails let it out (or a denial's copy)
+        self.screened = False  # the guardrails let ``raw`` out as it is
         self.completion: Any = None  # what the agent got: the text, or the response body
         self.outcome: dict[str, Any] = {"status": "ok"}
 
@@ -95,7 +97,7 @@ class LlmTrace:
         if self.kept is not None:
             record["request"] = self.kept
             record["request_redacted"] = True
-        elif self.raw:
+        elif self.raw and self.screened:  # refused before the guardrails saw it: digest
             try:
                 record["request"] = orjson.Fragment(orjson.dumps(orjson.loads(self.raw)))
             except orjson.JSONDecodeError:

@@ -25,7 +25,16 @@ from typing import Any
 import orjson
 
 from daemon.gateway.plugin_chain import Hosted, Trail
-from daemon.llm.apis import Anthropic, Api, Events, OpenAi, StreamText, parse_event, sse
+from daemon.llm.apis import (
+    Anthropic,
+    Api,
+    Events,
+    OpenAi,
+    StreamText,
+    parse_event,
+    provider_error,
+    sse,
+)
 from daemon.plugin import Call, Deny
 
 Delta = tuple[Any, str, bool]  # (slot, text, final): StreamText.take
@@ -99,6 +108,7 @@ class StreamRelay:
         self.events = Events()
         self.terminal = b""  # held back until after_call has spoken
         self.denied: tuple[Hosted, Deny] | None = None
+        self.failed: str | None = None  # the provider's error event ended the stream
 
     async def relay(self, chunks: Any) -> None:
         """Until the provider's stream ends or a guardrail denies it."""
@@ -115,7 +125,11 @@ class StreamRelay:
         """One read's events: the guardrails judge each slot's text of the whole read at
         once (one hook call per slot and read, not per event), then the events go out
         with what passed in each slot's last event of the read."""
-        parsed = [self._parse(raw) for raw in events]
+        parsed = []
+        for raw in events:
+            parsed.append(self._parse(raw))
+            if self.failed is not None:  # nothing after the provider's error event
+                break
         if self.guard.hooks:
             verdicts = await self._judge(parsed)
             if verdicts is None:
@@ -132,7 +146,7 @@ class StreamRelay:
         data = b"".join(reversed(out))
         if data:
             self.send(data)
-        return False
+        return self.failed is not None
 
     def _parse(self, raw: bytes) -> tuple[bytes, str | None, Any, list[Delta]]:
         """(raw, event name, its JSON or None, its text deltas)."""
@@ -145,6 +159,10 @@ class StreamRelay:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
             return raw, name, None, []  # not ours to judge: passed on as it came
+        failed = provider_error(event, name)
+        if failed is not None:  # the provider's own error event: it ends the stream
+            self.failed, self.terminal = failed, raw
+            return b"", name, None, []
         if not isinstance(event, dict):
             return raw, name, None, []
         deltas = self.text.take(event)

@@ -32,6 +32,13 @@ def sse(data: bytes, event: str | None = None) -> bytes:
     return head + b"data: " + data + b"\n\n"
 
 
+MAX_EVENT = 8 << 20  # bytes of one SSE event: a provider that never ends one is broken
+
+
+class EventTooLarge(ValueError):
+    pass
+
+
 class Events:
     """Splits SSE bytes into events (``\\n\\n``-terminated), across reads."""
 
@@ -39,8 +46,11 @@ class Events:
         self.buffer = b""
 
     def feed(self, data: bytes) -> list[bytes]:
+        start = max(0, len(self.buffer) - 1)  # only the new bytes can end an event
         self.buffer += data.replace(b"\r\n", b"\n") if b"\r" in data else data
-        if b"\n\n" not in self.buffer:
+        if self.buffer.find(b"\n\n", start) < 0:
+            if len(self.buffer) > MAX_EVENT:
+                raise EventTooLarge(f"an event of more than {MAX_EVENT >> 20} MiB")
             return []
         *events, self.buffer = self.buffer.split(b"\n\n")
         return [e + b"\n\n" for e in events if e.strip()]
@@ -61,6 +71,20 @@ def parse_event(raw: bytes) -> tuple[str | None, bytes]:
     return name, b"\n".join(data)
 
 
+def provider_error(body: Any, event: str | None = None) -> str | None:
+    """The message of an error a provider sent with a 200 (a whole body, or an event of
+    its stream: OpenAI-compatible servers send ``{"error": …}``, Anthropic ``event:
+    error``), or None when ``body`` is not one."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if error is None or not (event == "error" or body.get("type") == "error" or not any(
+            k in body for k in ("choices", "content", "data", "object"))):
+        return None
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message or error)[:300]
+
+
 class OpenAi:
     name = "openai"
 
@@ -73,6 +97,10 @@ class OpenAi:
     @classmethod
     def stream_error(cls, status: int, message: str) -> bytes:
         return sse(cls.error(status, message))
+
+    @staticmethod
+    def terminal() -> bytes:
+        return b"data: [DONE]\n\n"
 
     @staticmethod
     def not_found(model: str) -> tuple[str, str]:
@@ -91,6 +119,10 @@ class Anthropic:
     @classmethod
     def stream_error(cls, status: int, message: str) -> bytes:
         return sse(cls.error(status, message), "error")
+
+    @staticmethod
+    def terminal() -> bytes:
+        return sse(b'{"type":"message_stop"}', "message_stop")
 
     @staticmethod
     def not_found(model: str) -> tuple[str, str]:
@@ -196,6 +228,15 @@ class StreamText:
             self.stop = dict(data.get("delta") or {})
             self.usage.update(data.get("usage") or {})
         return []
+
+    def finished(self) -> bool:
+        """Whether the events so far end the answer (every choice has its finish_reason,
+        or the message its stop_reason), whatever the terminal event."""
+        if self.api is OpenAi:
+            choices = {s for s in self.texts if isinstance(s, int)} | {
+                choice for choice, _index in self.calls}
+            return bool(self.finish) and choices <= set(self.finish)
+        return self.stop.get("stop_reason") is not None
 
     # -- writing back -----------------------------------------------------------------
 

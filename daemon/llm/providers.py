@@ -4,7 +4,8 @@ One aiohttp ClientSession per worker (its connection pool is shared by every req
 A request goes to the providers whose ``models`` globs match its model and whose wire
 format is the API's, in config order: each is tried up to ``max_retries`` + 1 times, with
 backoff, on 429, 5xx, connection errors and timeouts, then the next one takes over.  A
-provider that refuses our key (401/403) is skipped at once.  Any other answer (2xx, or a
+provider that refuses our key (401/403) or redirects (never followed: the key and the
+prompt go to base_url only) is skipped at once.  Any other answer (2xx, or a
 4xx that is the request's own fault) is the answer.  Keys are read from the environment
 (or credentials) when the worker gets its settings, and never leave this module but in
 the request headers.
@@ -77,6 +78,13 @@ class Provider:
     def serves(self, model: str) -> bool:
         return any(fnmatchcase(model, pattern) for pattern in self.models)
 
+    def scrub(self, data: bytes) -> bytes:
+        """``data`` without the provider's key, for a provider (or a proxy before it) that
+        quotes back the credentials it was sent."""
+        if self.key and (key := self.key.encode()) in data:
+            return data.replace(key, b"[provider key]")
+        return data
+
     def headers(self, passed: dict[str, str] | None = None) -> dict[str, str]:
         """``passed``: the client's anthropic-version and anthropic-beta, if it sent them."""
         if not passed or self.kind != "anthropic":
@@ -145,6 +153,7 @@ class Providers:
         try:
             async with self.session().get(
                     provider.base_url + path, headers=provider.headers(),
+                    allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=provider.timeout)) as response:
                 if response.status != 200:
                     return None
@@ -168,7 +177,8 @@ class Providers:
                 try:
                     response = await self.session().post(
                         provider.url(path), data=body,
-                        headers=provider.headers(passed), timeout=provider.client_timeout)
+                        headers=provider.headers(passed), allow_redirects=False,
+                        timeout=provider.client_timeout)
                 except TimeoutError:
                     timed_out = True
                     attempts.append(Attempt(provider.name, error="timed out after "
@@ -179,11 +189,17 @@ class Providers:
                     continue
                 tried = Attempt(provider.name, response.status)
                 attempts.append(tried)
-                if response.status < 400 or (response.status not in RETRY_STATUS
-                                             and response.status not in (401, 403)):
+                if response.status < 300 or (response.status >= 400 and response.status
+                                             not in RETRY_STATUS | {401, 403}):
                     return provider, response
                 tried.error = _retry_after(response)
                 response.release()
+                if response.status < 400:  # the key and the prompt stay with base_url
+                    tried.error = "redirected: set base_url to where it leads"
+                    log.error("provider %s redirected (%d): the request was not followed; "
+                              "set its base_url to the final URL", provider.name,
+                              response.status)
+                    break
                 if response.status in (401, 403):
                     log.error("provider %s refused the gateway's key (%d)", provider.name,
                               response.status)

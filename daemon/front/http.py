@@ -15,7 +15,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -162,6 +162,10 @@ class HttpFront:
             if exc.content_type == "application/json":
                 raise
             if exc.status == 413:
+                # a route with an error shape of its own (the AI gateway's APIs) says it
+                own = getattr(getattr(handler, "__self__", None), "too_large", None)
+                if own is not None:
+                    return cast(web.Response, own())
                 return json_error(413, "Request body larger than [listen] "
                                        f"max_message_bytes ({self.max_bytes} bytes)")
             return json_error(exc.status, exc.reason, headers={

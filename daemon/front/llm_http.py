@@ -74,6 +74,11 @@ class LlmRoute:
         return web.Response(body=self.api.error(status, message, code), status=status,
                             headers=headers, content_type="application/json")
 
+    def too_large(self) -> web.Response:
+        """A body over the cap, in the API's shape (HttpFront's guard asks for it too)."""
+        return self._error(413, "Request body larger than [listen] max_message_bytes "
+                                f"({self.front.max_bytes} bytes)", "request_too_large")
+
     def _agent(self, request: web.Request) -> Agent | web.Response:
         scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
         token = bearer.strip() if scheme.lower() == "bearer" else ""
@@ -94,8 +99,7 @@ class LlmRoute:
             if "model" in request.match_info:  # GET /v1/models/{model}
                 body = orjson.dumps({"model": request.match_info["model"]})
         except web.HTTPRequestEntityTooLarge:
-            return self._error(413, "Request body larger than [listen] max_message_bytes "
-                                    f"({self.front.max_bytes} bytes)", "request_too_large")
+            return self.too_large()
         passed = {k: v for k in PASSED if (v := request.headers.get(k)) is not None}
         for name, value in passed.items():  # tokens and dates: undecodable bytes are
             if not value.isascii() or not value.isprintable():  # no header to pass on

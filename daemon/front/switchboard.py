@@ -37,6 +37,7 @@ from daemon.audit.link import AuditLink
 from daemon.audit.records import master_record
 from daemon.config import Settings
 from daemon.front import listen
+from daemon.front.agent_requests import AgentRequests
 from daemon.front.auth import Agent, Authenticator, ensure_admin_token
 from daemon.front.quarantine import Quarantine, QuarantineLimits
 from daemon.ipc import messages
@@ -74,6 +75,9 @@ class Connection:
         # that is not a session does not: its only messages are its own stream's)
         self.hears_broadcasts = True
         self.last_active = time.monotonic()
+        # what it declared at initialize: None takes no server-to-client requests
+        self.capabilities: dict[str, Any] | None = None
+        self.home = self.key  # whose responses count for what it is asked (an HTTP session)
 
 
 @dataclass
@@ -124,6 +128,7 @@ class Switchboard:
         self.calls: dict[int, RoutedCall] = {}
         self._seq = itertools.count(1)
         self._per_worker: dict[str, int] = {}
+        self.requests = AgentRequests(bus.send_raw)  # upstreams' requests put to agents
         bus.on_data(self.on_worker_payload)
 
     def apply(self, settings: Settings) -> list[str]:
@@ -154,6 +159,8 @@ class Switchboard:
         call = self.calls.pop(seq, None)
         if call is not None:
             self._release(call)
+            if self.requests.pending:
+                self.requests.call_over(seq)
             if call.identity is not None:
                 self.bus.send_raw(call.identity, messages.pack_cancel(seq))
 
@@ -221,10 +228,11 @@ class Switchboard:
             if isinstance(method, str):
                 self._notification(conn, method, message.get("params"))
                 return  # notifications get no response, whatever they say
-            return  # a response to a request we never send: ignore it
+            return  # a response without an id: nothing to match it with
         rid = message["id"]
         if not isinstance(method, str) or not jsonrpc.valid_id(rid):
             if "result" in message or "error" in message:
+                self.requests.answered(conn, message)  # to what an upstream asked
                 return
             raise RpcError(jsonrpc.INVALID_REQUEST, "Invalid Request: needs a string or "
                                                     "integer id and a string method")
@@ -264,12 +272,14 @@ class Switchboard:
         if token is None and conn.curve_key is not None:
             self._curve_agent(conn)  # the key stands for the token; looked up per request
             conn.curve_initialized = True
+            conn.capabilities = _declared(params)
             return mcp.initialize_result(params)
         agent = self.auth.agent_for(token)
         if agent is None:
             raise RpcError(jsonrpc.UNAUTHENTICATED, "Unauthenticated: initialize needs a "
                            f"valid bearer token in params._meta[{mcp.META_TOKEN!r}]")
         conn.agent = agent
+        conn.capabilities = _declared(params)
         return mcp.initialize_result(params)
 
     def _curve_agent(self, conn: Connection) -> Agent:
@@ -385,6 +395,10 @@ class Switchboard:
             call = self.calls.get(seq)
             if call is not None:
                 call.conn.progress(raw)
+        elif kind == messages.ASK:
+            call = self.calls.get(messages.unpack_seq(payload)[0])
+            if call is not None:
+                self.requests.put(call.conn, identity, payload)
 
     def notify_agents(self, raw: bytes) -> None:
         """A notification for every agent that did the handshake, and on every
@@ -398,6 +412,8 @@ class Switchboard:
 
     def _finish(self, call: RoutedCall, raw: bytes) -> None:
         self._release(call)
+        if self.requests.pending:
+            self.requests.call_over(messages.unpack_seq(call.payload)[0])
         call.conn.inflight.pop(call.rid, None)
         call.conn.last_active = time.monotonic()
         call.conn.send(raw)
@@ -502,6 +518,11 @@ class Refused(RpcError):
         super().__init__(error.code, error.message, error.data)
         self.agent = agent
         self.tool = tool
+
+
+def _declared(params: dict[str, Any]) -> dict[str, Any]:
+    capabilities = params.get("capabilities")
+    return capabilities if isinstance(capabilities, dict) else {}
 
 
 def _refused(agent: Agent, method: str, tool: str | None, error: RpcError) -> RpcError:

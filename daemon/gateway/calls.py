@@ -31,7 +31,8 @@ from daemon.plugin import Call
 from daemon.protocol import jsonrpc, mcp
 from daemon.protocol.duplicate_keys import duplicate_key, duplicate_message
 from daemon.protocol.jsonrpc import RpcError
-from daemon.tools.registry import Progress, Tool, ToolRegistry
+from daemon.protocol.mcp import META_LOG_LEVEL
+from daemon.tools.registry import LOG_LEVELS, CallChannel, Tool, ToolRegistry
 
 log = logging.getLogger("gateway")
 
@@ -140,12 +141,13 @@ class CallHandler:
         trace.metric = name if kind == "prompt" or tool.origin is None else tool.origin[1]
         return Pending(agent, rid, params, stateless, tool, arguments, trace, seq, kind)
 
-    async def finish(self, pending: Pending, notify: Callable[[bytes], None] | None = None,
+    async def finish(self, pending: Pending, send: Callable[[bytes], None] | None = None,
                      started: Callable[[], None] | None = None) -> Answer:
+        """``send``: a bus envelope to the master, for what the call streams to its
+        agent before the answer (tools.registry.CallChannel); None: nothing streams."""
         try:
-            token = (pending.params.get("_meta") or {}).get("progressToken")
-            progress = _progress_sink(notify, token) if notify is not None else None
-            result = await self.call_tool(pending, progress, started)
+            channel = None if send is None else _channel(send, pending)
+            result = await self.call_tool(pending, channel, started)
             if pending.kind != "tool":
                 refusal = passthrough.denial(result)
                 if refusal is not None:  # no isError in their results: an error says it
@@ -199,7 +201,7 @@ class CallHandler:
                                                    "object")
         return tool, arguments
 
-    async def call_tool(self, pending: Pending, progress: Progress | None = None,
+    async def call_tool(self, pending: Pending, progress: CallChannel | None = None,
                         started: Callable[[], None] | None = None) -> dict[str, Any]:
         """``started`` is told just before a tool with effects runs (see STARTED)."""
         agent, tool, arguments, stateless = (pending.agent, pending.tool, pending.arguments,
@@ -293,12 +295,14 @@ def _denied(result: dict[str, Any]) -> bool:
     return isinstance(meta, dict) and mcp.META_DENIED in meta
 
 
-def _progress_sink(notify: Callable[[bytes], None], token: Any) -> Progress | None:
-    """Progress updates for the agent, under the token it chose (if it chose one)."""
-    if not isinstance(token, str | int) or isinstance(token, bool):
-        return None
-
-    def report(update: dict[str, Any]) -> None:
-        notify(jsonrpc.notification("notifications/progress",
-                                    {**update, "progressToken": token}))
-    return report
+def _channel(send: Callable[[bytes], None], pending: Pending) -> CallChannel:
+    """The call's stream to its agent: progress under the token it chose (if any);
+    log messages at the level it asked for (2026-07-28: per request, in ``_meta``; none
+    if it did not ask), or all (the handshake era: logging/setLevel filters upstream)."""
+    meta = pending.params.get("_meta") or {}
+    log_from = 0
+    if pending.stateless:
+        level = meta.get(META_LOG_LEVEL)
+        log_from = LOG_LEVELS.index(level) if level in LOG_LEVELS else len(LOG_LEVELS)
+    return CallChannel(send, pending.seq, meta.get("progressToken"), pending.agent,
+                       pending.trace.tool or "", log_from)

@@ -168,9 +168,9 @@ def _runner(request: Requester, upstream: str, method: str, params: dict[str, An
     """A Tool runner that passes the request on (the plugins' arguments, maybe
     rewritten, go in as ``arguments_key``)."""
 
-    async def run(arguments: dict[str, Any], _progress: Progress | None) -> dict[str, Any]:
+    async def run(arguments: dict[str, Any], channel: Progress | None) -> dict[str, Any]:
         sent = params if arguments_key is None else {**params, arguments_key: arguments}
-        return await request(upstream, method, sent)
+        return await request(upstream, method, sent, channel)
     return run
 
 

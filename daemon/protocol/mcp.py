@@ -25,6 +25,7 @@ META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
 META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
 META_TOKEN = "io.workingagents/token"
 META_DENIED = "io.workingagents/denied"
+META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"  # 2026-07-28: a request's log opt-in
 META_SUBSCRIPTION = "io.modelcontextprotocol/subscriptionId"  # on subscriptions/listen frames
 
 # 2026-07-28 over HTTP: the param a request's Mcp-Name header repeats, by method

@@ -60,9 +60,14 @@ def daemon(request: pytest.FixtureRequest, start_daemon: Any) -> Iterator[Any]:
         wait_for(listening, 20, "the HTTP MCP server to listen")
         config["upstreams.ask"] = {"url": f"http://127.0.0.1:{port}/mcp", "timeout": 10.0}
     try:
-        d = start_daemon(extra=config)
-        d.wait_ready(timeout=60)
-        wait_for(lambda: d.status()["upstreams"].get("ask", {}).get("state") == "up", 30,
+        # the SDK server starts slowly on a busy machine
+        d = start_daemon(extra=config, supervision={"start_timeout": 30.0})
+        try:
+            d.wait_ready(timeout=60)
+        except AssertionError:
+            print(d.log()[-6000:])
+            raise
+        wait_for(lambda: d.status()["upstreams"].get("ask", {}).get("state") == "up", 60,
                  "the asking upstream to be up")
         yield d
     finally:

@@ -248,3 +248,42 @@ def test_the_python_sdk_without_callbacks_is_not_asked(daemon):
             text = refused.content[0].text  # type: ignore[union-attr]
             assert text.startswith("refused: -32601") and "sampling" in text
     asyncio.run(run())
+
+
+def test_logging_set_level_from_an_agent_reaches_the_upstreams(daemon):
+    bob = RawAgent(daemon, "tcp", {})
+    try:
+        bob.send({"jsonrpc": "2.0", "id": 1, "method": "logging/setLevel",
+                  "params": {"level": "error"}})
+        assert bob.recv() == {"jsonrpc": "2.0", "id": 1, "result": {}}
+        bob.call(2, "ask__level", {})
+        assert bob.recv()["result"]["content"][0]["text"] == "error"
+        bob.send({"jsonrpc": "2.0", "id": 3, "method": "logging/setLevel",
+                  "params": {"level": "loud"}})
+        assert bob.recv()["error"]["code"] == -32602
+    finally:
+        bob.close()
+
+
+def test_a_2026_07_28_agent_gets_the_logs_it_asked_for_and_is_never_asked(daemon):
+    logs: list[Any] = []
+
+    async def logging(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append(params.level)
+
+    async def sampling(context: Any, params: Any) -> Any:
+        raise AssertionError("a 2026-07-28 client has no server-to-client requests")
+
+    async def run() -> None:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKENS['bob']}"},
+                                  timeout=httpx2.Timeout(30.0))
+        async with Client(streamable_http_client(f"http://{listen(daemon)['http']}/mcp",
+                                                 http_client=http),
+                          mode="2026-07-28", cache=None, logging_callback=logging,
+                          log_level="warning", sampling_callback=sampling) as bob:
+            logged = await bob.call_tool("ask__chatty", {})
+            assert logged.content[0].text == "logged"  # type: ignore[union-attr]
+            assert logs == ["warning"]  # info is below the level it asked for
+            refused = await bob.call_tool("ask__sample", {"prompt": "hi"})
+            assert refused.content[0].text.startswith("refused: -32601")  # type: ignore[union-attr]
+    asyncio.run(run())

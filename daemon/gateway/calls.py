@@ -124,6 +124,8 @@ class CallHandler:
             listed = passthrough.listing(method, agent, self.policy, self.tools)
             return Answer(rid, jsonrpc.result(rid, mcp.finish(listed, stateless,
                                                               cacheable=True)))
+        if method == "logging/setLevel":
+            return self._set_level(agent, rid, params, stateless, seq)
         kind = passthrough.KINDS.get(method)
         if kind is None:
             raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
@@ -140,6 +142,25 @@ class CallHandler:
         trace.tool, trace.arguments, trace.known = name, arguments, True
         trace.metric = name if kind == "prompt" or tool.origin is None else tool.origin[1]
         return Pending(agent, rid, params, stateless, tool, arguments, trace, seq, kind)
+
+    def _set_level(self, agent: str, rid: jsonrpc.RequestId, params: dict[str, Any],
+                   stateless: bool, seq: int) -> Answer | Pending:
+        """logging/setLevel: passed to every upstream that is up (handshake era only:
+        2026-07-28 asks for a level per request, in ``_meta``); audited like a call."""
+        if stateless:
+            raise RpcError(jsonrpc.METHOD_NOT_FOUND, "Method not found: logging/setLevel "
+                                                     "(2026-07-28 sets the level per "
+                                                     f"request, in _meta[{META_LOG_LEVEL!r}])")
+        level = params.get("level")
+        trace = passthrough.trace("logging", "logging/setLevel", self.worker, agent,
+                                  "logging/setLevel", {"level": level}, self.keep_arguments)
+        if level not in LOG_LEVELS:
+            return _error(rid, trace, RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: "
+                                               f"level must be one of {', '.join(LOG_LEVELS)}"))
+        trace.known = True
+        tool = passthrough.set_level(self.tools, str(level))
+        return Pending(agent, rid, params, stateless, tool, {"level": level}, trace, seq,
+                       "logging")
 
     async def finish(self, pending: Pending, send: Callable[[bytes], None] | None = None,
                      started: Callable[[], None] | None = None) -> Answer:

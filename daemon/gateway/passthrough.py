@@ -16,6 +16,7 @@ after an ``input_required`` result) goes upstream the same way, with those field
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from typing import Any
@@ -127,6 +128,20 @@ def retried(tool: Tool, params: dict[str, Any], request: Requester | None) -> To
                   {**_forwarded(params), **extra, "name": own}, "arguments")
     return Tool(tool.name, tool.description, tool.input_schema, run, ready=tool.ready,
                 origin=tool.origin, listed=tool.listed)
+
+
+def set_level(tools: ToolRegistry, level: str) -> Tool:
+    """A Tool that passes logging/setLevel to every upstream that is up (each answers
+    for itself: one that does not log answers at once, in its worker)."""
+    request = tools.request
+    upstreams = sorted(tools.live_upstreams)
+
+    async def run(_arguments: dict[str, Any], _channel: Progress | None) -> dict[str, Any]:
+        if request is not None and upstreams:
+            await asyncio.gather(*(request(u, "logging/setLevel", {"level": level}, None)
+                                   for u in upstreams), return_exceptions=True)
+        return {}
+    return Tool("logging/setLevel", "", {}, run)
 
 
 def trace(kind: str, method: str, worker: str, agent: str, name: str | None,

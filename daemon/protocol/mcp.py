@@ -33,7 +33,8 @@ NAMED_BY = {"tools/call": "name", "resources/read": "uri", "prompts/get": "name"
 SERVER_INFO = {"name": "workingagents", "version": __version__}
 # resources/subscribe is not offered: resources/updated does not reach agents (yet)
 CAPABILITIES = {"tools": {"listChanged": True}, "resources": {"listChanged": True},
-                "prompts": {"listChanged": True}, "completions": {}}
+                "prompts": {"listChanged": True}, "completions": {},
+                "logging": {}}  # upstreams' log messages reach the calling agent
 TOOLS_TTL_MS = 60_000
 INSTRUCTIONS = ("WorkingAgents governance gateway: every tool call is checked against "
                 "policy and recorded. A denied call returns isError with the reason.")

@@ -141,6 +141,10 @@ class UpstreamService:
             self.router.send([peer, messages.pack_failed(
                 seq, INTERNAL_ERROR, "malformed request: the params are not one JSON object")])
             return
+        if method == "logging/setLevel" and (self.client.modern
+                                             or "logging" not in self.client.capabilities):
+            self.router.send([peer, messages.pack_reply(seq, b"{}")])  # it does not log
+            return
         try:
             reply = messages.pack_reply(seq, await self.client.request_raw(method, params,
                                                                            (peer, seq)))

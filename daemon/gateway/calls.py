@@ -317,13 +317,6 @@ def _denied(result: dict[str, Any]) -> bool:
 
 
 def _channel(send: Callable[[bytes], None], pending: Pending) -> CallChannel:
-    """The call's stream to its agent: progress under the token it chose (if any);
-    log messages at the level it asked for (2026-07-28: per request, in ``_meta``; none
-    if it did not ask), or all (the handshake era: logging/setLevel filters upstream)."""
-    meta = pending.params.get("_meta") or {}
-    log_from = 0
-    if pending.stateless:
-        level = meta.get(META_LOG_LEVEL)
-        log_from = LOG_LEVELS.index(level) if level in LOG_LEVELS else len(LOG_LEVELS)
-    return CallChannel(send, pending.seq, meta.get("progressToken"), pending.agent,
-                       pending.trace.tool or "", log_from)
+    """The call's stream to its agent (progress, log messages, upstreams' requests)."""
+    return CallChannel(send, pending.seq, pending.params.get("_meta") or {},
+                       pending.stateless, pending.agent, pending.trace)

@@ -11,6 +11,7 @@ import orjson
 
 from daemon.ipc import messages
 from daemon.protocol import jsonrpc
+from daemon.protocol.mcp import META_LOG_LEVEL
 
 # The levels of notifications/message, least severe first (RFC 5424, as MCP has them)
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert",
@@ -22,38 +23,53 @@ class CallChannel:
     progress (under the agent's own token, if it gave one), an upstream's log messages
     (at the levels it asked for), and an upstream's requests (sampling, elicitation,
     roots/list), which the agent answers (gateway.agent_asks).  ``send`` takes a bus
-    envelope for the master; ``seq`` is the master's number for the call."""
+    envelope for the master; ``seq`` is the master's number for the call; ``meta`` the
+    request's ``_meta``.  Made for every call with effects, so it only keeps what it is
+    given: what it means is worked out when something is sent."""
 
-    __slots__ = ("agent", "log_from", "send", "seq", "token", "tool")
+    __slots__ = ("agent", "meta", "send", "seq", "stateless", "trace")
 
-    def __init__(self, send: Callable[[bytes], None], seq: int, token: Any, agent: str,
-                 tool: str, log_from: int = 0) -> None:
+    def __init__(self, send: Callable[[bytes], None], seq: int, meta: dict[str, Any],
+                 stateless: bool, agent: str, trace: Any) -> None:
         self.send = send
         self.seq = seq
-        self.token = token if isinstance(token, str | int) and not isinstance(token, bool) \
-            else None
+        self.meta = meta
+        self.stateless = stateless
         self.agent = agent
-        self.tool = tool
-        self.log_from = log_from  # LOG_LEVELS index: the least severe level it gets
+        self.trace = trace  # its audit trace: ``tool`` names the call
+
+    @property
+    def token(self) -> str | int | None:
+        token = self.meta.get("progressToken")
+        return token if isinstance(token, str | int) and not isinstance(token, bool) \
+            else None
 
     @property
     def wants_progress(self) -> bool:
         return self.token is not None
 
+    @property
+    def tool(self) -> str:
+        return str(getattr(self.trace, "tool", None) or "")
+
     def __call__(self, update: dict[str, Any]) -> None:
         """progress, total, message -> the agent's notifications/progress."""
-        if self.token is not None:
+        token = self.token
+        if token is not None:
             self.send(messages.pack_progress(self.seq, jsonrpc.notification(
-                "notifications/progress", {**update, "progressToken": self.token})))
+                "notifications/progress", {**update, "progressToken": token})))
 
     def log(self, raw: bytes) -> None:
-        """An upstream's notifications/message (whole), if the agent asked for its level."""
-        if self.log_from >= len(LOG_LEVELS):
-            return
-        if self.log_from:
+        """An upstream's notifications/message (whole), if the agent asked for its level:
+        2026-07-28 asks per request (``_meta``; none if it did not); the handshake era
+        gets all (logging/setLevel filters upstream)."""
+        if self.stateless:
+            wanted = self.meta.get(META_LOG_LEVEL)
+            if wanted not in LOG_LEVELS:
+                return
             params = orjson.loads(raw).get("params")
             level = params.get("level") if isinstance(params, dict) else None
-            if level not in LOG_LEVELS or LOG_LEVELS.index(level) < self.log_from:
+            if level not in LOG_LEVELS or LOG_LEVELS.index(level) < LOG_LEVELS.index(wanted):
                 return
         self.send(messages.pack_progress(self.seq, raw))
 

@@ -22,13 +22,13 @@ from typing import Any
 import httpx2
 import mcp_types as types
 import pytest
-import zmq
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.audit_helpers import audit_dir, calls
 from tests.conftest import wait_for
-from tests.gateway_helpers import TOKENS, gateway_config, listen, tcp_address
+from tests.gateway_helpers import TOKENS, gateway_config, listen
+from tests.security.raw import RawAgent
 
 ASKING = Path(__file__).parent / "fixtures" / "asking_upstream.py"
 EVERYTHING = {"sampling": {}, "elicitation": {"form": {}}, "roots": {}}
@@ -76,57 +76,30 @@ def daemon(request: pytest.FixtureRequest, start_daemon: Any) -> Iterator[Any]:
             server.wait(10)
 
 
-class RawAgent:
+class Agent(RawAgent):
     """A handshake-era agent on TCP (lines) or ZeroMQ (frames), reading every message."""
 
     def __init__(self, d: Any, transport: str, capabilities: dict[str, Any]) -> None:
-        if transport == "tcp":
-            self.sock: Any = socket.create_connection(tcp_address(d), timeout=30)
-            self.lines = self.sock.makefile("rb")
-        else:
-            self.sock = zmq.Context.instance().socket(zmq.DEALER)
-            self.sock.setsockopt(zmq.LINGER, 0)
-            self.sock.connect(listen(d)["zmq"])
-        self.transport = transport
-        self.send({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": capabilities,
-            "clientInfo": {"name": "raw", "version": "1"},
-            "_meta": {"io.workingagents/token": TOKENS["bob"]}}})
-        assert "result" in self.recv()
-        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        super().__init__(d, transport)
+        assert "result" in self.initialize(TOKENS["bob"], capabilities)
 
-    def send(self, message: dict[str, Any]) -> None:
-        raw = json.dumps(message).encode()
-        if self.transport == "tcp":
-            self.sock.sendall(raw + b"\n")
-        else:
-            self.sock.send(raw)
-
-    def recv(self) -> dict[str, Any]:
-        if self.transport == "tcp":
-            line = self.lines.readline()
-            assert line, "the gateway closed the connection"
-            return json.loads(line)  # type: ignore[no-any-return]
-        assert self.sock.poll(30_000), "no message within 30 s"
-        return json.loads(self.sock.recv())  # type: ignore[no-any-return]
+    def tell(self, message: dict[str, Any]) -> None:
+        self.send(json.dumps(message).encode())
 
     def call(self, rid: int, tool: str, arguments: dict[str, Any]) -> None:
-        self.send({"jsonrpc": "2.0", "id": rid, "method": "tools/call",
+        self.tell({"jsonrpc": "2.0", "id": rid, "method": "tools/call",
                    "params": {"name": tool, "arguments": arguments}})
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.mark.parametrize("transport", ["tcp", "zmq"])
 def test_an_upstream_asks_the_calling_agent_to_sample_and_gets_its_answer(daemon, transport):
-    bob = RawAgent(daemon, transport, EVERYTHING)
+    bob = Agent(daemon, transport, EVERYTHING)
     try:
         bob.call(1, "ask__sample", {"prompt": "what is 2+2?"})
         asked = bob.recv()
         assert asked["method"] == "sampling/createMessage"
         assert asked["params"]["messages"][0]["content"]["text"] == "what is 2+2?"
-        bob.send({"jsonrpc": "2.0", "id": asked["id"], "result": {
+        bob.tell({"jsonrpc": "2.0", "id": asked["id"], "result": {
             "role": "assistant", "content": {"type": "text", "text": "four"},
             "model": "bob-llm", "stopReason": "endTurn"}})
         answer = bob.recv()
@@ -143,7 +116,7 @@ def test_an_upstream_asks_the_calling_agent_to_sample_and_gets_its_answer(daemon
 
 
 def test_an_agent_without_the_capability_is_not_asked_and_the_upstream_is_refused(daemon):
-    bob = RawAgent(daemon, "tcp", {})
+    bob = Agent(daemon, "tcp", {})
     try:
         bob.call(1, "ask__sample", {"prompt": "hi"})
         answer = bob.recv()
@@ -155,7 +128,7 @@ def test_an_agent_without_the_capability_is_not_asked_and_the_upstream_is_refuse
 
 
 def test_an_agent_that_never_answers_does_not_hold_the_call_forever(daemon):
-    bob = RawAgent(daemon, "tcp", EVERYTHING)
+    bob = Agent(daemon, "tcp", EVERYTHING)
     try:
         started = time.monotonic()
         bob.call(1, "ask__wait_sample", {"prompt": "hello?"})
@@ -170,7 +143,7 @@ def test_an_agent_that_never_answers_does_not_hold_the_call_forever(daemon):
 
 
 def test_a_log_message_during_a_call_reaches_the_calling_agent_first(daemon):
-    bob = RawAgent(daemon, "tcp", {})
+    bob = Agent(daemon, "tcp", {})
     try:
         bob.call(7, "ask__chatty", {})
         seen = [bob.recv() for _ in range(3)]
@@ -186,12 +159,12 @@ def test_a_log_message_during_a_call_reaches_the_calling_agent_first(daemon):
 def test_the_upstream_asks_for_the_agents_roots_over_stdio(daemon, request):
     if "http" in request.node.callspec.id:
         pytest.skip("an SDK server sends roots/list on its GET stream, tied to no call")
-    bob = RawAgent(daemon, "tcp", EVERYTHING)
+    bob = Agent(daemon, "tcp", EVERYTHING)
     try:
         bob.call(1, "ask__roots", {})
         asked = bob.recv()
         assert asked["method"] == "roots/list"
-        bob.send({"jsonrpc": "2.0", "id": asked["id"], "result": {
+        bob.tell({"jsonrpc": "2.0", "id": asked["id"], "result": {
             "roots": [{"uri": "file:///work/project", "name": "project"}]}})
         assert bob.recv()["result"]["content"][0]["text"] == '["file:///work/project"]'
     finally:
@@ -251,14 +224,14 @@ def test_the_python_sdk_without_callbacks_is_not_asked(daemon):
 
 
 def test_logging_set_level_from_an_agent_reaches_the_upstreams(daemon):
-    bob = RawAgent(daemon, "tcp", {})
+    bob = Agent(daemon, "tcp", {})
     try:
-        bob.send({"jsonrpc": "2.0", "id": 1, "method": "logging/setLevel",
+        bob.tell({"jsonrpc": "2.0", "id": 1, "method": "logging/setLevel",
                   "params": {"level": "error"}})
         assert bob.recv() == {"jsonrpc": "2.0", "id": 1, "result": {}}
         bob.call(2, "ask__level", {})
         assert bob.recv()["result"]["content"][0]["text"] == "error"
-        bob.send({"jsonrpc": "2.0", "id": 3, "method": "logging/setLevel",
+        bob.tell({"jsonrpc": "2.0", "id": 3, "method": "logging/setLevel",
                   "params": {"level": "loud"}})
         assert bob.recv()["error"]["code"] == -32602
     finally:

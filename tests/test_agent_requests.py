@@ -42,7 +42,7 @@ def free_port() -> int:
 
 @pytest.fixture(params=["stdio", "http"])
 def daemon(request: pytest.FixtureRequest, start_daemon: Any) -> Iterator[Any]:
-    config = gateway_config()
+    config = gateway_config(tool_timeouts={"ask__sample_patiently": 3.0})
     server = None
     if request.param == "stdio":
         config["upstreams.ask"] = {"command": [sys.executable, str(ASKING)]}
@@ -140,6 +140,26 @@ def test_an_agent_that_never_answers_does_not_hold_the_call_forever(daemon):
         assert bob.recv()["id"] == 2
     finally:
         bob.close()
+
+
+def test_a_request_still_unanswered_when_the_call_times_out_is_abandoned(daemon):
+    bob = Agent(daemon, "tcp", EVERYTHING)
+    try:
+        bob.call(1, "ask__sample_patiently", {"prompt": "hello?"})
+        assert bob.recv()["method"] == "sampling/createMessage"  # and never answered
+        answer = bob.recv()
+        assert answer["id"] == 1 and answer["error"]["code"] == -32016  # the call timed out
+        bob.call(2, "ask__sample", {"prompt": "again"})  # the next one is asked afresh
+        asked = bob.recv()
+        bob.tell({"jsonrpc": "2.0", "id": asked["id"], "result": {
+            "role": "assistant", "content": {"type": "text", "text": "yes"}, "model": "m"}})
+        assert bob.recv()["result"]["content"][0]["text"] == "m: yes"
+    finally:
+        bob.close()
+    abandoned = wait_for(lambda: [r for r in calls(audit_dir(daemon.state_dir), "ask")
+                                  if r["outcome"]["status"] == "abandoned"], 10,
+                         "the abandoned ask's record")
+    assert abandoned[0]["tool"] == "ask__sample_patiently"
 
 
 def test_a_log_message_during_a_call_reaches_the_calling_agent_first(daemon):
@@ -259,4 +279,28 @@ def test_a_2026_07_28_agent_gets_the_logs_it_asked_for_and_is_never_asked(daemon
             assert logs == ["warning"]  # info is below the level it asked for
             refused = await bob.call_tool("ask__sample", {"prompt": "hi"})
             assert refused.content[0].text.startswith("refused: -32601")  # type: ignore[union-attr]
+    asyncio.run(run())
+
+
+def test_the_sdk_through_the_mcp_bridge_answers_sampling_and_hears_logs(daemon, request):
+    if "http" in request.node.callspec.id:
+        pytest.skip("one upstream transport is enough for the bridge")
+    from tests.test_mcp_bridge import bridge
+
+    async def sampling(context: Any, params: types.CreateMessageRequestParams) -> Any:
+        return types.CreateMessageResult(role="assistant", model="ide-llm",
+                                         content=types.TextContent(type="text", text="ok"))
+
+    logs: list[str] = []
+
+    async def logging(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append(params.level)
+
+    async def run() -> None:
+        async with Client(bridge(daemon, TOKENS["bob"]), mode="legacy",
+                          sampling_callback=sampling, logging_callback=logging) as ide:
+            sampled = await ide.call_tool("ask__sample", {"prompt": "anything"})
+            assert sampled.content[0].text == "ide-llm: ok"  # type: ignore[union-attr]
+            await ide.call_tool("ask__chatty", {})
+            assert logs == ["info", "warning"]
     asyncio.run(run())

@@ -165,8 +165,9 @@ class StdioMcpClient:
             return
         elif rid is msgspec.UNSET:
             if self.on_notification:
+                route = self._only_call() if method == "notifications/message" else None
                 self.on_notification({"jsonrpc": "2.0", "method": method,
-                                      "params": message.params}, self._only_call())
+                                      "params": message.params}, route)
         else:
             task = asyncio.create_task(self._answer(rid, method, message.params))
             self._answering.add(task)

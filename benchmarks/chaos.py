@@ -5,13 +5,16 @@
     python benchmarks/chaos.py --duration 3600            # the soak
 
 It starts its own daemon (this checkout's code, a temp state dir, free ports, an upstream
-MCP server on the official SDK, fast liveness settings), drives well-behaved agents over
-the TCP shim, ZeroMQ and ``mcp-bridge`` in both MCP eras, and at random moments kills
-gateway workers, the upstream server and the audit process, SIGSTOPs a worker, swaps a
-plugin, reloads the config and lets a bad agent storm with calls whose plugin hook spins.
-Then it checks that every request got exactly one response, every success is correct
-and audited, ``audit verify`` passes, the tree is back to full strength, no process is
-left after ``stop`` and memory did not balloon.  Exit 0 only if every check passed.
+MCP server on the official SDK, a fake LLM provider and an a2a-sdk peer, fast liveness
+settings), drives well-behaved agents over the TCP shim, ZeroMQ, ``mcp-bridge`` and
+HTTP /mcp in both MCP eras, and LLM and A2A agents (streamed and not) on the HTTP front
+door, and at random moments kills gateway workers, the upstream server, the audit
+process, the LLM provider and the A2A peer, SIGSTOPs a worker, swaps a plugin, reloads
+the config and lets a bad agent storm with calls whose plugin hook spins.  Then it
+checks that every request got exactly one response, every success is correct and
+audited, LLM/A2A failures are the documented ones and no stream was silently cut,
+``audit verify`` passes, the tree is back to full strength, no process is left after
+``stop`` and memory did not balloon.  Exit 0 only if every check passed.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's daemon
 
-from benchmarks.chaos_harness import checks, plugin_files
+from benchmarks.chaos_harness import checks, gateways, plugin_files
 from benchmarks.chaos_harness.agents import (
     AgentSpec,
     bad_agent,
@@ -38,9 +41,16 @@ from benchmarks.chaos_harness.agents import (
     poison_burst,
     run_good_agent,
 )
-from benchmarks.chaos_harness.faults import WEIGHTS, FaultInjector
+from benchmarks.chaos_harness.faults import FaultInjector
+from benchmarks.chaos_harness.http_agents import A2aAgent, HttpAgent, LlmAgent
 from benchmarks.chaos_harness.ledger import Ledger, RecordingClient
 from benchmarks.chaos_harness.report import render
+from benchmarks.chaos_harness.services import (
+    LLM_KEY,
+    LLM_KEY_ENV,
+    OutsideServer,
+    outside_servers,
+)
 from benchmarks.chaos_harness.target import SUPERVISION, DaemonUnderTest, all_ready
 from daemon.control.status import workers_in
 
@@ -63,22 +73,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gap", type=float, nargs=2, default=(0.3, 1.5),
                    metavar=("MIN", "MAX"), help="seconds between faults")
     p.add_argument("--min-ok", type=float, default=99.0,
-                   help="the ok %% the well-behaved agents must reach")
+                   help="the ok %% the well-behaved agents' tool calls must reach")
+    p.add_argument("--min-ok-gateways", type=float, default=50.0,
+                   help="the ok %% their LLM and A2A requests must reach (their provider "
+                        "and peer get killed: each kill costs ~3 s of A2A, the peer's "
+                        "restart and the card's re-read)")
+    p.add_argument("--no-gateways", dest="gateways", action="store_false",
+                   help="no LLM/A2A agents, provider or peer (MCP doors only)")
     p.add_argument("--keep", action="store_true", help="keep the state dir (logs, audit)")
     return p.parse_args(argv)
 
 
-def config(state_dir: Path, plugin_dir: Path, agents: list[AgentSpec],
-           workers: int) -> dict[str, dict[str, Any]]:
+def config(state_dir: Path, plugin_dir: Path, agents: list[AgentSpec], workers: int,
+           servers: dict[str, OutsideServer]) -> dict[str, dict[str, Any]]:
     sections: dict[str, dict[str, Any]] = {
         "daemon": {"state_dir": str(state_dir), "gateway_workers": workers},
         "supervision": SUPERVISION,
-        "listen": {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*"},
+        "listen": {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*", "http": "127.0.0.1:0"},
         "gateway": {"call_timeout": CALL_TIMEOUT},
         "plugins": {"dirs": [str(plugin_dir)]},
         "metrics": {"listen": "127.0.0.1:0"},
-        "roles.chaos": {"tools": ["*"]},
+        "roles.chaos": {"tools": ["*"], "models": ["*"], "peers": ["*"]},
         "upstreams.notes": {"command": [sys.executable, str(UPSTREAM)]},
+        **(gateways.sections(servers) if servers else {}),
     }
     for spec in agents:
         sections[f"agents.{spec.name}"] = {"token_sha256": spec.token_sha256,
@@ -129,23 +146,24 @@ async def track(target: DaemonUnderTest, until: float) -> None:
 
 
 async def drive(args: argparse.Namespace, target: DaemonUnderTest, plugin_dir: Path,
-                rng: random.Random) -> dict[str, Any]:
+                rng: random.Random, servers: dict[str, OutsideServer]) -> dict[str, Any]:
     ledger = Ledger()
     start_snapshot = target.status()
     names = set(workers_in(start_snapshot["tree"]))
-    goods = good_agents()
-    clients: list[RecordingClient] = []
+    goods = good_agents(bool(servers))
+    clients: list[RecordingClient | HttpAgent] = []
     try:
         for spec in goods:
             clients.append(await connect(spec, target))
         bad = await connect(bad_agent(), target)
+        assert isinstance(bad, RecordingClient)
         clients.append(bad)
         memory_start = target.memory()
 
         async def storm() -> None:
             await poison_burst(bad, ledger, STORM_CALLS, CLIENT_TIMEOUT)
 
-        faults = FaultInjector(target, rng, plugin_dir, storm)
+        faults = FaultInjector(target, rng, plugin_dir, storm, servers)
         started = time.monotonic()
         until = started + args.duration
         await asyncio.gather(
@@ -158,6 +176,9 @@ async def drive(args: argparse.Namespace, target: DaemonUnderTest, plugin_dir: P
         elapsed = time.monotonic() - started
         healed, heal_note = await wait_healed(target, names)
         swapped, swap_note = await plugin_settled(target, faults.swapped_version)
+        recovery = await gateways.recovered(
+            [c for c in clients if isinstance(c, LlmAgent | A2aAgent)], ledger,
+            random.Random(rng.random()), CLIENT_TIMEOUT)
         memory_end = target.memory()
     finally:
         for client in clients:
@@ -167,18 +188,22 @@ async def drive(args: argparse.Namespace, target: DaemonUnderTest, plugin_dir: P
     leftovers = target.leftovers()
     audit = await asyncio.to_thread(checks.AuditIndex.read, target.state_dir / "audit")
     verify_rc, verify_out, verify_err = await target.cli("audit", "verify", timeout=300)
-    good_requests, bad_requests = checks.split(ledger.requests)
+    tool_calls, gateway_requests = checks.by_kind(ledger.requests)
+    good_requests, bad_requests = checks.split(tool_calls)
     good, poison = checks.tally(good_requests, audit), checks.tally(bad_requests, audit)
+    gateway_summary, gateway_checks = gateways.summarize(
+        gateway_requests, audit, servers, recovery, args.min_ok_gateways)
     summary: dict[str, Any] = {
         "seed": args.seed, "duration_s": round(elapsed, 1),
         "settings": {"supervision": SUPERVISION, "call_timeout": CALL_TIMEOUT,
                      "gateway_workers": args.workers, "agents": [s.name for s in goods],
                      "window": args.window, "rate_per_agent": args.rate,
-                     "fault_gap_s": list(args.gap), "fault_weights": WEIGHTS},
+                     "fault_gap_s": list(args.gap), "fault_weights": faults.weights},
         "good": good.as_dict(), "by_door": checks.breakdown(good_requests, "door"),
         "by_agent": {name: {**v, "shard": shard(name, args.workers)} for name, v in
                      checks.breakdown(ledger.requests, "agent").items()},
         "poison": poison.as_dict(),
+        "gateways": gateway_summary if servers else None,
         "faults": {"injected": dict(sorted(faults.injected.items())),
                    "missed": dict(sorted(faults.missed.items())),
                    "problems": faults.problems, "timeline": sorted(faults.timeline)},
@@ -202,6 +227,7 @@ async def drive(args: argparse.Namespace, target: DaemonUnderTest, plugin_dir: P
         "no process left after stop": stopped and not leftovers,
         "memory bounded": not checks.memory_grew_too_much(memory_start, memory_end),
         f"ok >= {args.min_ok:g}% (well-behaved agents)": good.ok_percent >= args.min_ok,
+        **(gateway_checks if servers else {}),
     }
     summary["passed"] = all(summary["checks"].values())
     return summary
@@ -222,14 +248,23 @@ def main(argv: list[str] | None = None) -> int:
     plugin_dir.mkdir()
     plugin_files.drop(plugin_dir, "poison", plugin_files.POISON)
     plugin_files.drop(plugin_dir, "swapped", plugin_files.swapped_source(1))
-    target = DaemonUnderTest(state_dir, config(state_dir, plugin_dir,
-                                               [*good_agents(), bad_agent()], args.workers))
+    servers = {s.name: s for s in outside_servers()} if args.gateways else {}
     summary: dict[str, Any] = {"passed": False}
+    target: DaemonUnderTest | None = None
     try:
+        for server in servers.values():
+            server.start()
+        target = DaemonUnderTest(state_dir, config(
+            state_dir, plugin_dir, [*good_agents(bool(servers)), bad_agent()], args.workers,
+            servers), {LLM_KEY_ENV: LLM_KEY})
         target.start()
-        summary = asyncio.run(drive(args, target, plugin_dir, random.Random(args.seed)))
+        summary = asyncio.run(drive(args, target, plugin_dir, random.Random(args.seed),
+                                    servers))
     finally:
-        target.kill_everything()
+        if target is not None:
+            target.kill_everything()
+        for server in servers.values():
+            server.kill()
         keep = args.keep or not summary["passed"]
         summary["state_dir"] = str(state_dir) if keep else None
         if not keep:

@@ -134,13 +134,16 @@ class RoleSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=Tru
 class UpstreamSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """An upstream MCP server, over stdio (``command``) or Streamable HTTP (``url``),
     served by a supervised worker of the tools supervisor; its tools appear as
-    <name>__<tool>."""
+    <name>__<tool> (its prompts as <name>__<prompt>), or bare with ``prefix = ""``."""
 
     command: list[str] = msgspec.field(default_factory=list)  # exactly one of command ...
     url: str = ""  # ... and url (http:// or https://)
     # Header = "NAME": an HTTP header whose value is the secret NAME (daemon.secret_env)
     headers_env: dict[str, str] = msgspec.field(default_factory=dict)
     timeout: float = 30.0  # HTTP: seconds to connect and for an answer to start
+    # None: tools and prompts are <name>__<tool>; "": their own names, bare (one upstream
+    # at most, so that a name says which server it is; built-ins keep theirs)
+    prefix: str | None = None
     env: dict[str, str] = msgspec.field(default_factory=dict)  # plain values, no secrets
     # VAR = "NAME": the server's $VAR is the secret NAME, read at start from the daemon's
     # environment or $CREDENTIALS_DIRECTORY/NAME (daemon.secret_env); never in the TOML
@@ -440,6 +443,9 @@ def _check_gateway(config: Config, refuse: Any) -> None:
                          "without '__' and not ending in '_' (tools are named "
                          "<name>__<tool>)", name)
         _check_upstream_transport(name, upstream, refuse)
+        if upstream.prefix not in (None, ""):
+            raise refuse(f"upstreams.{name}.prefix", '"" (bare names) or no key (names '
+                         f'are {name}__<tool>)', upstream.prefix)
         for var, secret in upstream.secret_env.items():  # names only: never a value
             if not secret_env.NAME.fullmatch(secret):
                 raise refuse(f"upstreams.{name}.secret_env.{var}", "the name of an "
@@ -447,6 +453,10 @@ def _check_gateway(config: Config, refuse: Any) -> None:
             if var in upstream.env:
                 raise refuse(f"upstreams.{name}.env.{var}", "a variable set in env or "
                              "secret_env, not both", "<hidden>")
+    bare = [name for name, upstream in config.upstreams.items() if upstream.prefix == ""]
+    if len(bare) > 1:  # which server would a bare name be?
+        raise refuse(f"upstreams.{bare[1]}.prefix", '"" on one upstream at most',
+                     f'"" on upstreams {", ".join(bare)}')
     keys: dict[str, str] = {}
     for name, agent in config.agents.items():
         _check_agent(config, name, agent, refuse)

@@ -80,6 +80,33 @@ def test_a_streamed_message_arrives_event_by_event_and_its_task_can_be_got_and_l
                                 "TASK_STATE_COMPLETED"]
 
 
+def test_a_streams_final_event_arrives_only_once_its_audit_record_is_written(
+        start_daemon, state_dir, streamer):
+    """A client that reads up to the final state and hangs up got the whole answer: the
+    record must already say ok then (found by the chaos harness: it said cancelled)."""
+    d = start_a2a_daemon(start_daemon, state_dir, {"stream": streamer})
+    url = f"{base(d)}/a2a/stream"
+
+    async def talk(n: int) -> list[int]:
+        seen = []
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKENS['alice']}",
+                                              "A2A-Version": "1.0"},
+                                     timeout=30) as http:
+            for i in range(n):
+                body = rpc("SendStreamingMessage", {"message": {
+                    "role": "ROLE_USER", "messageId": f"m{i}", "parts": [{"text": "go"}]}})
+                async with http.stream("POST", url, json=body) as response:
+                    async for line in response.aiter_lines():
+                        if "TASK_STATE_COMPLETED" in line:
+                            break  # the final event: read no further, hang up
+                seen.append(sum(r["outcome"]["status"] == "ok" for r in a2a_records(d)))
+        return seen
+    seen = asyncio.run(talk(5))
+    assert seen == [1, 2, 3, 4, 5]  # each record was there when its final event came
+    statuses = [r["outcome"]["status"] for r in a2a_records(d)]
+    assert statuses == ["ok"] * 5
+
+
 def test_another_agent_cannot_get_cancel_subscribe_to_or_list_the_first_ones_task(
         start_daemon, state_dir, streamer):
     d = start_a2a_daemon(start_daemon, state_dir, {"stream": streamer})

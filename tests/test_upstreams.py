@@ -178,3 +178,19 @@ def test_upstream_progress_reaches_the_agent_under_its_own_token(daemon, token):
         assert progress[0]["message"] == "step 1"
         assert alice.call_tool("echo", {})["isError"] is False
         assert not [n for n in alice.notifications if n["method"] == "notifications/progress"]
+
+
+def test_a_bare_upstream_serves_its_tools_by_their_own_names(start_daemon):
+    config = upstreams()
+    config["upstreams.notes"] = {**config["upstreams.notes"], "prefix": ""}
+    d = start_daemon(extra=config)
+    d.wait_ready(timeout=60)
+    with agent(d, "bob") as bob:
+        names = {t["name"] for t in bob.list_tools()}
+        assert {"add", "read_note", "steps", "old__shout", "echo"} <= names
+        assert not any(name.startswith("notes__") for name in names)
+        assert bob.call_tool("add", {"a": 2, "b": 40})["content"][0]["text"] == "42"
+        assert bob.call_tool("old__shout", {"text": "x"})["content"][0]["text"] == "X"
+        with pytest.raises(RpcError) as err:
+            bob.call_tool("no_such_tool", {})
+        assert (err.value.code, err.value.message) == (-32602, "Unknown tool: no_such_tool")

@@ -1,5 +1,7 @@
 """The agents: well-behaved ones on every front door and in both MCP eras, each keeping a
-window of calls in flight, and one bad agent whose calls spin a plugin hook.
+window of calls in flight, and one bad agent whose calls spin a plugin hook.  On the
+HTTP front door (benchmarks/chaos_harness/http_agents.py): MCP agents in both eras, and
+LLM and A2A agents, streamed and not, at a lower rate (their servers are slower).
 
 Every call's arguments are unique in the run, so its audit record can be found by their
 digest, and its answer checked exactly: ``echo`` must return the arguments, the
@@ -12,15 +14,19 @@ import asyncio
 import hashlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
 import orjson
 
+from benchmarks.chaos_harness.http_agents import A2aAgent, HttpAgent, LlmAgent, McpHttpAgent
 from benchmarks.chaos_harness.ledger import Ledger, RecordingClient, Request
 from benchmarks.chaos_harness.target import CLI, ENV, DaemonUnderTest
 
-DOORS = ("tcp", "zmq", "bridge")  # the bridge is `workingagents mcp-bridge` on stdio
+DOORS = ("tcp", "zmq", "bridge", "http")  # the bridge: `workingagents mcp-bridge` on stdio
+GATEWAYS = ("llm", "a2a")  # the AI and agent gateways, on the HTTP front door
+GATEWAY_RATE_SHARE = 0.25  # of --rate, for an LLM or A2A agent
 BAD_AGENT = "mallory"
 UPSTREAM_SHARE = 0.25  # of the good agents' calls go to the upstream MCP server
 
@@ -30,6 +36,7 @@ class AgentSpec:
     name: str
     door: str
     stateless: bool
+    stream: bool = False  # an LLM or A2A agent that asks for streams
 
     @property
     def token(self) -> str:
@@ -40,18 +47,36 @@ class AgentSpec:
         return hashlib.sha256(self.token.encode()).hexdigest()
 
 
-def good_agents() -> list[AgentSpec]:
-    return [AgentSpec(f"{door}-{'stateless' if stateless else 'handshake'}", door, stateless)
-            for door in DOORS for stateless in (False, True)]
+def good_agents(gateways: bool = True) -> list[AgentSpec]:
+    agents = [AgentSpec(f"{door}-{'stateless' if stateless else 'handshake'}", door,
+                        stateless) for door in DOORS for stateless in (False, True)]
+    if gateways:
+        agents += [AgentSpec(f"{kind}-{'stream' if stream else 'plain'}", kind, True, stream)
+                   for kind in GATEWAYS for stream in (False, True)]
+    return agents
 
 
 def bad_agent() -> AgentSpec:
     return AgentSpec(BAD_AGENT, "tcp", False)
 
 
-async def connect(spec: AgentSpec, target: DaemonUnderTest) -> RecordingClient:
+Client = RecordingClient | HttpAgent
+
+
+async def connect(spec: AgentSpec, target: DaemonUnderTest) -> Client:
     listen = target.listen()
     client: RecordingClient
+    if spec.door in ("http", *GATEWAYS):
+        base = f"http://{listen['http']}"
+        agent: HttpAgent
+        if spec.door == "http":
+            agent = McpHttpAgent(base, spec.token, spec.stateless)
+        elif spec.door == "llm":
+            agent = LlmAgent(base, spec.token, spec.name, spec.stream)
+        else:
+            agent = A2aAgent(base, spec.token, spec.name, spec.stream)
+        await agent.start()
+        return agent
     if spec.door == "tcp":
         host, _, port = listen["tcp"].rpartition(":")
         client = cast(RecordingClient, await RecordingClient.tcp(host, int(port), spec.token,
@@ -75,18 +100,29 @@ def next_request(spec: AgentSpec, ledger: Ledger, rng: random.Random) -> Request
     return Request(spec.name, spec.door, "echo", arguments, orjson.dumps(arguments).decode())
 
 
-async def run_good_agent(spec: AgentSpec, client: RecordingClient, ledger: Ledger,
+def request_maker(spec: AgentSpec, client: Client, ledger: Ledger,
+                  rng: random.Random) -> Callable[[], Request]:
+    if isinstance(client, LlmAgent | A2aAgent):
+        agent = client
+        return lambda: agent.next_request(ledger, rng)
+    return lambda: next_request(spec, ledger, rng)
+
+
+async def run_good_agent(spec: AgentSpec, client: Client, ledger: Ledger,
                          rng: random.Random, until: float, window: int, rate: float,
                          timeout: float) -> None:
     """``window`` lanes, each one call at a time, together about ``rate`` calls/s."""
+    if spec.door in GATEWAYS:
+        window, rate = max(1, window // 2), rate * GATEWAY_RATE_SHARE
     interval = window / rate
+    make = request_maker(spec, client, ledger, rng)
 
     async def lane() -> None:
         next_at = time.monotonic() + rng.random() * interval
         while (now := time.monotonic()) < until:
             await asyncio.sleep(max(0.0, next_at - now))
             next_at = max(next_at + interval, time.monotonic())
-            request = next_request(spec, ledger, rng)
+            request = make()
             ledger.requests.append(request)
             try:
                 await client.call(request, timeout)

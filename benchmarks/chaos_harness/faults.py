@@ -9,6 +9,8 @@
 | swap_plugin    | a new version of the ``swapped`` plugin dropped into the plugin dir   |
 | reload         | ``workingagents reload``                                              |
 | poison_storm   | the bad agent pipelines calls whose plugin hook spins                 |
+| kill_llm       | kill -9 of the fake LLM provider, restarted on its port 0.3-1.5 s on  |
+| kill_peer      | kill -9 of the A2A peer, restarted on its port 0.3-1.5 s later        |
 
 A fault whose target is not there at that moment (a worker mid-restart) is counted as
 missed, not as injected.
@@ -29,11 +31,14 @@ from pathlib import Path
 import psutil
 
 from benchmarks.chaos_harness import plugin_files
+from benchmarks.chaos_harness.services import OutsideServer
 from benchmarks.chaos_harness.target import DaemonUnderTest
 from daemon.control.status import workers_in
 
 WEIGHTS = {"kill_gateway": 3, "kill_upstream": 2, "kill_audit": 1, "stop_gateway": 1,
            "swap_plugin": 2, "reload": 1, "poison_storm": 1}
+SERVER_WEIGHTS = {"kill_llm": 1, "kill_peer": 1}  # when the harness runs those servers
+DOWN_SECONDS = (0.3, 1.5)  # how long a killed outside server stays away
 STOP_SECONDS = 2.0  # > heartbeat_timeout + abort_grace: the stopped worker is found hung
 
 
@@ -43,8 +48,12 @@ class Missed(Exception):
 
 class FaultInjector:
     def __init__(self, target: DaemonUnderTest, rng: random.Random, plugin_dir: Path,
-                 storm: Callable[[], Awaitable[None]]) -> None:
+                 storm: Callable[[], Awaitable[None]],
+                 servers: dict[str, OutsideServer] | None = None) -> None:
         self.target = target
+        self.servers = servers or {}
+        self.weights = {**WEIGHTS, **(SERVER_WEIGHTS if self.servers else {})}
+        self._restarting: set[str] = set()
         self.rng = rng
         self.plugin_dir = plugin_dir
         self.storm = storm
@@ -62,7 +71,7 @@ class FaultInjector:
             await asyncio.sleep(self.rng.uniform(*gap))
             if time.monotonic() >= until:
                 break
-            kind = self.rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
+            kind = self.rng.choices(list(self.weights), weights=list(self.weights.values()))[0]
             tasks.append(asyncio.create_task(self.inject(kind)))
         await asyncio.gather(*tasks)
 
@@ -130,6 +139,21 @@ class FaultInjector:
         if rc != 0:
             self.problems.append(f"reload exited {rc}: {(out + err).strip()[:200]}")
         return f"exit {rc} after {time.monotonic() - started:.1f}s"
+
+    async def _kill_server(self, name: str) -> str:
+        if name in self._restarting:  # still away from the last kill
+            raise Missed(name)
+        self._restarting.add(name)
+        try:
+            return await self.servers[name].kill_and_restart(self.rng.uniform(*DOWN_SECONDS))
+        finally:
+            self._restarting.discard(name)
+
+    async def kill_llm(self) -> str:
+        return await self._kill_server("llm")
+
+    async def kill_peer(self) -> str:
+        return await self._kill_server("peer")
 
     async def poison_storm(self) -> str:
         await self.storm()

@@ -22,26 +22,33 @@ from daemon.protocol import mcp
 
 @dataclass(slots=True)
 class Request:
-    """One tools/call and what came back, kept small: a soak files millions of them."""
+    """One request (a tools/call, or an LLM or A2A request: ``tool`` "llm" / "a2a") and
+    what came back, kept small: a soak files millions of them."""
 
     agent: str
-    door: str  # "tcp", "zmq", "bridge"
+    door: str  # "tcp", "zmq", "bridge", "http-session", "llm-stream", "a2a", ...
     tool: str
     arguments: dict[str, Any] | None  # dropped once answered
     expected: str  # the text of a correct result; dropped once answered
     digest: bytes = b""  # how the audit log names the arguments: sha256 of canonical JSON
     answers: int = 0
     first: str = "lost"  # the verdict on the first answer
+    body: bytes = b""  # an LLM request's body as sent; dropped once answered
 
     def __post_init__(self) -> None:
         self.digest = hashlib.sha256(orjson.dumps(self.arguments,
                                                   option=orjson.OPT_SORT_KEYS)).digest()
 
     def answer(self, message: dict[str, Any]) -> None:
+        """A JSON-RPC response to this tools/call."""
+        self.settle(self._judge(message) if self.answers == 0 else "")
+
+    def settle(self, verdict: str) -> None:
+        """An answer, judged ("ok", "wrong", "error <code>", "http <status>", ...)."""
         self.answers += 1
         if self.answers == 1:
-            self.first = self._judge(message)
-            self.arguments, self.expected = None, ""
+            self.first = verdict
+            self.arguments, self.expected, self.body = None, "", b""
 
     def _judge(self, message: dict[str, Any]) -> str:
         """"ok", "wrong", "denied", "tool_error" or "error <code>"."""

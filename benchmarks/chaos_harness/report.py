@@ -27,6 +27,7 @@ def render(summary: dict[str, Any], as_json: bool) -> str:
         f"errors by code: {compact(good['outcomes']) or 'none'}",
         f"by door: {groups(summary['by_door'])}",
         f"by agent (and its gateway worker): {groups(summary['by_agent'])}",
+        *gateway_lines(summary.get("gateways")),
         f"poison calls (bad agent, not in ok %): {poison['requests']}, answered "
         f"{compact({**poison['outcomes'], 'ok': poison['ok']}) or 'none'}",
         f"faults injected: {compact(faults['injected'])}"
@@ -46,6 +47,25 @@ def render(summary: dict[str, Any], as_json: bool) -> str:
     if summary.get("state_dir"):
         lines.append(f"state dir kept: {summary['state_dir']}")
     return "\n".join(lines)
+
+
+def gateway_lines(gateways: dict[str, Any] | None) -> list[str]:
+    """The LLM and A2A requests (apart: their provider and peer get killed)."""
+    if not gateways:
+        return []
+    return [
+        f"LLM/A2A requests {gateways['requests']}, ok {gateways['ok_percent']}%, "
+        f"lost {gateways['lost']}, duplicates {gateways['duplicates']}, wrong "
+        f"{gateways['wrong']}, streams cut {gateways['cut']}, garbled {gateways['garbled']}, "
+        f"audit-missing {gateways['audit_missing']}, audited twice {gateways['audit_twice']}",
+        f"LLM/A2A errors: {compact(gateways['outcomes']) or 'none'}"
+        + (f"; undocumented: {compact(gateways['undocumented'])}"
+           if gateways["undocumented"] else "")
+        + (f"; answered without a record: {compact(gateways['unaudited_fates'])}"
+           if gateways["unaudited_fates"] else ""),
+        f"LLM/A2A by door: {groups(gateways['by_door'])}; restarts "
+        f"{compact(gateways['restarts'])}; after the chaos: {gateways['recovery']}",
+    ]
 
 
 def groups(breakdown: dict[str, dict[str, Any]]) -> str:

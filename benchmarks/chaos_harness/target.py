@@ -35,8 +35,10 @@ SUPERVISION = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0, "abort_grace
 
 
 class DaemonUnderTest:
-    def __init__(self, state_dir: Path, sections: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, state_dir: Path, sections: dict[str, dict[str, Any]],
+                 env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
+        self.env = {**ENV, **(env or {})}  # + the secrets the config names
         self.config = state_dir / "wa.toml"
         write_config(self.config, sections)
         self.log_path = state_dir / "daemon.log"
@@ -48,7 +50,7 @@ class DaemonUnderTest:
     def start(self, timeout: float = 60.0) -> dict[str, Any]:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([*CLI, "serve", "--config", str(self.config)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=ENV,
+                                         stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                          cwd=ROOT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -83,7 +85,7 @@ class DaemonUnderTest:
 
     async def cli(self, *args: str, timeout: float = 60.0) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
-            *CLI, *args, "--config", str(self.config), env=ENV, cwd=ROOT,
+            *CLI, *args, "--config", str(self.config), env=self.env, cwd=ROOT,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout)

@@ -108,6 +108,19 @@ def unwrap(result: Any) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+# The states after which a peer ends a stream (terminal or interrupted), either version
+FINAL_STATES = frozenset(("completed", "failed", "canceled", "rejected", "input_required",
+                          "auth_required", "input-required", "auth-required"))
+
+
+def is_final(result: Any, state: str | None) -> bool:
+    """A stream event after which the peer ends the stream: a Message, or a task in a
+    terminal or interrupted state."""
+    found = unwrap(result)
+    return (found is not None and found[0] == "message") or (
+        state is not None and state.removeprefix("TASK_STATE_").lower() in FINAL_STATES)
+
+
 def named_ids(result: Any) -> tuple[str | None, str | None, str | None]:
     """(taskId, contextId, state) a result or event carries."""
     found = unwrap(result)

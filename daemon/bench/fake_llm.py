@@ -7,8 +7,9 @@ The answer is "echo: <last user text>", or exactly what follows "say:" in it, or
 makes it fail: "500", "429", "401", "hang" (never answers), "garbage" (not JSON).
 ``chunk`` and ``delay`` shape streams (characters per chunk, seconds between chunks).
 ``seen`` keeps each request (path, headers, body); ``cancelled`` counts streams whose
-client went away before the end.  ``python -m daemon.bench.fake_llm`` serves one in its
-own process and prints its port (the bench's provider).
+client went away before the end.  ``python -m daemon.bench.fake_llm [KEY [PORT]]`` serves
+one in its own process and prints its port (the bench's provider; the chaos harness
+restarts it on the same port).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def answer_for(body: dict[str, Any]) -> str:
 
 class FakeLlm:
     def __init__(self, key: str = "sk-provider-key", models: tuple[str, ...] = (
-            "gpt-4o-mini", "gpt-4o", "text-embedding-3-small")) -> None:
+            "gpt-4o-mini", "gpt-4o", "text-embedding-3-small"), port: int = 0) -> None:
         self.key = key
         self.models = models
         self.mode = "ok"
@@ -56,7 +57,7 @@ class FakeLlm:
         self.delay = 0.0
         self.seen: list[tuple[str, dict[str, str], Any]] = []
         self.cancelled = 0
-        self.port = 0
+        self.port = port  # 0: a free one
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -91,7 +92,7 @@ class FakeLlm:
         app.router.add_get("/v1/models", self.list_models)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        site = web.TCPSite(runner, "127.0.0.1", self.port, backlog=1024)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._ready.set()
@@ -229,6 +230,7 @@ class FakeLlm:
 
 
 if __name__ == "__main__":  # a provider in a process of its own, until stdin closes
-    with FakeLlm(key=sys.argv[1] if len(sys.argv) > 1 else "sk-provider-key") as served:
+    with FakeLlm(key=sys.argv[1] if len(sys.argv) > 1 else "sk-provider-key",
+                 port=int(sys.argv[2]) if len(sys.argv) > 2 else 0) as served:
         print(served.port, flush=True)
         sys.stdin.read()

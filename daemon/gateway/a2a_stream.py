@@ -8,7 +8,10 @@ stream with TaskNotFound), its state is noted for the audit record, and every pa
 goes through the on_chunk hooks of the plugins that see "a2a" calls (each part whole:
 final=True), so a secret in a streamed part is redacted like one in a whole answer.  A
 guardrail's Deny, or a stream that breaks off, ends the stream with a JSON-RPC error
-event: a stream never just stops as if it were complete.
+event: a stream never just stops as if it were complete.  The final event (a Message,
+or a terminal or interrupted state) is held back and sent as the stream's end, after
+the audit record, like a tool call's answer: a client that hangs up once it has it got
+a whole answer, and the record says ok.
 """
 
 from __future__ import annotations
@@ -63,8 +66,10 @@ def _data(block: bytes) -> bytes | None:
 
 async def relay_events(calls: A2aCalls, trace: A2aTrace, chain: tuple[Any, ...], call: Call,
                        rid: Any, content: Any, send: Callable[[bytes], None]) -> bytes:
-    """Pass the peer's events on (``send``); returns the stream's last bytes."""
+    """Pass the peer's events on (``send``); returns the stream's last bytes (the final
+    event, held back, or an error event)."""
     guard = ChunkGuard(chain, call)
+    held = b""  # the final event, sent as the end (after the record)
     try:
         async for data in events(content):
             try:
@@ -77,32 +82,38 @@ async def relay_events(calls: A2aCalls, trace: A2aTrace, chain: tuple[Any, ...],
                 failed = event["error"] if isinstance(event["error"], dict) else {}
                 trace.outcome = {"status": "error", "code": failed.get("code"),
                                  "message": str(failed.get("message"))[:300]}
-                return sse(data)
+                return held + sse(data)
             result = event.get("result")
             task, context, state = binding.named_ids(result)
             trace.saw(task, context, state)
             if not calls.claim(trace.peer, call.agent, task, context):
                 trace.outcome = {"status": "denied", "by": "ownership"}
-                return sse(binding.task_not_found(rid))
+                return held + sse(binding.task_not_found(rid))
             passed = await _guarded(guard, result)
             if isinstance(passed, tuple):
                 hosted, deny = passed
                 trace.outcome = {"status": "denied", "by": hosted.name, "reason": deny.reason}
                 guard.note(trace.trail)
-                return sse(error(rid, DENIED, f"Denied by {hosted.name}: {deny.reason}",
-                                 {"by": hosted.name, "reason": deny.reason,
-                                  "kind": deny.kind}))
+                return held + sse(error(rid, DENIED, f"Denied by {hosted.name}: "
+                                        f"{deny.reason}", {"by": hosted.name,
+                                                           "reason": deny.reason,
+                                                           "kind": deny.kind}))
             if calls.content != "none":
                 trace.reply.extend(binding.texts(passed))
-            send(sse(data if passed is result else orjson.dumps({**event, "result": passed})))
+            if held:  # a peer that goes on after its final event: pass that one on now
+                send(held)
+            out = sse(data if passed is result else orjson.dumps({**event, "result": passed}))
+            held = out if binding.is_final(result, state) else b""
+            if not held:
+                send(out)
     except Exception as exc:  # a timeout, a broken connection: never a silent end
         guard.note(trace.trail)
         why = f"the stream broke off ({exc.__class__.__name__})"
         trace.outcome = {"status": "peer_error", "message": why}
-        return sse(error(rid, PEER_FAILED, f"A2A agent {trace.peer} failed: {why}",
-                         {"peer": trace.peer}))
+        return held + sse(error(rid, PEER_FAILED, f"A2A agent {trace.peer} failed: {why}",
+                                {"peer": trace.peer}))
     guard.note(trace.trail)
-    return b""
+    return held
 
 
 async def _guarded(guard: ChunkGuard, result: Any) -> Any:

@@ -211,7 +211,7 @@ class CallHandler:
                 raise upstream_unavailable(upstream, self.tools.retry_at.get(upstream))
             # a hidden tool answers exactly like one that does not exist, but the audit
             # log says the roles denied it: an agent probing for tools shows up there
-            if tool is not None or upstream:
+            if tool is not None or (upstream and upstream != self.policy.bare_upstream):
                 raise RoleDenied(name, self.policy.agent_roles.get(agent, ()), tool is not None)
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
         arguments = params.get("arguments", {})

@@ -28,6 +28,7 @@ class Policy:
     call_timeout: float = 60.0
     tool_timeouts: dict[str, float] = field(default_factory=dict)
     upstreams: tuple[str, ...] = ()  # configured, whether up or not
+    bare_upstream: str = ""  # the one whose tools keep their own names (prefix = "")
     resource_patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)
     prompt_patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)
     role_peers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # A2A peer globs
@@ -41,6 +42,7 @@ class Policy:
             call_timeout=float(options.get("call_timeout", 60.0)),
             tool_timeouts={t: float(s) for t, s in options.get("tool_timeouts", {}).items()},
             upstreams=tuple(options.get("upstreams", ())),
+            bare_upstream=str(options.get("bare_upstream", "")),
             resource_patterns={r: tuple(p) for r, p in
                                options.get("role_resources", {}).items()},
             prompt_patterns={r: tuple(p) for r, p in options.get("role_prompts", {}).items()},
@@ -49,9 +51,12 @@ class Policy:
         )
 
     def upstream_of(self, tool: str) -> str | None:
-        """The configured upstream a tool name belongs to (<upstream>__<tool>)."""
+        """The configured upstream a tool name belongs to (<upstream>__<tool>, or any
+        other name: the bare upstream's, if there is one)."""
         prefix, sep, _ = tool.partition(SEPARATOR)
-        return prefix if sep and prefix in self.upstreams else None
+        if sep and (prefix in self.upstreams or prefix + SEPARATOR == A2A_PREFIX):
+            return prefix if prefix in self.upstreams else None
+        return self.bare_upstream or None
 
     def may_call(self, agent: str, tool: str) -> bool:
         key = (agent, tool)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -30,6 +32,7 @@ from daemon.protocol.jsonrpc import RpcError
 from daemon.tools import builtin
 from daemon.tools.registry import CallChannel, Offered, Tool, ToolRegistry
 
+log = logging.getLogger("gateway")
 SEPARATOR = "__"
 UP, RESTARTING, DOWN = "up", "restarting", "down"  # as daemon.master.upstreams says
 
@@ -45,6 +48,7 @@ class UpstreamLinks:
         self.states: dict[str, str] = {}  # name -> up | restarting | down
         self.retry_at: dict[str, float] = {}  # down: name -> its next probe (epoch s)
         self._changed = asyncio.Event()  # set (and replaced) on every update
+        self.bare = ""  # the upstream whose tools and prompts keep their names (prefix "")
 
     def update(self, upstreams: dict[str, dict[str, Any]]) -> ToolRegistry:
         """Follow the master's view; returns the registry of every tool now callable."""
@@ -60,7 +64,8 @@ class UpstreamLinks:
         registry.request = self.request
         self.states = {}
         self.retry_at = registry.retry_at
-        for name, info in upstreams.items():
+        # the bare upstream last: a name the gateway or another upstream has stays theirs
+        for name, info in sorted(upstreams.items(), key=lambda item: item[0] == self.bare):
             state = self.states[name] = str(info.get("state", UP))
             if state == DOWN:
                 if info.get("retry_at") is not None:
@@ -76,13 +81,17 @@ class UpstreamLinks:
                 self.links[name] = (str(info["endpoint"]), ZmqEndpoint(sock, self._on_reply))
             # up: no step before the call (the hot path); restarting: wait for it first
             ready = None if state == UP else functools.partial(self.until_up, name)
+            named = _Names(name, name == self.bare, registry, upstreams)
             for tool in info.get("tools", []):
+                exposed = named(str(tool["name"]), registry.get)
+                if exposed is None:
+                    continue
                 registry.add(Tool(
-                    f"{name}{SEPARATOR}{tool['name']}", str(tool.get("description", "")),
+                    exposed, str(tool.get("description", "")),
                     tool.get("inputSchema") or {"type": "object"},
                     functools.partial(self.call, name, tool["name"]), ready=ready,
                     origin=(name, tool["name"]), listed=tool))
-            _catalog(registry, name, info, ready)
+            _catalog(registry, name, info, ready, named)
         self._changed.set()
         self._changed = asyncio.Event()
         return registry
@@ -199,8 +208,28 @@ def _result(envelope: bytes) -> dict[str, Any]:
     return result  # an "input_required" one (MRTR) goes to the agent as it is
 
 
+class _Names:
+    """The names an upstream's tools and prompts get: <upstream>__<name>, or for the bare
+    upstream their own, unless the gateway or another upstream has that name (a built-in
+    tool, an a2a__ tool, anything <upstream>__…): then it is left out, with a warning."""
+
+    def __init__(self, upstream: str, bare: bool, registry: ToolRegistry,
+                 upstreams: dict[str, Any]) -> None:
+        self.upstream, self.bare = upstream, bare
+        self.taken = (*(n + SEPARATOR for n in upstreams), "a2a" + SEPARATOR)
+
+    def __call__(self, name: str, existing: Callable[[str], object | None]) -> str | None:
+        if not self.bare:
+            return f"{self.upstream}{SEPARATOR}{name}"
+        if existing(name) is None and not name.startswith(self.taken):
+            return name
+        log.warning("upstream %s: %r is left out: the gateway or another upstream has "
+                    "that name", self.upstream, name)
+        return None
+
+
 def _catalog(registry: ToolRegistry, name: str, info: dict[str, Any],
-              ready: Any) -> None:
+              ready: Any, named: _Names) -> None:
     """An upstream's resources (by URI), templates and prompts (<upstream>__<prompt>)."""
     for resource in info.get("resources", []):
         uri = resource.get("uri")
@@ -211,8 +240,9 @@ def _catalog(registry: ToolRegistry, name: str, info: dict[str, Any],
             registry.templates.append(Offered(name, template["uriTemplate"], template, ready))
     for prompt in info.get("prompts", []):
         if isinstance(prompt.get("name"), str):
-            registry.prompts[f"{name}{SEPARATOR}{prompt['name']}"] = Offered(
-                name, prompt["name"], prompt, ready)
+            exposed = named(prompt["name"], registry.prompts.get)
+            if exposed is not None:
+                registry.prompts[exposed] = Offered(name, prompt["name"], prompt, ready)
 
 
 def upstream_unavailable(upstream: str, retry_at: float | None = None) -> RpcError:

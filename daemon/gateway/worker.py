@@ -48,6 +48,7 @@ class GatewayService:
             messages.worker_identity(worker.name, worker.incarnation).decode())
         self.slot = worker.slot
         self.links.asks.audit, self.links.asks.worker = self.audit, worker.name
+        self.links.bare = str(options.get("bare_upstream", ""))
         self.handler = CallHandler(Policy.from_options(options), self.links.update({}),
                                    self.plugins, self.audit, worker.name,
                                    audit["arguments"] == "full", self.slot)

@@ -56,6 +56,7 @@ def gateway_options(settings: Settings) -> dict[str, Any]:
             "role_resources": {name: list(r.resources) for name, r in c.roles.items()},
             "role_prompts": {name: list(r.prompts) for name, r in c.roles.items()},
             "upstreams": sorted(c.upstreams),
+            "bare_upstream": next((n for n, u in c.upstreams.items() if u.prefix == ""), ""),
             "call_timeout": c.gateway.call_timeout,
             "tool_timeouts": dict(c.gateway.tool_timeouts),
             "llm": llm_options(c.llm, {name: list(r.models) for name, r in c.roles.items()},

@@ -3,8 +3,10 @@
 MCP's Streamable HTTP sends one JSON-RPC message per event.  Lines may end in LF, CRLF or
 CR (the SSE grammar); a field line is ``name: value``; a blank line ends the event; lines
 starting with ":" are comments (keep-alives).  Only ``data`` matters here: ``id``,
-``event`` and ``retry`` are read past.  An event over ``cap`` bytes is refused as it
-streams in: EventTooLarge is raised, and the stream is not worth reading on.
+``event`` and ``retry`` are read past; an event whose data is empty is none (SSE's
+dispatch rule: servers send one to prime a resumable stream).  An event over ``cap``
+bytes is refused as it streams in: EventTooLarge is raised, and the stream is not worth
+reading on.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ class SseEvents:
         events: list[bytes] = []
         for line in self._lines.feed(chunk):
             if not line:
-                if self._data:
-                    events.append(b"\n".join(self._data))
+                data = b"\n".join(self._data)
+                if data:  # an empty one (a resumable stream's priming event) is no event
+                    events.append(data)
                 self._data, self._size = [], 0
                 continue
             field, _, value = line.partition(b":")

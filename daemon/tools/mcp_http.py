@@ -14,9 +14,12 @@ handshake era the server's GET event stream is kept open when it offers one, for
 Answers come as JSON or as an event stream (daemon.tools.sse_events); notifications on a
 call's stream (progress, log messages) go to ``on_notification``, and the server's
 requests there (sampling, elicitation, roots/list: handshake era only) to ``on_request``,
-both with the call they came with; its answer is POSTed back.  A cancelled call closes its stream,
-and in the handshake era also sends ``notifications/cancelled`` (the 2026-07-28 wire has
-no client notifications: the closed stream is the signal).
+both with the call they came with; its answer is POSTed back.  What comes on the GET
+stream is tied to no call (SDK servers send requests there unless told the related
+request): it goes to the call in flight when there is exactly one, as over stdio.  A
+cancelled call closes its stream, and in the handshake era also sends
+``notifications/cancelled`` (the 2026-07-28 wire has no client notifications: the closed
+stream is the signal).
 
 "Exited", for an HTTP server, means unreachable: after a connection failure (or an idle
 spell, every PROBE_EVERY seconds) the client pings it; PROBE_ATTEMPTS failed pings in a
@@ -83,6 +86,9 @@ class _Message(msgspec.Struct):
 _read_message = msgspec.json.Decoder(_Message).decode
 
 
+_UNRELATED = object()  # what _on_message is told of a message on the GET stream
+
+
 class Unreachable(RpcError):
     """The server could not be reached, or dropped the connection mid-answer."""
 
@@ -130,6 +136,7 @@ class HttpMcpClient:
         self._renewing = asyncio.Lock()
         self._probe: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # owned: cancelled and awaited at close
+        self._calls: dict[int, Any] = {}  # request id -> the call it serves, while in flight
 
     # -- life ----------------------------------------------------------------------------
 
@@ -244,7 +251,7 @@ class HttpMcpClient:
                     async for chunk in response.content.iter_chunked(READ_CHUNK):
                         self._last_heard = time.monotonic()
                         for data in events.feed(chunk):
-                            self._on_message(data)
+                            self._on_message(data, _UNRELATED)
             except EventTooLarge:
                 log.error("%s: refused an event of over %d bytes on the server's stream",
                           self.name, MAX_MESSAGE_BYTES)
@@ -350,14 +357,20 @@ class HttpMcpClient:
         rid = next(self._ids)
         body = b'{"jsonrpc":"2.0","id":%d,"method":%b,"params":%b}' % (
             rid, orjson.dumps(method), params)
-        for again in (False, True):
-            session = self.session_id
-            try:
-                return await self._post(rid, method, body, name, modern, route)
-            except _SessionGone:
-                if again or method == "initialize":
-                    break
-                await self._renew(session)
+        if route is not None:
+            self._calls[rid] = route
+        try:
+            for again in (False, True):
+                session = self.session_id
+                try:
+                    return await self._post(rid, method, body, name, modern, route)
+                except _SessionGone:
+                    if again or method == "initialize":
+                        break
+                    await self._renew(session)
+        finally:
+            if route is not None:
+                del self._calls[rid]
         raise RpcError(TOOL_UNAVAILABLE, "Tool unavailable: the upstream server refused "
                                          "a new session too")
 
@@ -480,6 +493,11 @@ class HttpMcpClient:
             return None
         if message.method is msgspec.UNSET:
             return message
+        if route is _UNRELATED:  # the GET stream: the one call in flight, if only one
+            route = None
+            if message.id is not msgspec.UNSET or message.method == "notifications/message":
+                routes = {id(r): r for r in self._calls.values()}
+                route = next(iter(routes.values())) if len(routes) == 1 else None
         if message.id is msgspec.UNSET:
             if self.on_notification is not None:
                 self.on_notification({"jsonrpc": "2.0", "method": message.method,

@@ -46,12 +46,9 @@ SUITE = NODE_DIR / "node_modules" / "@modelcontextprotocol" / "conformance" / "d
 TSX = NODE_DIR / "node_modules" / "tsx" / "dist" / "cli.mjs"
 UPSTREAM = "ref"
 
-# Scenarios that fail through the gateway for want of features being built elsewhere
-# (issue 13: resource subscriptions); each entry leaves once its feature is merged.
-PENDING = {
-    "resources-subscribe": "resources/subscribe is not passed to upstreams yet",
-    "resources-unsubscribe": "resources/unsubscribe is not passed to upstreams yet",
-}
+# Scenarios that fail through the gateway for want of features being built elsewhere;
+# each entry leaves once its feature is merged (none left since issue 13's).
+PENDING: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ requires.  The bridge exits when stdin closes.
 The daemon may restart under an IDE that keeps its session for days, so the bridge
 outlives the daemon's connection: it reconnects with capped backoff (one stderr line per
 attempt), finding the daemon's address and the admin token anew each time, and replays
-the client's ``initialize`` (its answer swallowed) so that the client never notices.
+the client's ``initialize`` and resource subscriptions (their answers swallowed) so that
+the client never notices.
 Calls in flight when the connection dropped answer -32014 (their outcome is unknown);
 requests that arrive while it is down wait for the reconnection, or answer -32015 once the
 daemon has been away for ``deadline`` seconds.  Nothing hangs.
@@ -36,6 +37,8 @@ LINE_LIMIT = 1 << 24
 DEADLINE = 30.0  # seconds a request waits for a daemon that is away
 BACKOFF_INITIAL, BACKOFF_MAX = 0.1, 2.0
 REPLAY_TIMEOUT = 10.0  # for the daemon to answer the replayed initialize
+REPLAYED = "wa-bridge-replay-"  # the ids of the bridge's own requests
+RESUBSCRIBE_GAP = 0.5  # seconds between tries to subscribe again to a resource
 # (host, port, token) of the running daemon; raises OSError while there is none
 Locate = Callable[[], tuple[str, int, str]]
 
@@ -80,6 +83,7 @@ class Bridge:
         self.reader: asyncio.StreamReader | None = None
         self.initialize: bytes | None = None  # the client's, replayed on reconnection
         self.initialized = False
+        self.subscribed: set[str] = set()  # resources the client subscribed to: replayed
         self.in_flight: set[bytes] = set()  # request ids the daemon has and owes
         self.waiting: list[tuple[bytes | None, bytes]] = []  # (id, line) while away
         self.away_since: float | None = None
@@ -107,6 +111,7 @@ class Bridge:
                     self.initialize, self.initialized = line, False
                 elif message.get("method") == "notifications/initialized":
                     self.initialized = True
+                self._track_subscription(message)
             if self.writer is not None:
                 await self.send(rid, line)
             elif rid is not None and self.away_since is not None \
@@ -115,6 +120,14 @@ class Bridge:
             elif rid is not None:
                 self.waiting.append((rid, line))
             # a notification while away (a cancel, say) concerns a call already failed
+
+    def _track_subscription(self, message: dict[str, Any]) -> None:
+        params = message.get("params")
+        uri = params.get("uri") if isinstance(params, dict) else None
+        if isinstance(uri, str) and message.get("method") == "resources/subscribe":
+            self.subscribed.add(uri)
+        elif isinstance(uri, str) and message.get("method") == "resources/unsubscribe":
+            self.subscribed.discard(uri)
 
     async def send(self, rid: bytes | None, line: bytes) -> None:
         assert self.writer is not None
@@ -145,7 +158,7 @@ class Bridge:
         """The client's handshake again, on the new connection, its answer swallowed."""
         assert self.reader is not None and self.initialize is not None
         message = orjson.loads(self.initialize)
-        own = f"wa-bridge-replay-{next(self._replays)}"
+        own = f"{REPLAYED}{next(self._replays)}"
         message["id"] = own
         writer.write(with_token(orjson.dumps(message), self.token) + b"\n")
         await writer.drain()
@@ -162,7 +175,44 @@ class Bridge:
                                          f"{answer['error'].get('message')}")
         if self.initialized:
             writer.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
-            await writer.drain()
+        await writer.drain()
+        await self._resubscribe(writer)
+
+    async def _resubscribe(self, writer: asyncio.StreamWriter) -> None:
+        """The client's resource subscriptions, on the new connection, before its next
+        request goes out.  One the daemon does not know yet (its upstream is starting)
+        is asked for again, until REPLAY_TIMEOUT; then given up, with a log line."""
+        assert self.reader is not None
+        left = sorted(self.subscribed)
+        owed: dict[Any, str] = {}
+        try:
+            async with asyncio.timeout(REPLAY_TIMEOUT):
+                while left:
+                    for uri in left:
+                        owed[own := f"{REPLAYED}{next(self._replays)}"] = uri
+                        writer.write(with_token(orjson.dumps({
+                            "jsonrpc": "2.0", "id": own, "method": "resources/subscribe",
+                            "params": {"uri": uri}}), self.token) + b"\n")
+                    await writer.drain()
+                    left = []
+                    while owed:
+                        line = await self.reader.readline()
+                        if not line:
+                            raise ConnectionResetError("closed while subscribing again")
+                        answer = orjson.loads(line)
+                        uri = owed.pop(answer.get("id"), "") if isinstance(answer, dict) \
+                            and isinstance(answer.get("id"), str) else ""
+                        if not uri:  # an update already: the client's
+                            self.out.write(line)
+                            self.out.flush()
+                        elif "error" in answer:
+                            left.append(uri)
+                    if left:
+                        await asyncio.sleep(RESUBSCRIBE_GAP)
+        except TimeoutError:
+            missing = ", ".join(sorted({*left, *owed.values()}))
+            log.warning("could not subscribe again to %s after reconnecting; the client "
+                        "will not hear of their updates", missing)
 
     async def from_daemon(self) -> None:
         assert self.reader is not None

@@ -11,6 +11,7 @@ import urllib.request
 import anthropic
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.conftest import wait_for
@@ -289,3 +290,42 @@ def test_a_request_the_client_drops_before_the_provider_answers_gives_its_budget
     reply = openai_client(d).chat.completions.create(model="gpt-4o-mini", max_tokens=300,
                                                      messages=long)
     assert reply.choices[0].message.content
+
+
+def test_a_secret_in_streamed_tool_call_arguments_is_redacted_as_it_streams(
+        start_daemon, state_dir, fake):
+    fake.chunk, fake.delay = 3, 0.005  # the arguments arrive in pieces, the key in several
+    d = start_llm_daemon(start_daemon, state_dir, {"fake": openai_provider(fake)}, GUARDS)
+    tools = [{"type": "function", "function": {"name": "save_note", "parameters": {
+        "type": "object", "properties": {"key": {"type": "string"}}}}}]
+    chunks = list(openai_client(d).chat.completions.create(
+        model="gpt-4o-mini", messages=USER, tools=tools, stream=True))
+    pieces = [call.function.arguments or "" for c in chunks if c.choices
+              for call in c.choices[0].delta.tool_calls or ()]
+    arguments = "".join(pieces)
+    assert "AKIA" not in arguments and "IOSFODNN7" not in arguments
+    assert orjson.loads(arguments) == {"city": "Paris", "key": "[secret]", "note": "x" * 150}
+    names = [call.function.name for c in chunks if c.choices
+             for call in c.choices[0].delta.tool_calls or () if call.function.name]
+    assert names == ["save_note"] and chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert len([p for p in pieces if p]) > 2  # still a stream, not one late piece
+    record = wait_for(lambda: llm_records(d), 10, "the record")[-1]
+    rewrites = {x["plugin"] for x in record["decisions"] if x["verdict"] == "rewrite"}
+    assert "secrets" in rewrites and record["outcome"]["status"] == "ok"
+
+
+def test_a_secret_in_an_anthropic_streamed_tool_use_input_is_redacted(start_daemon,
+                                                                      state_dir, fake):
+    fake.chunk, fake.delay = 3, 0.002
+    d = start_llm_daemon(start_daemon, state_dir, {"claude": anthropic_provider(fake)},
+                         GUARDS)
+    tools = [{"name": "save_note", "input_schema": {"type": "object", "properties": {
+        "key": {"type": "string"}}}}]
+    with anthropic_client(d).messages.stream(model="claude-3-5-haiku", max_tokens=50,
+                                             messages=USER, tools=tools) as stream:
+        message = stream.get_final_message()
+    used = [b for b in message.content if b.type == "tool_use"]
+    assert [b.name for b in used] == ["save_note"]
+    assert used[0].input == {"city": "Paris", "key": "[secret]", "note": "x" * 150}
+    record = wait_for(lambda: llm_records(d), 10, "the record")[-1]
+    assert "AKIA" not in str(record) and record["outcome"]["status"] == "ok"

@@ -3,13 +3,14 @@ speaks OpenAI's (/v1/chat/completions, /v1/embeddings, /v1/models) and Anthropic
 (/v1/messages) wire formats, streamed or not, in a thread with its own event loop.
 
 The answer is "echo: <last user text>", or exactly what follows "say:" in it, or LEAK
-(a secret and an address) when it says "reveal", or 1000 characters when it says "long".  ``mode``
-makes it fail: "500", "429", "401", "hang" (never answers), "garbage" (not JSON).
-``chunk`` and ``delay`` shape streams (characters per chunk, seconds between chunks).
-``seen`` keeps each request (path, headers, body); ``cancelled`` counts streams whose
-client went away before the end.  ``python -m daemon.bench.fake_llm [KEY [PORT]]`` serves
-one in its own process and prints its port (the bench's provider; the chaos harness
-restarts it on the same port).
+(a secret and an address) when it says "reveal", 1000 characters when it says "long", or
+64 MB when it says "huge".  ``mode`` makes it fail: "500", "429", "401", "hang" (never
+answers), "garbage" (not JSON).  ``chunk`` and ``delay`` shape streams (characters per
+chunk, seconds between chunks).  ``seen`` keeps each request (path, headers, body);
+``cancelled`` counts streams whose client went away before the end, ``sent`` the stream
+bytes its sockets took.  ``python -m daemon.bench.fake_llm [KEY [PORT]]`` serves one in
+its own process and prints its port (the bench's provider; the chaos harness restarts it
+on the same port).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def answer_for(body: dict[str, Any]) -> str:
         return LEAK
     if "long" in text:
         return "word " * 200
+    if "huge" in text:  # 64 MB, for backpressure
+        return "word " * ((64 << 20) // 5)
     return text.split("say:", 1)[1].strip() if "say:" in text else f"echo: {text}"
 
 
@@ -57,6 +60,7 @@ class FakeLlm:
         self.delay = 0.0
         self.seen: list[tuple[str, dict[str, str], Any]] = []
         self.cancelled = 0
+        self.sent = 0  # bytes of streams written (and the socket took)
         self.port = port  # 0: a free one
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -125,6 +129,7 @@ class FakeLlm:
         try:
             for event in events:
                 await response.write(event)
+                self.sent += len(event)
                 if self.delay:
                     await asyncio.sleep(self.delay)
         except (asyncio.CancelledError, ConnectionError):
@@ -157,13 +162,7 @@ class FakeLlm:
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}
         if body.get("tools"):
-            tool = body["tools"][0]["function"]["name"]
-            call = {"id": "call_1", "type": "function",
-                    "function": {"name": tool, "arguments": '{"city": "Paris"}'}}
-            message = {"role": "assistant", "content": None, "tool_calls": [call]}
-            return web.json_response({**base, "object": "chat.completion", "choices": [
-                {"index": 0, "message": message, "finish_reason": "tool_calls"}],
-                "usage": usage})
+            return await self._tool_call(request, body, base, usage)
         if not body.get("stream"):
             return web.json_response({**base, "object": "chat.completion", "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": text},
@@ -181,6 +180,34 @@ class FakeLlm:
             events.append(b"data: " + orjson.dumps({**chunk, "choices": [],
                                                     "usage": usage}) + b"\n\n")
         events.append(b"data: [DONE]\n\n")
+        return await self._stream(request, events)
+
+    async def _tool_call(self, request: web.Request, body: dict[str, Any],
+                         base: dict[str, Any], usage: dict[str, Any]) -> web.StreamResponse:
+        """A call of the first tool; "reveal" puts a secret in its arguments (compact
+        JSON, with a long run of text after the key, as arguments often come)."""
+        tool = body["tools"][0]["function"]["name"]
+        arguments = '{"city": "Paris"}'
+        if "reveal" in _last_text(body):
+            arguments = orjson.dumps({"city": "Paris", "key": "AKIAIOSFODNN7EXAMPLE",
+                                      "note": "x" * 150}).decode()
+        call = {"id": "call_1", "type": "function",
+                "function": {"name": tool, "arguments": arguments}}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            return web.json_response({**base, "object": "chat.completion", "choices": [
+                {"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": usage})
+        chunk = {**base, "object": "chat.completion.chunk"}
+
+        def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return b"data: " + orjson.dumps({**chunk, "choices": [
+                {"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+        events = [event({"role": "assistant", "content": None, "tool_calls": [
+            {"index": 0, **call, "function": {"name": tool, "arguments": ""}}]})]
+        events += [event({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                   for piece in self._pieces(arguments)]
+        events += [event({}, "tool_calls"), b"data: [DONE]\n\n"]
         return await self._stream(request, events)
 
     async def embeddings(self, request: web.Request) -> web.Response:
@@ -203,11 +230,15 @@ class FakeLlm:
         text = answer_for(body)
         usage = {"input_tokens": max(1, len(_last_text(body)) // 4),
                  "output_tokens": max(1, len(text) // 4)}
+        tool = _anthropic_tool(body)  # the text, then a call of the first tool
         message = {"id": "msg_fake", "type": "message", "role": "assistant",
-                   "model": body["model"], "stop_reason": "end_turn", "stop_sequence": None}
+                   "model": body["model"], "stop_reason": "tool_use" if tool else "end_turn",
+                   "stop_sequence": None}
         if not body.get("stream"):
-            return web.json_response({**message, "content": [{"type": "text", "text": text}],
-                                      "usage": usage})
+            content = [{"type": "text", "text": text}]
+            if tool is not None:
+                content.append({**tool[0], "input": orjson.loads(tool[1])})
+            return web.json_response({**message, "content": content, "usage": usage})
 
         def event(name: str, data: dict[str, Any]) -> bytes:
             return f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
@@ -220,13 +251,35 @@ class FakeLlm:
                                                  "delta": {"type": "text_delta",
                                                            "text": piece}})
                    for piece in self._pieces(text)]
-        events += [event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-                   event("message_delta", {"type": "message_delta",
-                                           "delta": {"stop_reason": "end_turn",
+        events.append(event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        if tool is not None:
+            events.append(event("content_block_start", {
+                "type": "content_block_start", "index": 1,
+                "content_block": {**tool[0], "input": {}}}))
+            events += [event("content_block_delta", {
+                "type": "content_block_delta", "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": piece}})
+                for piece in self._pieces(tool[1])]
+            events.append(event("content_block_stop", {"type": "content_block_stop",
+                                                       "index": 1}))
+        events += [event("message_delta", {"type": "message_delta",
+                                           "delta": {"stop_reason": message["stop_reason"],
                                                      "stop_sequence": None},
                                            "usage": {"output_tokens": usage["output_tokens"]}}),
                    event("message_stop", {"type": "message_stop"})]
         return await self._stream(request, events)
+
+
+def _anthropic_tool(body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """(the tool_use block, its input as JSON text) when the request offers tools."""
+    tools = body.get("tools")
+    if not tools:
+        return None
+    arguments = {"city": "Paris"}
+    if "reveal" in _last_text(body):
+        arguments = {"city": "Paris", "key": "AKIAIOSFODNN7EXAMPLE", "note": "x" * 150}
+    return ({"type": "tool_use", "id": "toolu_1", "name": tools[0]["name"]},
+            orjson.dumps(arguments).decode())
 
 
 if __name__ == "__main__":  # a provider in a process of its own, until stdin closes

@@ -32,7 +32,7 @@ CAPABILITY_OF = {"sampling/createMessage": "sampling", "elicitation/create": "el
 
 
 class _Put(NamedTuple):
-    home: int  # the connection (or HTTP session) whose response counts
+    home: Connection  # the connection (or HTTP session) whose response counts
     seq: int  # the call it came with
     ask: int  # the gateway worker's number for it
     identity: bytes  # that worker's incarnation
@@ -66,7 +66,7 @@ class AgentRequests:
         if not isinstance(rid, int):
             return
         put = self.pending.get(rid)
-        if put is None or put.home != conn.home:
+        if put is None or put.home is not conn.home:
             return  # not ours to take (another connection's, or its call is over)
         del self.pending[rid]
         if isinstance(message.get("error"), dict):

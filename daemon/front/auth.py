@@ -12,6 +12,7 @@ import hashlib
 import os
 import secrets
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from daemon.config import Settings
@@ -51,6 +52,10 @@ class Authenticator:
         admin = digest(admin_token)
         self._by_digest: dict[str, Agent] = {admin: Agent(ADMIN, (ADMIN,), admin)}
         self._by_curve_key: dict[str, Agent] = {}
+        # what resources each role may see (the gateway workers hold the same globs; the
+        # master needs them for resource subscriptions, which it keeps)
+        self._resources = {name: tuple(r.resources) for name, r in
+                           settings.config.roles.items()}
         for name, agent in settings.config.agents.items():
             key = agent.token_sha256.lower()
             if key:
@@ -61,8 +66,14 @@ class Authenticator:
 
     def admits_the_same(self, other: Authenticator) -> bool:
         """Whether ``other`` knows the same tokens and keys, as the same agents."""
-        return (self._by_digest, self._by_curve_key) == (other._by_digest,
-                                                         other._by_curve_key)
+        return (self._by_digest, self._by_curve_key, self._resources) == (
+            other._by_digest, other._by_curve_key, other._resources)
+
+    def may_read(self, agent: Agent, uri: str) -> bool:
+        """Whether the agent's roles let it see a resource (as gateway.permissions)."""
+        return ADMIN in agent.roles or any(
+            fnmatchcase(uri, pattern) for role in agent.roles
+            for pattern in self._resources.get(role, ()))
 
     def agent_for(self, token: object) -> Agent | None:
         if not isinstance(token, str) or not token:

@@ -5,7 +5,8 @@ A listen request's answer is a stream on the agent's connection: first
 one list-change notification per change, each stamped with the request's id in
 ``_meta["io.modelcontextprotocol/subscriptionId"]``.  It lasts until the agent cancels
 the request (notifications/cancelled) or leaves.  Resource subscriptions
-(``resourceSubscriptions``) are not offered, so never acknowledged.
+(``resourceSubscriptions``) are kept by front.resource_subs; the acknowledgement names
+those the agent may have, and waits until their upstreams have them.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ Streams = dict[jsonrpc.RequestId, frozenset[str]]  # a connection's: request id 
 
 
 def open_stream(streams: Streams, rid: jsonrpc.RequestId, params: dict[str, Any],
-                limit: int) -> bytes:
-    """Record the stream; its acknowledgement, to send.  Raises for a request that
-    cannot open one (the caller checked that ``rid`` is not in flight as a call)."""
+                limit: int) -> dict[str, bool]:
+    """Record the stream; the lists it will hear of (for its acknowledgement).  Raises
+    for a request that cannot open one (the caller checked that ``rid`` is not in flight
+    as a call)."""
     wanted = params.get("notifications")
     if not isinstance(wanted, dict):
         raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: subscriptions/listen needs "
@@ -39,6 +41,16 @@ def open_stream(streams: Streams, rid: jsonrpc.RequestId, params: dict[str, Any]
                                      "streams open; cancel one first")
     honored = {key: True for key in FILTER.values() if wanted.get(key) is True}
     streams[rid] = frozenset(honored)
+    return honored
+
+
+def acknowledgement(rid: jsonrpc.RequestId, lists: dict[str, bool],
+                    resources: list[str] | None) -> bytes:
+    """The stream's first frame: what it will hear of (resources: the URIs it is
+    subscribed to, when it asked for some)."""
+    honored: dict[str, Any] = dict(lists)
+    if resources:
+        honored["resourceSubscriptions"] = resources
     return jsonrpc.notification("notifications/subscriptions/acknowledged", {
         "notifications": honored, "_meta": {mcp.META_SUBSCRIPTION: rid}})
 

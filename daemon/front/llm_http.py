@@ -85,8 +85,8 @@ class LlmRoute:
         if isinstance(agent, web.Response):
             return agent
         body = await request.read() if request.method == "POST" else b""
-        frames = Frames()
         board = self.front.board
+        frames = Frames(board.credit)  # the worker reads its provider as the client reads
         try:
             board.route_llm(frames.conn, agent, self.method, messages.pack_llm_request(
                 {k: v for k in PASSED if (v := request.headers.get(k)) is not None}, body))

@@ -254,11 +254,13 @@ class McpRoute:
         exchange = Exchange(agent)
         if session is not None and sse_ok:  # upstreams' requests may ride its SSE stream
             exchange.conn.capabilities = session.conn.capabilities
-            exchange.conn.home = session.conn.key
         if listens:  # list changes reach the connections the switchboard knows
             board.attach(exchange.conn)
         if session is not None:
             session.exchanges[rid] = exchange
+            # its resource subscriptions are the session's, and it answers what an
+            # upstream asks on its stream by a POST in the session
+            exchange.conn.home = session.conn
         else:
             self.stateless_load[agent.name] = load + 1
         try:

@@ -7,9 +7,9 @@ request_head: its arguments stay bytes), find the agent, pick its gateway worker
 bytes with the tool's name (a prompt's, a resource's URI); the worker parses the request
 in full, once.  Messages the master answers itself (the handshake methods that need no
 policy: initialize, ping, server/discover; subscriptions/listen, see front.listen;
-notifications; errors) it parses in full, and refuses a key given twice before it acts
-on one.  Responses come back as raw bytes and go to the agent without
-being decoded.
+resources/subscribe and unsubscribe, see front.resource_subs; notifications; errors)
+it parses in full, and refuses a key given twice before it acts on one.  Responses come
+back as raw bytes and go to the agent without being decoded.
 
 Fate of a call: a call waits in the master while its worker is not READY and goes out
 when it is.  If its worker dies, a call on which a tool had started gets -32014 (its
@@ -36,10 +36,11 @@ from daemon import metrics
 from daemon.audit.link import AuditLink
 from daemon.audit.records import master_record
 from daemon.config import Settings
-from daemon.front import listen
+from daemon.front import listen, resource_subs
 from daemon.front.agent_requests import AgentRequests
 from daemon.front.auth import Agent, Authenticator, ensure_admin_token
 from daemon.front.quarantine import Quarantine, QuarantineLimits
+from daemon.front.resource_subs import ResourceWatchers
 from daemon.ipc import messages
 from daemon.ipc.bus import WorkerBus
 from daemon.protocol import jsonrpc, mcp, request_head
@@ -71,13 +72,16 @@ class Connection:
         self.curve_initialized = False  # initialize on the key alone (no token)
         self.inflight: dict[jsonrpc.RequestId, int] = {}  # request id -> call seq
         self.listens: listen.Streams = {}  # its subscriptions/listen streams
+        # whose resource subscriptions its requests make (an HTTP request in a session
+        # subscribes for its session, whose stream hears the updates), and whose
+        # responses count for what an upstream asks on it (front.agent_requests)
+        self.home = self
         # it gets handshake-era notifications once its agent is known (an HTTP request
         # that is not a session does not: its only messages are its own stream's)
         self.hears_broadcasts = True
         self.last_active = time.monotonic()
         # what it declared at initialize: None takes no server-to-client requests
         self.capabilities: dict[str, Any] | None = None
-        self.home = self.key  # whose responses count for what it is asked (an HTTP session)
 
 
 @dataclass
@@ -129,6 +133,7 @@ class Switchboard:
         self._seq = itertools.count(1)
         self._per_worker: dict[str, int] = {}
         self.requests = AgentRequests(bus.send_raw)  # upstreams' requests put to agents
+        self.resources: ResourceWatchers | None = None  # set once the upstreams are known
         bus.on_data(self.on_worker_payload)
 
     def apply(self, settings: Settings) -> list[str]:
@@ -150,9 +155,19 @@ class Switchboard:
     def detach(self, conn: Connection) -> None:
         """The agent went away: its calls are cancelled; their results are dropped."""
         self.connections.pop(conn.key, None)
+        if self.resources is not None:
+            self.resources.drop_connection(conn.key)
         for seq in list(conn.inflight.values()):
             self._cancel(seq)
         conn.inflight.clear()
+
+    def credit(self, conn: Connection, taken: int) -> None:
+        """The agent took ``taken`` bytes of its stream: its worker may send that much
+        more (gateway.stream_credit)."""
+        for seq in conn.inflight.values():
+            call = self.calls.get(seq)
+            if call is not None and call.identity is not None:
+                self.bus.send_raw(call.identity, messages.pack_credit(seq, taken))
 
     def _cancel(self, seq: int) -> None:
         """Forget a call and tell its worker, which cancels the tool (no response)."""
@@ -255,16 +270,55 @@ class Switchboard:
             self._route(conn, rid, agent, method,
                         routed_name(method, params.get("name"), params.get("uri")), raw)
         elif method == "subscriptions/listen":
-            self._agent(conn, meta)  # authenticated, like any request
-            if rid in conn.inflight:
-                raise RpcError(jsonrpc.INVALID_REQUEST, f"Invalid Request: id {rid!r} is "
-                                                        "already in flight on this connection")
-            # a listen stream's frames come before its answer (which only a graceful end
-            # would send): on HTTP, SSE events of that request's stream
-            conn.progress(listen.open_stream(conn.listens, rid, params,
-                                             self.limits.max_inflight_per_connection))
+            self._listen(conn, self._agent(conn, meta), rid, params)
+        elif method in resource_subs.METHODS:
+            self._subscribe(conn, self._agent(conn, meta), rid, method, params)
         else:
             raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
+
+    def _listen(self, conn: Connection, agent: Agent, rid: jsonrpc.RequestId,
+                params: dict[str, Any]) -> None:
+        if rid in conn.inflight:
+            raise RpcError(jsonrpc.INVALID_REQUEST, f"Invalid Request: id {rid!r} is "
+                                                    "already in flight on this connection")
+        wanted = params.get("notifications")
+        uris = wanted.get("resourceSubscriptions") if isinstance(wanted, dict) else None
+        found = {} if self.resources is None or uris is None else \
+            self.resources.resolve_all(agent, uris, self.auth.may_read)
+        lists = listen.open_stream(conn.listens, rid, params,
+                                   self.limits.max_inflight_per_connection)
+
+        def acknowledge(failed: dict[str, str]) -> None:
+            # a listen stream's frames come before its answer (which only a graceful end
+            # would send): on HTTP, SSE events of that request's stream
+            conn.progress(listen.acknowledgement(rid, lists, sorted(set(found) - set(failed))
+                                                 if uris is not None else None))
+        if self.resources is None or not found:
+            acknowledge({})
+        else:
+            self.resources.add((conn.key, rid), found, self.limits.call_timeout, acknowledge)
+
+    def _subscribe(self, conn: Connection, agent: Agent, rid: jsonrpc.RequestId,
+                   method: str, params: dict[str, Any]) -> None:
+        """resources/subscribe, unsubscribe (handshake era): for the connection's home."""
+        if self.resources is None or mcp.request_version(params.get("_meta")) is not None \
+                or conn.home.key not in self.connections:
+            raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method} (with "
+                           "protocol version 2026-07-28, subscribe with subscriptions/listen)")
+        self.resources.request((conn.home.key, None), agent, rid, method, params.get("uri"),
+                               self.auth.may_read, self.limits.call_timeout, conn.send)
+
+    def deliver_update(self, subscriber: resource_subs.Subscriber, uri: str) -> None:
+        """notifications/resources/updated, to a connection or one of its listen streams."""
+        conn = self.connections.get(subscriber[0])
+        if conn is None:
+            return
+        rid = subscriber[1]
+        if rid is None:
+            conn.send(jsonrpc.notification(resource_subs.UPDATED, {"uri": uri}))
+        else:
+            conn.progress(jsonrpc.notification(resource_subs.UPDATED, {
+                "uri": uri, "_meta": {mcp.META_SUBSCRIPTION: rid}}))
 
     def _initialize(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         meta = params.get("_meta") or {}
@@ -315,7 +369,9 @@ class Switchboard:
             seq = conn.inflight.pop(rid, None)  # type: ignore[arg-type]
             if seq is not None:
                 self._cancel(seq)
-            conn.listens.pop(rid, None)  # type: ignore[arg-type]  # a listen stream ends
+            ended = conn.listens.pop(rid, None)  # type: ignore[arg-type]  # a listen stream
+            if ended is not None and self.resources is not None:
+                self.resources.remove((conn.key, rid))
 
     def route_llm(self, conn: Connection, agent: Agent, method: str, body: bytes) -> None:
         """An AI gateway request (``method``: "llm/chat", "llm/messages", ...) of an agent
@@ -500,10 +556,14 @@ class Switchboard:
         """Backstop for calls whose worker never came back within their timeout."""
         for seq in [s for s, c in self.calls.items() if c.deadline < now]:
             self._fail(seq, jsonrpc.TIMED_OUT, "Timed out: no gateway worker answered in time")
+        if self.resources is not None:
+            self.resources.expire(now)
 
     def sweep_idle(self, now: float, idle_timeout: float) -> None:
         for conn in list(self.connections.values()):
-            if not (conn.inflight or conn.listens) and now - conn.last_active > idle_timeout:
+            watching = self.resources is not None and self.resources.watching(conn.key)
+            if not (conn.inflight or conn.listens or watching) \
+                    and now - conn.last_active > idle_timeout:
                 log.info("closing idle %s connection after %.0fs", conn.transport,
                          now - conn.last_active)
                 conn.close()

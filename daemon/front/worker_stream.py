@@ -5,8 +5,11 @@ its bytes as they arrive, and its end.
 The master's own answers (busy, timed out, the worker died) arrive as JSON-RPC errors:
 before the head they become the route's error response, after it an error event that
 ends the stream, so a stream never just stops as if it were complete.  A stream is
-written as the client reads it; the master holds at most MAX_HELD bytes of it for a slow
-client, then drops the request with an error event.
+written as the client reads it, and what the client took is given back to the worker
+(Frames.credit), which reads its provider no faster: the AI gateway's worker keeps at
+most ipc.messages.CREDIT_WINDOW bytes in flight per stream.  For a worker that does not
+wait for credit (the agent gateway's) the master holds at most MAX_HELD bytes of a stream
+for a slow client, then drops the request with an error event.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from aiohttp import web
 
 from daemon.front.switchboard import Connection
 from daemon.ipc import messages
+from daemon.ipc.messages import CREDIT_EVERY
 
 # Bytes of a stream the master may hold for a client that reads more slowly than the
 # worker writes; past it the request is dropped (an error event ends the stream)
@@ -27,12 +31,28 @@ MAX_HELD = 16 << 20
 
 
 class Frames:
-    """What the worker sent for one request, until the route has written it out."""
+    """What the worker sent for one request, until the route has written it out.
 
-    def __init__(self) -> None:
+    ``credit``: where the bytes the client took are given back to the worker
+    (Switchboard.credit), in steps of CREDIT_EVERY, for a worker that waits for them
+    (gateway.stream_credit, in the worker); None for one that does not (it is cut off
+    at MAX_HELD)."""
+
+    def __init__(self, credit: Callable[[Connection, int], None] | None = None) -> None:
         self.queue: asyncio.Queue[tuple[bool, bytes]] = asyncio.Queue()
         self.held = 0
+        self.credit = credit
+        self.taken = 0  # written out, not yet given back
         self.conn = Connection(self.last, lambda: None, "http", self.more)
+
+    def took(self, size: int) -> None:
+        """The client took ``size`` bytes of the stream (they are in its socket)."""
+        if self.credit is None:
+            return
+        self.taken += size
+        if self.taken >= CREDIT_EVERY:
+            self.credit(self.conn, self.taken)
+            self.taken = 0
 
     def more(self, raw: bytes) -> None:
         self.held += len(raw)
@@ -87,7 +107,8 @@ async def relay(request: web.Request, frames: Frames, refusal: Refusal,
             await response.prepare(request)
         elif (response is not None and tag in (messages.LLM_DATA, messages.LLM_END)
               and len(frame) > 1):
-            await response.write(frame[1:])
+            await response.write(frame[1:])  # returns once the client has room for more
+            frames.took(len(frame) - 1)
         if last:
             if response is None:
                 return refusal({"code": -32603,

@@ -27,6 +27,7 @@ from daemon.gateway import plugin_chain
 from daemon.gateway.llm_record import LlmTrace
 from daemon.gateway.llm_stream import ChunkGuard, StreamRelay
 from daemon.gateway.plugin_host import PluginHost
+from daemon.gateway.stream_credit import Credits
 from daemon.ipc import messages
 from daemon.ipc.call_slot import CallSlot
 from daemon.llm.apis import Anthropic, Api, OpenAi
@@ -65,6 +66,7 @@ class LlmCalls:
         self.send = send
         self.send_now = send_now
         self.tally = metrics.LlmTally()
+        self.credits = Credits()  # the open streams' windows (gateway.stream_credit)
         self.providers = Providers([])
         self.models_cache: dict[str, tuple[float, list[str]]] = {}
         self.apply(options, agent_roles)
@@ -221,7 +223,10 @@ class LlmCalls:
                 await self._after_failure(chain, call, trace, seq)
                 self._finish(seq, trace, messages.pack_llm_head(response.status, JSON, body))
             elif stream:
-                await self._stream(seq, api, chain, call, trace, response, drop_usage)
+                try:
+                    await self._stream(seq, api, chain, call, trace, response, drop_usage)
+                finally:
+                    self.credits.close(seq)
             else:
                 await self._whole(seq, chain, call, trace, response)
         finally:
@@ -253,10 +258,12 @@ class LlmCalls:
     async def _stream(self, seq: int, api: Api, chain: tuple[Any, ...], call: Call,
                       trace: LlmTrace, response: Any, drop_usage: bool) -> None:
         guard = ChunkGuard(chain, call)
-        relay = StreamRelay(api, guard,
-                            lambda data: self.send(messages.pack_progress(
-                                seq, messages.LLM_DATA + data)),
-                            trace.token, drop_usage)
+        window = self.credits.open(seq)
+
+        def send(data: bytes) -> None:
+            window.sent(len(data))
+            self.send(messages.pack_progress(seq, messages.LLM_DATA + data))
+        relay = StreamRelay(api, guard, send, trace.token, drop_usage, window.room)
         self.send(messages.pack_progress(seq, messages.pack_llm_head(200, SSE)))
         trace.streaming = True
         try:

@@ -2,9 +2,11 @@
 guardrails' ``on_chunk`` hooks.
 
 Each SSE event is passed on as it arrives (a read's worth of events per frame to the
-master).  Events that carry text (OpenAI choice deltas, Anthropic text_delta blocks) go
+master).  Events that carry text (OpenAI choice deltas, Anthropic text_delta blocks) or a
+tool call's arguments (OpenAI ``tool_calls`` deltas, Anthropic input_json_delta) go
 through every on_chunk hook of the chain (plugins whose ``kinds`` hold "llm"), slot by
-slot (a choice or a content block), with a carry-over window: the gateway keeps back the
+slot (a choice, a tool call or a content block; each slot's text of one provider read in
+one hook call), with a carry-over window: the gateway keeps back the
 last ``stream_window`` characters (the largest any hook asks for) of what the hooks
 passed and gives them to the hooks again with the next text, so a secret split across
 chunks is whole in one call; at the slot's end (final=True) everything held goes out.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -25,6 +27,8 @@ import orjson
 from daemon.gateway.plugin_chain import Hosted, Trail
 from daemon.llm.apis import Anthropic, Api, Events, OpenAi, StreamText, parse_event, sse
 from daemon.plugin import Call, Deny
+
+Delta = tuple[Any, str, bool]  # (slot, text, final): StreamText.take
 
 
 class ChunkGuard:
@@ -37,10 +41,10 @@ class ChunkGuard:
                       and (hook := getattr(h.plugin, "on_chunk", None)) is not None]
         self.window = max((int(getattr(h.plugin, "stream_window", 0)) for h, _ in self.hooks),
                           default=0)
-        self.held: dict[int, str] = {}
+        self.held: dict[Any, str] = {}
         self.spent: dict[str, list[Any]] = {}  # plugin -> [version, seconds, rewrites]
 
-    async def pass_text(self, slot: int, text: str, final: bool) -> str | tuple[Hosted, Deny]:
+    async def pass_text(self, slot: Any, text: str, final: bool) -> str | tuple[Hosted, Deny]:
         """What of the slot's text may go out now, or (plugin, Deny)."""
         pending = self.held.pop(slot, "") + text
         for hosted, hook in self.hooks:
@@ -83,11 +87,13 @@ class StreamRelay:
     """Reads the provider's SSE bytes, sends the agent's (``send``: one frame of bytes)."""
 
     def __init__(self, api: Api, guard: ChunkGuard, send: Callable[[bytes], None],
-                 on_token: Callable[[], None], drop_usage_chunk: bool) -> None:
+                 on_token: Callable[[], None], drop_usage_chunk: bool,
+                 room: Callable[[], Awaitable[None]] | None = None) -> None:
         self.api = api
         self.guard = guard
         self.send = send
         self.on_token = on_token
+        self.room = room  # returns once the agent has taken enough (stream_credit)
         self.drop_usage_chunk = drop_usage_chunk  # injected include_usage the agent did
         self.text = StreamText(api)               # not ask for: its chunk is not sent
         self.events = Events()
@@ -99,79 +105,118 @@ class StreamRelay:
         async for data in chunks:
             if await self._feed(self.events.feed(data)):
                 return
+            if self.room is not None:  # no further provider read until the agent reads
+                await self.room()
         await self._feed(self.events.rest())
-        if self.denied is None:
-            self.send(self._flush_all())
+        if self.denied is None and (rest := self._flush_all()):
+            self.send(rest)
 
     async def _feed(self, events: list[bytes]) -> bool:
-        out = []
-        for raw in events:
-            passed = await self._event(raw)
-            out.append(passed)
-            if self.denied is not None:
-                break
-        if out:
-            data = b"".join(out)
-            if data:
-                self.send(data)
-        return self.denied is not None
+        """One read's events: the guardrails judge each slot's text of the whole read at
+        once (one hook call per slot and read, not per event), then the events go out
+        with what passed in each slot's last event of the read."""
+        parsed = [self._parse(raw) for raw in events]
+        if self.guard.hooks:
+            verdicts = await self._judge(parsed)
+            if verdicts is None:
+                hosted, deny = self.denied  # type: ignore[misc]
+                self.send(self.api.stream_error(403, f"Denied by {hosted.name}: "
+                                                     f"{deny.reason}"))
+                return True
+        else:
+            verdicts = {}
+        # backwards, so that what passed goes out in each slot's last event of the read
+        # (verdicts.pop: the slot's earlier events of the read carry "")
+        out = [self._event(raw, name, event, deltas, verdicts)
+               for raw, name, event, deltas in reversed(parsed)]
+        data = b"".join(reversed(out))
+        if data:
+            self.send(data)
+        return False
 
-    async def _event(self, raw: bytes) -> bytes:
+    def _parse(self, raw: bytes) -> tuple[bytes, str | None, Any, list[Delta]]:
+        """(raw, event name, its JSON or None, its text deltas)."""
         name, data = parse_event(raw)
-        if self.api is OpenAi and data == b"[DONE]":
+        if (self.api is OpenAi and data == b"[DONE]") or (
+                self.api is Anthropic and name == "message_stop"):
             self.terminal = raw
-            return b""
-        if self.api is Anthropic and name == "message_stop":
-            self.terminal = raw
-            return b""
+            return b"", name, None, []
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return raw  # not ours to judge: passed on as it came
-        deltas = self.text.take(event)
+            return raw, name, None, []  # not ours to judge: passed on as it came
         if not isinstance(event, dict):
+            return raw, name, None, []
+        deltas = self.text.take(event)
+        if any(text for _slot, text, _final in deltas):
+            self.on_token()
+        return raw, name, event, deltas
+
+    async def _judge(self, parsed: list[tuple[bytes, str | None, Any, list[Delta]]],
+                     ) -> dict[Any, str] | None:
+        """Each slot's text of this read through the hooks: slot -> what passed, or None
+        when a hook denied (self.denied says who)."""
+        pieces: dict[Any, list[str]] = {}
+        final: dict[Any, bool] = {}
+        for _raw, _name, _event, deltas in parsed:
+            for slot, text, last in deltas:
+                pieces.setdefault(slot, []).append(text)
+                final[slot] = final.get(slot, False) or last
+        verdicts = {}
+        for slot, texts in pieces.items():
+            passed = await self.guard.pass_text(slot, "".join(texts), final[slot])
+            if isinstance(passed, tuple):
+                self.denied = passed
+                return None
+            verdicts[slot] = passed
+        return verdicts
+
+    def _event(self, raw: bytes, name: str | None, event: Any, deltas: list[Delta],
+               verdicts: dict[Any, str]) -> bytes:
+        if event is None:
             return raw
         if (self.drop_usage_chunk and event.get("choices") == []
                 and event.get("usage") is not None):
             return b""
         if not deltas:
             return raw
-        if any(text for _slot, text, _final in deltas):
-            self.on_token()
-        prefix = b""
-        for slot, text, final in deltas:
-            if not self.guard.hooks:
+        if not self.guard.hooks:
+            for slot, text, _final in deltas:
                 self.text.texts.setdefault(slot, []).append(text)
-                continue
-            passed = await self.guard.pass_text(slot, text, final)
-            if isinstance(passed, tuple):
-                self.denied = passed
-                hosted, deny = passed
-                return self.api.stream_error(403, f"Denied by {hosted.name}: {deny.reason}")
-            if self.api is Anthropic and final:
+            return raw
+        prefix = b""
+        emptied = True  # every text of the event held back (for now)
+        for slot, _text, final in deltas:
+            passed = verdicts.pop(slot, "")
+            emptied = emptied and not passed
+            if final and self.api is Anthropic:
                 if passed:
                     prefix += self.text.flush_event(slot, passed)
             else:
                 event = self.text.put(event, slot, passed)
-        if not self.guard.hooks:
-            return raw
-        return prefix + (raw if self.api is Anthropic and event.get("type") ==
-                         "content_block_stop" else sse(orjson.dumps(event), name))
+        if emptied and _only_text(self.api, event):
+            return b""  # nothing left to say: the held text goes out in a later event
+        if self.api is Anthropic and event.get("type") == "content_block_stop":
+            return prefix + raw
+        return prefix + sse(orjson.dumps(event), name)
 
     def _flush_all(self) -> bytes:
         """Text still held when the stream ended without closing its slots."""
-        out = []
-        for slot in list(self.guard.held):
-            text = self.guard.held.pop(slot)
-            if not text:
-                continue
-            if self.api is Anthropic:
-                out.append(self.text.flush_event(slot, text))
-            else:
-                chunk = {**(self.text.first or {}), "object": "chat.completion.chunk",
-                         "choices": [{"index": slot, "delta": {"content": text},
-                                      "finish_reason": None}]}
-                chunk.pop("usage", None)
-                self.text.texts.setdefault(slot, []).append(text)
-                out.append(sse(orjson.dumps(chunk)))
-        return b"".join(out)
+        return b"".join(self.text.flush_event(slot, text)
+                        for slot in list(self.guard.held) if (text := self.guard.held.pop(slot)))
+
+
+def _only_text(api: Api, event: dict[str, Any]) -> bool:
+    """Whether an event carries nothing but text deltas (no role, tool call, finish or
+    usage), so that with its text held back it may be left out."""
+    if api is Anthropic:
+        return event.get("type") == "content_block_delta" and (
+            event.get("delta") or {}).get("type") == "text_delta"
+    if event.get("usage") is not None:
+        return False
+    for choice in event.get("choices") or ():
+        if not isinstance(choice, dict) or choice.get("finish_reason") is not None \
+                or choice.get("logprobs") is not None \
+                or not set(choice.get("delta") or {}) <= {"content"}:
+            return False
+    return True

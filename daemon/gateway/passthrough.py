@@ -17,13 +17,11 @@ after an ``input_required`` result) goes upstream the same way, with those field
 from __future__ import annotations
 
 import asyncio
-import functools
-import re
 from typing import Any
 
 from daemon.gateway.call_record import Trace
 from daemon.gateway.permissions import Policy
-from daemon.protocol import jsonrpc, mcp
+from daemon.protocol import jsonrpc, mcp, uri_template
 from daemon.protocol.jsonrpc import RpcError
 from daemon.tools.registry import Offered, Progress, Requester, Tool, ToolRegistry
 
@@ -198,7 +196,7 @@ def _resource(agent: str, uri: str, policy: Policy, tools: ToolRegistry) -> Offe
     offered = tools.resources.get(uri)
     if offered is None:
         # a template's match: it is an upstream's only if exactly one upstream has one
-        matches = [t for t in tools.templates if _matches(t.name, uri)]
+        matches = [t for t in tools.templates if uri_template.matches(t.name, uri)]
         if len({t.upstream for t in matches}) == 1:
             offered = matches[0]
     if offered is None or not policy.may_read(agent, uri):
@@ -219,22 +217,3 @@ def _prompt(agent: str, name: str, policy: Policy, tools: ToolRegistry) -> Offer
                          f"roles {roles} do not allow prompt {name}")
         raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {name}")
     return offered
-
-
-@functools.lru_cache(maxsize=256)
-def _template(template: str) -> re.Pattern[str]:
-    """An RFC 6570 URI template as a pattern of the URIs it expands to: a simple
-    expression is one path segment; reserved ({+x}) and fragment ({#x}) ones span
-    segments; query ones ({?x}, {&x}) the rest of the URI."""
-    out, at = [], 0
-    for found in re.finditer(r"\{([+#./;?&]?)[^}]*\}", template):
-        out.append(re.escape(template[at:found.start()]))
-        operator = found[1]
-        out.append(".*" if operator in ("+", "#", "?", "&") else "[^/?#]+")
-        at = found.end()
-    out.append(re.escape(template[at:]))
-    return re.compile("".join(out))
-
-
-def _matches(template: str, uri: str) -> bool:
-    return _template(template).fullmatch(uri) is not None

@@ -100,6 +100,8 @@ class GatewayService:
         elif kind == messages.A2A_CALL:
             seq, agent, method, raw = messages.unpack_call(payload)
             self.tasks.start(seq, self.a2a.serve(seq, agent, method or "", raw))
+        elif kind == messages.CREDIT:
+            self.llm.credits.taken(*messages.unpack_credit(payload))
         elif kind == messages.CANCEL:
             seq = messages.unpack_seq(payload)[0]
             if self.batch.pop(seq, None) is None:  # not started yet: it never will be

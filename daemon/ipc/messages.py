@@ -13,7 +13,11 @@ of the frozen Structs below, a union tagged by its "k" field:
 | AuditStatus (audit)            | audit -> master    | file, records, fsync, failing,  |
 |                                |                    | checkpointed, pending           |
 | UpstreamTools (tools)          | upstream -> master | upstream, endpoint, tools,      |
-|                                |                    | resources, templates, prompts   |
+|                                |                    | resources, templates, prompts,  |
+|                                |                    | subscribe                       |
+| ResourceWatch (watch)          | master -> upstream | version, uris                   |
+| ResourceWatched (watched)      | upstream -> master | upstream, version, failed       |
+| ResourceUpdated (updated)      | upstream -> master | upstream, uri                   |
 | Upstreams (upstreams)          | master -> gateway  | upstreams: {name: {endpoint,    |
 |                                |                    | tools, resources, templates,    |
 |                                |                    | prompts, state, retry_at}}      |
@@ -29,7 +33,12 @@ Ready: started, may be given traffic now.  Heartbeat: every heartbeat_interval, 
 each worker and from the master (its loop turns).  Config: new gateway settings after a
 reload.  AuditStatus: the audit log's state, once a second.  UpstreamTools: its server's
 tools, resources, resource templates and prompts (each as the server listed it), before
-READY.  Upstreams: every upstream's state.  The plugin steps make the
+READY, and again whenever the server says a list changed; ``subscribe``: it offers
+resource subscriptions.  ResourceWatch: every URI of that upstream some agent is
+subscribed to (the whole set, so a restarted worker gets it again as it is); the worker
+subscribes and unsubscribes upstream to match, then answers ResourceWatched (the URIs
+the server refused, with why).  ResourceUpdated: the server said that resource changed.
+Upstreams: every upstream's state.  The plugin steps make the
 master's all-or-nothing swap: prepare loads a version and dry-runs its migration, commit
 migrates for real and swaps, abort drops what was prepared, unload removes the plugin
 from the chain, snapshot asks for every plugin's state; each is answered by a
@@ -53,6 +62,10 @@ Data path (same sockets, binary envelopes, so the master never re-encodes a call
 |            |                  | len u32, method, version LF   | "a2a/<peer>", the caller's |
 |            |                  | body                          | A2A-Version, its body      |
 | x          | master -> worker | x, seq u64                    | cancel that request        |
+| w          | master -> worker | w, seq u64, bytes u32         | the agent took this many   |
+|            |                  |                               | bytes of that stream (its  |
+|            |                  |                               | credit: gateway.           |
+|            |                  |                               | stream_credit)             |
 | s          | worker -> master | s, seq u64                    | a tool starts on this call |
 | r          | worker -> master | r, seq u64, raw               | the JSON-RPC response      |
 | p          | worker -> master | p, seq u64, raw               | progress notification (or  |
@@ -147,12 +160,16 @@ PLUGIN_UNLOAD = "plugin_unload"
 PLUGIN_SNAPSHOT = "plugin_snapshot"
 PLUGIN_REPLY = "plugin_reply"
 PLUGIN_STATE = "plugin_state"
+RESOURCE_WATCH = "watch"
+RESOURCE_WATCHED = "watched"
+RESOURCE_UPDATED = "updated"
 
 CALL = b"c"
 UPSTREAM_CALL = b"u"
 UPSTREAM_REQUEST = b"q"
 FAILED = b"f"
 CANCEL = b"x"
+CREDIT = b"w"
 LLM_CALL = b"l"
 A2A_CALL = b"A"
 LLM_HEAD = b"h"
@@ -175,6 +192,11 @@ _LEN = struct.Struct("!I")
 _SEQ_LEN = struct.Struct("!QBI")
 NO_TOOL = 0xFFFFFFFF
 _RANGE = struct.Struct("!QQ")
+_CREDIT = struct.Struct("!QI")
+# A stream's credit window (gateway.stream_credit): the bytes a worker may have sent that
+# the agent has not taken yet, and the step in which the master gives them back
+CREDIT_WINDOW = 256 << 10
+CREDIT_EVERY = CREDIT_WINDOW // 4
 
 
 class MalformedMessage(ValueError):
@@ -213,6 +235,23 @@ class UpstreamTools(Message, frozen=True, tag=UPSTREAM_TOOLS):
     resources: list[Any] = msgspec.field(default_factory=list)
     templates: list[Any] = msgspec.field(default_factory=list)  # resource templates
     prompts: list[Any] = msgspec.field(default_factory=list)
+    subscribe: bool = False  # it offers resource subscriptions
+
+
+class ResourceWatch(Message, frozen=True, tag=RESOURCE_WATCH):
+    version: int  # per upstream, rising: the answer names the set it applied
+    uris: list[str]
+
+
+class ResourceWatched(Message, frozen=True, tag=RESOURCE_WATCHED):
+    upstream: str
+    version: int
+    failed: dict[str, str] = msgspec.field(default_factory=dict)  # uri -> why
+
+
+class ResourceUpdated(Message, frozen=True, tag=RESOURCE_UPDATED):
+    upstream: str
+    uri: str
 
 
 class Upstreams(Message, frozen=True, tag=UPSTREAMS):
@@ -256,6 +295,7 @@ class PluginState(Message, frozen=True, tag=PLUGIN_STATE):
 
 
 AnyMessage = (Ready | Heartbeat | Config | AuditStatus | UpstreamTools | Upstreams
+              | ResourceWatch | ResourceWatched | ResourceUpdated
               | PluginPrepare | PluginCommit | PluginAbort | PluginUnload | PluginSnapshot
               | PluginReply | PluginState)
 PluginStep = PluginPrepare | PluginCommit | PluginAbort | PluginUnload | PluginSnapshot
@@ -371,6 +411,16 @@ def unpack_range(payload: bytes) -> tuple[int, int, bytes]:
 
 def pack_cancel(seq: int) -> bytes:
     return CANCEL + _SEQ.pack(seq)
+
+
+def pack_credit(seq: int, taken: int) -> bytes:
+    return CREDIT + _CREDIT.pack(seq, taken)
+
+
+def unpack_credit(payload: bytes) -> tuple[int, int]:
+    """(seq, bytes taken) of a CREDIT envelope."""
+    seq, taken = _CREDIT.unpack_from(payload, 1)
+    return int(seq), int(taken)
 
 
 def pack_reply(seq: int, raw: bytes) -> bytes:

@@ -105,21 +105,29 @@ class StreamText:
     so a guardrail can rewrite them, usage collected, the whole answer assembled.
 
     ``take(data)`` is the event's parsed JSON; it returns the texts to inspect as
-    (slot, text, final) and the gateway writes the inspected text back with ``put``."""
+    (slot, text, final) and the gateway writes the inspected text back with ``put``.  A
+    slot is a choice's index or an Anthropic content block's, or (choice, call index) for
+    an OpenAI tool call: a tool call's arguments (OpenAI ``function.arguments`` deltas,
+    Anthropic ``input_json_delta``) are text like any other, so the guardrails read them
+    as they stream."""
 
     def __init__(self, api: Api) -> None:
         self.api = api
-        self.texts: dict[int, list[str]] = {}  # slot -> the text passed on, in pieces
+        self.texts: dict[Any, list[str]] = {}  # slot -> the text passed on, in pieces
         self.first: dict[str, Any] | None = None  # the first event (ids, model)
         self.usage: dict[str, Any] = {}
         self.finish: dict[int, Any] = {}
-        self.tool_calls: dict[int, list[Any]] = {}
+        self.calls: dict[tuple[int, int], dict[str, Any]] = {}  # OpenAI tool calls
         self.blocks: dict[int, dict[str, Any]] = {}  # Anthropic content blocks
         self.stop: dict[str, Any] = {}
 
+    def is_call(self, slot: Any) -> bool:
+        """Whether a slot is a tool call's arguments (not text the agent reads)."""
+        return isinstance(slot, tuple) or self.blocks.get(slot, {}).get("type") == "tool_use"
+
     # -- reading ----------------------------------------------------------------------
 
-    def take(self, data: Any) -> list[tuple[int, str, bool]]:
+    def take(self, data: Any) -> list[tuple[Any, str, bool]]:
         """The text deltas of one event: (slot, text, final: the slot's last)."""
         if not isinstance(data, dict):
             return []
@@ -129,26 +137,43 @@ class StreamText:
             return self._take_openai(data)
         return self._take_anthropic(data)
 
-    def _take_openai(self, data: dict[str, Any]) -> list[tuple[int, str, bool]]:
+    def _take_openai(self, data: dict[str, Any]) -> list[tuple[Any, str, bool]]:
         if isinstance(data.get("usage"), dict):
             self.usage = data["usage"]
-        out = []
+        out: list[tuple[Any, str, bool]] = []
         for choice in data.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
             index = choice.get("index", 0)
             delta = choice.get("delta") or {}
-            if choice.get("finish_reason") is not None:
-                self.finish[index] = choice["finish_reason"]
-            if isinstance(delta.get("tool_calls"), list):
-                self.tool_calls.setdefault(index, []).extend(delta["tool_calls"])
-            text = delta.get("content")
             final = choice.get("finish_reason") is not None
+            if final:
+                self.finish[index] = choice["finish_reason"]
+            for call in delta.get("tool_calls") or () if isinstance(
+                    delta.get("tool_calls"), list) else ():
+                if not isinstance(call, dict):
+                    continue
+                slot = (index, call.get("index", 0))
+                known = self.calls.setdefault(slot, {"function": {"arguments": ""}})
+                for key in ("id", "type"):
+                    if key in call:
+                        known[key] = call[key]
+                function = call.get("function") or {}
+                if "name" in function:
+                    known["function"]["name"] = function["name"]
+                arguments = function.get("arguments")
+                out.append((slot, arguments if isinstance(arguments, str) else "", False))
+            if final:  # the choice's tool calls end with it
+                out += [(slot, "", True) for slot in self.calls if slot[0] == index
+                        and not any(o[0] == slot for o in out)]
+                out = [(slot, text, True) if isinstance(slot, tuple) and slot[0] == index
+                       else (slot, text, last) for slot, text, last in out]
+            text = delta.get("content")
             if isinstance(text, str) or final:
                 out.append((index, text if isinstance(text, str) else "", final))
         return out
 
-    def _take_anthropic(self, data: dict[str, Any]) -> list[tuple[int, str, bool]]:
+    def _take_anthropic(self, data: dict[str, Any]) -> list[tuple[Any, str, bool]]:
         kind = data.get("type")
         if kind == "message_start":
             message = data.get("message") or {}
@@ -160,13 +185,12 @@ class StreamText:
             delta = data.get("delta") or {}
             if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                 return [(data.get("index", 0), delta["text"], False)]
-            block = self.blocks.setdefault(data.get("index", 0), {})
             if delta.get("type") == "input_json_delta":
-                block["partial_json"] = block.get("partial_json", "") + str(
-                    delta.get("partial_json", ""))
+                part = delta.get("partial_json")
+                return [(data.get("index", 0), part if isinstance(part, str) else "", False)]
         elif kind == "content_block_stop":
             index = data.get("index", 0)
-            if self.blocks.get(index, {}).get("type") == "text":
+            if self.blocks.get(index, {}).get("type") in ("text", "tool_use"):
                 return [(index, "", True)]
         elif kind == "message_delta":
             self.stop = dict(data.get("delta") or {})
@@ -175,44 +199,62 @@ class StreamText:
 
     # -- writing back -----------------------------------------------------------------
 
-    def put(self, data: dict[str, Any], slot: int, text: str) -> dict[str, Any]:
-        """The event with slot's text delta replaced (the guardrails' verdict)."""
+    def put(self, data: dict[str, Any], slot: Any, text: str) -> dict[str, Any]:
+        """The event with slot's delta replaced (the guardrails' verdict)."""
         self.texts.setdefault(slot, []).append(text)
-        if self.api is OpenAi:
-            choices = []
-            for choice in data.get("choices") or ():
-                if isinstance(choice, dict) and choice.get("index", 0) == slot:
-                    choice = {**choice, "delta": {**(choice.get("delta") or {}),
-                                                  "content": text}}
-                choices.append(choice)
-            return {**data, "choices": choices}
-        if data.get("type") == "content_block_delta":
-            return {**data, "delta": {**data["delta"], "text": text}}
-        return data
+        if self.api is Anthropic:
+            if data.get("type") != "content_block_delta":
+                return data
+            key = "partial_json" if self.is_call(slot) else "text"
+            return {**data, "delta": {**data["delta"], key: text}}
+        index, call_index = slot if isinstance(slot, tuple) else (slot, None)
+        choices = []
+        for choice in data.get("choices") or ():
+            if isinstance(choice, dict) and choice.get("index", 0) == index:
+                delta = dict(choice.get("delta") or {})
+                if call_index is None:
+                    delta["content"] = text
+                elif (calls := _put_arguments(delta.get("tool_calls"), call_index, text)):
+                    delta["tool_calls"] = calls
+                choice = {**choice, "delta": delta}
+            choices.append(choice)
+        return {**data, "choices": choices}
 
-    def flush_event(self, slot: int, text: str) -> bytes:
+    def flush_event(self, slot: Any, text: str) -> bytes:
         """An extra event carrying text held back until the slot's end (Anthropic: before
         its content_block_stop; OpenAI's final chunk carries it itself)."""
+        if self.api is OpenAi:  # a stream that ended without closing its choices
+            index = slot[0] if isinstance(slot, tuple) else slot
+            chunk = {**(self.first or {}), "object": "chat.completion.chunk",
+                     "choices": [{"index": index, "delta": {}, "finish_reason": None}]}
+            chunk.pop("usage", None)
+            return sse(orjson.dumps(self.put(chunk, slot, text)))
         self.texts.setdefault(slot, []).append(text)
-        body = {"type": "content_block_delta", "index": slot,
-                "delta": {"type": "text_delta", "text": text}}
+        delta = {"type": "input_json_delta", "partial_json": text} if self.is_call(slot) \
+            else {"type": "text_delta", "text": text}
+        body = {"type": "content_block_delta", "index": slot, "delta": delta}
         return sse(orjson.dumps(body), "content_block_delta")
 
     # -- the whole answer -------------------------------------------------------------
 
-    def text(self, slot: int = 0) -> str:
+    def text(self, slot: Any = 0) -> str:
         return "".join(self.texts.get(slot, ()))
 
     def assembled(self) -> dict[str, Any]:
         """The response a non-streamed request would have had (what after_call sees)."""
         first = self.first or {}
         if self.api is OpenAi:
-            slots = sorted(set(self.texts) | set(self.finish) | set(self.tool_calls)) or [0]
+            calls: dict[int, list[Any]] = {}
+            for (index, call_index), call in sorted(self.calls.items()):
+                function = {**call["function"], "arguments": self.text((index, call_index))}
+                calls.setdefault(index, []).append({**call, "function": function})
+            slots = sorted({s for s in self.texts if not isinstance(s, tuple)}
+                           | set(self.finish) | set(calls)) or [0]
             choices = []
             for slot in slots:
                 message: dict[str, Any] = {"role": "assistant", "content": self.text(slot)}
-                if slot in self.tool_calls:
-                    message["tool_calls"] = self.tool_calls[slot]
+                if slot in calls:
+                    message["tool_calls"] = calls[slot]
                 choices.append({"index": slot, "message": message,
                                 "finish_reason": self.finish.get(slot)})
             return {"id": first.get("id"), "object": "chat.completion",
@@ -223,8 +265,27 @@ class StreamText:
             block = self.blocks[index]
             if block.get("type") == "text":
                 content.append({"type": "text", "text": self.text(index)})
+            elif block.get("type") == "tool_use":
+                arguments = self.text(index)
+                try:
+                    content.append({**block, "input": orjson.loads(arguments or "{}")})
+                except orjson.JSONDecodeError:  # cut off, or a rewrite broke it
+                    content.append({**block, "partial_json": arguments})
             else:
                 content.append(block)
         return {"id": first.get("id"), "type": "message", "role": "assistant",
                 "model": first.get("model"), "content": content,
                 "stop_reason": self.stop.get("stop_reason"), "usage": self.usage or None}
+
+
+def _put_arguments(calls: Any, call_index: int, text: str) -> list[Any]:
+    """An OpenAI delta's tool_calls with one call's arguments replaced (or added)."""
+    out, found = [], False
+    for call in calls if isinstance(calls, list) else ():
+        if isinstance(call, dict) and call.get("index", 0) == call_index:
+            found = True
+            call = {**call, "function": {**(call.get("function") or {}), "arguments": text}}
+        out.append(call)
+    if not found and text:
+        out.append({"index": call_index, "function": {"arguments": text}})
+    return out

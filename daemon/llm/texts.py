@@ -12,6 +12,7 @@ helpers walk the texts of either API, so a guardrail need not know both:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -64,18 +65,25 @@ def texts(body: Any, tool_outputs_only: bool = False) -> list[str]:
     return found
 
 
+# Where a word ends: whitespace, and the punctuation of JSON (a tool call's arguments
+# stream as JSON, often without a space in them)
+_BREAKS = re.compile(r'[\s"\',{}\[\]]')
+OPEN_MAX = 32  # the longest open end: keep it below your plugin's stream_window
+
+
 def settled(text: str, final: bool) -> tuple[str, str]:
     """For ``on_chunk``: (the text a guardrail may judge now, the open end it should pass
     on as it is).  Unless the stream's text is final, its last word may go on in the next
     chunk ("jane@example.co" + "m"): a guardrail that rewrote it now would rewrite a
     fragment.  The gateway holds that end back (stream_window) and hands it over again
-    with what follows."""
+    with what follows.  The open end is at most OPEN_MAX characters, so that a long run
+    without a break (JSON arguments, a base64 blob) is judged too rather than passed on
+    past the window unread."""
     if final:
         return text, ""
-    stripped = text.rstrip()
-    if len(stripped) < len(text):  # ends in whitespace: nothing is open
-        return text, ""
-    cut = max(stripped.rfind(" "), stripped.rfind("\n"), stripped.rfind("\t")) + 1
+    cut, floor = len(text), max(0, len(text) - OPEN_MAX)
+    while cut > floor and not _BREAKS.match(text, cut - 1):
+        cut -= 1
     return text[:cut], text[cut:]
 
 

@@ -34,6 +34,7 @@ from daemon.front.auth import Authenticator, ensure_admin_token
 from daemon.front.http import HttpFront
 from daemon.front.line_guard import LineGuard
 from daemon.front.quarantine import Quarantine, QuarantineLimits
+from daemon.front.resource_subs import ResourceWatchers
 from daemon.front.switchboard import Limits, Switchboard
 from daemon.front.tcp import serve_tcp
 from daemon.front.zap import ZapHandler
@@ -141,7 +142,8 @@ class Master:
         slot_dir.mkdir(mode=0o700)
         self.plugins = PluginManager(s, bus, self.gateway_workers)
         self.upstreams = UpstreamDirectory(bus, self.gateway_workers, self.board.notify_agents,
-                                           tree.UPSTREAM_TARGET)
+                                           tree.UPSTREAM_TARGET, self._upstream_up)
+        self.board.resources = ResourceWatchers(bus, self.upstreams, self.board.deliver_update)
         self.root = Supervisor(self.spec, TreeContext(
             bus=bus, bus_endpoint=bus.endpoint, master_pid=os.getpid(),
             log_level=s.config.daemon.log_level, on_root_failure=self._root_failed,
@@ -281,6 +283,10 @@ class Master:
             self.own(self.plugins.catch_up(child))
         self.board.worker_ready(child)
         self.upstreams.worker_ready(child)
+
+    def _upstream_up(self, name: str) -> None:
+        if self.board.resources is not None:
+            self.board.resources.upstream_up(name)
 
     def _worker_gone(self, child: WorkerChild, proc: WorkerProcess) -> None:
         self.board.worker_gone(child, proc.identity, proc.culprit)

@@ -89,9 +89,11 @@ def audit_worker(settings: Settings) -> WorkerSpec:
 
 
 def gateway_worker(settings: Settings, index: int) -> WorkerSpec:
-    # A draining worker finishes its calls, so give it the longest call timeout to do so.
-    drain = max([settings.config.gateway.call_timeout, *settings.config.gateway.tool_timeouts
-                 .values()]) + settings.config.supervision.shutdown_timeout
+    # A draining worker finishes its calls, each bounded by its own timeout (a tool call's,
+    # or a whole AI or agent gateway request's, its stream included): give it the longest.
+    c = settings.config
+    drain = max([c.gateway.call_timeout, *c.gateway.tool_timeouts.values(),
+                 c.llm.request_timeout, c.a2a.request_timeout]) + c.supervision.shutdown_timeout
     return WorkerSpec(id=f"gateway-{index}", target="daemon.gateway.worker:run",
                       options={"gateway": gateway_options(settings),
                                "audit": audit_link_options(settings)}, shutdown=drain)

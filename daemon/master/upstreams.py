@@ -13,7 +13,8 @@ gateway worker gets each upstream's last known tools with its state:
 Agents that did the handshake, and stateless-era agents listening (subscriptions/listen),
 get notifications/tools/list_changed when the listed tools change (not for a restart that
 brings back the same tools); likewise notifications/resources/list_changed and
-notifications/prompts/list_changed for resources (and templates) and prompts.
+notifications/prompts/list_changed for resources (and templates) and prompts.  An
+upstream that says its lists changed while up reports them again (same path).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from daemon import metrics
 from daemon.ipc import messages
 from daemon.ipc.bus import WorkerBus
-from daemon.protocol import jsonrpc
+from daemon.protocol import jsonrpc, uri_template
 from daemon.supervision.child import ChildState
 from daemon.supervision.worker_child import WorkerChild
 
@@ -54,8 +55,10 @@ class Health:
 
 class UpstreamDirectory:
     def __init__(self, bus: WorkerBus, gateway_workers: Callable[[], list[WorkerChild]],
-                 notify_agents: Callable[[bytes], None], target: str) -> None:
+                 notify_agents: Callable[[bytes], None], target: str,
+                 on_up: Callable[[str], None] = lambda _name: None) -> None:
         self.bus = bus
+        self.on_up = on_up  # an upstream (re)started: its resource subscriptions go to it
         self.gateway_workers = gateway_workers
         self.notify_agents = notify_agents
         self.target = target  # the job that upstream workers run
@@ -67,10 +70,36 @@ class UpstreamDirectory:
         bus.on(messages.UpstreamTools, self.on_tools)
 
     def on_tools(self, identity: bytes, message: messages.UpstreamTools) -> None:
-        self.reported[message.upstream] = {
+        name = message.upstream
+        self.reported[name] = {
             "endpoint": message.endpoint, "tools": message.tools,
             "resources": message.resources, "templates": message.templates,
-            "prompts": message.prompts}
+            "prompts": message.prompts, "subscribe": message.subscribe}
+        health = self.health.get(name)
+        if self.up.get(name) == identity and health is not None:  # its lists changed
+            self._set(name, Health(UP, health.since), f"with {len(message.tools)} tools "
+                                                      "(its lists changed)")
+
+    # -- which upstream serves a resource -----------------------------------------------
+
+    def owner_of(self, uri: str) -> str | None:
+        """The upstream that listed the resource, or else the one upstream with a
+        template that matches it (as the gateway workers route a resources/read)."""
+        for name, reported in sorted(self.reported.items()):
+            if any(r.get("uri") == uri for r in reported.get("resources", ())):
+                return name
+        owners = {name for name, reported in self.reported.items()
+                  for t in reported.get("templates", ())
+                  if isinstance(t.get("uriTemplate"), str)
+                  and uri_template.matches(t["uriTemplate"], uri)}
+        return owners.pop() if len(owners) == 1 else None
+
+    def subscribable(self, name: str) -> bool:
+        return bool(self.reported.get(name, {}).get("subscribe"))
+
+    def identity(self, name: str) -> bytes | None:
+        """The serving incarnation of an upstream's worker, while it is up."""
+        return self.up.get(name)
 
     def _name(self, child: WorkerChild) -> str | None:
         return str(child.spec.options["name"]) if child.spec.target == self.target else None
@@ -87,6 +116,7 @@ class UpstreamDirectory:
             self.up[name] = child.proc.identity
             self._set(name, Health(UP, time.time()),
                       f"with {len(self.reported[name]['tools'])} tools")
+            self.on_up(name)
 
     def worker_gone(self, child: WorkerChild, identity: bytes) -> None:
         name = self._name(child)

@@ -31,8 +31,9 @@ META_SUBSCRIPTION = "io.modelcontextprotocol/subscriptionId"  # on subscriptions
 # 2026-07-28 over HTTP: the param a request's Mcp-Name header repeats, by method
 NAMED_BY = {"tools/call": "name", "resources/read": "uri", "prompts/get": "name"}
 SERVER_INFO = {"name": "workingagents", "version": __version__}
-# resources/subscribe is not offered: resources/updated does not reach agents (yet)
-CAPABILITIES = {"tools": {"listChanged": True}, "resources": {"listChanged": True},
+# resources/subscribe: front.resource_subs (2026-07-28: subscriptions/listen)
+CAPABILITIES = {"tools": {"listChanged": True},
+                "resources": {"listChanged": True, "subscribe": True},
                 "prompts": {"listChanged": True}, "completions": {},
                 "logging": {}}  # upstreams' log messages reach the calling agent
 TOOLS_TTL_MS = 60_000

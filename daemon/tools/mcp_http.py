@@ -123,6 +123,7 @@ class HttpMcpClient:
         self.timeout = timeout
         self.on_notification = on_notification  # (message, the call it came with or None)
         self.on_request = on_request
+        self.on_session: Callable[[], None] | None = None  # a new session replaced ours
         self.modern = False
         self.version = ""
         self.capabilities: dict[str, Any] = {}  # what the server said it offers
@@ -381,6 +382,8 @@ class HttpMcpClient:
             log.info("%s: the server forgot our session; initializing again", self.name)
             self.session_id, self.version = None, ""
             await self._initialize()
+        if self.on_session is not None:
+            self.on_session()  # what the old session subscribed to, the new one must
 
     async def _post(self, rid: int, method: str, body: bytes, name: str | None,
                     modern: bool, route: Any = None) -> bytes:

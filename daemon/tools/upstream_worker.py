@@ -22,7 +22,9 @@ A q request (resources/read, prompts/get, completion/complete, a tools/call retr
 MRTR input) passes its params through the same way.
 
 At start it also lists the server's resources, resource templates and prompts (each
-only if the server's capabilities say it has them), for the master to pass on.
+only if the server's capabilities say it has them), for the master to pass on; it lists
+them again when the server says they changed, and keeps the server's resource
+subscriptions as the master asks (tools.upstream_events).
 
 A server's request during a call (sampling, elicitation, roots/list) goes back to the
 gateway worker that made the call, numbered here (``ask``); the answer goes to the server
@@ -37,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +51,7 @@ from daemon.ipc.zmq_endpoint import ZmqEndpoint, bind_router
 from daemon.protocol.jsonrpc import INTERNAL_ERROR, TIMED_OUT, RpcError
 from daemon.tools.mcp_http import HttpMcpClient, shown_url
 from daemon.tools.mcp_stdio import StdioMcpClient
+from daemon.tools.upstream_events import UpstreamEvents, offers_subscriptions
 from daemon.worker.background import first_set
 from daemon.worker.call_tasks import CallTasks
 from daemon.worker.runtime import EXIT_UPSTREAM_EXITED, JobExit, WorkerHandle, describe_exit
@@ -71,6 +75,8 @@ class UpstreamService:
         # ask -> the call it came with, and the agent's answer when it comes
         self.asks: dict[int, tuple[tuple[bytes, int], asyncio.Future[bytes]]] = {}
         self._ask_ids = itertools.count(1)
+        # what the server says outside calls (tools.upstream_events)
+        self.on_event: Callable[[dict[str, Any]], None] = lambda _message: None
         client.on_notification = self.on_notification
         client.on_request = self.on_request
 
@@ -83,6 +89,7 @@ class UpstreamService:
                                                           orjson.dumps(message))])
             return
         if method != "notifications/progress":
+            self.on_event(message)
             return
         params = dict(message.get("params") or {})
         route = self.progress_routes.get(str(params.pop("progressToken", "")))
@@ -254,11 +261,26 @@ async def run(worker: WorkerHandle, name: str, command: list[str], endpoint: str
     if offer.resources or offer.templates or offer.prompts:
         log.info("%s: %d resources, %d resource templates, %d prompts", name,
                  len(offer.resources), len(offer.templates), len(offer.prompts))
-    worker.send(messages.UpstreamTools(upstream=name, endpoint=service.endpoint,
-                                       tools=offer.tools, resources=offer.resources,
-                                       templates=offer.templates, prompts=offer.prompts))
+    def report(offer: Offer) -> None:
+        worker.send(messages.UpstreamTools(
+            upstream=name, endpoint=service.endpoint, tools=offer.tools,
+            resources=offer.resources, templates=offer.templates, prompts=offer.prompts,
+            subscribe=offers_subscriptions(client)))
+
+    async def relist() -> None:
+        offer = await list_offer(client)
+        log.info("%s: its lists changed: now %d tools, %d resources, %d resource "
+                 "templates, %d prompts", name, len(offer.tools), len(offer.resources),
+                 len(offer.templates), len(offer.prompts))
+        report(offer)
+
+    events = UpstreamEvents(worker, name, client, relist)
+    service.on_event = events.on_notification
+    report(offer)
     await worker.ready()
+    events.start()
     await first_set(worker.stopping, client.exited)
+    await events.close()
     await service.close()
     await client.close()
     if not worker.stopping.is_set():

@@ -124,9 +124,9 @@ class WorkerHandle:
 
     def send_raw_now(self, payload: bytes) -> None:
         """Send now, after whatever is queued (order kept): for what must arrive before
-        anything else happens."""
+        anything else happens): with what is queued, in one frame."""
+        self._endpoint.send_batched(b"", payload)
         self._endpoint.flush()
-        self._endpoint.send([payload])
 
     def read_bus(self) -> None:
         """Handle what the master sent while this worker's loop was busy (a cancel for

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from daemon.gateway.passthrough import _matches
 from daemon.gateway.plugin_chain import Hosted
 from daemon.gateway.plugin_host import PluginHost
 from daemon.plugin import Plugin, map_texts, texts
+from daemon.protocol.uri_template import matches as _matches
 
 
 def test_a_uri_template_matches_the_uris_it_expands_to_and_no_others():

@@ -542,7 +542,11 @@ def plugin_dirs(settings: Settings) -> list[Path]:
     """The plugin dirs in force: configured, or the bundled ones plus the sysadmin's."""
     if settings.config.plugins.dirs is not None:
         return [Path(d).expanduser() for d in settings.config.plugins.dirs]
+    return [*bundled_plugin_dirs()[:1], Path("/etc/workingagents/plugins.d")]
+
+
+def bundled_plugin_dirs() -> list[Path]:
+    """Where the plugins shipped with the daemon are: installed, or in a checkout."""
     here = Path(__file__).resolve().parent.parent
     bundled = [Path(sys.prefix) / "share" / "workingagents" / "plugins", here / "plugins"]
-    found = [d for d in bundled if d.is_dir()][:1]
-    return [*found, Path("/etc/workingagents/plugins.d")]
+    return [d for d in bundled if d.is_dir()]

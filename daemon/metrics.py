@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -113,14 +113,22 @@ class GatewayTally:
     sample at a time).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, timed: Callable[[], Iterable[Any]] = tuple) -> None:
+        """``timed``: the passes whose hooks' time is summed on them (plugin_chain)."""
+        self.timed = timed
         self.calls: dict[tuple[str, str, str], list[Any]] = {}
         self.verdicts: dict[tuple[str, str, str], list[Any]] = {}
+        self.passes: dict[Any, int] = {}  # plugin_chain.Pass -> calls it allowed
 
-    def decisions(self, trail: Iterable[tuple[str, str, str, str, Any, float]]) -> None:
-        """Count the verdict of each hook of a call's trail (plugin_chain.Trail)."""
+    def decisions(self, trail: Iterable[Any]) -> None:
+        """Count the verdict of each hook of a call's trail (plugin_chain.Trail: an
+        entry per hook, or a Pass for hooks that all allowed; their time is on it)."""
         verdicts = self.verdicts
-        for plugin, version, _hook, verdict, _reason, seconds in trail:
+        for entry in trail:
+            if not isinstance(entry, tuple):  # a plugin_chain.Pass
+                self.passes[entry] = self.passes.get(entry, 0) + 1
+                continue
+            plugin, version, _hook, verdict, _reason, seconds = entry
             tally = verdicts.get((plugin, version, verdict))
             if tally is None:
                 tally = verdicts[(plugin, version, verdict)] = [0, 0.0]
@@ -137,12 +145,23 @@ class GatewayTally:
 
     def flush(self) -> None:
         verdicts, self.verdicts = self.verdicts, {}
-        for (plugin, version, verdict), (count, seconds) in verdicts.items():
-            counter = _child("decisions", plugin, version, verdict)
-            if counter is not None:
-                counter.inc(count)
-                _child("plugin_seconds", plugin).inc(seconds)
+        passes, self.passes = self.passes, {}
         calls, self.calls = self.calls, {}
+        for allowed, count in passes.items():
+            for plugin, version, *_ in allowed.entries:
+                verdicts.setdefault((plugin, version, "allow"), [0, 0.0])[0] += count
+        spent: dict[str, float] = {}  # plugin -> seconds
+        for allowed in self.timed():
+            for plugin, seconds in allowed.take_seconds():
+                spent[plugin] = spent.get(plugin, 0.0) + seconds
+        if _metrics() is None:
+            return
+        for (plugin, version, verdict), (count, seconds) in verdicts.items():
+            _child("decisions", plugin, version, verdict).inc(count)
+            spent[plugin] = spent.get(plugin, 0.0) + seconds
+        for plugin, seconds in spent.items():
+            if seconds:
+                _child("plugin_seconds", plugin).inc(seconds)
         for (tool, agent, outcome), (count, total, buckets) in calls.items():
             counter = _child("calls", tool, agent, outcome)
             if counter is None:

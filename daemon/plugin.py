@@ -16,7 +16,11 @@
         async def after_call(self, call, result):   # Deny(...), a rewritten result, or None
             ...
 
-Either hook may be left out.  A plugin sees the calls of the kinds it names in ``kinds``
+Either hook may be left out.  Either may also be a plain function (``def``) when it never
+awaits: it is then called without a coroutine, which costs a call less, and when every
+hook a tool call meets is one, a call to a built-in tool runs without a coroutine at all
+(the bundled plugins' hooks are).  A hook that awaits must be ``async def``; budgets and
+fail-closed apply to both alike.  A plugin sees the calls of the kinds it names in ``kinds``
 (default: tool calls only): "tool", "resource" (a resources/read: ``call.tool`` is the
 URI), "prompt" (a prompts/get: ``call.tool`` is <upstream>__<prompt>, ``call.arguments``
 the prompt's), "completion", "llm" (an AI gateway request: ``call.tool`` the model,
@@ -166,9 +170,15 @@ def texts(result: dict[str, Any]) -> list[str]:
     """Every text in a tool, resource or prompt result."""
     content = result.get("content")
     if isinstance(content, list) and "contents" not in result and "messages" not in result:
-        # a tool's result, the common case: one pass (guardrails ask on every call)
-        return [b["text"] for b in content
-                if isinstance(b, dict) and isinstance(b.get("text"), str)]
+        # a tool's result, the common case: one pass (guardrails ask on every call), a
+        # loop rather than a comprehension (its own frame, a fifth of the cost here)
+        found = []
+        for b in content:
+            if isinstance(b, dict):
+                text = b.get("text")
+                if isinstance(text, str):
+                    found.append(text)
+        return found
     return [b["text"] for b in _blocks(result) if isinstance(b.get("text"), str)]
 
 

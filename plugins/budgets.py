@@ -118,7 +118,7 @@ class Budgets(Plugin):
             entry["day"] = [day, 0, 0.0]
         return entry  # type: ignore[no-any-return]
 
-    async def before_call(self, call: Any) -> Deny | None:
+    def before_call(self, call: Any) -> Deny | None:
         now = time.time()
         key = f"{call.agent}\x1f{call.tool}"
         prompt, completion = estimate(call.arguments, self.config.default_max_tokens)
@@ -145,7 +145,7 @@ class Budgets(Plugin):
         self.reserved[id(call.arguments)] = (key, tokens, cost)
         return None
 
-    async def after_call(self, call: Any, result: dict[str, Any]) -> None:
+    def after_call(self, call: Any, result: dict[str, Any]) -> None:
         found = self.reserved.pop(id(call.arguments), None)
         if found is None:  # a rewritten request, or reserved before a restart
             prompt, completion = estimate(call.arguments, self.config.default_max_tokens)

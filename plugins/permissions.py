@@ -160,7 +160,7 @@ class Permissions(Plugin):
             found = self.entities[key] = cedarpy.Entities.from_json_str(json.dumps(graph))
         return found
 
-    async def before_call(self, call: Any) -> Deny | None:
+    def before_call(self, call: Any) -> Deny | None:
         self.reload()
         if self.policies is None:
             return None

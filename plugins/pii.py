@@ -135,7 +135,7 @@ class Pii(Plugin):
         redacted, found = redact(text, self.pii_kinds)
         return redacted if found else text
 
-    async def before_call(self, call: Any) -> Any:
+    def before_call(self, call: Any) -> Any:
         if call.kind not in ("llm", "a2a"):
             return None  # (hook_kinds: not asked) tool arguments are the agent's own business
         redacted = (map_llm_texts if call.kind == "llm" else map_parts)(call.arguments,
@@ -147,7 +147,7 @@ class Pii(Plugin):
         redacted = self.redact_text(judged)
         return None if redacted is judged else redacted + open_end
 
-    async def after_call(self, call: Any, result: dict[str, Any]) -> dict[str, Any] | None:
+    def after_call(self, call: Any, result: dict[str, Any]) -> dict[str, Any] | None:
         if call.kind in ("llm", "a2a"):
             redacted = (map_llm_texts if call.kind == "llm" else map_parts)(result,
                                                                             self.redact_text)

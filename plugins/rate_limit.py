@@ -65,7 +65,7 @@ class RateLimit(Plugin):
             out.append(("tool", c.tool_rate, c.tool_burst))
         return out
 
-    async def before_call(self, call: Any) -> Deny | None:
+    def before_call(self, call: Any) -> Deny | None:
         c = self.config
         if not (c.agent_rate or c.tool_rate or c.tools):  # no limits: nothing to count
             return None

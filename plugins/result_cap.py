@@ -26,7 +26,7 @@ class ResultCap(Plugin):
     config_schema = ResultCapConfig
     config: ResultCapConfig
 
-    async def after_call(self, call: Any, result: dict[str, Any]) -> dict[str, Any] | None:
+    def after_call(self, call: Any, result: dict[str, Any]) -> dict[str, Any] | None:
         cap = self.config.max_bytes
         content = result.get("content") or []
         bound = 0  # UTF-8 takes at most 4 bytes a character: most results are far below

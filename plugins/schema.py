@@ -159,7 +159,7 @@ class Schema(Plugin):
         self.validators: dict[int, tuple[Any, Any, Check | None]] = {}
         self.skip = frozenset(self.config.skip)
 
-    async def before_call(self, call: Any) -> Deny | None:
+    def before_call(self, call: Any) -> Deny | None:
         schema = call.input_schema
         if not schema or call.tool in self.skip:
             return None

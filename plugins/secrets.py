@@ -49,6 +49,18 @@ HINTS = r"AKIA|ASIA|gh[pousr]_|xox[abprs]-|sk-|-----BEGIN |eyJ|(?i:bearer)"
 _HINTS_TEXT, _HINTS_BYTES = re.compile(HINTS), re.compile(HINTS.encode())
 
 
+def matcher(extra: list[str]) -> Any:
+    """One RE2 pattern for KNOWN and the sysadmin's own."""
+    options = re2.Options()
+    options.log_errors = False
+    return re2.compile("|".join(f"(?:{p})" for p in [*KNOWN.values(), *extra]), options)
+
+
+# compiled with the module, which a worker may find already run (hotswap.warm): the
+# common config has no patterns of its own
+KNOWN_MATCHER = matcher([])
+
+
 def entropy(word: str) -> float:
     counts = Counter(word)
     return -sum(n / len(word) * math.log2(n / len(word)) for n in counts.values())
@@ -75,10 +87,7 @@ class Secrets(Plugin):
 
     def __init__(self, config: Any = None, log: Any = None) -> None:
         super().__init__(config, log)
-        patterns = [*KNOWN.values(), *self.config.patterns]
-        options = re2.Options()
-        options.log_errors = False
-        self.matcher = re2.compile("|".join(f"(?:{p})" for p in patterns), options)
+        self.matcher = matcher(self.config.patterns) if self.config.patterns else KNOWN_MATCHER
         # the hints rule out KNOWN only: a sysadmin's pattern may match anything
         self.hinted = not self.config.patterns and not self.config.entropy
 
@@ -112,7 +121,7 @@ class Secrets(Plugin):
             return text
         return self.redact(text)
 
-    async def before_call(self, call: Any) -> Any:
+    def before_call(self, call: Any) -> Any:
         raw = orjson.dumps(call.arguments)
         if not self.carries(raw):
             return None
@@ -136,7 +145,7 @@ class Secrets(Plugin):
         return Deny("the arguments carry a secret (API key, private key or token)",
                     "guardrail", redacted=redacted)
 
-    async def after_call(self, call: Any, result: dict[str, Any]) -> Any:
+    def after_call(self, call: Any, result: dict[str, Any]) -> Any:
         if call.kind in ("llm", "a2a"):
             redacted = (map_llm_texts if call.kind == "llm" else map_parts)(
                 result, self.redact_found)
@@ -145,7 +154,10 @@ class Secrets(Plugin):
             if self.config.results == "block":
                 return Deny("the answer carries a secret", "guardrail")
             return redacted
-        if not any(self.may_carry(t) and self.find(t) for t in texts(result)):
+        for text in texts(result):  # a loop: a generator here cost more than the scan
+            if self.may_carry(text) and self.find(text):
+                break
+        else:
             return None
         if self.config.results == "block":
             return Deny("the result carries a secret", "guardrail")

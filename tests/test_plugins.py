@@ -298,6 +298,36 @@ def test_the_forkserver_warm_up_preloads_imports_and_serves_only_the_exact_bytes
     source.COMPILED.pop((v1.sha256, v1.path))
 
 
+def test_the_warm_up_runs_only_the_modules_of_plugin_files_the_daemon_ships(tmp_path):
+    import sys
+
+    from daemon.config import bundled_plugin_dirs
+    from daemon.hotswap import source, warm
+
+    shipped = (bundled_plugin_dirs()[0] / "secrets.py").read_text()
+    ours = drop(tmp_path, "secrets", shipped)  # a copy, byte for byte
+    marker = tmp_path / "ran"
+    # the same plugin, edited: its module (here, one that says it ran) is never run here
+    edited = drop(tmp_path, "edited", shipped.replace(
+        'name = "secrets"', 'name = "edited"') + f"\nopen({str(marker)!r}, 'w').close()\n")
+    warm.warm([tmp_path])
+    v1, other = source.read_source(ours), source.read_source(edited)
+    try:
+        assert (v1.sha256, v1.path) in source.LOADED
+        assert (other.sha256, other.path) not in source.LOADED and not marker.exists()
+        preloaded = source.LOADED[(v1.sha256, v1.path)]
+        first = source.load_class(v1)  # the worker's first load takes the module as it is
+        assert sys.modules[first.__module__] is preloaded and first.name == "secrets"
+        assert (v1.sha256, v1.path) not in source.LOADED
+        again = source.load_class(v1)  # later loads of the same bytes run a fresh module
+        assert again is not first and sys.modules[again.__module__] is not preloaded
+        assert source.load_class(other).name == "edited" and marker.exists()
+    finally:
+        for key in ((v1.sha256, v1.path), (other.sha256, other.path)):
+            source.COMPILED.pop(key, None)
+            source.LOADED.pop(key, None)
+
+
 PATIENT = '''
 import asyncio
 from daemon.plugin import Plugin

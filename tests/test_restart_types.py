@@ -69,3 +69,23 @@ def test_shutdown_timeout_ends_in_sigkill_for_a_worker_that_ignores_sigterm(star
     assert daemon.wait_exit(10) == 0
     assert "did not stop within 0.5s of SIGTERM; SIGKILL" in daemon.log()
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), 5, "the stubborn worker to be gone")
+
+
+def test_a_worker_that_exits_before_its_ready_is_seen_is_restarted_not_taken_as_serving(
+        start_daemon, state_dir):
+    counter, stall = state_dir / "starts", state_dir / "stall"
+    daemon = start_daemon(tree={"id": "root", "max_restarts": 50, "children": [
+        {"id": "w", "options": {"starts_file": str(counter),
+                                "stall_master_file": str(stall)}}]})
+    daemon.wait_ready()
+
+    def serving() -> bool:
+        worker = daemon.workers()["w"]
+        return worker["state"] == "ready" and worker["pid"] is not None
+    # which of the READY and the exit the resumed master reads first is up to the
+    # kernel: a few rounds, so that the both-at-once case comes up
+    for _ in range(8):
+        stall.touch()  # the next incarnation reports READY, exits while the master is stopped
+        os.kill(daemon.pids()["w"], signal.SIGKILL)
+        wait_for(lambda: not stall.exists(), 10, "the stalling start")
+        wait_for(serving, 15, "a live incarnation to serve (not the dead one marked ready)")

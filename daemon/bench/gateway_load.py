@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,15 @@ class Driver:
 
     def run(self, duration: float, window: int, rate: float | None = None) -> dict[str, Any]:
         """Keep ``window`` calls in flight per connection (or pace at ``rate`` calls/s)."""
+        latencies, elapsed, errors = self.collect(duration, window, rate)
+        return {"calls_per_s": round(len(latencies) / elapsed), "errors": errors,
+                "latency_ms": _percentiles(latencies)}
+
+    def collect(self, duration: float, window: int, rate: float | None = None,
+                settle: bool = False) -> tuple[list[float], float, int]:
+        """run()'s latencies (ms), seconds and errors; ``settle``: then wait (uncounted)
+        for the calls still in flight, so that none is left for the gateway to finish
+        while another run is measured."""
         sent: dict[int, float] = {}
         latencies: list[float] = []
         next_id = 1
@@ -124,11 +133,19 @@ class Driver:
             sent[rid] = time.perf_counter()
             inflight[i] += 1
 
+        elapsed = 0.0
         while True:
             now = time.perf_counter()
-            if now >= end:
+            if now >= end and not elapsed:
+                elapsed = now - start
+                if not settle:
+                    break
+                end = now + 2.0  # for the calls in flight; none is sent from now on
+            if elapsed and (now >= end or not any(inflight.values())):
                 break
-            if rate is None:
+            if elapsed:
+                pass  # settling: nothing more is sent
+            elif rate is None:
                 for i in inflight:
                     while inflight[i] < window:
                         fire(i)
@@ -151,15 +168,15 @@ class Driver:
                     t0 = sent.pop(message.get("id"), None)
                     if t0 is None:
                         continue
+                    inflight[index[id(conn)]] -= 1
+                    if elapsed:
+                        continue  # settling: answered after the measured window
                     if "error" in message:
                         errors += 1
                     latencies.append((time.perf_counter() - t0) * 1000)
-                    inflight[index[id(conn)]] -= 1
-        elapsed = time.perf_counter() - start
         if sel is not None:
             sel.close()
-        return {"calls_per_s": round(len(latencies) / elapsed), "errors": errors,
-                "latency_ms": _percentiles(latencies)}
+        return latencies, elapsed, errors
 
     def close(self) -> None:
         for conn in self.conns:
@@ -204,7 +221,36 @@ def _measure(make: Callable[[], Driver], duration: float, window: int,
         driver.close()
 
 
-def run(conns: int = 8, window: int = 16, duration: float = 3.0) -> dict[str, Any]:
+def _interleaved(makes: Mapping[str, Callable[[], Driver]], duration: float, window: int,
+                 rounds: int) -> dict[str, dict[str, Any]]:
+    """The peak of each gateway, measured in turns (ABBA...) of duration/rounds each,
+    every turn settled before the next: a slow drift of the machine's load then weighs
+    on both alike, where two runs one after the other saw different machines."""
+    drivers = {name: make() for name, make in makes.items()}
+    try:
+        for driver in drivers.values():
+            driver.collect(min(0.5, duration / 4), window, settle=True)  # warm up
+        got: dict[str, list[Any]] = {name: [[], 0.0, 0, []] for name in drivers}
+        for turn in range(rounds):
+            for name in (list(drivers) if turn % 2 == 0 else list(drivers)[::-1]):
+                latencies, elapsed, errors = drivers[name].collect(duration / rounds,
+                                                                   window, settle=True)
+                sums = got[name]
+                sums[0] += latencies
+                sums[1] += elapsed
+                sums[2] += errors
+                sums[3].append(len(latencies) / elapsed)
+    finally:
+        for driver in drivers.values():
+            driver.close()
+    return {name: {"calls_per_s": round(len(lat) / elapsed), "errors": errors,
+                   "latency_ms": _percentiles(lat), "turns_calls_per_s": [round(x) for x in per]}
+            for name, (lat, elapsed, errors, per) in got.items()}
+
+
+def run(conns: int = 8, window: int = 16, duration: float = 3.0,
+        rounds: int = 6) -> dict[str, Any]:
+    """``rounds``: the turns the empty and the bundled chain take at peak load."""
     results: dict[str, Any] = {"conns": conns, "window": window, "duration_s": duration}
     proc, endpoint = _bare_server()
     try:
@@ -213,22 +259,21 @@ def run(conns: int = 8, window: int = 16, duration: float = 3.0) -> dict[str, An
     finally:
         proc.kill()
         proc.wait()
-    with temporary_daemon(gateway_workers=2) as daemon:
-        listen = read_control_file(daemon.state_dir)["listen"]
-        token = admin_token_path(daemon.state_dir).read_text().strip()
+    with temporary_daemon(gateway_workers=2) as daemon, bundled_plugins() as bundled, \
+            temporary_daemon(gateway_workers=2, plugin_dirs=[bundled]) as chained:
+        ends = {}
+        for name, each in (("", daemon), ("_bundled_chain", chained)):
+            listen = read_control_file(each.state_dir)["listen"]
+            ends[name] = (listen, admin_token_path(each.state_dir).read_text().strip())
         for transport in ("zmq", "tcp"):
-            make = functools.partial(Driver, transport, listen[transport], token, conns)
-            peak = _measure(make, duration, window)
-            half = _measure(make, duration, window * 4, rate=peak["calls_per_s"] / 2)
-            results[f"gateway_{transport}"] = peak
-            results[f"gateway_{transport}_at_half_peak"] = half
-    with bundled_plugins() as bundled, temporary_daemon(gateway_workers=2,
-                                                        plugin_dirs=[bundled]) as daemon:
-        listen = read_control_file(daemon.state_dir)["listen"]
-        token = admin_token_path(daemon.state_dir).read_text().strip()
-        for transport in ("zmq", "tcp"):
-            make = functools.partial(Driver, transport, listen[transport], token, conns)
-            results[f"gateway_{transport}_bundled_chain"] = _measure(make, duration, window)
+            makes = {f"gateway_{transport}{name}": functools.partial(
+                Driver, transport, listen[transport], token, conns)
+                for name, (listen, token) in ends.items()}
+            results.update(_interleaved(makes, duration, window, rounds))
+            peak = results[f"gateway_{transport}"]
+            results[f"gateway_{transport}_at_half_peak"] = _measure(
+                makes[f"gateway_{transport}"], duration, window * 4,
+                rate=peak["calls_per_s"] / 2)
     ceiling = results["bare_zmq_echo"]["calls_per_s"] or 1
     results["ratio_gateway_zmq_to_bare"] = round(results["gateway_zmq"]["calls_per_s"]
                                                  / ceiling, 3)

@@ -11,12 +11,14 @@ cannot import this module, which imports them).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from daemon.a2a.cards import CardKeeper
@@ -28,6 +30,25 @@ from daemon.front.switchboard import Switchboard
 
 log = logging.getLogger("http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class MalformedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse as an ERROR with a traceback that quotes
+    the offending bytes, which may be an Authorization header: a token in the log, and a
+    dozen lines per bad request for anyone to cause.  One short debug line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True  # our own failures keep their traceback
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        log.debug("malformed HTTP request from %s: %s %s", remote, exc.code,
+                  type(exc).__name__)
+        return False
+
+
+server_log = logging.getLogger("http.server")
+server_log.addFilter(MalformedRequests())
 
 
 class OriginPolicy:
@@ -60,6 +81,7 @@ class HttpFront:
         listen = settings.config.listen
         self.origins = OriginPolicy(listen.http_origins)
         self.max_bytes = listen.max_message_bytes
+        self.line_timeout = listen.line_timeout
         self.app = web.Application(client_max_size=listen.max_message_bytes,
                                    middlewares=[self._guard])
         self.app.router.add_get("/healthz", self.healthz)
@@ -70,6 +92,7 @@ class HttpFront:
         self.address = ""
 
     def apply(self, settings: Settings) -> list[str]:
+        self.line_timeout = settings.config.listen.line_timeout  # bodies; headers: at start
         patterns = settings.config.listen.http_origins
         if tuple(patterns) == self.origins.patterns:
             return []
@@ -85,10 +108,17 @@ class HttpFront:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(tls_cert, tls_key)  # OSError / SSLError: cannot start
         host, _, port = address.rpartition(":")
+        # keepalive_timeout: a connection waiting for a request, or for the rest of its
+        # headers (slowloris), is closed after line_timeout (aiohttp's default is an hour).
         # handler_cancellation: a client that drops its request cancels its call (and an
-        # LLM request's provider call)
+        # LLM request's provider call).  auto_decompress off: aiohttp would inflate a
+        # compressed body on the master's loop, and drain it all after a 413 (a 1 MB gzip
+        # body inflates to 1 GB: seconds in which no agent is served); _guard refuses it.
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                                    shutdown_timeout=1.0, handler_cancellation=True)
+                                    shutdown_timeout=1.0, handler_cancellation=True,
+                                    auto_decompress=False,
+                                    keepalive_timeout=self.line_timeout,
+                                    logger=server_log)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host.strip("[]"), int(port), ssl_context=context,
                            backlog=1024, reuse_address=True)
@@ -112,7 +142,21 @@ class HttpFront:
         if origin is not None and not self.origins.allows(origin):
             return json_error(403, f"Forbidden: origin {origin[:200]!r} is not in "
                                    "[listen] http_origins")
+        if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+            return json_error(415, "Unsupported Media Type: send the body without "
+                                   "Content-Encoding (compressed bodies are not accepted)",
+                              headers={"Accept-Encoding": "identity"})
         try:
+            # a body still arriving is read here, so that a trickled one is cut off too
+            # (a whole one, the usual case, costs no timer)
+            if request.body_exists and not request.content.is_eof():
+                try:
+                    async with asyncio.timeout(self.line_timeout):
+                        await request.read()  # kept: the route's read() returns it
+                except TimeoutError:
+                    return json_error(408, "Request Timeout: the body did not arrive "
+                                           f"within [listen] line_timeout ({self.line_timeout}"
+                                           " s)", headers={"Connection": "close"})
             return await handler(request)
         except web.HTTPException as exc:
             if exc.content_type == "application/json":

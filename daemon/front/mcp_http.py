@@ -52,7 +52,7 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="workingagents"'}
 # an agent's sessions beyond this end the least recently active one (it gets 404 and
 # initializes again, as the spec says): what a client that never DELETEs can hold
 MAX_SESSIONS_PER_AGENT = 1024
-KEEPALIVE = 15.0  # seconds between comments on an idle GET stream (finds dead readers)
+KEEPALIVE = 15.0  # at most this between comments on an idle GET stream (finds dead readers)
 
 
 class RpcUnauthenticated(web.HTTPUnauthorized):
@@ -193,12 +193,18 @@ class McpRoute:
                                        "token>")
         if agent is None:
             raise RpcUnauthenticated(rid, "Unauthenticated: the token is not valid")
-        if session is not None and session.agent is not None \
-                and agent.name != session.agent.name:
-            raise web.HTTPNotFound(  # another agent's session does not exist for this one
-                body=orjson.dumps({"error": {"status": 404, "message": "Not Found: no such "
-                                                                      "MCP session"}}),
-                content_type="application/json")
+        if session is not None and session.agent is not None:
+            # a _meta token names the request's agent too (the switchboard runs the call
+            # as it): neither may be another agent than the session's
+            names = {agent.name}
+            if meta is not None and mcp.META_TOKEN in meta:
+                claimed = board.auth.agent_for(meta[mcp.META_TOKEN])
+                names.add(claimed.name if claimed is not None else session.agent.name)
+            if names != {session.agent.name}:
+                raise web.HTTPNotFound(  # another agent's session does not exist for it
+                    body=orjson.dumps({"error": {"status": 404, "message": "Not Found: no "
+                                                                          "such MCP session"}}),
+                    content_type="application/json")
         return agent
 
     def _initialize(self, agent: Agent, rid: jsonrpc.RequestId,
@@ -346,6 +352,12 @@ class McpRoute:
         return found
 
     async def get(self, request: web.Request) -> web.StreamResponse:
+        if HEADER_SESSION not in request.headers:
+            # the spec: an SSE stream or 405, which clients (the TypeScript SDK's GET,
+            # a stateless client's probe) take as "no stream here" and go on
+            return json_error(405, f"Method Not Allowed: GET /mcp is a session's stream; "
+                                   f"send its {HEADER_SESSION} (stateless 2026-07-28 clients "
+                                   "only POST)", headers={"Allow": "GET, POST, DELETE"})
         if not accepts(request)[1]:
             return json_error(406, "Not Acceptable: GET /mcp is an SSE stream; accept "
                                    "text/event-stream")
@@ -355,15 +367,20 @@ class McpRoute:
         queue = session.open_stream()
         stream = web.StreamResponse(headers=SSE_HEADERS)
         await stream.prepare(request)
+        # a session whose client holds its stream open (and reads it) is not idle: an
+        # SDK client does not initialize again after a 404, so sweeping it breaks an IDE
+        # that merely sat quiet
+        beat = min(KEEPALIVE, self.front.board.limits.idle_timeout / 2)
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), KEEPALIVE)
+                    event = await asyncio.wait_for(queue.get(), beat)
                 except TimeoutError:
                     event = b": keepalive\n\n"
                 if event is None:
                     break
                 await stream.write(event)
+                session.conn.last_active = time.monotonic()
         except ConnectionError:
             pass  # the client went away; it may open another
         finally:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from daemon.gateway.call_record import _ms
-from daemon.gateway.plugin_chain import Trail
+from daemon.gateway.plugin_chain import Trail, entries
 
 
 class A2aTrace:
@@ -64,7 +64,7 @@ class A2aTrace:
         record["decisions"] = [
             {"plugin": p, "version": v, "hook": h.removesuffix("_call"), "verdict": verdict,
              "ms": _ms(s), **({"reason": r} if r is not None else {})}
-            for p, v, h, verdict, r, s in self.trail]
+            for p, v, h, verdict, r, s in entries(self.trail)]
         self._content(record)
         record["outcome"] = self.outcome
         record["ms"] = _ms(time.perf_counter() - self.started)

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from daemon.gateway.plugin_chain import Trail
+from daemon.gateway.plugin_chain import Pass, Passes, Trail
 from daemon.protocol import mcp
 
 _SORTED = orjson.OPT_SORT_KEYS
@@ -50,7 +50,7 @@ class Trace:
         self.keep_arguments = keep_arguments
         self.t = time.time()
         self.started = time.perf_counter()
-        self.trail: Trail = []
+        self.trail: Trail = Passes()  # a pass where every hook allowed: one entry
         self.intent: str | None = None
         self.known = False  # the tool exists and the agent may call it (a metrics label)
         self._canonical: bytes | None = None  # the arguments' canonical JSON, made once
@@ -101,7 +101,11 @@ class Trace:
         decisions: list[dict[str, Any]] = []
         before: dict[str, str] = {}
         after: dict[str, str] = {}
-        for plugin, version, hook, verdict, reason, seconds in self.trail:
+        for entry in self.trail:
+            if isinstance(entry, Pass):  # each of its hooks allowed
+                (before if entry.hook == "before_call" else after).update(entry.allowed)
+                continue
+            plugin, version, hook, verdict, reason, seconds = entry
             if verdict == "allow":
                 (before if hook == "before_call" else after)[plugin] = version
                 continue

@@ -184,6 +184,71 @@ class CallHandler:
             return _error(pending.rid, pending.trace,
                           RpcError(jsonrpc.INTERNAL_ERROR, "Internal error"))
 
+    def finish_now(self, pending: Pending) -> Answer | None:
+        """``finish`` without a coroutine, for a call to an inline tool whose chain has
+        only plain-function hooks (plugin_chain.passes_now); None for any other call.  The
+        caller marks the call slot around it, as around ``begin``."""
+        tool = pending.tool
+        if tool.inline is None or pending.kind != "tool":
+            return None
+        chain = self.plugins.chain_for("tool")
+        passes = plugin_chain.passes_now(chain, "tool")
+        if passes is None:
+            return None
+        try:
+            arguments, trace, slot, seq = pending.arguments, pending.trace, self.slot, pending.seq
+            call = self._call(pending)
+            if chain:
+                redacted: list[Any] = []
+                admitted = plugin_chain.before_now(passes, call, trace.trail, slot, seq,
+                                                   redacted)
+                if isinstance(admitted, dict):
+                    return self._answer(pending, self._refused(pending, admitted, redacted))
+                if admitted.arguments is not arguments:  # rewritten (maybe redacted)
+                    trace.kept = admitted.arguments
+                call = admitted
+            if slot is not None:
+                slot.running(seq)
+            try:
+                result = tool.inline(call.arguments)
+            except RpcError:
+                raise  # a protocol answer, not a tool failure (as in call_tool)
+            except Exception as exc:
+                result = self._failed(pending.agent, tool.name, exc)
+            if chain:
+                result = self._passed(pending, result, plugin_chain.after_now(
+                    passes, call, result, trace.trail, slot, seq))
+            return self._answer(pending, mcp.finish(result, pending.stateless))
+        except RpcError as exc:
+            return _error(pending.rid, pending.trace, exc)
+        except Exception:
+            log.exception("request %r from %s failed", pending.rid, pending.agent)
+            return _error(pending.rid, pending.trace,
+                          RpcError(jsonrpc.INTERNAL_ERROR, "Internal error"))
+
+    def _call(self, pending: Pending) -> Call:
+        """The call as plugins see it."""
+        tool, agent = pending.tool, pending.agent
+        return Call(agent, self.policy.agent_roles.get(agent, ()), tool.name,
+                    pending.arguments, tool.input_schema, tool.description, pending.kind)
+
+    @staticmethod
+    def _refused(pending: Pending, denial: dict[str, Any],
+                 redacted: list[Any]) -> dict[str, Any]:
+        """The denial result of a call the before hooks refused."""
+        if redacted:
+            pending.trace.kept = redacted[0]
+        return mcp.finish(denial, pending.stateless)
+
+    @staticmethod
+    def _passed(pending: Pending, given: dict[str, Any],
+                result: dict[str, Any]) -> dict[str, Any]:
+        """What the after hooks let through of ``given``: if they denied it, the record
+        says what the tool gave (never the result itself)."""
+        if result is not given and _denied(result) and not _denied(given):
+            pending.trace.withheld = withheld(given)
+        return result
+
     @staticmethod
     def _answer(pending: Pending, result: dict[str, Any]) -> Answer:
         raw = orjson.dumps(result)
@@ -232,16 +297,13 @@ class CallHandler:
         # this call's chain, whatever a swap does meanwhile: the plugins that see its kind
         chain = self.plugins.chain_for(pending.kind)
         trail = pending.trace.trail
-        call = Call(agent, self.policy.agent_roles.get(agent, ()), name, arguments,
-                    tool.input_schema, tool.description, pending.kind)
+        call = self._call(pending)
         slot, seq = self.slot, pending.seq
         if chain:
             redacted: list[Any] = []
             admitted = await plugin_chain.before(chain, call, trail, slot, seq, redacted)
             if isinstance(admitted, dict):
-                if redacted:
-                    pending.trace.kept = redacted[0]
-                return mcp.finish(admitted, stateless)
+                return self._refused(pending, admitted, redacted)
             if admitted.arguments is not arguments:  # rewritten (maybe redacted)
                 pending.trace.kept = admitted.arguments
             call = admitted
@@ -274,10 +336,8 @@ class CallHandler:
         except Exception as exc:
             result = self._failed(agent, name, exc)
         if chain:
-            given = result
-            result = await plugin_chain.after(chain, call, result, trail, slot, seq)
-            if result is not given and _denied(result) and not _denied(given):
-                pending.trace.withheld = withheld(given)
+            result = self._passed(pending, result, await plugin_chain.after(
+                chain, call, result, trail, slot, seq))
         return mcp.finish(result, stateless)
 
     @staticmethod

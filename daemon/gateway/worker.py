@@ -16,7 +16,7 @@ from typing import Any
 
 from daemon import metrics
 from daemon.audit.link import AuditLink, audit_unavailable
-from daemon.gateway import a2a_tool
+from daemon.gateway import a2a_tool, plugin_chain
 from daemon.gateway.a2a_calls import A2aCalls
 from daemon.gateway.calls import Answer, CallHandler, Pending
 from daemon.gateway.llm_calls import LlmCalls
@@ -63,7 +63,7 @@ class GatewayService:
         # calls to inline tools, stepped together in one task (see call_tasks.step)
         self.batch: dict[int, Pending] = {}
         self._batch_keys = itertools.count(-1, -1)  # below every call's seq
-        self.tally = metrics.GatewayTally()
+        self.tally = metrics.GatewayTally(plugin_chain.passes)
         worker.on_raw(self.on_envelope)
         worker.on(messages.Config, self.on_config)
         worker.on(messages.Upstreams, self.on_upstreams)
@@ -113,9 +113,26 @@ class GatewayService:
         """The calls to inline tools that came in this turn of the loop, each stepped by
         hand; one whose hooks wait carries on as its own task."""
         batch = self.batch  # consumed in place: a cancel may still take a call out
+        slot = self.slot
         while batch:
             seq = next(iter(batch))
-            self.tasks.step(seq, self.serve(seq, batch.pop(seq)))
+            pending = batch.pop(seq)
+            # a chain of plain-function hooks: the call runs without a coroutine
+            if slot is None:
+                answer = self.handler.finish_now(pending)
+            else:
+                slot.running(seq)
+                try:
+                    answer = self.handler.finish_now(pending)
+                finally:
+                    slot.idle()
+            if answer is None:
+                self.tasks.step(seq, self.serve(seq, pending))
+                continue
+            self.answer(seq, answer)
+            if slot is not None and slot.interrupted:  # as serve() does
+                slot.interrupted = False
+                self.worker.read_bus()
 
     def answer(self, seq: int, answer: Answer) -> None:
         """Send the response once its audit record is durable (at once in "never", and

@@ -31,7 +31,9 @@ def plugin_config(cls: type[Plugin], table: dict[str, Any]) -> Any:
     if schema is None:
         return own
     where = f"plugins.config.{cls.name}"
-    known = [f.encode_name for f in msgspec.structs.fields(schema)]
+    # the keys as the table spells them (not structs.fields(): it evaluates every
+    # annotation, most of a worker's plugin load)
+    known: tuple[str, ...] = schema.__struct_encode_fields__
     for key in own:
         if key not in known:  # refused even when the schema itself would ignore it
             takes = ", ".join([*known, *GATEWAY_KEYS])

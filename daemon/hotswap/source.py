@@ -22,6 +22,10 @@ from daemon.plugin import Plugin
 # (sha256, path) -> the module code of that version, compiled before the worker forked
 # (filled by hotswap.warm in the forkserver); anything else is compiled when loaded
 COMPILED: dict[tuple[str, str], types.CodeType] = {}
+# (sha256, path) -> the module of that version, already run before the worker forked (a
+# bundled plugin's: hotswap.warm); taken by the first load in a worker, later loads of
+# the same version run a fresh module as always
+LOADED: dict[tuple[str, str], types.ModuleType] = {}
 
 
 class Refused(Exception):
@@ -72,16 +76,20 @@ def load_class(source: PluginSource) -> type[Plugin]:
     """Compile and run the file as a fresh module; return its one Plugin subclass."""
     stem = Path(source.path).stem.replace("-", "_")
     module_name = f"workingagents_plugin_{stem}_{source.sha256[:12]}"
-    code = COMPILED.get((source.sha256, source.path)) \
-        or compile(source.code, source.path, "exec", dont_inherit=True)
-    module = types.ModuleType(module_name)
-    module.__file__ = source.path
-    sys.modules[module_name] = module  # dataclasses and pickling look modules up here
-    try:
-        exec(code, module.__dict__)
-    except BaseException:
-        sys.modules.pop(module_name, None)
-        raise
+    module = LOADED.pop((source.sha256, source.path), None)
+    if module is None:
+        code = COMPILED.get((source.sha256, source.path)) \
+            or compile(source.code, source.path, "exec", dont_inherit=True)
+        module = types.ModuleType(module_name)
+        module.__file__ = source.path
+        try:
+            sys.modules[module_name] = module  # dataclasses and pickling look them up
+            exec(code, module.__dict__)
+        except BaseException:
+            sys.modules.pop(module_name, None)
+            raise
+    else:
+        sys.modules[module_name] = module
     found = [v for v in vars(module).values()
              if isinstance(v, type) and issubclass(v, Plugin) and v is not Plugin
              and v.__module__ == module_name]

@@ -21,6 +21,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 import aiohttp
+import yarl
 
 from daemon import secret_env
 from daemon.worker.http_session import PooledSession
@@ -42,6 +43,16 @@ class Provider:
     max_retries: int
     key: secret_env.Secret | None = field(default=None, repr=False)
     key_error: str | None = None  # why there is no key, when one is configured
+    # made once, not per request: the headers without the client's, the request timeout
+    base_headers: dict[str, str] = field(init=False, repr=False, compare=False)
+    client_timeout: aiohttp.ClientTimeout = field(init=False, repr=False, compare=False)
+    urls: dict[str, yarl.URL] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base_headers", self._headers({}))
+        object.__setattr__(self, "urls", {})
+        object.__setattr__(self, "client_timeout", aiohttp.ClientTimeout(
+            sock_connect=self.timeout, sock_read=self.timeout))
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Provider:
@@ -56,15 +67,27 @@ class Provider:
                    tuple(options["models"]), float(options["timeout"]),
                    int(options["max_retries"]), key, error)
 
+    def url(self, path: str) -> yarl.URL:
+        """The URL of ``path``, parsed once (aiohttp would parse the string per request)."""
+        url = self.urls.get(path)
+        if url is None:
+            url = self.urls[path] = yarl.URL(self.base_url + path)
+        return url
+
     def serves(self, model: str) -> bool:
         return any(fnmatchcase(model, pattern) for pattern in self.models)
 
     def headers(self, passed: dict[str, str] | None = None) -> dict[str, str]:
         """``passed``: the client's anthropic-version and anthropic-beta, if it sent them."""
+        if not passed or self.kind != "anthropic":
+            return self.base_headers
+        return self._headers(passed)
+
+    def _headers(self, passed: dict[str, str]) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         if self.kind == "anthropic":
             headers["anthropic-version"] = ANTHROPIC_VERSION
-            headers.update(passed or {})
+            headers.update(passed)
             if self.key is not None:
                 headers["x-api-key"] = self.key
         elif self.key is not None:
@@ -144,10 +167,8 @@ class Providers:
                     await asyncio.sleep(_backoff(attempt, attempts[-1]))
                 try:
                     response = await self.session().post(
-                        provider.base_url + path, data=body,
-                        headers=provider.headers(passed),
-                        timeout=aiohttp.ClientTimeout(sock_connect=provider.timeout,
-                                                      sock_read=provider.timeout))
+                        provider.url(path), data=body,
+                        headers=provider.headers(passed), timeout=provider.client_timeout)
                 except TimeoutError:
                     timed_out = True
                     attempts.append(Attempt(provider.name, error="timed out after "

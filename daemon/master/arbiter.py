@@ -342,13 +342,22 @@ class Master:
         wd = self.notifier.watchdog_interval
         period = min(hb, wd) / 2 if wd else hb / 2
         last_hb = last_reap = 0.0
+        last_tick = judge_from = time.monotonic()
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
+            if now - last_tick > period + hb:
+                # the master's own loop stalled (a long callback, the VM paused): the
+                # workers' heartbeats wait unread, so their silence says nothing yet
+                log.warning("master loop stalled %.1fs; judging workers' liveness again "
+                            "after a heartbeat timeout", now - last_tick - period)
+                judge_from = now + self.settings.config.supervision.heartbeat_timeout
+            last_tick = now
             if now - last_hb >= hb:
                 self.root.tree.bus.heartbeat_all()
                 last_hb = now
-            self.root.check_liveness(now)
+            if now >= judge_from:
+                self.root.check_liveness(now)
             self.board.expire(now)
             self.board.quarantine.expire(now)
             self.board.sweep_idle(now, self.board.limits.idle_timeout)

@@ -77,8 +77,15 @@ class WorkerChild(Child):
             raise
         finally:
             exited.cancel()
-        if proc.ready.done() and not proc.ready.cancelled():
+        reported = proc.ready.done() and not proc.ready.cancelled()
+        if reported and proc.exit is None:
             return
+        if reported and proc.exit is not None:
+            # READY and the exit reached a master that was busy (a long stall of its
+            # loop) together: the incarnation is gone, and its exit was already passed
+            # over as a start's, so taking it as serving would leave a dead child READY
+            raise StartFailed(f"pid {proc.pid} {proc.exit.describe()} right after READY "
+                              f"({proc.exit.uptime * 1000:.0f} ms after start)")
         if proc.exit is None:
             proc.kill()
             await proc.exited.wait()

@@ -15,7 +15,9 @@ class PooledSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                auto_decompress=True)
+                # no cookie jar: one upstream's cookies must not ride along on another
+                # agent's request (and the jar's filtering per request costs CPU)
+                cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True)
         return self._session
 
     async def close(self) -> None:

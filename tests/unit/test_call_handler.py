@@ -8,6 +8,7 @@ import hashlib
 from typing import Any
 
 import orjson
+import pytest
 import zmq
 
 from daemon.audit.link import AuditLink
@@ -176,6 +177,70 @@ def test_a_result_withheld_by_an_after_hook_is_recorded_as_one_the_tool_produced
     kept = record(answer)
     assert kept["outcome"]["status"] == "denied"
     assert kept["withheld"]["tool_ran"] is True and kept["withheld"]["isError"] is False
+
+
+def settled(coroutine: Any) -> Any:
+    """The value of a coroutine that never waits."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("it waited")
+
+
+class PlainRedactor(Redactor):
+    def before_call(self, call: Call) -> Any:  # type: ignore[override]
+        return settled(Redactor.before_call(self, call))
+
+
+class PlainBlocker(Blocker):
+    def before_call(self, call: Call) -> Any:  # type: ignore[override]
+        return settled(Blocker.before_call(self, call))
+
+
+class PlainShouter(Shouter):
+    def after_call(self, call: Call, result: dict[str, Any]) -> Any:  # type: ignore[override]
+        return settled(Shouter.after_call(self, call, result))
+
+
+class PlainWithholder(Withholder):
+    def after_call(self, call: Call, result: dict[str, Any]) -> Any:  # type: ignore[override]
+        return settled(Withholder.after_call(self, call, result))
+
+
+def without_times(answer: Answer) -> dict[str, Any]:
+    kept = record(answer)
+    for volatile in ("t", "ms"):
+        kept.pop(volatile)
+    for decision in kept["decisions"]:
+        decision.pop("ms")
+    return kept
+
+
+@pytest.mark.parametrize("plugins, arguments", [
+    ((PlainRedactor(), PlainBlocker(), PlainShouter()), {"text": "hi", "secret": "hunter2"}),
+    ((PlainRedactor(), PlainBlocker()), {"text": "hi"}),
+    ((PlainBlocker(), PlainShouter()), {"text": "forbidden"}),
+    ((PlainWithholder(),), {"text": "hi"}),
+])
+def test_plain_function_hooks_finish_an_inline_tools_call_at_once_with_the_same_answer(
+        plugins: tuple[Plugin, ...], arguments: dict[str, Any]):
+    h = handler(*plugins)
+    at_once = begin(h, "alice", call("echo", arguments))
+    awaited = begin(h, "alice", call("echo", arguments))
+    assert isinstance(at_once, Pending) and isinstance(awaited, Pending)
+    now = h.finish_now(at_once)
+    assert now is not None
+    later = asyncio.run(h.finish(awaited))
+    assert now.reply == later.reply and now.status == later.status
+    assert without_times(now) == without_times(later)
+
+
+def test_a_chain_with_an_async_hook_is_not_finished_at_once():
+    h = handler(PlainRedactor(), Shouter())
+    begun = begin(h, "alice", call("echo", {"text": "hi"}))
+    assert isinstance(begun, Pending) and h.finish_now(begun) is None
+    assert text(asyncio.run(h.finish(begun))) == "LOUD"
 
 
 def test_a_tool_that_outlasts_its_timeout_answers_minus_32016():

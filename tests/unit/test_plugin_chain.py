@@ -85,10 +85,44 @@ class Sleeper(Plugin):
 
 
 class SyncHook(Plugin):
+    """Plain-function hooks (no coroutine): deny a call whose text is "no", rewrite
+    "shout", allow the rest."""
+
     name = "sync_hook"
 
-    def before_call(self, call: Call) -> None:  # type: ignore[override]
-        return None  # not a coroutine: nothing to await
+    def before_call(self, call: Call) -> Call | Deny | None:
+        if call.arguments.get("text") == "no":
+            return Deny("said no")
+        if call.arguments.get("text") == "shout":
+            return call.with_arguments({"text": "SHOUT"})
+        return None
+
+    def after_call(self, call: Call, result: dict[str, Any]) -> None:
+        return None
+
+
+class SyncSpinner(Plugin):
+    """A plain-function hook stuck in a Python loop."""
+
+    name = "sync_spinner"
+
+    def before_call(self, call: Call) -> None:
+        while True:
+            pass
+
+
+class Quiet(Plugin):
+    """Async hooks that let everything pass."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name  # type: ignore[misc]
+
+    async def before_call(self, call: Call) -> None:
+        return None
+
+    async def after_call(self, call: Call, result: dict[str, Any]) -> None:
+        return None
 
 
 class Nonsense(Plugin):
@@ -174,9 +208,50 @@ def test_a_slow_async_hook_is_denied_once_it_overruns_its_budget():
     assert denial(out)["reason"] == "plugin sleeper overran its 50 ms budget"
 
 
-def test_a_sync_hook_that_returns_no_coroutine_fails_closed():
-    out, _ = before(hosted(SyncHook()))
-    assert denial(out)["reason"] == "plugin sync_hook failed (AttributeError)"
+def test_a_hook_may_be_a_plain_function_and_its_verdicts_count_as_an_async_hooks_do():
+    out, trail = before(hosted(SyncHook()), hosted(Tagger()))
+    assert isinstance(out, Call) and out.arguments == {"text": "hi", "seen": ["tagger"]}
+    assert verdicts(trail) == [("sync_hook", "before_call", "allow"),
+                               ("tagger", "before_call", "rewrite")]
+    shout = Call("alice", ("reader",), "echo", {"text": "shout"})
+    rewritten = asyncio.run(plugin_chain.before((hosted(SyncHook()),), shout))
+    assert isinstance(rewritten, Call) and rewritten.arguments == {"text": "SHOUT"}
+    refused = Call("alice", ("reader",), "echo", {"text": "no"})
+    trail = []
+    out = asyncio.run(plugin_chain.before((hosted(SyncHook()), hosted(Tagger())), refused,
+                                          trail))
+    assert denial(out)["reason"] == "said no"
+    assert verdicts(trail) == [("sync_hook", "before_call", "deny")]  # tagger never ran
+
+
+def test_a_plain_function_hook_that_returns_a_coroutine_is_run_as_an_async_hook():
+    class Wrapped(Plugin):
+        name = "wrapped"
+
+        def before_call(self, call: Call) -> Any:
+            return Refuser().before_call(call)  # e.g. a decorator around an async hook
+
+    out, _ = before(hosted(Wrapped()))
+    assert denial(out)["reason"] == "not today"
+
+
+def test_a_pass_in_which_every_hook_allowed_is_one_entry_of_a_compact_trail():
+    chain = (hosted(SyncHook()), hosted(Quiet("quiet")))
+    trail = plugin_chain.Passes()
+    assert asyncio.run(plugin_chain.before(chain, CALL, trail)) is CALL
+    assert asyncio.run(plugin_chain.after(chain, CALL, RESULT, trail)) is RESULT
+    assert len(trail) == 2  # one per pass, not one per hook
+    assert verdicts(list(plugin_chain.entries(trail))) == [
+        ("sync_hook", "before_call", "allow"), ("quiet", "before_call", "allow"),
+        ("sync_hook", "after_call", "allow"), ("quiet", "after_call", "allow")]
+    # a hook that does something: the hooks before it are listed, each, as allowing
+    tagged = plugin_chain.Passes()
+    out = asyncio.run(plugin_chain.before((*chain, hosted(Tagger())), CALL, tagged))
+    assert isinstance(out, Call)
+    assert verdicts(list(plugin_chain.entries(tagged))) == [
+        ("sync_hook", "before_call", "allow"), ("quiet", "before_call", "allow"),
+        ("tagger", "before_call", "rewrite")]
+    assert all(isinstance(entry, tuple) for entry in tagged)
 
 
 def test_a_hook_that_returns_neither_a_rewrite_nor_a_deny_fails_closed():
@@ -221,6 +296,28 @@ def test_a_hook_stuck_in_a_python_loop_is_interrupted_by_the_masters_signal(slot
     assert slot.read().seq == 0  # idle again: the worker is not running any call's code
 
 
+@pytest.mark.timeout(10)
+def test_a_plain_function_hook_stuck_in_a_loop_is_interrupted_too(slot: CallSlot):
+    done = threading.Event()
+
+    def master() -> None:
+        while not done.wait(0.05):
+            if slot.read().seq:
+                os.kill(os.getpid(), INTERRUPT_SIGNAL)
+
+    watchdog = threading.Thread(target=master, daemon=True)
+    watchdog.start()
+    try:
+        out, trail = before(hosted(SyncSpinner(), budget=0.05), hosted(Tagger()), slot=slot)
+    finally:
+        done.set()
+        watchdog.join()
+    assert denial(out)["reason"] == ("plugin sync_spinner overran its 50 ms budget "
+                                     "(interrupted)")
+    assert verdicts(trail) == [("sync_spinner", "before_call", "deny")]
+    assert slot.read().seq == 0
+
+
 class LlmOnlyBefore(Plugin):
     """Sees tool and LLM calls, but its before_call only LLM requests (hook_kinds)."""
 
@@ -259,3 +356,22 @@ def test_hook_kinds_that_name_an_unknown_hook_or_kind_are_refused():
                 '["before_call"]'):
         with pytest.raises(Refused, match="hook_kinds must map"):
             load(bad)
+
+
+def test_the_bundled_chain_runs_a_tool_call_without_a_coroutine():
+    from daemon.config import bundled_plugin_dirs
+
+    specs = []
+    for path in sorted(bundled_plugin_dirs()[0].glob("*.py")):
+        source = path.read_bytes()
+        specs.append({"path": str(path), "code": base64.b64encode(source).decode(),
+                      "sha256": hashlib.sha256(source).hexdigest()})
+    host = PluginHost()
+    host.install(specs)
+    chain = host.chain_for("tool")
+    passes = plugin_chain.passes_now(chain, "tool")
+    assert passes is not None  # every before and after hook is a plain function
+    trail = plugin_chain.Passes()
+    assert plugin_chain.before_now(passes, CALL, trail) is CALL
+    assert plugin_chain.after_now(passes, CALL, RESULT, trail) is RESULT
+    assert trail == list(passes)  # all allowed: one entry per pass

@@ -46,18 +46,9 @@ SUITE = NODE_DIR / "node_modules" / "@modelcontextprotocol" / "conformance" / "d
 TSX = NODE_DIR / "node_modules" / "tsx" / "dist" / "cli.mjs"
 UPSTREAM = "ref"
 
-# Scenarios that fail through the gateway for want of features being built elsewhere
-# (issue 13: a proxy passes on what the server asks of the client during a call, its log
-# messages and resource subscriptions); each entry leaves once its feature is merged.
-PENDING = {
-    "logging-set-level": "logging/setLevel is not passed to upstreams yet",
-    "tools-call-with-logging": "upstream log messages do not reach the agent yet "
-                               "(and logging/setLevel)",
-    "tools-call-sampling": "server->client requests during a call (sampling)",
-    "tools-call-elicitation": "server->client requests during a call (elicitation)",
-    "elicitation-sep1034-defaults": "server->client requests during a call (elicitation)",
-    "elicitation-sep1330-enums": "server->client requests during a call (elicitation)",
-}
+# Scenarios that fail through the gateway for want of features being built elsewhere;
+# each entry leaves once its feature is merged (none left since issue 13's).
+PENDING: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

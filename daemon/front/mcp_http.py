@@ -9,6 +9,9 @@ Handshake era (2024-11-05 … 2025-11-25): ``initialize`` is answered here and o
 Session (``Mcp-Session-Id``, which then stands for the token on later requests); a
 request without one gets 400, an unknown or ended one 404; ``GET`` opens the session's
 notification stream (tools/list_changed); ``DELETE`` ends it.
+An upstream's request during a call (sampling, elicitation, roots/list) is an SSE event
+of the call's POST stream; the agent POSTs its response in the same session
+(front.agent_requests).  Its log messages and progress ride that stream too.
 Stateless era (2026-07-28): no session; the routing headers must match the body
 (-32020), and JSON-RPC errors take the spec's HTTP status (400, 404).
 
@@ -130,6 +133,9 @@ class McpRoute:
         if "id" not in message or not isinstance(method, str):
             if session is not None and method == "notifications/cancelled":
                 self._cancel(session, params.get("requestId"))
+            elif session is not None and "id" in message and method is None:
+                # the agent answers what an upstream asked it on a call's stream
+                self.front.board.on_message(session.conn, raw)
             return web.Response(status=202)  # notifications and responses: no answer
         rid = message["id"]
         if not jsonrpc.valid_id(rid):
@@ -208,6 +214,8 @@ class McpRoute:
         if len(mine) >= MAX_SESSIONS_PER_AGENT:  # a client that never DELETEs its sessions
             min(mine.values(), key=lambda s: s.conn.last_active).end()
         session = Session(self.front.board, agent, result["protocolVersion"], self._forget)
+        capabilities = params.get("capabilities")
+        session.conn.capabilities = capabilities if isinstance(capabilities, dict) else {}
         self.sessions[session.id] = session
         mine[session.id] = session
         return rpc_response(jsonrpc.result(rid, result), headers={HEADER_SESSION: session.id})
@@ -250,11 +258,15 @@ class McpRoute:
                              "subscriptions/listen answers with a stream: send Accept: "
                              "text/event-stream", 400)
         exchange = Exchange(agent)
+        if session is not None and sse_ok:  # upstreams' requests may ride its SSE stream
+            exchange.conn.capabilities = session.conn.capabilities
         if listens:  # list changes reach the connections the switchboard knows
             board.attach(exchange.conn)
         if session is not None:
             session.exchanges[rid] = exchange
-            exchange.conn.home = session.conn  # its resource subscriptions are the session's
+            # its resource subscriptions are the session's, and it answers what an
+            # upstream asks on its stream by a POST in the session
+            exchange.conn.home = session.conn
         else:
             self.stateless_load[agent.name] = load + 1
         try:

@@ -37,6 +37,7 @@ from daemon.audit.link import AuditLink
 from daemon.audit.records import master_record
 from daemon.config import Settings
 from daemon.front import listen, resource_subs
+from daemon.front.agent_requests import AgentRequests
 from daemon.front.auth import Agent, Authenticator, ensure_admin_token
 from daemon.front.quarantine import Quarantine, QuarantineLimits
 from daemon.front.resource_subs import ResourceWatchers
@@ -71,13 +72,16 @@ class Connection:
         self.curve_initialized = False  # initialize on the key alone (no token)
         self.inflight: dict[jsonrpc.RequestId, int] = {}  # request id -> call seq
         self.listens: listen.Streams = {}  # its subscriptions/listen streams
-        # whose resource subscriptions its requests make: an HTTP request in a session
-        # subscribes for its session, whose stream hears the updates
+        # whose resource subscriptions its requests make (an HTTP request in a session
+        # subscribes for its session, whose stream hears the updates), and whose
+        # responses count for what an upstream asks on it (front.agent_requests)
         self.home = self
         # it gets handshake-era notifications once its agent is known (an HTTP request
         # that is not a session does not: its only messages are its own stream's)
         self.hears_broadcasts = True
         self.last_active = time.monotonic()
+        # what it declared at initialize: None takes no server-to-client requests
+        self.capabilities: dict[str, Any] | None = None
 
 
 @dataclass
@@ -128,6 +132,7 @@ class Switchboard:
         self.calls: dict[int, RoutedCall] = {}
         self._seq = itertools.count(1)
         self._per_worker: dict[str, int] = {}
+        self.requests = AgentRequests(bus.send_raw)  # upstreams' requests put to agents
         self.resources: ResourceWatchers | None = None  # set once the upstreams are known
         bus.on_data(self.on_worker_payload)
 
@@ -169,6 +174,8 @@ class Switchboard:
         call = self.calls.pop(seq, None)
         if call is not None:
             self._release(call)
+            if self.requests.pending:
+                self.requests.call_over(seq)
             if call.identity is not None:
                 self.bus.send_raw(call.identity, messages.pack_cancel(seq))
 
@@ -236,10 +243,11 @@ class Switchboard:
             if isinstance(method, str):
                 self._notification(conn, method, message.get("params"))
                 return  # notifications get no response, whatever they say
-            return  # a response to a request we never send: ignore it
+            return  # a response without an id: nothing to match it with
         rid = message["id"]
         if not isinstance(method, str) or not jsonrpc.valid_id(rid):
             if "result" in message or "error" in message:
+                self.requests.answered(conn, message)  # to what an upstream asked
                 return
             raise RpcError(jsonrpc.INVALID_REQUEST, "Invalid Request: needs a string or "
                                                     "integer id and a string method")
@@ -318,12 +326,14 @@ class Switchboard:
         if token is None and conn.curve_key is not None:
             self._curve_agent(conn)  # the key stands for the token; looked up per request
             conn.curve_initialized = True
+            conn.capabilities = _declared(params)
             return mcp.initialize_result(params)
         agent = self.auth.agent_for(token)
         if agent is None:
             raise RpcError(jsonrpc.UNAUTHENTICATED, "Unauthenticated: initialize needs a "
                            f"valid bearer token in params._meta[{mcp.META_TOKEN!r}]")
         conn.agent = agent
+        conn.capabilities = _declared(params)
         return mcp.initialize_result(params)
 
     def _curve_agent(self, conn: Connection) -> Agent:
@@ -441,6 +451,10 @@ class Switchboard:
             call = self.calls.get(seq)
             if call is not None:
                 call.conn.progress(raw)
+        elif kind == messages.ASK:
+            call = self.calls.get(messages.unpack_seq(payload)[0])
+            if call is not None:
+                self.requests.put(call.conn, identity, payload)
 
     def notify_agents(self, raw: bytes) -> None:
         """A notification for every agent that did the handshake, and on every
@@ -454,6 +468,8 @@ class Switchboard:
 
     def _finish(self, call: RoutedCall, raw: bytes) -> None:
         self._release(call)
+        if self.requests.pending:
+            self.requests.call_over(messages.unpack_seq(call.payload)[0])
         call.conn.inflight.pop(call.rid, None)
         call.conn.last_active = time.monotonic()
         call.conn.send(raw)
@@ -562,6 +578,11 @@ class Refused(RpcError):
         super().__init__(error.code, error.message, error.data)
         self.agent = agent
         self.tool = tool
+
+
+def _declared(params: dict[str, Any]) -> dict[str, Any]:
+    capabilities = params.get("capabilities")
+    return capabilities if isinstance(capabilities, dict) else {}
 
 
 def _refused(agent: Agent, method: str, tool: str | None, error: RpcError) -> RpcError:

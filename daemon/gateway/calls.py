@@ -31,7 +31,8 @@ from daemon.plugin import Call
 from daemon.protocol import jsonrpc, mcp
 from daemon.protocol.duplicate_keys import duplicate_key, duplicate_message
 from daemon.protocol.jsonrpc import RpcError
-from daemon.tools.registry import Progress, Tool, ToolRegistry
+from daemon.protocol.mcp import META_LOG_LEVEL
+from daemon.tools.registry import LOG_LEVELS, CallChannel, Tool, ToolRegistry
 
 log = logging.getLogger("gateway")
 
@@ -123,6 +124,8 @@ class CallHandler:
             listed = passthrough.listing(method, agent, self.policy, self.tools)
             return Answer(rid, jsonrpc.result(rid, mcp.finish(listed, stateless,
                                                               cacheable=True)))
+        if method == "logging/setLevel":
+            return self._set_level(agent, rid, params, stateless, seq)
         kind = passthrough.KINDS.get(method)
         if kind is None:
             raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
@@ -140,12 +143,32 @@ class CallHandler:
         trace.metric = name if kind == "prompt" or tool.origin is None else tool.origin[1]
         return Pending(agent, rid, params, stateless, tool, arguments, trace, seq, kind)
 
-    async def finish(self, pending: Pending, notify: Callable[[bytes], None] | None = None,
+    def _set_level(self, agent: str, rid: jsonrpc.RequestId, params: dict[str, Any],
+                   stateless: bool, seq: int) -> Answer | Pending:
+        """logging/setLevel: passed to every upstream that is up (handshake era only:
+        2026-07-28 asks for a level per request, in ``_meta``); audited like a call."""
+        if stateless:
+            raise RpcError(jsonrpc.METHOD_NOT_FOUND, "Method not found: logging/setLevel "
+                                                     "(2026-07-28 sets the level per "
+                                                     f"request, in _meta[{META_LOG_LEVEL!r}])")
+        level = params.get("level")
+        trace = passthrough.trace("logging", "logging/setLevel", self.worker, agent,
+                                  "logging/setLevel", {"level": level}, self.keep_arguments)
+        if level not in LOG_LEVELS:
+            return _error(rid, trace, RpcError(jsonrpc.INVALID_PARAMS, "Invalid params: "
+                                               f"level must be one of {', '.join(LOG_LEVELS)}"))
+        trace.known = True
+        tool = passthrough.set_level(self.tools, str(level))
+        return Pending(agent, rid, params, stateless, tool, {"level": level}, trace, seq,
+                       "logging")
+
+    async def finish(self, pending: Pending, send: Callable[[bytes], None] | None = None,
                      started: Callable[[], None] | None = None) -> Answer:
+        """``send``: a bus envelope to the master, for what the call streams to its
+        agent before the answer (tools.registry.CallChannel); None: nothing streams."""
         try:
-            token = (pending.params.get("_meta") or {}).get("progressToken")
-            progress = _progress_sink(notify, token) if notify is not None else None
-            result = await self.call_tool(pending, progress, started)
+            channel = None if send is None else _channel(send, pending)
+            result = await self.call_tool(pending, channel, started)
             if pending.kind != "tool":
                 refusal = passthrough.denial(result)
                 if refusal is not None:  # no isError in their results: an error says it
@@ -264,7 +287,7 @@ class CallHandler:
                                                    "object")
         return tool, arguments
 
-    async def call_tool(self, pending: Pending, progress: Progress | None = None,
+    async def call_tool(self, pending: Pending, progress: CallChannel | None = None,
                         started: Callable[[], None] | None = None) -> dict[str, Any]:
         """``started`` is told just before a tool with effects runs (see STARTED)."""
         agent, tool, arguments, stateless = (pending.agent, pending.tool, pending.arguments,
@@ -353,12 +376,7 @@ def _denied(result: dict[str, Any]) -> bool:
     return isinstance(meta, dict) and mcp.META_DENIED in meta
 
 
-def _progress_sink(notify: Callable[[bytes], None], token: Any) -> Progress | None:
-    """Progress updates for the agent, under the token it chose (if it chose one)."""
-    if not isinstance(token, str | int) or isinstance(token, bool):
-        return None
-
-    def report(update: dict[str, Any]) -> None:
-        notify(jsonrpc.notification("notifications/progress",
-                                    {**update, "progressToken": token}))
-    return report
+def _channel(send: Callable[[bytes], None], pending: Pending) -> CallChannel:
+    """The call's stream to its agent (progress, log messages, upstreams' requests)."""
+    return CallChannel(send, pending.seq, pending.params.get("_meta") or {},
+                       pending.stateless, pending.agent, pending.trace)

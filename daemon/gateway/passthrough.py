@@ -16,6 +16,7 @@ after an ``input_required`` result) goes upstream the same way, with those field
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from daemon.gateway.call_record import Trace
@@ -127,6 +128,20 @@ def retried(tool: Tool, params: dict[str, Any], request: Requester | None) -> To
                 origin=tool.origin, listed=tool.listed)
 
 
+def set_level(tools: ToolRegistry, level: str) -> Tool:
+    """A Tool that passes logging/setLevel to every upstream that is up (each answers
+    for itself: one that does not log answers at once, in its worker)."""
+    request = tools.request
+    upstreams = sorted(tools.live_upstreams)
+
+    async def run(_arguments: dict[str, Any], _channel: Progress | None) -> dict[str, Any]:
+        if request is not None and upstreams:
+            await asyncio.gather(*(request(u, "logging/setLevel", {"level": level}, None)
+                                   for u in upstreams), return_exceptions=True)
+        return {}
+    return Tool("logging/setLevel", "", {}, run)
+
+
 def trace(kind: str, method: str, worker: str, agent: str, name: str | None,
           arguments: Any, keep_arguments: bool) -> KindTrace:
     return KindTrace(kind, method, worker, agent, name, arguments, keep_arguments)
@@ -166,9 +181,9 @@ def _runner(request: Requester, upstream: str, method: str, params: dict[str, An
     """A Tool runner that passes the request on (the plugins' arguments, maybe
     rewritten, go in as ``arguments_key``)."""
 
-    async def run(arguments: dict[str, Any], _progress: Progress | None) -> dict[str, Any]:
+    async def run(arguments: dict[str, Any], channel: Progress | None) -> dict[str, Any]:
         sent = params if arguments_key is None else {**params, arguments_key: arguments}
-        return await request(upstream, method, sent)
+        return await request(upstream, method, sent, channel)
     return run
 
 

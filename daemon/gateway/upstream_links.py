@@ -5,6 +5,10 @@ master says an upstream is no longer up, its link closes and the calls in flight
 answer -32015 at once: the upstream went away, so their outcome is unknown.  While it
 restarts, its tools stay in the registry with a ``ready`` step that waits for it to be up
 again (see daemon/master/upstreams.py for the states).
+
+What an upstream sends during a call goes to the call's channel (tools.registry.
+CallChannel): progress, log messages, and its requests for the agent (relayed by
+gateway.agent_asks).
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from typing import Any
 import orjson
 import zmq
 
+from daemon.gateway.agent_asks import AgentAsks
 from daemon.ipc import messages
 from daemon.ipc.zmq_endpoint import ZmqEndpoint
 from daemon.protocol import jsonrpc
 from daemon.protocol.jsonrpc import RpcError
 from daemon.tools import builtin
-from daemon.tools.registry import Offered, Progress, Tool, ToolRegistry
+from daemon.tools.registry import CallChannel, Offered, Tool, ToolRegistry
 
 log = logging.getLogger("gateway")
 SEPARATOR = "__"
@@ -36,8 +41,9 @@ class UpstreamLinks:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
         self.ctx = ctx
         self.links: dict[str, tuple[str, ZmqEndpoint]] = {}  # name -> endpoint, socket
-        self.waiting: dict[int, tuple[str, asyncio.Future[bytes]]] = {}  # -> the envelope
-        self.progress: dict[int, Progress] = {}
+        # seq -> upstream, the envelope that answers it, the call's channel to its agent
+        self.waiting: dict[int, tuple[str, asyncio.Future[bytes], CallChannel | None]] = {}
+        self.asks = AgentAsks()  # the upstreams' requests for agents (gateway sets audit)
         self._seq = itertools.count(1)
         self.states: dict[str, str] = {}  # name -> up | restarting | down
         self.retry_at: dict[str, float] = {}  # down: name -> its next probe (epoch s)
@@ -105,21 +111,22 @@ class UpstreamLinks:
             raise upstream_unavailable(upstream, self.retry_at.get(upstream))
 
     async def call(self, upstream: str, tool: str, arguments: dict[str, Any],
-                   progress: Progress | None = None) -> dict[str, Any]:
+                   progress: CallChannel | None = None) -> dict[str, Any]:
         entry = self.links.get(upstream)
         link = entry[1] if entry is not None else await self._link(upstream)
         seq = next(self._seq)
         # the arguments are encoded once, here: the upstream worker splices them as bytes
         return await self._exchange(upstream, link, seq, messages.pack_upstream_call(
-            seq, tool, progress is not None, orjson.dumps(arguments or {})), progress)
+            seq, tool, progress is not None and progress.wants_progress,
+            orjson.dumps(arguments or {})), progress)
 
-    async def request(self, upstream: str, method: str,
-                      params: dict[str, Any]) -> dict[str, Any]:
+    async def request(self, upstream: str, method: str, params: dict[str, Any],
+                      channel: CallChannel | None = None) -> dict[str, Any]:
         """Any other request (resources/read, prompts/get...), passed through."""
         link = await self._link(upstream)
         seq = next(self._seq)
         return await self._exchange(upstream, link, seq, messages.pack_upstream_request(
-            seq, method, orjson.dumps(params)), None)
+            seq, method, orjson.dumps(params)), channel)
 
     async def _link(self, upstream: str) -> ZmqEndpoint:
         entry = self.links.get(upstream)
@@ -129,11 +136,9 @@ class UpstreamLinks:
         return entry[1]
 
     async def _exchange(self, upstream: str, link: ZmqEndpoint, seq: int, payload: bytes,
-                        progress: Progress | None) -> dict[str, Any]:
+                        channel: CallChannel | None) -> dict[str, Any]:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.waiting[seq] = (upstream, future)
-        if progress is not None:
-            self.progress[seq] = progress
+        self.waiting[seq] = (upstream, future, channel)
         link.send([payload])
         try:
             envelope = await future
@@ -142,20 +147,34 @@ class UpstreamLinks:
             raise
         finally:
             self.waiting.pop(seq, None)
-            self.progress.pop(seq, None)
+            if self.asks.pending:
+                self.asks.call_ended(seq)
         return _result(envelope)
 
     def _on_reply(self, frames: list[bytes]) -> None:
         envelope = frames[-1]
         seq, raw = messages.unpack_seq(envelope)
-        if envelope[:1] == messages.PROGRESS:
-            report = self.progress.get(seq)
-            if report is not None:
-                report(orjson.loads(raw))
-            return
         entry = self.waiting.get(seq)
-        if entry is not None and not entry[1].done():
-            entry[1].set_result(envelope)
+        kind = envelope[:1]
+        if kind == messages.REPLY or kind == messages.FAILED:
+            if entry is not None and not entry[1].done():
+                entry[1].set_result(envelope)
+            return
+        channel = entry[2] if entry is not None else None
+        if kind == messages.PROGRESS:
+            if channel is not None:
+                channel(orjson.loads(raw))
+        elif kind == messages.NOTE:
+            if channel is not None:
+                channel.log(raw)
+        elif kind == messages.ASK and entry is not None:
+            link = self.links.get(entry[0])
+            if link is not None:
+                endpoint = link[1]
+
+                def to_upstream(answer: bytes) -> None:
+                    endpoint.send([answer])
+                self.asks.relay(entry[0], to_upstream, envelope, channel)
 
     def close(self) -> None:
         for _endpoint, link in self.links.values():
@@ -163,7 +182,7 @@ class UpstreamLinks:
         self.links.clear()
 
     def _fail(self, upstream: str) -> None:
-        for name, future in self.waiting.values():
+        for name, future, _channel in self.waiting.values():
             if name == upstream and not future.done():
                 future.set_exception(RpcError(jsonrpc.TOOL_UNAVAILABLE, f"Tool unavailable: "
                                               f"upstream {upstream} went down during the "

@@ -47,6 +47,7 @@ class GatewayService:
             worker.context, audit,
             messages.worker_identity(worker.name, worker.incarnation).decode())
         self.slot = worker.slot
+        self.links.asks.audit, self.links.asks.worker = self.audit, worker.name
         self.links.bare = str(options.get("bare_upstream", ""))
         self.handler = CallHandler(Policy.from_options(options), self.links.update({}),
                                    self.plugins, self.audit, worker.name,
@@ -105,6 +106,8 @@ class GatewayService:
             seq = messages.unpack_seq(payload)[0]
             if self.batch.pop(seq, None) is None:  # not started yet: it never will be
                 self.tasks.cancel(seq)
+        elif kind == messages.ANSWER:  # an agent answers what an upstream asked it
+            self.links.asks.answer(payload)
 
     async def serve_batch(self) -> None:
         """The calls to inline tools that came in this turn of the loop, each stepped by
@@ -166,8 +169,7 @@ class GatewayService:
                 answer = await self.handler.finish(pending)
             else:
                 answer = await self.handler.finish(
-                    pending,
-                    lambda note: self.worker.send_raw(messages.pack_progress(seq, note)),
+                    pending, self.worker.send_raw,
                     # Before a tool with effects starts, the master must know: if this
                     # worker dies from then on, the outcome is unknown (-32014); before,
                     # it re-routes.

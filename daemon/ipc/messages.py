@@ -68,7 +68,10 @@ Data path (same sockets, binary envelopes, so the master never re-encodes a call
 |            |                  |                               | stream_credit)             |
 | s          | worker -> master | s, seq u64                    | a tool starts on this call |
 | r          | worker -> master | r, seq u64, raw               | the JSON-RPC response      |
-| p          | worker -> master | p, seq u64, raw               | progress notification      |
+| p          | worker -> master | p, seq u64, raw               | progress notification (or  |
+|            |                  |                               | an upstream's log message) |
+| Q          | worker -> master | Q, seq u64, ask u64, message  | an upstream asks the agent |
+| R          | master -> worker | R, seq u64, ask u64, answer   | the agent's answer to it   |
 | B          | either way       | B, (len u32, envelope)...     | envelopes of one loop turn |
 | m          | either way       | m, msgspec JSON of a Struct   | a control message (above)  |
 
@@ -99,6 +102,18 @@ Upstream calls (gateway worker DEALER -> an upstream worker's ROUTER; same x and
 | r          | upstr -> gateway | r, seq u64, result            | the server's result bytes  |
 | f          | upstr -> gateway | f, seq u64, {code, message,   | the call failed            |
 |            |                  | data?}                        |                            |
+
+| Q          | upstr -> gateway | Q, seq u64, ask u64, message  | the server asks the client |
+| R          | gateway -> upstr | R, seq u64, ask u64, answer   | the agent's answer         |
+| N          | upstr -> gateway | N, seq u64, notification      | the server's log message   |
+
+Server-to-client requests during a call (sampling, elicitation, roots/list...): Q's
+message is ``{"method", "params"}`` (no id: each hop numbers it, ``ask``, and keeps the
+way back), R's answer ``{"result"}`` or ``{"error"}``; ``seq`` is the call's at that hop
+(the upstream call's between gateway and upstream worker, the master's call otherwise).
+Each hop forgets an ask when its call ends, and the upstream worker then answers the
+server's request with an error.  N carries a ``notifications/message`` the server sent
+during the call, whole; the gateway passes it to the master as a p envelope.
 
 A q request's params (a JSON object, as bytes) go to the server as they are, but for
 the era's ``_meta`` its client adds; its result comes back as the server's bytes.
@@ -164,6 +179,9 @@ LLM_END = b"z"
 REPLY = b"r"
 PROGRESS = b"p"
 STARTED = b"s"
+ASK = b"Q"
+ANSWER = b"R"
+NOTE = b"N"
 BATCH = b"B"
 MESSAGE = b"m"
 RECORD = b"a"
@@ -369,6 +387,17 @@ def unpack_upstream_request(payload: bytes) -> tuple[int, str, bytes]:
 
 def pack_seq(kind: bytes, seq: int, rest: bytes = b"") -> bytes:
     return kind + _SEQ.pack(seq) + rest
+
+
+def pack_ask(kind: bytes, seq: int, ask: int, body: bytes) -> bytes:
+    """An ASK (``body``: {method, params}) or an ANSWER (``body``: {result} or {error})."""
+    return kind + _RANGE.pack(seq, ask) + body
+
+
+def unpack_ask(payload: bytes) -> tuple[int, int, bytes]:
+    """(seq, ask, body) of an ASK or ANSWER envelope."""
+    seq, ask = _RANGE.unpack_from(payload, 1)
+    return seq, ask, payload[17:]
 
 
 def pack_range(kind: bytes, first: int, last: int, rest: bytes = b"") -> bytes:

@@ -25,6 +25,7 @@ META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
 META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
 META_TOKEN = "io.workingagents/token"
 META_DENIED = "io.workingagents/denied"
+META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"  # 2026-07-28: a request's log opt-in
 META_SUBSCRIPTION = "io.modelcontextprotocol/subscriptionId"  # on subscriptions/listen frames
 
 # 2026-07-28 over HTTP: the param a request's Mcp-Name header repeats, by method
@@ -33,7 +34,8 @@ SERVER_INFO = {"name": "workingagents", "version": __version__}
 # resources/subscribe: front.resource_subs (2026-07-28: subscriptions/listen)
 CAPABILITIES = {"tools": {"listChanged": True},
                 "resources": {"listChanged": True, "subscribe": True},
-                "prompts": {"listChanged": True}, "completions": {}}
+                "prompts": {"listChanged": True}, "completions": {},
+                "logging": {}}  # upstreams' log messages reach the calling agent
 TOOLS_TTL_MS = 60_000
 INSTRUCTIONS = ("WorkingAgents governance gateway: every tool call is checked against "
                 "policy and recorded. A denied call returns isError with the reason.")

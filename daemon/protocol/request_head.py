@@ -27,7 +27,7 @@ CALL_METHODS = frozenset({"tools/call", "resources/read", "prompts/get",
                           "completion/complete"})
 # ... and every request a gateway worker answers
 GATEWAY_METHODS = CALL_METHODS | {"tools/list", "resources/list", "resources/templates/list",
-                                  "prompts/list"}
+                                  "prompts/list", "logging/setLevel"}
 
 
 class Params(msgspec.Struct):

@@ -10,7 +10,7 @@ import orjson
 
 from daemon import __version__
 from daemon.protocol import mcp
-from daemon.protocol.jsonrpc import INTERNAL_ERROR, RpcError
+from daemon.protocol.jsonrpc import INTERNAL_ERROR, METHOD_NOT_FOUND, RpcError
 
 CLIENT_INFO = {"name": "workingagents-gateway", "version": __version__}
 
@@ -61,3 +61,31 @@ def error_answer(err: Any) -> RpcError:
         return RpcError(INTERNAL_ERROR, f"upstream error: {err!r}")
     return RpcError(int(err.get("code", INTERNAL_ERROR)), str(err.get("message")),
                     err.get("data"))
+
+
+# The capabilities our client declares to a server: an agent behind the gateway may
+# answer these (the gateway refuses, for the server, an agent that did not declare one)
+CLIENT_CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {}},
+                                       "roots": {}}
+# (the server's request, the call it came with) -> the answer's members, {"result"} or
+# {"error"}, as JSON bytes
+Asker = Callable[[dict[str, Any], Any], Awaitable[bytes]]
+
+
+def reply_to_server(rid: Any, answer: bytes) -> bytes:
+    """Our response to a server's request: its id, and the answer's members spliced."""
+    return b'{"jsonrpc":"2.0","id":%b,%b' % (orjson.dumps(rid), answer[1:])
+
+
+async def server_request_answer(on_request: Asker | None, method: Any, params: Any,
+                                route: Any) -> bytes:
+    """What we answer a server's request: ping ourselves; any other goes to the agent of
+    the call it came with (``route``), or is refused when no call is known."""
+    if method == "ping":
+        return b'{"result":{}}'
+    if on_request is None or route is None:
+        return orjson.dumps({"error": {
+            "code": METHOD_NOT_FOUND, "message": f"the gateway cannot pass {method!s:.100} on: "
+            "it did not come with a call the gateway could tell (send it on the call's "
+            "stream, with one call in flight)"}})
+    return await on_request({"method": method, "params": params}, route)

@@ -12,9 +12,14 @@ handshake era the server's GET event stream is kept open when it offers one, for
 ``notifications/tools/list_changed``.
 
 Answers come as JSON or as an event stream (daemon.tools.sse_events); notifications on a
-call's stream (progress) go to ``on_notification``.  A cancelled call closes its stream,
-and in the handshake era also sends ``notifications/cancelled`` (the 2026-07-28 wire has
-no client notifications: the closed stream is the signal).
+call's stream (progress, log messages) go to ``on_notification``, and the server's
+requests there (sampling, elicitation, roots/list: handshake era only) to ``on_request``,
+both with the call they came with; its answer is POSTed back.  What comes on the GET
+stream is tied to no call (SDK servers send requests there unless told the related
+request): it goes to the call in flight when there is exactly one, as over stdio.  A
+cancelled call closes its stream, and in the handshake era also sends
+``notifications/cancelled`` (the 2026-07-28 wire has no client notifications: the closed
+stream is the signal).
 
 "Exited", for an HTTP server, means unreachable: after a connection failure (or an idle
 spell, every PROBE_EVERY seconds) the client pings it; PROBE_ATTEMPTS failed pings in a
@@ -47,11 +52,15 @@ from daemon.protocol.jsonrpc import (
     RpcError,
 )
 from daemon.tools.mcp_calls import (
+    CLIENT_CAPABILITIES,
     CLIENT_INFO,
+    Asker,
     as_object,
     error_answer,
     list_all,
     modern_params,
+    reply_to_server,
+    server_request_answer,
     tool_call_params,
 )
 from daemon.tools.mcp_stdio import HANDSHAKE_TIMEOUT, MAX_MESSAGE_BYTES
@@ -75,6 +84,9 @@ class _Message(msgspec.Struct):
 
 
 _read_message = msgspec.json.Decoder(_Message).decode
+
+
+_UNRELATED = object()  # what _on_message is told of a message on the GET stream
 
 
 class Unreachable(RpcError):
@@ -104,11 +116,13 @@ def header_value(value: str) -> str:
 
 class HttpMcpClient:
     def __init__(self, name: str, url: str, headers: dict[str, str], timeout: float = 30.0,
-                 on_notification: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_notification: Callable[[dict[str, Any], Any], None] | None = None,
+                 on_request: Asker | None = None) -> None:
         self.name = name
         self.url = url
         self.timeout = timeout
-        self.on_notification = on_notification
+        self.on_notification = on_notification  # (message, the call it came with or None)
+        self.on_request = on_request
         self.on_session: Callable[[], None] | None = None  # a new session replaced ours
         self.modern = False
         self.version = ""
@@ -123,6 +137,7 @@ class HttpMcpClient:
         self._renewing = asyncio.Lock()
         self._probe: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # owned: cancelled and awaited at close
+        self._calls: dict[int, Any] = {}  # request id -> the call it serves, while in flight
 
     # -- life ----------------------------------------------------------------------------
 
@@ -151,7 +166,7 @@ class HttpMcpClient:
 
     async def _initialize(self) -> None:
         result = await self._request("initialize", {
-            "protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": {},
+            "protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": CLIENT_CAPABILITIES,
             "clientInfo": CLIENT_INFO}, modern=False)
         self.version = str(result.get("protocolVersion", ""))
         self.capabilities = as_object(result.get("capabilities"))
@@ -237,7 +252,7 @@ class HttpMcpClient:
                     async for chunk in response.content.iter_chunked(READ_CHUNK):
                         self._last_heard = time.monotonic()
                         for data in events.feed(chunk):
-                            self._on_message(data)
+                            self._on_message(data, _UNRELATED)
             except EventTooLarge:
                 log.error("%s: refused an event of over %d bytes on the server's stream",
                           self.name, MAX_MESSAGE_BYTES)
@@ -273,7 +288,7 @@ class HttpMcpClient:
         self.asked = method
         return await self._request(method, params, self.modern)
 
-    async def request_raw(self, method: str, params: bytes) -> bytes:
+    async def request_raw(self, method: str, params: bytes, route: Any = None) -> bytes:
         """Any request, its ``params`` a JSON object's bytes (sent as they are but for the
         era's ``_meta``); the result's bytes as the server wrote them (b"{}" for none).
         No timeout here: the gateway's call timeout cancels it."""
@@ -284,7 +299,7 @@ class HttpMcpClient:
             if method in mcp.NAMED_BY:  # the 2026-07-28 Mcp-Name header
                 found = orjson.loads(params).get(mcp.NAMED_BY[method])
                 name = found if isinstance(found, str) else None
-        return await self._exchange(method, params, name, self.modern) or b"{}"
+        return await self._exchange(method, params, name, self.modern, route) or b"{}"
 
     async def _request(self, method: str, params: dict[str, Any],
                        modern: bool) -> dict[str, Any]:
@@ -310,12 +325,12 @@ class HttpMcpClient:
         return await self.list_all("tools/list", "tools")
 
     async def call_tool(self, name: str, arguments: bytes,
-                        progress_token: str | None = None) -> bytes:
+                        progress_token: str | None = None, route: Any = None) -> bytes:
         """``arguments``: a JSON object's bytes, spliced in as they are; the result's
         bytes as the server sent them (b"{}" for none).  No timeout here: the gateway's
         call timeout cancels the call."""
         params = tool_call_params(name, arguments, progress_token, self.modern)
-        return await self._exchange("tools/call", params, name, self.modern) or b"{}"
+        return await self._exchange("tools/call", params, name, self.modern, route) or b"{}"
 
     def _era_headers(self, method: str, name: str | None, modern: bool) -> dict[str, str]:
         headers = dict(self._headers)
@@ -333,7 +348,7 @@ class HttpMcpClient:
         return headers
 
     async def _exchange(self, method: str, params: bytes, name: str | None,
-                        modern: bool) -> bytes:
+                        modern: bool, route: Any = None) -> bytes:
         """POST a request whose ``params`` are JSON bytes; its result's bytes (b"" for
         none), or its error raised.  A forgotten session is renewed and the request
         sent again, once."""
@@ -343,14 +358,20 @@ class HttpMcpClient:
         rid = next(self._ids)
         body = b'{"jsonrpc":"2.0","id":%d,"method":%b,"params":%b}' % (
             rid, orjson.dumps(method), params)
-        for again in (False, True):
-            session = self.session_id
-            try:
-                return await self._post(rid, method, body, name, modern)
-            except _SessionGone:
-                if again or method == "initialize":
-                    break
-                await self._renew(session)
+        if route is not None:
+            self._calls[rid] = route
+        try:
+            for again in (False, True):
+                session = self.session_id
+                try:
+                    return await self._post(rid, method, body, name, modern, route)
+                except _SessionGone:
+                    if again or method == "initialize":
+                        break
+                    await self._renew(session)
+        finally:
+            if route is not None:
+                del self._calls[rid]
         raise RpcError(TOOL_UNAVAILABLE, "Tool unavailable: the upstream server refused "
                                          "a new session too")
 
@@ -365,7 +386,7 @@ class HttpMcpClient:
             self.on_session()  # what the old session subscribed to, the new one must
 
     async def _post(self, rid: int, method: str, body: bytes, name: str | None,
-                    modern: bool) -> bytes:
+                    modern: bool, route: Any = None) -> bytes:
         assert self._http is not None
         headers = self._era_headers(method, name, modern)
         sent_session = headers.get("Mcp-Session-Id")
@@ -376,7 +397,7 @@ class HttpMcpClient:
                     raise _SessionGone
                 if method == "initialize" and "Mcp-Session-Id" in response.headers:
                     self.session_id = response.headers["Mcp-Session-Id"]
-                return await self._answer(response, rid, method)
+                return await self._answer(response, rid, method, route)
         except asyncio.CancelledError:
             if not modern and not self.exited.is_set():  # the 2026 wire: closing is enough
                 self._spawn(self._cancel_upstream(rid))
@@ -397,7 +418,8 @@ class HttpMcpClient:
                              "params": {"requestId": rid, "reason": "cancelled"}})
         await self._post_quietly(body, "notifications/cancelled")
 
-    async def _answer(self, response: aiohttp.ClientResponse, rid: int, method: str) -> bytes:
+    async def _answer(self, response: aiohttp.ClientResponse, rid: int, method: str,
+                      route: Any = None) -> bytes:
         kind = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
         if kind == "application/json":
             body = await self._read_bounded(response)
@@ -421,7 +443,7 @@ class HttpMcpClient:
             async for chunk in response.content.iter_chunked(READ_CHUNK):
                 self._last_heard = time.monotonic()
                 for data in events.feed(chunk):
-                    message = self._on_message(data)
+                    message = self._on_message(data, route)
                     if message is not None and message.id == rid:
                         return self._result(message, method)
         except EventTooLarge:
@@ -463,9 +485,10 @@ class HttpMcpClient:
                                            "not a response")
         return bytes(message.result)
 
-    def _on_message(self, data: bytes) -> _Message | None:
+    def _on_message(self, data: bytes, route: Any = None) -> _Message | None:
         """One message from a stream: a response is returned for the caller to match;
-        a notification goes to the callback; a request from the server is answered."""
+        a notification goes to the callback; a request from the server is answered (by
+        the agent of the call whose stream it came on, ``route``)."""
         try:
             message = _read_message(data)
         except msgspec.DecodeError:
@@ -473,19 +496,23 @@ class HttpMcpClient:
             return None
         if message.method is msgspec.UNSET:
             return message
+        if route is _UNRELATED:  # the GET stream: the one call in flight, if only one
+            route = None
+            if message.id is not msgspec.UNSET or message.method == "notifications/message":
+                routes = {id(r): r for r in self._calls.values()}
+                route = next(iter(routes.values())) if len(routes) == 1 else None
         if message.id is msgspec.UNSET:
             if self.on_notification is not None:
                 self.on_notification({"jsonrpc": "2.0", "method": message.method,
-                                      "params": message.params})
-        elif not self.modern:  # sampling, elicitation, ping: only ping is ours to answer
-            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message.id}
-            if message.method == "ping":
-                reply["result"] = {}
-            else:
-                reply["error"] = {"code": METHOD_NOT_FOUND, "message": "the gateway does "
-                                  f"not serve {message.method!s:.100} to upstreams"}
-            self._spawn(self._post_quietly(orjson.dumps(reply), ""))
+                                      "params": message.params}, route)
+        elif not self.modern:  # 2026-07-28 has none: its servers ask by input_required
+            self._spawn(self._answer_server(message, route))
         return None
+
+    async def _answer_server(self, message: _Message, route: Any) -> None:
+        answer = await server_request_answer(self.on_request, message.method,
+                                             message.params, route)
+        await self._post_quietly(reply_to_server(message.id, answer), "")
 
     async def _post_quietly(self, body: bytes, method: str) -> None:
         """A cancellation or a reply: if the server is gone, nothing is left to tell."""

@@ -3,9 +3,12 @@
 It probes ``server/discover`` first (2026-07-28) and falls back to the ``initialize``
 handshake on any error, as the SDKs do.  Request ids are its own (agents' ids never reach
 an upstream), cancellations are forwarded as ``notifications/cancelled``, and progress
-notifications go to a callback.  The server runs in the worker's process group, with a
-parent-death signal, so it never outlives its worker.  Its stderr goes to the log, one
-event per line (stderr_relay).
+notifications go to a callback.  A request from the server (sampling, elicitation,
+roots/list) goes to ``on_request`` with the call it came with; stdio does not say which
+call that is, so it is the call in flight when there is exactly one (else the server is
+told no); a log message goes to the callback the same way.  The server runs in the
+worker's process group, with a parent-death signal, so it never outlives its worker.
+Its stderr goes to the log, one event per line (stderr_relay).
 
 A tool's arguments and result pass through as bytes: the arguments are spliced into the
 request line, and each line the server writes is decoded only as far as matching it
@@ -19,6 +22,7 @@ not JSON-RPC are ignored, with one log line per GARBAGE_LOG_EVERY seconds at mos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import itertools
 import logging
@@ -36,11 +40,15 @@ from daemon.protocol import mcp
 from daemon.protocol.jsonrpc import INTERNAL_ERROR, TOOL_UNAVAILABLE, RpcError
 from daemon.tools import stderr_relay
 from daemon.tools.mcp_calls import (
+    CLIENT_CAPABILITIES,
     CLIENT_INFO,
+    Asker,
     as_object,
     error_answer,
     list_all,
     modern_params,
+    reply_to_server,
+    server_request_answer,
     tool_call_params,
 )
 from daemon.tools.stdout_lines import LineSplitter
@@ -74,12 +82,14 @@ def _die_with_parent() -> None:
 
 class StdioMcpClient:
     def __init__(self, name: str, command: list[str], env: dict[str, str], cwd: str | None,
-                 on_notification: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_notification: Callable[[dict[str, Any], Any], None] | None = None,
+                 on_request: Asker | None = None) -> None:
         self.name = name
         self.command = command
         self.env = {**os.environ, **env}
         self.cwd = cwd or None
-        self.on_notification = on_notification
+        self.on_notification = on_notification  # (message, the call it came with or None)
+        self.on_request = on_request
         self.modern = False
         self.version = ""
         self.capabilities: dict[str, Any] = {}  # what the server said it offers
@@ -87,7 +97,10 @@ class StdioMcpClient:
         self.proc: asyncio.subprocess.Process | None = None
         self.exited = asyncio.Event()
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[_Line]] = {}
+        # request id -> its answer, and the call it serves (what a server request or log
+        # message is routed to while it is the only one)
+        self._pending: dict[int, tuple[asyncio.Future[_Line], Any]] = {}
+        self._answering: set[asyncio.Task[None]] = set()  # our answers to its requests
         self._reader: asyncio.Task[None] | None = None
         self._stderr: asyncio.Task[None] | None = None
         self._garbage = 0  # lines ignored since the last log line about them
@@ -115,7 +128,7 @@ class StdioMcpClient:
         except RpcError:
             pass  # a handshake-era server: fall back, as MCP clients do
         result = await self.request("initialize", {
-            "protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": {},
+            "protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": CLIENT_CAPABILITIES,
             "clientInfo": CLIENT_INFO})
         self.version = str(result.get("protocolVersion", ""))
         self.capabilities = as_object(result.get("capabilities"))
@@ -130,7 +143,7 @@ class StdioMcpClient:
                     self._on_line(line)
         finally:
             self.exited.set()
-            for future in self._pending.values():
+            for future, _route in self._pending.values():
                 if not future.done():
                     future.set_exception(RpcError(
                         TOOL_UNAVAILABLE, "Tool unavailable: the upstream server exited "
@@ -144,12 +157,33 @@ class StdioMcpClient:
                 self._ignored()
             return
         rid, method = message.id, message.method
-        future = self._pending.pop(rid, None) \
+        entry = self._pending.pop(rid, None) \
             if method is msgspec.UNSET and isinstance(rid, int) else None
-        if future is not None and not future.done():
-            future.set_result(message)
-        elif method is not msgspec.UNSET and rid is msgspec.UNSET and self.on_notification:
-            self.on_notification({"jsonrpc": "2.0", "method": method, "params": message.params})
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(message)
+        elif method is msgspec.UNSET:
+            return
+        elif rid is msgspec.UNSET:
+            if self.on_notification:
+                route = self._only_call() if method == "notifications/message" else None
+                self.on_notification({"jsonrpc": "2.0", "method": method,
+                                      "params": message.params}, route)
+        else:
+            task = asyncio.create_task(self._answer(rid, method, message.params))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+
+    def _only_call(self) -> Any:
+        """The call a server's request or log message belongs to: the one in flight."""
+        routes = {id(r): r for _f, r in self._pending.values() if r is not None}
+        return next(iter(routes.values())) if len(routes) == 1 else None
+
+    async def _answer(self, rid: Any, method: Any, params: Any) -> None:
+        answer = await server_request_answer(self.on_request, method, params,
+                                             self._only_call())
+        if not self.exited.is_set():
+            with contextlib.suppress(RpcError):  # gone: nobody is left to answer
+                await self._write(reply_to_server(rid, answer) + b"\n")
 
     def _ignored(self) -> None:
         """A line that is not a JSON-RPC object: counted, and logged now and then."""
@@ -162,7 +196,8 @@ class StdioMcpClient:
 
     def _oversized(self, head: bytes) -> None:
         found = _REPLY_ID.match(head)
-        future = self._pending.pop(int(found[1]), None) if found else None
+        entry = self._pending.pop(int(found[1]), None) if found else None
+        future = entry[0] if entry is not None else None
         log.error("refused a message of over %d bytes from the upstream (%s)",
                   MAX_MESSAGE_BYTES, f"the answer to request {found[1].decode()}" if found
                   else "not a recognisable answer")
@@ -198,14 +233,14 @@ class StdioMcpClient:
                                            "object")
         return result or {}
 
-    async def _exchange(self, method: str, params: bytes) -> bytes:
+    async def _exchange(self, method: str, params: bytes, route: Any = None) -> bytes:
         """Send a request whose ``params`` are JSON bytes; its result's bytes (b"" for
-        none), or its error raised."""
+        none), or its error raised.  ``route``: the call it serves (see on_request)."""
         rid = next(self._ids)
         if self.exited.is_set():  # the reader has failed its pending calls already
             raise RpcError(TOOL_UNAVAILABLE, "Tool unavailable: the upstream server exited")
         future: asyncio.Future[_Line] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = future
+        self._pending[rid] = (future, route)
         try:
             await self._write(b'{"jsonrpc":"2.0","id":%d,"method":%b,"params":%b}\n'
                               % (rid, orjson.dumps(method), params))
@@ -220,13 +255,13 @@ class StdioMcpClient:
             raise error_answer(reply.error)
         return bytes(reply.result)
 
-    async def request_raw(self, method: str, params: bytes) -> bytes:
+    async def request_raw(self, method: str, params: bytes, route: Any = None) -> bytes:
         """Any request, its ``params`` a JSON object's bytes (sent as they are but for the
         era's ``_meta``); the result's bytes as the server wrote them (b"{}" for none)."""
         self.asked = method
         if self.modern:
             params = modern_params(params)
-        return await self._exchange(method, params) or b"{}"
+        return await self._exchange(method, params, route) or b"{}"
 
     async def list_all(self, method: str, key: str) -> list[dict[str, Any]]:
         return await list_all(self.request, method, key)
@@ -235,13 +270,16 @@ class StdioMcpClient:
         return await self.list_all("tools/list", "tools")
 
     async def call_tool(self, name: str, arguments: bytes,
-                        progress_token: str | None = None) -> bytes:
+                        progress_token: str | None = None, route: Any = None) -> bytes:
         """``arguments``: a JSON object's bytes, spliced in as they are; the result's
         bytes as the server wrote them (b"{}" for none)."""
         params = tool_call_params(name, arguments, progress_token, self.modern)
-        return await self._exchange("tools/call", params) or b"{}"
+        return await self._exchange("tools/call", params, route) or b"{}"
 
     async def close(self, timeout: float = 3.0) -> None:
+        for task in list(self._answering):
+            task.cancel()
+        await asyncio.gather(*self._answering, return_exceptions=True)
         try:
             await self._end_process(timeout)
         finally:

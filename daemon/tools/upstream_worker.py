@@ -13,6 +13,9 @@ Wire, gateway worker DEALER -> this ROUTER (envelopes of ipc.messages):
                                      p seq {progress, total, message} ...
   q seq method params            ->  r seq result | f seq {"code", "message", "data"}
   x seq                          ->  (the call is cancelled upstream)
+                                 <-  Q seq ask {method, params}   (the server asks)
+  R seq ask {result} | {error}   ->  (the agent's answer, to the server)
+                                 <-  N seq notification           (its log message)
 The arguments and the result are JSON bytes this worker never parses: the arguments are
 spliced into the request it writes to the server, the result read out of its answer.
 A q request (resources/read, prompts/get, completion/complete, a tools/call retried with
@@ -23,6 +26,10 @@ only if the server's capabilities say it has them), for the master to pass on; i
 them again when the server says they changed, and keeps the server's resource
 subscriptions as the master asks (tools.upstream_events).
 
+A server's request during a call (sampling, elicitation, roots/list) goes back to the
+gateway worker that made the call, numbered here (``ask``); the answer goes to the server
+as ours.  One still unanswered when its call ends is answered with an error.
+
 Progress tokens sent upstream are this worker's own, one per call, so that two agents'
 tokens can never collide; updates go back to the caller under its call seq.
 """
@@ -30,6 +37,7 @@ tokens can never collide; updates go back to the caller under its call seq.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,12 +72,23 @@ class UpstreamService:
         self.router = ZmqEndpoint(sock, self.on_frames)
         self.tasks: CallTasks[tuple[bytes, int]] = CallTasks()
         self.progress_routes: dict[str, tuple[bytes, int]] = {}
+        # ask -> the call it came with, and the agent's answer when it comes
+        self.asks: dict[int, tuple[tuple[bytes, int], asyncio.Future[bytes]]] = {}
+        self._ask_ids = itertools.count(1)
         # what the server says outside calls (tools.upstream_events)
         self.on_event: Callable[[dict[str, Any]], None] = lambda _message: None
         client.on_notification = self.on_notification
+        client.on_request = self.on_request
 
-    def on_notification(self, message: dict[str, Any]) -> None:
-        if message.get("method") != "notifications/progress":
+    def on_notification(self, message: dict[str, Any], route: Any = None) -> None:
+        method = message.get("method")
+        if method == "notifications/message":
+            if route is not None:  # a log message during a call: for its agent
+                peer, seq = route
+                self.router.send([peer, messages.pack_seq(messages.NOTE, seq,
+                                                          orjson.dumps(message))])
+            return
+        if method != "notifications/progress":
             self.on_event(message)
             return
         params = dict(message.get("params") or {})
@@ -78,6 +97,34 @@ class UpstreamService:
             peer, seq = route
             params.pop("_meta", None)
             self.router.send([peer, messages.pack_progress(seq, orjson.dumps(params))])
+
+    async def on_request(self, message: dict[str, Any], route: Any) -> bytes:
+        """The server asks the agent of the call ``route`` ((peer, seq)); its answer."""
+        peer, seq = route
+        ask = next(self._ask_ids)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.asks[ask] = (route, future)
+        self.router.send([peer, messages.pack_ask(messages.ASK, seq, ask,
+                                                  orjson.dumps(message))])
+        try:
+            return await future
+        finally:
+            self.asks.pop(ask, None)
+
+    def on_answer(self, payload: bytes) -> None:
+        _seq, ask, answer = messages.unpack_ask(payload)
+        entry = self.asks.get(ask)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(answer if answer[:1] == b"{" else _error_answer(
+                "malformed answer"))
+
+    def call_ended(self, route: tuple[bytes, int]) -> None:
+        """What the server still asks of a call that is over gets an error."""
+        for ask_route, future in list(self.asks.values()):
+            if ask_route == route and not future.done():
+                future.set_result(_error_answer(
+                    "the call this request came with has ended (answered, cancelled or "
+                    "timed out) before its agent answered"))
 
     def on_frames(self, frames: list[bytes]) -> None:
         if len(frames) != 2:
@@ -92,6 +139,8 @@ class UpstreamService:
             self.tasks.start((peer, seq), self.forward(peer, seq, method, params))
         elif kind == messages.CANCEL:
             self.tasks.cancel((peer, messages.unpack_seq(payload)[0]))
+        elif kind == messages.ANSWER:
+            self.on_answer(payload)
 
     async def forward(self, peer: bytes, seq: int, method: str, params: bytes) -> None:
         """Any other request, its params and result passed through as bytes."""
@@ -99,8 +148,13 @@ class UpstreamService:
             self.router.send([peer, messages.pack_failed(
                 seq, INTERNAL_ERROR, "malformed request: the params are not one JSON object")])
             return
+        if method == "logging/setLevel" and (self.client.modern
+                                             or "logging" not in self.client.capabilities):
+            self.router.send([peer, messages.pack_reply(seq, b"{}")])  # it does not log
+            return
         try:
-            reply = messages.pack_reply(seq, await self.client.request_raw(method, params))
+            reply = messages.pack_reply(seq, await self.client.request_raw(method, params,
+                                                                           (peer, seq)))
         except asyncio.CancelledError:
             return
         except RpcError as exc:
@@ -108,6 +162,9 @@ class UpstreamService:
         except Exception as exc:
             log.warning("%s: %s failed: %s", self.name, method, exc)
             reply = messages.pack_failed(seq, INTERNAL_ERROR, f"upstream error: {exc}")
+        finally:
+            if self.asks:
+                self.call_ended((peer, seq))
         self.router.send([peer, reply])
 
     async def serve(self, peer: bytes, seq: int, tool: str, progress: bool,
@@ -121,7 +178,7 @@ class UpstreamService:
             self.progress_routes[token] = (peer, seq)
         try:
             reply = messages.pack_reply(seq, await self.client.call_tool(tool, arguments,
-                                                                         token))
+                                                                         token, (peer, seq)))
         except asyncio.CancelledError:
             return
         except RpcError as exc:
@@ -132,11 +189,17 @@ class UpstreamService:
         finally:
             if token is not None:
                 self.progress_routes.pop(token, None)
+            if self.asks:
+                self.call_ended((peer, seq))
         self.router.send([peer, reply])
 
     async def close(self) -> None:
         await self.tasks.cancel_all()
         self.router.close()
+
+
+def _error_answer(message: str) -> bytes:
+    return orjson.dumps({"error": {"code": INTERNAL_ERROR, "message": message}})
 
 
 @dataclass

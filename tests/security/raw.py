@@ -43,9 +43,10 @@ class RawAgent:
         self.send(raw)
         return self.recv()
 
-    def initialize(self, token: str) -> dict[str, Any]:
+    def initialize(self, token: str,
+                   capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
         answer = self.ask(request(0, "initialize", {
-            "protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": {},
+            "protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": capabilities or {},
             "clientInfo": {"name": "raw", "version": "1"}, "_meta": {mcp.META_TOKEN: token}}))
         self.send(orjson.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
         return answer

@@ -48,3 +48,12 @@ def test_a_batch_carries_messages_and_data_envelopes_alike():
     ready = messages.pack_message(messages.Ready(pid=1))
     reply = messages.pack_reply(9, b"{}")
     assert messages.envelopes(messages.pack_batch([ready, reply])) == [ready, reply]
+
+
+def test_an_ask_and_its_answer_carry_the_call_the_number_and_the_body_untouched():
+    body = b'{"method":"sampling/createMessage","params":{"maxTokens":5}}'
+    for kind in (messages.ASK, messages.ANSWER):
+        frame = messages.pack_ask(kind, 2**40 + 3, 7, body)
+        assert frame[:1] == kind
+        assert messages.unpack_ask(frame) == (2**40 + 3, 7, body)
+        assert messages.unpack_seq(frame)[0] == 2**40 + 3  # routed by its call, like any

@@ -19,6 +19,8 @@ import pytest
 from daemon.bench.harness import stop_daemon, write_config
 from daemon.control.status import workers_in
 
+pytest_plugins = ["tests.parallel"]  # xdist workers, and tests marked serial run alone
+
 FIXTURES = Path(__file__).parent / "fixtures"
 CLI = [sys.executable, "-m", "daemon"]
 

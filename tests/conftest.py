@@ -17,7 +17,11 @@ import psutil
 import pytest
 
 from daemon.bench.harness import stop_daemon, write_config
+from daemon.config import locate_state_dir
+from daemon.control.client import ControlClient
 from daemon.control.status import workers_in
+
+pytest_plugins = ["tests.parallel"]  # xdist workers, and tests marked serial run alone
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLI = [sys.executable, "-m", "daemon"]
@@ -84,9 +88,10 @@ class Daemon:
                               capture_output=True, text=True, timeout=timeout)
 
     def status(self) -> dict[str, Any]:
-        out = self.cli("status", "--json")
-        assert out.returncode in (0, 3), out.stderr  # 3: degraded, still serving
-        snapshot: dict[str, Any] = json.loads(out.stdout)
+        """`workingagents status --json`'s snapshot, asked in-process: tests poll this in
+        loops, and each CLI start costs ~0.3 s of CPU (cli() tests the command itself)."""
+        client = ControlClient(locate_state_dir(str(self.config)))
+        snapshot: dict[str, Any] = client.call("status", timeout=5)
         return snapshot
 
     def wait_ready(self, timeout: float = 20.0) -> dict[str, Any]:

@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import CLI
 
 SLOW = os.environ.get("WA_SLOW") == "1"
+# alone: the figures mean something, and "leaves nothing running" sees no other bench
+pytestmark = pytest.mark.serial
 
 
 def bench_daemons() -> set[int]:

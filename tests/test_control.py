@@ -126,6 +126,7 @@ def test_restart_name_proves_the_replacement_before_draining_the_old(start_daemo
     assert out.returncode == 1 and "no child named 'nosuch'" in out.stderr
 
 
+@pytest.mark.serial  # a bound on elapsed time
 def test_commands_on_different_subtrees_run_at_once_and_status_never_waits(start_daemon):
     daemon = start_daemon(supervision={"shutdown_timeout": 3.0}, tree={"id": "root", "children": [
         {"id": "left", "children": [{"id": "slow", "shutdown": 3.0,

@@ -181,6 +181,7 @@ def test_an_agent_whose_calls_keep_killing_workers_is_quarantined_and_others_are
     assert refused and refused[-1]["outcome"]["code"] == -32019
 
 
+@pytest.mark.serial  # a bound on the good agent's latency
 def test_a_storm_of_spinning_calls_leaves_a_good_agent_on_the_same_worker_unharmed(poisoned):
     d = poisoned(hook_grace_ms=STORM_GRACE_MS)
     pid = worker_state(d, shard("bob"))[0]

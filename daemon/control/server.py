@@ -47,7 +47,7 @@ class ControlServer:
             log.warning("control request refused: bad or missing token")
             self._reply(identity, rid, error="unauthorized: bad or missing control token")
             return
-        from daemon.control import COMMANDS
+        from daemon.control.commands import COMMANDS
 
         command = COMMANDS.get(str(request.get("cmd")))
         args = request.get("args") or {}

@@ -93,7 +93,8 @@ def test_a_killed_forkserver_is_relaunched_and_every_worker_comes_back(start_dae
     wait_for(lambda: len(daemon.pids()) == 2
              and not set(daemon.pids().values()) & set(before.values()), 15,
              "both workers to be restarted from a new forkserver")
-    assert daemon.status()["daemon"]["healthy"]
+    # a restarted worker is listed from its start, and healthy from its READY
+    wait_for(lambda: daemon.status()["daemon"]["healthy"], 15, "the tree to be healthy")
     assert not any(alive(p) for p in before.values())
     zombies = [p.pid for p in daemon.descendants() if p.status() == psutil.STATUS_ZOMBIE]
     assert zombies == []

@@ -131,6 +131,9 @@ class RoleSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     peers: list[str] = msgspec.field(default_factory=list)  # A2A peers (agent gateway), globs
 
 
+UPSTREAM_PROTOCOLS = ("auto", "2025-11-25", "2026-07-28")
+
+
 class UpstreamSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """An upstream MCP server, over stdio (``command``) or Streamable HTTP (``url``),
     served by a supervised worker of the tools supervisor; its tools appear as
@@ -144,6 +147,10 @@ class UpstreamSection(_Section, forbid_unknown_fields=True, kw_only=True, frozen
     # None: tools and prompts are <name>__<tool>; "": their own names, bare (one upstream
     # at most, so that a name says which server it is; built-ins keep theirs)
     prefix: str | None = None
+    # "auto": 2026-07-28 when the server offers it, else the handshake era; "2025-11-25":
+    # always the handshake era (a server whose tools ask the client back, sampling or
+    # elicitation, can do so only in a session); "2026-07-28": that era or no start
+    protocol: str = "auto"
     env: dict[str, str] = msgspec.field(default_factory=dict)  # plain values, no secrets
     # VAR = "NAME": the server's $VAR is the secret NAME, read at start from the daemon's
     # environment or $CREDENTIALS_DIRECTORY/NAME (daemon.secret_env); never in the TOML
@@ -443,6 +450,9 @@ def _check_gateway(config: Config, refuse: Any) -> None:
                          "without '__' and not ending in '_' (tools are named "
                          "<name>__<tool>)", name)
         _check_upstream_transport(name, upstream, refuse)
+        if upstream.protocol not in UPSTREAM_PROTOCOLS:
+            raise refuse(f"upstreams.{name}.protocol", " or ".join(
+                f'"{p}"' for p in UPSTREAM_PROTOCOLS), upstream.protocol)
         if upstream.prefix not in (None, ""):
             raise refuse(f"upstreams.{name}.prefix", '"" (bare names) or no key (names '
                          f'are {name}__<tool>)', upstream.prefix)

@@ -129,7 +129,8 @@ def upstream_options(settings: Settings, name: str) -> dict[str, Any]:
     up = settings.config.upstreams[name]
     options: dict[str, Any] = {
         "name": name, "endpoint": f"ipc://{settings.runtime_dir}/up-{name}.sock",
-        "start_timeout": settings.config.supervision.start_timeout}
+        "start_timeout": settings.config.supervision.start_timeout,
+        "protocol": up.protocol}
     if up.url:
         return {**options, "command": [], "url": up.url,
                 "headers": upstream_headers(settings, name), "timeout": up.timeout}

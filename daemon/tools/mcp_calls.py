@@ -51,6 +51,13 @@ def modern_params(params: bytes) -> bytes:
     return orjson.dumps(given)
 
 
+def refuse_fallback(protocol: str) -> None:
+    """After a server did not take 2026-07-28: fine unless the config asks for that era."""
+    if protocol == mcp.STATELESS_VERSIONS[-1]:
+        raise RpcError(INTERNAL_ERROR, f"the server does not speak MCP {protocol} "
+                                       "([upstreams.NAME] protocol)")
+
+
 def as_object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 

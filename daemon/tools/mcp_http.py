@@ -59,6 +59,7 @@ from daemon.tools.mcp_calls import (
     error_answer,
     list_all,
     modern_params,
+    refuse_fallback,
     reply_to_server,
     server_request_answer,
     tool_call_params,
@@ -125,6 +126,7 @@ class HttpMcpClient:
         self.on_request = on_request
         self.on_session: Callable[[], None] | None = None  # a new session replaced ours
         self.modern = False
+        self.protocol = "auto"  # [upstreams.NAME] protocol: which eras the handshake tries
         self.version = ""
         self.capabilities: dict[str, Any] = {}  # what the server said it offers
         self.asked = ""  # the method of the last request() (what a start timeout names)
@@ -151,17 +153,19 @@ class HttpMcpClient:
             self._spawn(self._listen())
 
     async def _handshake(self) -> None:
-        try:
-            found = await self._request("server/discover", {
-                "_meta": mcp.stateless_meta(CLIENT_INFO)}, modern=True)
-            if mcp.STATELESS_VERSIONS[-1] in found.get("supportedVersions", []):
-                self.modern, self.version = True, mcp.STATELESS_VERSIONS[-1]
-                self.capabilities = as_object(found.get("capabilities"))
-                return
-        except Unreachable:
-            raise
-        except RpcError:
-            pass  # a handshake-era server: fall back, as MCP clients do
+        if self.protocol != mcp.LATEST_HANDSHAKE:  # [upstreams.NAME] protocol
+            try:
+                found = await self._request("server/discover", {
+                    "_meta": mcp.stateless_meta(CLIENT_INFO)}, modern=True)
+                if mcp.STATELESS_VERSIONS[-1] in found.get("supportedVersions", []):
+                    self.modern, self.version = True, mcp.STATELESS_VERSIONS[-1]
+                    self.capabilities = as_object(found.get("capabilities"))
+                    return
+            except Unreachable:
+                raise
+            except RpcError:
+                pass  # a handshake-era server: fall back, as MCP clients do
+            refuse_fallback(self.protocol)
         await self._initialize()
 
     async def _initialize(self) -> None:

@@ -47,6 +47,7 @@ from daemon.tools.mcp_calls import (
     error_answer,
     list_all,
     modern_params,
+    refuse_fallback,
     reply_to_server,
     server_request_answer,
     tool_call_params,
@@ -91,6 +92,7 @@ class StdioMcpClient:
         self.on_notification = on_notification  # (message, the call it came with or None)
         self.on_request = on_request
         self.modern = False
+        self.protocol = "auto"  # [upstreams.NAME] protocol: which eras the handshake tries
         self.version = ""
         self.capabilities: dict[str, Any] = {}  # what the server said it offers
         self.asked = ""  # the method of the last request() (what a start timeout names)
@@ -118,15 +120,17 @@ class StdioMcpClient:
             await self._handshake()
 
     async def _handshake(self) -> None:
-        try:
-            found = await self.request("server/discover",
-                                       {"_meta": mcp.stateless_meta(CLIENT_INFO)})
-            if mcp.STATELESS_VERSIONS[-1] in found.get("supportedVersions", []):
-                self.modern, self.version = True, mcp.STATELESS_VERSIONS[-1]
-                self.capabilities = as_object(found.get("capabilities"))
-                return
-        except RpcError:
-            pass  # a handshake-era server: fall back, as MCP clients do
+        if self.protocol != mcp.LATEST_HANDSHAKE:  # [upstreams.NAME] protocol
+            try:
+                found = await self.request("server/discover",
+                                           {"_meta": mcp.stateless_meta(CLIENT_INFO)})
+                if mcp.STATELESS_VERSIONS[-1] in found.get("supportedVersions", []):
+                    self.modern, self.version = True, mcp.STATELESS_VERSIONS[-1]
+                    self.capabilities = as_object(found.get("capabilities"))
+                    return
+            except RpcError:
+                pass  # a handshake-era server: fall back, as MCP clients do
+            refuse_fallback(self.protocol)
         result = await self.request("initialize", {
             "protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": CLIENT_CAPABILITIES,
             "clientInfo": CLIENT_INFO})

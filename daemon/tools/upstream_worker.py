@@ -241,9 +241,11 @@ async def start(client: McpClient, budget: float) -> Offer:
 async def run(worker: WorkerHandle, name: str, command: list[str], endpoint: str,
               env: dict[str, str] | None = None, cwd: str = "",
               start_timeout: float = 10.0, url: str = "",
-              headers: dict[str, str] | None = None, timeout: float = 30.0) -> None:
+              headers: dict[str, str] | None = None, timeout: float = 30.0,
+              protocol: str = "auto") -> None:
     client: McpClient = HttpMcpClient(name, url, headers or {}, timeout) if url \
         else StdioMcpClient(name, command, env or {}, cwd)
+    client.protocol = protocol
     server = shown_url(url) if url else " ".join(command)
     try:
         offer = await start(client, start_timeout * 0.8)

@@ -24,6 +24,10 @@ from daemon.front.switchboard import Connection, Switchboard
 from daemon.protocol import jsonrpc
 
 STREAM_BACKLOG = 1000  # notifications a GET stream may fall behind by before it is cut
+# What a call may stream (progress, log messages, an upstream's requests) ahead of a client
+# that does not read its response: past this, more is dropped (a dropped request of the
+# upstream's is answered -32603 when the call ends), so the master's memory stays bounded
+STREAMED_MAX = 16 << 20
 
 
 def sse_event(raw: bytes) -> bytes:
@@ -34,13 +38,16 @@ def sse_event(raw: bytes) -> bytes:
 class Exchange:
     """One POSTed request: its answer, and what the call streamed before it."""
 
-    __slots__ = ("_loop", "_waiter", "answer", "cancelled", "conn", "streamed")
+    __slots__ = ("_loop", "_waiter", "answer", "cancelled", "conn", "dropped", "held",
+                 "streamed")
 
     def __init__(self, agent: Agent | None) -> None:
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
         self.answer: bytes | None = None
         self.streamed: deque[bytes] = deque()
+        self.held = 0  # bytes in ``streamed`` (the writer subtracts what it writes)
+        self.dropped = 0  # messages dropped at STREAMED_MAX
         self.cancelled = False  # the client sent notifications/cancelled for it
         self.conn = Connection(self._send, self.cancel, "http", progress=self._progress)
         self.conn.agent = agent
@@ -53,8 +60,19 @@ class Exchange:
 
     def _progress(self, raw: bytes) -> None:
         if self.answer is None:
+            if self.held + len(raw) > STREAMED_MAX:
+                self.dropped += 1
+                return
+            self.held += len(raw)
             self.streamed.append(raw)
             self._wake()
+
+    def take_streamed(self) -> list[bytes]:
+        """What was streamed since the last take, for the writer."""
+        taken = list(self.streamed)
+        self.streamed.clear()
+        self.held = 0
+        return taken
 
     def cancel(self) -> None:
         """The client gave up on the call: the response ends with no answer."""

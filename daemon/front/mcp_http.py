@@ -302,14 +302,13 @@ class McpRoute:
         stream: web.StreamResponse | None = None
         while True:
             await exchange.wait()
-            if exchange.streamed and sse_ok:  # progress: the response becomes SSE
-                events = b"".join(sse_event(r) for r in exchange.streamed)
-                exchange.streamed.clear()
+            streamed = exchange.take_streamed()  # a JSON-only client gets the answer alone
+            if streamed and sse_ok:  # progress: the response becomes SSE
+                events = b"".join(sse_event(r) for r in streamed)
                 if stream is None:
                     stream = web.StreamResponse(headers=SSE_HEADERS)
                     await stream.prepare(request)
                 await stream.write(events)
-            exchange.streamed.clear()  # a JSON-only client gets the answer alone
             answer = exchange.answer
             if answer is None and not exchange.cancelled:
                 continue

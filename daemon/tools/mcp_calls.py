@@ -51,11 +51,39 @@ def modern_params(params: bytes) -> bytes:
     return orjson.dumps(given)
 
 
-def refuse_fallback(protocol: str) -> None:
-    """After a server did not take 2026-07-28: fine unless the config asks for that era."""
+Request = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def discover(request: Request, protocol: str,
+                   fatal: type[Exception] | tuple[()] = ()) -> dict[str, Any] | None:
+    """The server's capabilities if it takes 2026-07-28 (``server/discover``), else None
+    for the handshake era, as MCP clients fall back.  ``protocol``: [upstreams.NAME]
+    protocol ("2025-11-25" skips the probe, "2026-07-28" refuses the fallback);
+    ``fatal``: an error that is no answer (an unreachable server) and must not fall back."""
+    if protocol == mcp.LATEST_HANDSHAKE:
+        return None
+    try:
+        found = await request("server/discover", {"_meta": mcp.stateless_meta(CLIENT_INFO)})
+        if mcp.STATELESS_VERSIONS[-1] in found.get("supportedVersions", []):
+            return as_object(found.get("capabilities"))
+    except fatal:
+        raise
+    except RpcError:
+        pass  # a handshake-era server
     if protocol == mcp.STATELESS_VERSIONS[-1]:
         raise RpcError(INTERNAL_ERROR, f"the server does not speak MCP {protocol} "
                                        "([upstreams.NAME] protocol)")
+    return None
+
+
+async def initialize(request: Request,
+                     notify: Callable[[str], Awaitable[None]]) -> tuple[str, dict[str, Any]]:
+    """The handshake era's opening: the version and capabilities the server agreed to."""
+    result = await request("initialize", {
+        "protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": CLIENT_CAPABILITIES,
+        "clientInfo": CLIENT_INFO})
+    await notify("notifications/initialized")
+    return str(result.get("protocolVersion", "")), as_object(result.get("capabilities"))
 
 
 def as_object(value: Any) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,14 +53,13 @@ from daemon.protocol.jsonrpc import (
     RpcError,
 )
 from daemon.tools.mcp_calls import (
-    CLIENT_CAPABILITIES,
     CLIENT_INFO,
     Asker,
-    as_object,
+    discover,
     error_answer,
+    initialize,
     list_all,
     modern_params,
-    refuse_fallback,
     reply_to_server,
     server_request_answer,
     tool_call_params,
@@ -153,28 +153,17 @@ class HttpMcpClient:
             self._spawn(self._listen())
 
     async def _handshake(self) -> None:
-        if self.protocol != mcp.LATEST_HANDSHAKE:  # [upstreams.NAME] protocol
-            try:
-                found = await self._request("server/discover", {
-                    "_meta": mcp.stateless_meta(CLIENT_INFO)}, modern=True)
-                if mcp.STATELESS_VERSIONS[-1] in found.get("supportedVersions", []):
-                    self.modern, self.version = True, mcp.STATELESS_VERSIONS[-1]
-                    self.capabilities = as_object(found.get("capabilities"))
-                    return
-            except Unreachable:
-                raise
-            except RpcError:
-                pass  # a handshake-era server: fall back, as MCP clients do
-            refuse_fallback(self.protocol)
-        await self._initialize()
+        found = await discover(partial(self._request, modern=True), self.protocol,
+                               Unreachable)
+        if found is None:
+            await self._initialize()
+        else:
+            self.modern, self.version = True, mcp.STATELESS_VERSIONS[-1]
+            self.capabilities = found
 
     async def _initialize(self) -> None:
-        result = await self._request("initialize", {
-            "protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": CLIENT_CAPABILITIES,
-            "clientInfo": CLIENT_INFO}, modern=False)
-        self.version = str(result.get("protocolVersion", ""))
-        self.capabilities = as_object(result.get("capabilities"))
-        await self.notify("notifications/initialized")
+        self.version, self.capabilities = await initialize(
+            partial(self._request, modern=False), self.notify)
 
     async def close(self, timeout: float = 3.0) -> None:
         for task in list(self._tasks):

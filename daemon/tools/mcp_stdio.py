@@ -40,14 +40,13 @@ from daemon.protocol import mcp
 from daemon.protocol.jsonrpc import INTERNAL_ERROR, TOOL_UNAVAILABLE, RpcError
 from daemon.tools import stderr_relay
 from daemon.tools.mcp_calls import (
-    CLIENT_CAPABILITIES,
     CLIENT_INFO,
     Asker,
-    as_object,
+    discover,
     error_answer,
+    initialize,
     list_all,
     modern_params,
-    refuse_fallback,
     reply_to_server,
     server_request_answer,
     tool_call_params,
@@ -120,23 +119,12 @@ class StdioMcpClient:
             await self._handshake()
 
     async def _handshake(self) -> None:
-        if self.protocol != mcp.LATEST_HANDSHAKE:  # [upstreams.NAME] protocol
-            try:
-                found = await self.request("server/discover",
-                                           {"_meta": mcp.stateless_meta(CLIENT_INFO)})
-                if mcp.STATELESS_VERSIONS[-1] in found.get("supportedVersions", []):
-                    self.modern, self.version = True, mcp.STATELESS_VERSIONS[-1]
-                    self.capabilities = as_object(found.get("capabilities"))
-                    return
-            except RpcError:
-                pass  # a handshake-era server: fall back, as MCP clients do
-            refuse_fallback(self.protocol)
-        result = await self.request("initialize", {
-            "protocolVersion": mcp.LATEST_HANDSHAKE, "capabilities": CLIENT_CAPABILITIES,
-            "clientInfo": CLIENT_INFO})
-        self.version = str(result.get("protocolVersion", ""))
-        self.capabilities = as_object(result.get("capabilities"))
-        await self.notify("notifications/initialized")
+        found = await discover(self.request, self.protocol)
+        if found is None:
+            self.version, self.capabilities = await initialize(self.request, self.notify)
+        else:
+            self.modern, self.version = True, mcp.STATELESS_VERSIONS[-1]
+            self.capabilities = found
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -28,16 +27,11 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.audit_helpers import audit_dir, calls
 from tests.conftest import wait_for
 from tests.gateway_helpers import TOKENS, gateway_config, listen
+from tests.local_servers import free_port, wait_listening
 from tests.security.raw import RawAgent
 
 ASKING = Path(__file__).parent / "fixtures" / "asking_upstream.py"
 EVERYTHING = {"sampling": {}, "elicitation": {"form": {}}, "roots": {}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(params=["stdio", "http"])
@@ -50,14 +44,7 @@ def daemon(request: pytest.FixtureRequest, start_daemon: Any) -> Iterator[Any]:
         port = free_port()
         server = subprocess.Popen([sys.executable, str(ASKING), "--http", str(port)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def listening() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                return True
-            except OSError:
-                return False
-        wait_for(listening, 20, "the HTTP MCP server to listen")
+        wait_listening(server, port, "the HTTP MCP server")
         config["upstreams.ask"] = {"url": f"http://127.0.0.1:{port}/mcp", "timeout": 10.0}
     try:
         # the SDK server starts slowly on a busy machine

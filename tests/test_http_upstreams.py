@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,15 +20,10 @@ from daemon import config
 from daemon.protocol.jsonrpc import RpcError
 from tests.conftest import wait_for, write_config
 from tests.gateway_helpers import agent, gateway_config
+from tests.local_servers import free_port, wait_listening
 
 SERVER = Path(__file__).parent / "fixtures" / "http_mcp_upstream.py"
 API_KEY = "web-key-0f3a9c1d77e2"  # what the server wants in X-Api-Key
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class WebServer:
@@ -46,15 +40,7 @@ class WebServer:
              *(["--legacy"] if self.legacy else [])],
             env={**os.environ, "FIXTURE_API_KEY": API_KEY},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def listening() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, "the server died"
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return True
-            except OSError:
-                return False
-        wait_for(listening, 20, "the HTTP MCP server to listen")
+        wait_listening(self.proc, self.port, "the HTTP MCP server")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,15 +32,10 @@ from daemon.client import AgentClient
 from daemon.protocol.jsonrpc import RpcError
 from tests.conftest import wait_for
 from tests.gateway_helpers import TOKENS, listen, tcp_address
+from tests.local_servers import free_port, wait_listening
 
 LIVE = Path(__file__).parent / "fixtures" / "live_upstream.py"
 UPDATED = "notifications/resources/updated"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Upstream:
@@ -64,15 +58,7 @@ class Upstream:
              *(["--legacy"] if self.kind == "legacy" else [])],
             env={**os.environ, "LIVE_LOG": str(self.log)}, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
-
-        def listening() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, "the server died"
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return True
-            except OSError:
-                return False
-        wait_for(listening, 20, "the live HTTP server to listen")
+        wait_listening(self.proc, self.port, "the live HTTP server")
 
     def requests(self) -> list[str]:
         """The resources/subscribe and unsubscribe requests it got (handshake era)."""

@@ -77,11 +77,18 @@ class PeerClient:
         if version:
             headers[VERSION_HEADER] = version
         try:
-            return await self.session().post(
-                peer.target, data=body, headers=headers,
+            response = await self.session().post(
+                peer.target, data=body, headers=headers, allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(sock_connect=peer.timeout,
                                               sock_read=peer.timeout))
         except TimeoutError:
             raise PeerFailure(f"timed out after {peer.timeout:g}s") from None
         except aiohttp.ClientError as exc:
             raise PeerFailure(f"{exc.__class__.__name__}: {exc}"[:200]) from None
+        if 300 <= response.status < 400:  # never followed: its auth headers and the
+            response.close()  # message go to the peer's own URL, nowhere else
+            log.error("peer %s redirected (HTTP %d); not followed: set its url (or accept "
+                      "a card) that names the final URL", peer.name, response.status)
+            raise PeerFailure(f"it redirected (HTTP {response.status}); redirects are not "
+                              "followed")
+        return response

@@ -21,7 +21,9 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from daemon.audit.records import master_record
 from daemon.front.auth import Agent
+from daemon.front.llm_slots import RETRY_AFTER, AgentSlots
 from daemon.front.switchboard import Switchboard
 from daemon.front.worker_stream import MAX_HELD, Frames, relay
 from daemon.ipc import messages
@@ -56,17 +58,20 @@ STATUS = {jsonrpc.BUSY: 429, jsonrpc.WORKER_CRASHED: 502, jsonrpc.CALL_KILLED_WO
 # beta features); every other header stays here (the token above all)
 PASSED = ("anthropic-version", "anthropic-beta")
 def add_routes(front: HttpFront) -> None:
+    slots = AgentSlots()  # one count per agent across the routes
     for verb, path, method in ROUTES:
-        front.app.router.add_route(verb, path, LlmRoute(front, method).handle)
+        front.app.router.add_route(verb, path, LlmRoute(front, method, slots).handle)
     # any other /v1 path (the Responses API, legacy completions…): a clear 404 that says
     # what is served, in OpenAI's shape, after the token check like every route
     front.app.router.add_route("*", "/v1/{tail:.*}", LlmRoute(front, "").unserved)
 
 
 class LlmRoute:
-    def __init__(self, front: HttpFront, method: str) -> None:
+    def __init__(self, front: HttpFront, method: str,
+                 slots: AgentSlots | None = None) -> None:
         self.front = front
         self.method = method
+        self.slots = slots or AgentSlots()
         self.api: Api = Anthropic if method == "llm/messages" else OpenAi
 
     def _error(self, status: int, message: str, code: str | None = None,
@@ -94,6 +99,23 @@ class LlmRoute:
         agent = self._agent(request)
         if isinstance(agent, web.Response):
             return agent
+        cap = self.front.board.limits.llm_per_agent
+        if not self.slots.take(agent.name, cap):
+            return self._too_many(agent, cap)
+        try:
+            return await self._handle(request, agent)
+        finally:
+            self.slots.give(agent.name)
+
+    def _too_many(self, agent: Agent, cap: int) -> web.Response:
+        message = self.slots.refusal(cap)
+        if (audit := self.front.board.audit) is not None:
+            audit.submit(master_record("refused", agent.name, self.method, jsonrpc.BUSY,
+                                       message, http=429))
+        return self._error(429, message, "rate_limit_exceeded",
+                           {"retry-after": str(RETRY_AFTER)})
+
+    async def _handle(self, request: web.Request, agent: Agent) -> web.StreamResponse:
         try:
             body = await request.read() if request.method == "POST" else b""
             if "model" in request.match_info:  # GET /v1/models/{model}

@@ -109,13 +109,15 @@ class Limits:
     idle_timeout: float = 300.0  # a connection silent this long is closed (sweep_idle)
     llm_timeout: float = 600.0  # an AI gateway request, stream included ([llm])
     a2a_timeout: float = 300.0  # an agent gateway request, stream included ([a2a])
+    llm_per_agent: int = 64  # AI gateway requests in flight per agent ([llm]; 0: no cap)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         listen, gateway = settings.config.listen, settings.config.gateway
         return cls(listen.max_inflight_per_connection, listen.max_inflight_per_worker,
                    gateway.call_timeout, dict(gateway.tool_timeouts), listen.idle_timeout,
-                   settings.config.llm.request_timeout, settings.config.a2a.request_timeout)
+                   settings.config.llm.request_timeout, settings.config.a2a.request_timeout,
+                   settings.config.llm.max_concurrent_per_agent)
 
 
 class Switchboard:

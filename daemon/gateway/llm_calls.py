@@ -13,6 +13,7 @@ crash fails the request instead of re-routing it, since the provider may be at w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Callable
@@ -32,7 +33,9 @@ from daemon.gateway.plugin_host import PluginHost
 from daemon.gateway.stream_credit import Credits
 from daemon.ipc import messages
 from daemon.ipc.call_slot import CallSlot
+from daemon.llm import key_scrub
 from daemon.llm.apis import Anthropic, Api, OpenAi, provider_error
+from daemon.llm.bounded import ResponseTooLarge, read_capped
 from daemon.llm.providers import Attempt, Provider, ProviderFailure, Providers
 from daemon.llm.texts import usage_of
 from daemon.plugin import Call
@@ -82,6 +85,8 @@ class LlmCalls:
         self.agent_roles = agent_roles
         self.content = str(options.get("content", "digest"))
         self.request_timeout = float(options.get("request_timeout", 600.0))
+        self.max_response = int(options.get("max_response_bytes", 16 << 20))
+        self.scrubs = {p.name: s for p in self.providers.all if (s := key_scrub.of(p.key))}
         self.model_list.cache.clear()
         self.allowed: dict[tuple[str, str], bool] = {}
 
@@ -231,7 +236,7 @@ class LlmCalls:
         trace.provider = provider.name
         try:
             if response.status >= 300:  # the request's own fault: the provider's answer
-                body = provider.scrub(await response.read())
+                body = self._clean(provider, await self._read(provider, response, trace))
                 trace.outcome = {"status": "error", "http": response.status,
                                  "message": body[:300].decode(errors="replace")}
                 await self._after_failure(chain, call, trace, seq)
@@ -256,7 +261,7 @@ class LlmCalls:
     async def _whole(self, seq: int, chain: tuple[Any, ...], call: Call, trace: LlmTrace,
                      response: Any, provider: Provider) -> None:
         try:
-            body = await response.read()
+            body = await self._read(provider, response, trace)
         except (TimeoutError, aiohttp.ClientError) as exc:  # a stall or a cut after the head
             broke = (f"no data for {provider.timeout:g}s" if isinstance(exc, TimeoutError)
                      else f"the answer broke off ({exc.__class__.__name__})")
@@ -271,6 +276,8 @@ class LlmCalls:
             result = orjson.loads(body)
         except orjson.JSONDecodeError:
             result = None
+        if (scrub := self.scrubs.get(provider.name)) is not None:
+            body, result = scrub.json(body, result)
         if not isinstance(result, dict):  # no API answers anything else
             trace.outcome = {"status": "provider_error", "http": 502}
             raise Refusal(502, "Provider failure: the provider's answer is not a JSON "
@@ -296,24 +303,27 @@ class LlmCalls:
     async def _stream(self, seq: int, api: Api, chain: tuple[Any, ...], call: Call,
                       trace: LlmTrace, response: Any, drop_usage: bool,
                       provider: Provider) -> None:
-        guard = ChunkGuard(chain, call)
+        guard = ChunkGuard(chain, call, self.scrubs.get(provider.name))
         window = self.credits.open(seq)
 
         def send(data: bytes) -> None:
             window.sent(len(data))
             self.send(messages.pack_progress(seq, messages.LLM_DATA + data))
-        relay = StreamRelay(api, guard, send, trace.token, drop_usage, window.room)
+        relay = StreamRelay(api, guard, send, trace.token, drop_usage, window.room,
+                            self.max_response)
         self.send(messages.pack_progress(seq, messages.pack_llm_head(200, SSE)))
         trace.streaming = True
         try:
             await relay.relay(response.content.iter_any())
         except Exception as exc:  # a timeout, a broken connection: never a silent end
             guard.note(trace.trail)
+            broke = f"{provider.name}: {exc}" if isinstance(exc, ResponseTooLarge) else \
+                f"the stream broke off ({exc.__class__.__name__})"
             trace.outcome = {"status": "provider_error", "http": 502,
                              "message": f"the provider's stream broke: {exc!r}"[:300]}
             trace.completion = relay.text.text()
             self._finish(seq, trace, messages.LLM_END + api.stream_error(
-                502, f"Provider failure: the stream broke off ({exc.__class__.__name__})"))
+                502, f"Provider failure: {broke}"))
             return
         guard.note(trace.trail)
         if relay.failed is not None:  # the provider's error event ends the client's stream
@@ -349,6 +359,26 @@ class LlmCalls:
                                  "reason": denied.get("reason")}
                 end = api.stream_error(403, _text(result))
         self._finish(seq, trace, messages.LLM_END + end)
+
+    async def _read(self, provider: Provider, response: Any, trace: LlmTrace) -> bytes:
+        """A whole answer, up to [llm] max_response_bytes (the caller closes the
+        response: over the cap, the connection is dropped unread)."""
+        try:
+            return await read_capped(response, self.max_response)
+        except ResponseTooLarge as exc:
+            trace.outcome = {"status": "provider_error", "http": 502,
+                             "message": f"{provider.name}: {exc}"}
+            raise Refusal(502, f"Provider failure: {provider.name} answered, but {exc}",
+                          headers={"x-should-retry": "false"}) from None
+
+    def _clean(self, provider: Provider, body: bytes) -> bytes:
+        """An error body without the provider's key, escaped in its JSON or not."""
+        body = provider.scrub(body)
+        scrub = self.scrubs.get(provider.name)
+        if scrub is not None and b"\\" in body:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                body = scrub.json(body, orjson.loads(body))[0]
+        return body
 
     def _usage(self, chain: tuple[Any, ...], call: Call, trace: LlmTrace,
                result: Any) -> None:

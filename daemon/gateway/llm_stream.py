@@ -13,6 +13,11 @@ chunks is whole in one call; at the slot's end (final=True) everything held goes
 A Deny ends the stream with an SSE error event.  The terminal event ([DONE], or
 message_stop) is held back until after_call has seen the assembled answer, so a denial
 there still ends the stream with an error rather than a clean end.
+
+The provider's key never reaches the agent (daemon.llm.key_scrub): after the hooks, each
+slot's text is scrubbed of it and may keep back an end that could begin it; each read's
+bytes are scrubbed as a whole, and an event with JSON escapes is looked at unescaped.
+Without hooks, a read whose texts the scrub left untouched goes out as it came.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from daemon.llm.apis import (
     provider_error,
     sse,
 )
+from daemon.llm.bounded import ResponseTooLarge
+from daemon.llm.key_scrub import KeyScrub
 from daemon.plugin import Call, Deny
 
 Delta = tuple[Any, str, bool]  # (slot, text, final): StreamText.take
@@ -43,13 +50,16 @@ Delta = tuple[Any, str, bool]  # (slot, text, final): StreamText.take
 class ChunkGuard:
     """The chain's on_chunk hooks for one stream, and the text each slot holds back."""
 
-    def __init__(self, chain: tuple[Hosted, ...], call: Call) -> None:
+    def __init__(self, chain: tuple[Hosted, ...], call: Call,
+                 scrub: KeyScrub | None = None) -> None:
         self.call = call
+        self.scrub = scrub  # the provider's key, kept from the agent
         self.hooks = [(h, hook) for h in chain
                       if call.kind in getattr(h.plugin, "kinds", ())
                       and (hook := getattr(h.plugin, "on_chunk", None)) is not None]
         self.window = max((int(getattr(h.plugin, "stream_window", 0)) for h, _ in self.hooks),
                           default=0)
+        self.judges = bool(self.hooks) or scrub is not None  # texts are looked at
         self.held: dict[Any, str] = {}
         self.spent: dict[str, list[Any]] = {}  # plugin -> [version, seconds, rewrites]
 
@@ -79,10 +89,13 @@ class ChunkGuard:
             elif verdict is not None:
                 return hosted, Deny(f"plugin {hosted.name} returned "
                                     f"{type(verdict).__name__} from on_chunk", "guardrail")
-        if final or not self.window:
+        keep = ""
+        if self.scrub is not None:
+            pending, keep = self.scrub.text(pending, final)
+        if final or not (self.window or keep):
             return pending
         cut = max(0, len(pending) - self.window)
-        self.held[slot] = pending[cut:]
+        self.held[slot] = pending[cut:] + keep
         return pending[:cut]
 
     def note(self, trail: Trail) -> None:
@@ -97,8 +110,11 @@ class StreamRelay:
 
     def __init__(self, api: Api, guard: ChunkGuard, send: Callable[[bytes], None],
                  on_token: Callable[[], None], drop_usage_chunk: bool,
-                 room: Callable[[], Awaitable[None]] | None = None) -> None:
+                 room: Callable[[], Awaitable[None]] | None = None,
+                 max_text: int = 0) -> None:
         self.api = api
+        self.max_text = max_text  # [llm] max_response_bytes of text kept (0: no cap)
+        self.kept = 0
         self.guard = guard
         self.send = send
         self.on_token = on_token
@@ -109,6 +125,7 @@ class StreamRelay:
         self.terminal = b""  # held back until after_call has spoken
         self.denied: tuple[Hosted, Deny] | None = None
         self.failed: str | None = None  # the provider's error event ended the stream
+        self.untouched = True  # the last read's texts all passed as they came
 
     async def relay(self, chunks: Any) -> None:
         """Until the provider's stream ends or a guardrail denies it."""
@@ -130,20 +147,24 @@ class StreamRelay:
             parsed.append(self._parse(raw))
             if self.failed is not None:  # nothing after the provider's error event
                 break
-        if self.guard.hooks:
+        untouched = True
+        if self.guard.judges:
             verdicts = await self._judge(parsed)
             if verdicts is None:
                 hosted, deny = self.denied  # type: ignore[misc]
                 self.send(self.api.stream_error(403, f"Denied by {hosted.name}: "
                                                      f"{deny.reason}"))
                 return True
+            untouched = not self.guard.hooks and self.untouched
         else:
             verdicts = {}
         # backwards, so that what passed goes out in each slot's last event of the read
         # (verdicts.pop: the slot's earlier events of the read carry "")
-        out = [self._event(raw, name, event, deltas, verdicts)
+        out = [self._event(raw, name, event, deltas, verdicts, untouched)
                for raw, name, event, deltas in reversed(parsed)]
         data = b"".join(reversed(out))
+        if self.guard.scrub is not None:
+            data = self.guard.scrub.data(data)
         if data:
             self.send(data)
         return self.failed is not None
@@ -159,6 +180,10 @@ class StreamRelay:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
             return raw, name, None, []  # not ours to judge: passed on as it came
+        if self.guard.scrub is not None and b"\\" in data:  # the key may hide escaped
+            clean, event = self.guard.scrub.json(data, event)
+            if clean is not data:
+                raw = sse(clean, name)
         failed = provider_error(event, name)
         if failed is not None:  # the provider's own error event: it ends the stream
             self.failed, self.terminal = failed, raw
@@ -166,8 +191,13 @@ class StreamRelay:
         if not isinstance(event, dict):
             return raw, name, None, []
         deltas = self.text.take(event)
-        if any(text for _slot, text, _final in deltas):
-            self.on_token()
+        if deltas:
+            size = sum(len(text) for _slot, text, _final in deltas)
+            if size:
+                self.on_token()
+                self.kept += size
+                if self.max_text and self.kept > self.max_text:
+                    raise ResponseTooLarge(self.max_text, "streamed text")
         return raw, name, event, deltas
 
     async def _judge(self, parsed: list[tuple[bytes, str | None, Any, list[Delta]]],
@@ -181,16 +211,20 @@ class StreamRelay:
                 pieces.setdefault(slot, []).append(text)
                 final[slot] = final.get(slot, False) or last
         verdicts = {}
+        self.untouched = True  # every text passed as it came, none held back
         for slot, texts in pieces.items():
-            passed = await self.guard.pass_text(slot, "".join(texts), final[slot])
+            whole = "".join(texts)
+            passed = await self.guard.pass_text(slot, whole, final[slot])
             if isinstance(passed, tuple):
                 self.denied = passed
                 return None
             verdicts[slot] = passed
+            if passed != whole or slot in self.guard.held:
+                self.untouched = False
         return verdicts
 
     def _event(self, raw: bytes, name: str | None, event: Any, deltas: list[Delta],
-               verdicts: dict[Any, str]) -> bytes:
+               verdicts: dict[Any, str], untouched: bool) -> bytes:
         if event is None:
             return raw
         if (self.drop_usage_chunk and event.get("choices") == []
@@ -198,7 +232,7 @@ class StreamRelay:
             return b""
         if not deltas:
             return raw
-        if not self.guard.hooks:
+        if untouched:  # as it came (no hooks, and the key scrub changed nothing)
             for slot, text, _final in deltas:
                 self.text.texts.setdefault(slot, []).append(text)
             return raw

@@ -2,6 +2,8 @@
 
     [llm]
     request_timeout = 600.0         # a whole request, stream included
+    max_response_bytes = 16777216   # a whole answer, or a stream's text, held per request
+    max_concurrent_per_agent = 64   # requests one agent has in flight (0: no cap)
     [llm.providers.openai]
     kind = "openai"                 # "openai" | "anthropic": the provider's wire format
     base_url = "https://api.openai.com/v1"
@@ -19,6 +21,9 @@ from typing import Literal
 
 import msgspec
 
+MIN_RESPONSE_BYTES = 1024
+MAX_RESPONSE_BYTES = 1 << 30
+
 
 class ProviderSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     kind: Literal["openai", "anthropic"]
@@ -31,6 +36,8 @@ class ProviderSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
 
 class LlmSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     request_timeout: float = 600.0
+    max_response_bytes: int = 16 << 20
+    max_concurrent_per_agent: int = 64
     providers: dict[str, ProviderSection] = msgspec.field(default_factory=dict)
 
 
@@ -41,6 +48,12 @@ def check(llm: LlmSection, refuse: object) -> None:
     assert callable(refuse)
     if llm.request_timeout <= 0:
         raise refuse("llm.request_timeout", "a number > 0", llm.request_timeout)
+    if not MIN_RESPONSE_BYTES <= llm.max_response_bytes <= MAX_RESPONSE_BYTES:
+        raise refuse("llm.max_response_bytes", f"an integer from {MIN_RESPONSE_BYTES} to "
+                     f"{MAX_RESPONSE_BYTES} (1 GiB)", llm.max_response_bytes)
+    if llm.max_concurrent_per_agent < 0:
+        raise refuse("llm.max_concurrent_per_agent", "an integer >= 0 (0: no cap)",
+                     llm.max_concurrent_per_agent)
     for name, p in llm.providers.items():
         where = f"llm.providers.{name}"
         if not p.base_url.startswith(("http://", "https://")):
@@ -64,4 +77,5 @@ def worker_options(llm: LlmSection, role_models: dict[str, list[str]],
                            "timeout": p.timeout, "max_retries": p.max_retries}
                           for name, p in llm.providers.items()],
             "role_models": role_models, "content": content,
-            "request_timeout": llm.request_timeout}
+            "request_timeout": llm.request_timeout,
+            "max_response_bytes": llm.max_response_bytes}

@@ -175,7 +175,7 @@ class HttpMcpClient:
             try:  # end the session, as the spec asks of a client that leaves
                 async with asyncio.timeout(min(timeout, self.timeout)):
                     async with self._http.delete(self.url, headers=self._era_headers(
-                            "", None, False)):
+                            "", None, False), allow_redirects=False):
                         pass
             except (aiohttp.ClientError, TimeoutError):
                 pass
@@ -233,7 +233,7 @@ class HttpMcpClient:
             session = self.session_id
             try:
                 async with self._http.get(self.url, headers=self._era_headers(
-                        "", None, False)) as response:
+                        "", None, False), allow_redirects=False) as response:
                     if response.status == 404 and session is not None:
                         await self._renew(session)
                         continue
@@ -268,8 +268,8 @@ class HttpMcpClient:
         try:
             async with asyncio.timeout(self.timeout):
                 async with self._http.post(self.url, data=body, headers=self._era_headers(
-                        method, None, self.modern)) as response:
-                    if response.status >= 400:
+                        method, None, self.modern), allow_redirects=False) as response:
+                    if response.status >= 300:
                         log.info("%s: the server refused a %s (HTTP %d)", self.name, method,
                                  response.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -384,7 +384,8 @@ class HttpMcpClient:
         headers = self._era_headers(method, name, modern)
         sent_session = headers.get("Mcp-Session-Id")
         try:
-            async with self._http.post(self.url, data=body, headers=headers) as response:
+            async with self._http.post(self.url, data=body, headers=headers,
+                                       allow_redirects=False) as response:
                 self._last_heard = time.monotonic()
                 if response.status == 404 and sent_session is not None:
                     raise _SessionGone
@@ -413,6 +414,8 @@ class HttpMcpClient:
 
     async def _answer(self, response: aiohttp.ClientResponse, rid: int, method: str,
                       route: Any = None) -> bytes:
+        if 300 <= response.status < 400:
+            raise self._redirected(response)
         kind = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
         if kind == "application/json":
             body = await self._read_bounded(response)
@@ -448,6 +451,18 @@ class HttpMcpClient:
         raise Unreachable(TOOL_UNAVAILABLE, "Tool unavailable: the upstream server ended "
                                             "the call's stream without an answer; its "
                                             "outcome is unknown")
+
+    def _redirected(self, response: aiohttp.ClientResponse) -> RpcError:
+        """Redirects are never followed: the upstream's headers (its key) and the call
+        go to ``url`` only, not wherever a server (or whoever took it over) points."""
+        location = response.headers.get("Location", "")
+        where = shown_url(location) if location.startswith(("http://", "https://")) \
+            else location[:200] or "nowhere"
+        log.error("%s: the server redirected (HTTP %d to %s); not followed: set the "
+                  "upstream's url to the final URL", self.name, response.status, where)
+        return RpcError(INTERNAL_ERROR, f"upstream error: HTTP {response.status} redirect "
+                                        f"to {where}, not followed (set the upstream's url "
+                                        "to the final URL)")
 
     @staticmethod
     def _refused(response: aiohttp.ClientResponse) -> RpcError:

@@ -50,6 +50,7 @@ def test_a_slow_reader_slows_the_provider_read_and_still_gets_the_whole_big_stre
     # the worker joins and digests the 64 MB answer for its record at the end: on a
     # loaded 2-core VM that can take seconds, which is not what this test is about
     config["supervision"] = {"heartbeat_timeout": 30.0}
+    config["llm"] = {"max_response_bytes": 2 * HUGE}  # the text it keeps for its record
     d = start_daemon(extra=config, env=KEY_ENV)
     d.wait_ready()
     with _stream(d, "huge") as reply:

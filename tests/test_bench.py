@@ -25,6 +25,8 @@ def bench_daemons() -> set[int]:
 
 
 _others: set[int] = set()  # bench daemons of other runs on this machine, not this test's
+_bare_before = {p.pid for p in psutil.process_iter(["cmdline"])
+                if "daemon.bench.bare_proxy" in (p.info["cmdline"] or [])}
 
 
 @pytest.fixture(autouse=True)
@@ -123,7 +125,7 @@ def test_bench_http_compares_post_mcp_against_a_bare_aiohttp_server_without_erro
     assert not daemons()
 
 
-def test_bench_llm_compares_the_gateway_with_the_provider_straight():
+def test_bench_llm_compares_the_gateway_and_a_bare_proxy_with_the_provider_straight():
     out = subprocess.run([*CLI, "bench", "llm", "--duration", "0.5", "--concurrency", "4",
                           "--json"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -133,7 +135,11 @@ def test_bench_llm_compares_the_gateway_with_the_provider_straight():
         assert result[f"{mode}_throughput_gateway"]["requests_per_s"] > 0
         assert result[f"{mode}_latency_gateway"]["p50_ms"] > 0
         assert result[f"{mode}_ratio_to_direct"] > 0
+        assert result[f"{mode}_throughput_bare_proxy"]["errors"] == 0
+        assert result[f"{mode}_bare_proxy_ratio_to_direct"] > 0
     assert result["stream_latency_gateway"]["ttft_p50_ms"] > 0
+    assert not {p.pid for p in psutil.process_iter(["cmdline"])
+                if "daemon.bench.bare_proxy" in (p.info["cmdline"] or [])} - _bare_before
 
 
 def test_bench_a2a_compares_direct_and_gateway_messages_without_errors():

@@ -154,8 +154,10 @@ def test_audit_tail_shows_llm_records_readably(start_daemon, state_dir, fake):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4o", messages=[
             {"role": "user", "content": "x"}])
-    wait_for(lambda: len(llm_records(d)) >= 2, 10, "two records")
-    lines = d.cli("audit", "tail", "-n", "2").stdout.strip().splitlines()
+    client.models.list()  # names no model
+    wait_for(lambda: len(llm_records(d)) >= 3, 10, "three records")
+    lines = d.cli("audit", "tail", "-n", "3").stdout.strip().splitlines()
     assert " llm alice gpt-4o-mini chat stream via fake ok " in lines[0]
     assert " tokens " in lines[0] and "ttft " in lines[0]
     assert " llm alice gpt-4o chat denied by roles" in lines[1]
+    assert " llm alice models ok " in lines[2]

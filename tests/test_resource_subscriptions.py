@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,42 +30,9 @@ from daemon.client import AgentClient
 from daemon.protocol.jsonrpc import RpcError
 from tests.conftest import wait_for
 from tests.gateway_helpers import TOKENS, listen, tcp_address
-from tests.local_servers import free_port, wait_listening
+from tests.local_servers import Upstream
 
-LIVE = Path(__file__).parent / "fixtures" / "live_upstream.py"
 UPDATED = "notifications/resources/updated"
-
-
-class Upstream:
-    """The live server's [upstreams.live] table; over HTTP, the server itself, run here."""
-
-    def __init__(self, kind: str, log: Path) -> None:
-        self.kind, self.log = kind, log
-        self.proc: subprocess.Popen[bytes] | None = None
-        if kind == "stdio":
-            self.table: dict[str, Any] = {"command": [sys.executable, str(LIVE)],
-                                          "env": {"LIVE_LOG": str(log)}}
-            return
-        self.port = free_port()
-        self.table = {"url": f"http://127.0.0.1:{self.port}/mcp"}
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(LIVE), str(self.port),
-             *(["--legacy"] if self.kind == "legacy" else [])],
-            env={**os.environ, "LIVE_LOG": str(self.log)}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        wait_listening(self.proc, self.port, "the live HTTP server")
-
-    def requests(self) -> list[str]:
-        """The resources/subscribe and unsubscribe requests it got (handshake era)."""
-        return self.log.read_text().splitlines() if self.log.exists() else []
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
 
 
 def config(upstream: Upstream) -> dict[str, dict[str, Any]]:

@@ -19,7 +19,7 @@ from daemon import config
 from daemon.client import AgentClient
 from tests.conftest import wait_for
 from tests.gateway_helpers import TOKENS, tcp_address
-from tests.test_resource_subscriptions import Upstream
+from tests.local_servers import Upstream
 
 LIVE = Path(__file__).parent / "fixtures" / "live_upstream.py"
 

@@ -70,7 +70,10 @@ def render(record: dict[str, Any]) -> str:
 
 def _render_llm(head: str, record: dict[str, Any]) -> str:
     """An AI gateway request: model, API, provider, outcome, tokens, cost, timings."""
-    parts = [head, str(record.get("agent")), str(record.get("model")), str(record.get("api"))]
+    parts = [head, str(record.get("agent"))]
+    if record.get("model") is not None:  # the models list names none
+        parts.append(str(record["model"]))
+    parts.append(str(record.get("api")))
     if record.get("stream"):
         parts.append("stream")
     if record.get("provider"):

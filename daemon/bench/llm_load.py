@@ -7,7 +7,9 @@ log on with its default "batch" fsync, or ``fsync``).  For plain and streamed ch
 
 - latency, one request at a time: p50/p99 of the whole request and, for streams, of the
   time to the first token; "added" is the gateway's p50 minus the direct p50;
-- throughput, ``concurrency`` requests in flight: requests/s, and the ratio to direct.
+- throughput, ``concurrency`` requests in flight: requests/s, and the ratio to direct;
+- the same two for a bare aiohttp pass-through proxy (daemon.bench.bare_proxy: one
+  process, no governance), the ceiling of any aiohttp-based gateway on this machine.
 """
 
 from __future__ import annotations
@@ -101,12 +103,32 @@ async def _throughput(url: str, token: str, stream: bool, duration: float,
     return out
 
 
-def run(duration: float = 3.0, concurrency: int = 16, fsync: str = "batch") -> dict[str, Any]:
-    provider = subprocess.Popen([sys.executable, "-m", "daemon.bench.fake_llm", KEY],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+def _serve(*args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A helper process (``python -m …``) that prints its port; its base URL."""
+    proc = subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    return proc, f"http://127.0.0.1:{int(proc.stdout.readline())}/v1"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.stdin is not None:
+        proc.stdin.close()
     try:
-        assert provider.stdout is not None
-        direct = f"http://127.0.0.1:{int(provider.stdout.readline())}/v1"
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def run(duration: float = 3.0, concurrency: int = 16, fsync: str = "batch") -> dict[str, Any]:
+    provider, direct = _serve("daemon.bench.fake_llm", KEY)
+    try:
+        bare, bare_url = _serve("daemon.bench.bare_proxy", direct)
+    except BaseException:
+        _stop(provider)
+        raise
+    try:
         with bundled_plugins() as plugin_dir:
             for extra in Path(plugin_dir).glob("*.py"):
                 if extra.stem not in PLUGINS:
@@ -119,16 +141,11 @@ def run(duration: float = 3.0, concurrency: int = 16, fsync: str = "batch") -> d
                 _wait_for_plugins(daemon)
                 gateway = f"http://{read_control_file(daemon.state_dir)['listen']['http']}/v1"
                 token = admin_token_path(daemon.state_dir).read_text().strip()
-                return asyncio.run(_compare(direct, gateway, token, duration, concurrency,
-                                            fsync))
+                return asyncio.run(_compare(direct, gateway, bare_url, token, duration,
+                                            concurrency, fsync))
     finally:
-        if provider.stdin is not None:
-            provider.stdin.close()
-        try:
-            provider.wait(10)
-        except subprocess.TimeoutExpired:
-            provider.kill()
-            provider.wait(5)
+        _stop(bare)
+        _stop(provider)
 
 
 def _wait_for_plugins(daemon: Any) -> None:
@@ -139,7 +156,7 @@ def _wait_for_plugins(daemon: Any) -> None:
         time.sleep(0.1)
 
 
-async def _compare(direct: str, gateway: str, token: str, duration: float,
+async def _compare(direct: str, gateway: str, bare: str, token: str, duration: float,
                    concurrency: int, fsync: str) -> dict[str, Any]:
     result: dict[str, Any] = {"plugins": list(PLUGINS), "concurrency": concurrency,
                               "audit_fsync": fsync}
@@ -150,13 +167,19 @@ async def _compare(direct: str, gateway: str, token: str, duration: float,
         result[f"{mode}_latency_direct"] = straight
         result[f"{mode}_latency_gateway"] = through
         result[f"{mode}_added_p50_ms"] = round(through["p50_ms"] - straight["p50_ms"], 3)
+        hop = await _latency(bare, KEY, stream, duration)
+        result[f"{mode}_bare_proxy_added_p50_ms"] = round(hop["p50_ms"] - straight["p50_ms"], 3)
         if stream:
             result["stream_added_ttft_p50_ms"] = round(
                 through["ttft_p50_ms"] - straight["ttft_p50_ms"], 3)
         fast = await _throughput(direct, KEY, stream, duration, concurrency)
         slow = await _throughput(gateway, token, stream, duration, concurrency)
+        floor = await _throughput(bare, KEY, stream, duration, concurrency)
         result[f"{mode}_throughput_direct"] = fast
         result[f"{mode}_throughput_gateway"] = slow
+        result[f"{mode}_throughput_bare_proxy"] = floor
         result[f"{mode}_ratio_to_direct"] = round(
             slow["requests_per_s"] / max(fast["requests_per_s"], 1e-9), 3)
+        result[f"{mode}_bare_proxy_ratio_to_direct"] = round(
+            floor["requests_per_s"] / max(fast["requests_per_s"], 1e-9), 3)
     return result

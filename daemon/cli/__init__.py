@@ -18,7 +18,7 @@ from daemon.cli.plugin_commands import plugins
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="workingagents")
 def cli() -> None:
-    """WorkingAgents: a governance gateway for AI agent tool calls."""
+    """WorkingAgents: a governance gateway for AI agents (tool calls, model calls, A2A)."""
 
 
 for command in (serve, status, reload, restart, stop, tools, call, mcp_bridge, plugins,

@@ -15,11 +15,13 @@ for a slow client, then drops the request with an error event.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from daemon.front.switchboard import Connection
 from daemon.ipc import messages
@@ -36,14 +38,21 @@ class Frames:
     ``credit``: where the bytes the client took are given back to the worker
     (Switchboard.credit), in steps of CREDIT_EVERY, for a worker that waits for them
     (gateway.stream_credit, in the worker); None for one that does not (it is cut off
-    at MAX_HELD)."""
+    at MAX_HELD).
+
+    No asyncio.Queue (its Event and deques cost more than the rest of a plain request
+    here): a frame goes straight to the route's waiting future, and frames that arrive
+    while the route is writing (a stream) wait in a deque made when the first one does."""
+
+    __slots__ = ("_waiter", "_waiting", "conn", "credit", "held", "taken")
 
     def __init__(self, credit: Callable[[Connection, int], None] | None = None) -> None:
-        self.queue: asyncio.Queue[tuple[bool, bytes]] = asyncio.Queue()
         self.held = 0
         self.credit = credit
         self.taken = 0  # written out, not yet given back
-        self.conn = Connection(self.last, lambda: None, "http", self.more)
+        self._waiter: asyncio.Future[tuple[bool, bytes]] | None = None
+        self._waiting: deque[tuple[bool, bytes]] | None = None
+        self.conn = Connection(self.last, _no_close, "http", self.more)
 
     def took(self, size: int) -> None:
         """The client took ``size`` bytes of the stream (they are in its socket)."""
@@ -56,13 +65,28 @@ class Frames:
 
     def more(self, raw: bytes) -> None:
         self.held += len(raw)
-        self.queue.put_nowait((False, raw))
+        self._put((False, raw))
 
     def last(self, raw: bytes) -> None:
-        self.queue.put_nowait((True, raw))
+        self._put((True, raw))
+
+    def _put(self, frame: tuple[bool, bytes]) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():  # done: the route was cancelled (the client left)
+                waiter.set_result(frame)
+                return
+        if self._waiting is None:
+            self._waiting = deque()
+        self._waiting.append(frame)
 
     async def get(self) -> tuple[bool, bytes]:
-        last, raw = await self.queue.get()
+        if self._waiting:
+            last, raw = self._waiting.popleft()
+        else:
+            self._waiter = asyncio.get_running_loop().create_future()
+            last, raw = await self._waiter
         if not last:
             self.held -= len(raw)
         return last, raw
@@ -70,6 +94,10 @@ class Frames:
     @property
     def overflowing(self) -> bool:
         return self.held > MAX_HELD
+
+
+def _no_close() -> None:
+    """An HTTP request's Connection has nothing of its own to close (aiohttp holds it)."""
 
 
 # error (the JSON-RPC error object) -> the route's response, before the head is sent
@@ -82,27 +110,24 @@ async def relay(request: web.Request, frames: Frames, refusal: Refusal,
                 stream_error: StreamError) -> web.StreamResponse:
     """Write out the worker's answer; returns the response (the caller detaches the
     connection, which cancels the request in the worker if it is not over)."""
+    last, frame = await frames.get()
+    tag = frame[:1]
+    if tag == messages.LLM_WHOLE:  # the usual answer: one frame, one write
+        at = frame.find(b"\n")
+        at = len(frame) if at < 0 else at  # a head alone: an empty body
+        status, headers = _head(frame[1:at])
+        return web.Response(body=frame[at + 1:], status=status, headers=headers)
     response: web.StreamResponse | None = None
-
-    async def end(event: bytes) -> web.StreamResponse:
-        assert response is not None
-        await response.write(event)
-        await response.write_eof()
-        return response
-
     while True:
-        last, frame = await frames.get()
         if frames.overflowing and response is not None:
-            return await end(stream_error(None))
-        tag = frame[:1]
+            return await _end(response, stream_error(None))
         if tag == b"{":  # the master's own answer: the worker died, a timeout...
             failed = orjson.loads(frame).get("error") or {}
-            return refusal(failed) if response is None else await end(stream_error(failed))
-        if tag == messages.LLM_WHOLE:
-            status, headers, whole = messages.unpack_llm_head(frame)
-            return web.Response(body=whole, status=status, headers=headers)
+            if response is None:
+                return refusal(failed)
+            return await _end(response, stream_error(failed))
         if tag == messages.LLM_HEAD:
-            status, headers, _ = messages.unpack_llm_head(frame)
+            status, headers = _head(frame[1:])
             response = web.StreamResponse(status=status, headers=headers)
             await response.prepare(request)
         elif (response is not None and tag in (messages.LLM_DATA, messages.LLM_END)
@@ -115,3 +140,29 @@ async def relay(request: web.Request, frames: Frames, refusal: Refusal,
                                 "message": "Internal error: an answer without a head"})
             await response.write_eof()
             return response
+        last, frame = await frames.get()
+        tag = frame[:1]
+
+
+async def _end(response: web.StreamResponse, event: bytes) -> web.StreamResponse:
+    await response.write(event)
+    await response.write_eof()
+    return response
+
+
+# A head's JSON -> (status, headers): the workers send a handful of distinct heads (a
+# status and a content type), so each is parsed once; bounded, for a worker that varies
+_heads: dict[bytes, tuple[int, CIMultiDictProxy[str]]] = {}
+_HEADS_KEPT = 256
+
+
+def _head(head: bytes) -> tuple[int, CIMultiDictProxy[str]]:
+    """The status and headers of a head; read-only and shared (web.Response and
+    StreamResponse copy the headers they are given)."""
+    known = _heads.get(head)
+    if known is None:
+        status, headers, _ = messages.unpack_llm_head(b"h" + head)
+        if len(_heads) >= _HEADS_KEPT:
+            _heads.clear()
+        known = _heads[head] = (status, CIMultiDictProxy(CIMultiDict(headers)))
+    return known

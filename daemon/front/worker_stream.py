@@ -30,6 +30,7 @@ from daemon.ipc.messages import CREDIT_EVERY
 # Bytes of a stream the master may hold for a client that reads more slowly than the
 # worker writes; past it the request is dropped (an error event ends the stream)
 MAX_HELD = 16 << 20
+_STREAM_BYTES = (messages.LLM_DATA, messages.LLM_END)
 
 
 class Frames:
@@ -91,6 +92,22 @@ class Frames:
             self.held -= len(raw)
         return last, raw
 
+    def ready_data(self, limit: int = CREDIT_EVERY) -> list[tuple[bool, bytes]]:
+        """The stream bytes (LLM_DATA, LLM_END frames) already here, taken in order up to
+        the first other frame or about ``limit`` bytes, so that they leave in one write
+        (one chunk, one send) rather than one per frame."""
+        taken: list[tuple[bool, bytes]] = []
+        waiting = self._waiting
+        while waiting and limit > 0 and waiting[0][1][:1] in _STREAM_BYTES:
+            last, raw = waiting.popleft()
+            limit -= len(raw)
+            if not last:
+                self.held -= len(raw)
+            taken.append((last, raw))
+            if last:
+                break
+        return taken
+
     @property
     def overflowing(self) -> bool:
         return self.held > MAX_HELD
@@ -130,10 +147,15 @@ async def relay(request: web.Request, frames: Frames, refusal: Refusal,
             status, headers = _head(frame[1:])
             response = web.StreamResponse(status=status, headers=headers)
             await response.prepare(request)
-        elif (response is not None and tag in (messages.LLM_DATA, messages.LLM_END)
-              and len(frame) > 1):
-            await response.write(frame[1:])  # returns once the client has room for more
-            frames.took(len(frame) - 1)
+        elif response is not None and tag in _STREAM_BYTES:
+            chunk = frame[1:]
+            ready = frames.ready_data()
+            if ready:
+                chunk = b"".join([chunk, *(raw[1:] for _, raw in ready)])
+                last = ready[-1][0]
+            if chunk:
+                await response.write(chunk)  # returns once the client has room for more
+                frames.took(len(chunk))
         if last:
             if response is None:
                 return refusal({"code": -32603,

@@ -92,6 +92,11 @@ class Frames:
             self.held -= len(raw)
         return last, raw
 
+    def has_data(self) -> bool:
+        """Whether stream bytes are already here, waiting for the route."""
+        waiting = self._waiting
+        return waiting is not None and len(waiting) > 0 and waiting[0][1][:1] in _STREAM_BYTES
+
     def ready_data(self, limit: int = CREDIT_EVERY) -> list[tuple[bool, bytes]]:
         """The stream bytes (LLM_DATA, LLM_END frames) already here, taken in order up to
         the first other frame or about ``limit`` bytes, so that they leave in one write
@@ -143,32 +148,42 @@ async def relay(request: web.Request, frames: Frames, refusal: Refusal,
             if response is None:
                 return refusal(failed)
             return await _end(response, stream_error(failed))
+        chunk = b""
         if tag == messages.LLM_HEAD:
             status, headers = _head(frame[1:])
-            response = web.StreamResponse(status=status, headers=headers)
+            # its first bytes already here: the head goes out with them, in one send
+            kind = _HeadWithData if frames.has_data() else web.StreamResponse
+            response = kind(status=status, headers=headers)
             await response.prepare(request)
         elif response is not None and tag in _STREAM_BYTES:
             chunk = frame[1:]
+        if response is not None and not last and (chunk or tag == messages.LLM_HEAD):
             ready = frames.ready_data()
             if ready:
                 chunk = b"".join([chunk, *(raw[1:] for _, raw in ready)])
                 last = ready[-1][0]
-            if chunk:
+            if chunk and not last:
                 await response.write(chunk)  # returns once the client has room for more
                 frames.took(len(chunk))
         if last:
             if response is None:
                 return refusal({"code": -32603,
                                 "message": "Internal error: an answer without a head"})
-            await response.write_eof()
+            await response.write_eof(chunk)  # the last bytes and the end in one send
             return response
         last, frame = await frames.get()
         tag = frame[:1]
 
 
+class _HeadWithData(web.StreamResponse):
+    """A stream whose head waits for its first bytes (aiohttp's Response does the same
+    with its body), for one send where there would be two."""
+
+    _send_headers_immediately = False
+
+
 async def _end(response: web.StreamResponse, event: bytes) -> web.StreamResponse:
-    await response.write(event)
-    await response.write_eof()
+    await response.write_eof(event)
     return response
 
 

@@ -52,6 +52,11 @@ class Authenticator:
         admin = digest(admin_token)
         self._by_digest: dict[str, Agent] = {admin: Agent(ADMIN, (ADMIN,), admin)}
         self._by_curve_key: dict[str, Agent] = {}
+        # tokens that matched, so a busy agent's digest is taken once (a reload makes a
+        # new Authenticator, so a revoked token leaves with it); only valid tokens, so
+        # bounded by the agents.  A str key's lookup compares the secret only after its
+        # keyed 64-bit hash matched, so it leaks no more timing than the digest lookup.
+        self._known: dict[str, Agent] = {}
         # what resources each role may see (the gateway workers hold the same globs; the
         # master needs them for resource subscriptions, which it keeps)
         self._resources = {name: tuple(r.resources) for name, r in
@@ -78,10 +83,16 @@ class Authenticator:
     def agent_for(self, token: object) -> Agent | None:
         if not isinstance(token, str) or not token:
             return None
+        known = self._known.get(token)
+        if known is not None:
+            return known
         # Keyed by the digest of the presented token: the lookup's timing depends on that
         # digest, never on how much of a secret matched, so it needs no constant-time
         # compare (sha256 preimages stay out of reach).
-        return self._by_digest.get(digest(token))
+        agent = self._by_digest.get(digest(token))
+        if agent is not None:
+            self._known[token] = agent
+        return agent
 
     def current(self, agent: Agent) -> Agent | None:
         """What a session authenticated earlier is now: None once its token is revoked

@@ -484,6 +484,8 @@ def unpack_llm_head(frame: bytes) -> tuple[int, dict[str, str], bytes]:
 def pack_llm_request(headers: dict[str, str], body: bytes) -> bytes:
     """An LLM_CALL's raw part: the client headers passed on to the provider, then the body
     untouched."""
+    if not headers:  # the usual case (only Anthropic's clients pass any)
+        return b"{}\n" + body
     return orjson.dumps(headers) + b"\n" + body
 
 

@@ -335,3 +335,20 @@ def test_a_call_the_master_gives_up_on_is_answered_only_once_its_lost_record_is_
             ctx.destroy(linger=0)
     with short_endpoint() as where:
         asyncio.run(scenario(where))
+
+
+def test_a_token_known_once_names_its_agent_every_time_and_a_wrong_one_never() -> None:
+    auth = Authenticator(settings(), "admin-token")
+    first = auth.agent_for(TOKENS["alice"])
+    assert first is not None and first.name == "alice"
+    assert auth.agent_for(TOKENS["alice"]) is first
+    assert auth.agent_for("alice-token-") is None
+    assert auth.agent_for("alice-token-") is None
+
+
+def test_a_token_a_reload_removed_is_refused_even_after_it_was_used() -> None:
+    before = Authenticator(settings(), "admin-token")
+    assert before.agent_for(TOKENS["bob"]) is not None
+    reloaded = settings()
+    reloaded.config.agents.pop("bob")
+    assert Authenticator(reloaded, "admin-token").agent_for(TOKENS["bob"]) is None

@@ -116,8 +116,11 @@ class Writer:
                     return True
             if self.failing is None and self.shipper.due():
                 self._checkpoint()
-            poller.poll()
-            batch = self._receive()
+            batch = self._receive()  # what came in while the last batch was written
+            metrics.audit_queue(len(batch))
+            if not batch:
+                poller.poll()
+                batch = self._receive()
 
     def _take_asks(self) -> list[tuple[str, concurrent.futures.Future[None]]]:
         with contextlib.suppress(BlockingIOError):
@@ -168,8 +171,9 @@ class Writer:
     def _commit(self, batch: list[Entry]) -> None:
         batch, self.notes = self.notes + batch, []
         self.waiting = len(batch)
-        metrics.audit_queue(len(batch))
+        started = time.perf_counter()
         error = self._write(batch)
+        took = time.perf_counter() - started
         if error is None and self.failing is not None:
             log.warning("audit: writing again after: %s", self.failing)
         elif error is not None and self.failing is None:
@@ -194,11 +198,10 @@ class Writer:
             self._send(peer, [messages.pack_range(reply, first, last, reason)
                               for first, last in peer_runs])
         self.waiting = 0
-        metrics.audit_queue(0)
+        metrics.audit_commit(took, len(batch))  # after the acks: off the calls' path
 
     def _write(self, batch: list[Entry]) -> str | None:
         """The batch goes to disk whole, or not at all."""
-        started = time.perf_counter()
         try:
             if self.files.due_for_rotation():
                 self.files.rotate()
@@ -210,8 +213,6 @@ class Writer:
                                   [record_id for _, _, record_id, _ in batch])
         except (WriteFailed, OSError) as exc:
             return str(exc)
-        finally:
-            metrics.audit_commit(time.perf_counter() - started, len(batch))
         return None
 
     def _send(self, peer: bytes, envelopes: list[bytes]) -> None:

@@ -38,7 +38,9 @@ from daemon.ipc import messages
 
 log = logging.getLogger("audit")
 _ID_AT = len(b'{"id":"')
-_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq converts enum flags on every call
+_SNDMORE = int(zmq.SNDMORE) | _NOBLOCK
+_RCVMORE = int(zmq.RCVMORE)
 Entry = tuple[bytes, int, bytes, bytes]  # peer (b"": our own note), n, id, body
 CHECKPOINT, STOP = "checkpoint", "stop"
 
@@ -146,7 +148,7 @@ class Writer:
                 frames = [recv(_NOBLOCK)]
             except zmq.Again:
                 break
-            while more(zmq.RCVMORE):
+            while more(_RCVMORE):
                 frames.append(recv(_NOBLOCK))
             if len(frames) != 2:
                 continue
@@ -218,7 +220,8 @@ class Writer:
     def _send(self, peer: bytes, envelopes: list[bytes]) -> None:
         payload = envelopes[0] if len(envelopes) == 1 else messages.pack_batch(envelopes)
         try:
-            self.router.send_multipart([peer, payload], _NOBLOCK)
+            self.router.send(peer, _SNDMORE)
+            self.router.send(payload, _NOBLOCK)
         except zmq.ZMQError as exc:  # a peer gone or not keeping up: it resends
             log.debug("audit: ack to %r dropped: %s", peer, exc)
 

@@ -209,9 +209,13 @@ class LlmCalls:
             trace.kept = admitted.arguments
         trace.screened = True
         call = admitted
-        self.send_now(messages.pack_started(seq))  # the provider may be at work from here
+        # The provider may be at work from here: the master must have STARTED first.  It
+        # joins this turn's batch (one ZeroMQ send for every call that got here in this
+        # turn, instead of one each), which leaves before this call resumes.
+        self.send(messages.pack_started(seq))
         attempts: list[Attempt] = []
         try:
+            await asyncio.sleep(0)
             provider, response = await self.providers.post(
                 providers, PATHS[method], orjson.dumps(call.arguments), attempts, passed)
         except ProviderFailure as exc:

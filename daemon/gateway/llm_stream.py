@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from types import CoroutineType
 from typing import Any
 
 import orjson
 
-from daemon.gateway.plugin_chain import Hosted, Trail
+from daemon.gateway.plugin_chain import Hosted, Trail, _suspended
 from daemon.llm.apis import (
     Anthropic,
     Api,
@@ -59,8 +60,21 @@ class ChunkGuard:
         for hosted, hook in self.hooks:
             started = time.monotonic()
             try:
-                async with asyncio.timeout(hosted.budget):
-                    verdict = await hook(self.call, pending, final)
+                verdict = hook(self.call, pending, final)
+                if type(verdict) is CoroutineType:
+                    # started here, inline: most never await, and for them a timer per
+                    # hook and read (asyncio.timeout) was most of what a stream cost
+                    coro = verdict
+                    try:
+                        waiting = coro.send(None)
+                    except StopIteration as done:
+                        verdict = done.value
+                    else:  # the rest under a timeout of what is left of its budget
+                        verdict = await _suspended(hosted, coro, waiting, None, 0, started,
+                                                   b"")
+                else:
+                    async with asyncio.timeout(hosted.budget):
+                        verdict = await verdict
             except TimeoutError:
                 verdict = Deny(f"plugin {hosted.name} overran its {hosted.budget * 1000:g} "
                                "ms budget", "guardrail")

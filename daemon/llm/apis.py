@@ -62,6 +62,8 @@ class Events:
 
 def parse_event(raw: bytes) -> tuple[str | None, bytes]:
     """(event name, data) of one SSE event."""
+    if raw.startswith(b"data: ") and raw.endswith(b"\n\n") and raw.find(b"\n") == len(raw) - 2:
+        return None, raw[6:-2]  # the common event: one data line, then its blank line
     name, data = None, []
     for line in raw.split(b"\n"):
         if line.startswith(b"data:"):

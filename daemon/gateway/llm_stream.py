@@ -123,6 +123,7 @@ class StreamRelay:
         self.terminal = b""  # held back until after_call has spoken
         self.denied: tuple[Hosted, Deny] | None = None
         self.failed: str | None = None  # the provider's error event ended the stream
+        self.tokenless = True  # no text yet (on_token is called at the first)
 
     async def relay(self, chunks: Any) -> None:
         """Until the provider's stream ends or a guardrail denies it."""
@@ -180,7 +181,8 @@ class StreamRelay:
         if not isinstance(event, dict):
             return raw, name, None, []
         deltas = self.text.take(event)
-        if any(text for _slot, text, _final in deltas):
+        if self.tokenless and any(text for _slot, text, _final in deltas):
+            self.tokenless = False
             self.on_token()
         return raw, name, event, deltas
 
@@ -216,18 +218,20 @@ class StreamRelay:
             for slot, text, _final in deltas:
                 self.text.texts.setdefault(slot, []).append(text)
             return raw
+        passes = [(slot, verdicts.pop(slot, ""), final) for slot, _text, final in deltas]
+        if not any(passed for _slot, passed, _final in passes) and _only_text(self.api, event):
+            # every text of the event held back (for now), and nothing else in it: it is
+            # left out, and the held text goes out in a later event
+            for slot, _passed, _final in passes:
+                self.text.texts.setdefault(slot, [])  # the slot is known (finished())
+            return b""
         prefix = b""
-        emptied = True  # every text of the event held back (for now)
-        for slot, _text, final in deltas:
-            passed = verdicts.pop(slot, "")
-            emptied = emptied and not passed
+        for slot, passed, final in passes:
             if final and self.api is Anthropic:
                 if passed:
                     prefix += self.text.flush_event(slot, passed)
             else:
                 event = self.text.put(event, slot, passed)
-        if emptied and _only_text(self.api, event):
-            return b""  # nothing left to say: the held text goes out in a later event
         if self.api is Anthropic and event.get("type") == "content_block_stop":
             return prefix + raw
         return prefix + sse(orjson.dumps(event), name)

@@ -180,11 +180,12 @@ class StreamText:
                 continue
             index = choice.get("index", 0)
             delta = choice.get("delta") or {}
-            final = choice.get("finish_reason") is not None
+            finish = choice.get("finish_reason")
+            final = finish is not None
             if final:
-                self.finish[index] = choice["finish_reason"]
-            for call in delta.get("tool_calls") or () if isinstance(
-                    delta.get("tool_calls"), list) else ():
+                self.finish[index] = finish
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
                 if not isinstance(call, dict):
                     continue
                 slot = (index, call.get("index", 0))

@@ -25,8 +25,11 @@ class Deadlines:
     def enter(self, key: Hashable, seconds: float) -> None:
         """The current task, cancelled ``seconds`` from now unless it leaves first."""
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        if task is None:  # not in a task: nothing to cancel (serve always runs in one)
+            return
         deadline = loop.time() + seconds
-        self._calls[key] = (deadline, asyncio.current_task(loop))  # type: ignore[assignment]
+        self._calls[key] = (deadline, task)
         if self._timer is None or deadline < self._at:  # (a reload shortened the timeout)
             self._arm(loop, deadline)
 

@@ -104,6 +104,9 @@ class Budgets(Plugin):
         super().__init__(config, log)
         # request (its arguments' identity) -> (key, tokens, cost) reserved for it
         self.reserved: dict[int, tuple[str, int, float]] = {}
+        # (agent, roles) -> its limits (LIMITS' order), worked out once: the config is
+        # this instance's for good (a reload makes a new one)
+        self.limits: dict[tuple[str, tuple[str, ...]], tuple[float, ...]] = {}
 
     def initial_state(self) -> dict[str, Any]:
         # "agent\x1fmodel" -> {"minute": [minute, tokens], "day": [day, tokens, cost]}
@@ -121,6 +124,15 @@ class Budgets(Plugin):
         if allowed:
             return 0.0 if 0 in allowed else float(max(allowed))  # 0: no limit
         return float(getattr(self.config, name))
+
+    def _limits(self, agent: str, roles: tuple[str, ...]) -> tuple[float, ...]:
+        found = self.limits.get((agent, roles))
+        if found is None:
+            if len(self.limits) > 4096:  # agents come and go: stay bounded
+                self.limits.clear()
+            found = self.limits[(agent, roles)] = tuple(
+                self.limit(agent, roles, name) for name in LIMITS)
+        return found
 
     def price(self, model: str, prompt: int, completion: int) -> float | None:
         for price in self.config.prices:
@@ -152,19 +164,16 @@ class Budgets(Plugin):
         prompt, completion = estimate(call.arguments, self.config.default_max_tokens)
         tokens, cost = prompt + completion, self.price(call.tool, prompt, completion) or 0.0
         windows = self._windows(key, now)
-        roles = tuple(call.roles)
-        checks = (("tokens_per_minute", windows["minute"][1] + tokens, 60 - now % 60,
-                   "tokens this minute"),
-                  ("tokens_per_day", windows["day"][1] + tokens, 86400 - now % 86400,
-                   "tokens today"),
-                  ("cost_per_day", windows["day"][2] + cost, 86400 - now % 86400,
-                   "cost today"))
-        for name, would, wait, what in checks:
-            most = self.limit(call.agent, roles, name)
-            if most and would > most:
-                return Deny(f"budget for {call.agent} on {call.tool}: {most:g} {what}, and "
-                            f"this request may take it to {would:g}; retry in "
-                            f"{max(1, int(wait) + 1)}s", "rate_limit")
+        limits = self._limits(call.agent, tuple(call.roles))
+        if any(limits):
+            checks = ((windows["minute"][1] + tokens, 60 - now % 60, "tokens this minute"),
+                      (windows["day"][1] + tokens, 86400 - now % 86400, "tokens today"),
+                      (windows["day"][2] + cost, 86400 - now % 86400, "cost today"))
+            for most, (would, wait, what) in zip(limits, checks, strict=True):
+                if most and would > most:
+                    return Deny(f"budget for {call.agent} on {call.tool}: {most:g} {what}, "
+                                f"and this request may take it to {would:g}; retry in "
+                                f"{max(1, int(wait) + 1)}s", "rate_limit")
         windows["minute"][1] += tokens
         windows["day"][1] += tokens
         windows["day"][2] += cost

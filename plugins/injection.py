@@ -80,6 +80,9 @@ class Injection(Plugin):
     config_schema = InjectionConfig
     config: InjectionConfig
     kinds: ClassVar[frozenset[str]] = frozenset({"tool", "llm"})
+    # a model's own answer is not checked (the next prompt's tool outputs are): the
+    # gateway need not call after_call for it
+    hook_kinds: ClassVar[dict[str, frozenset[str]]] = {"after_call": frozenset({"tool"})}
 
     def __init__(self, config: Any = None, log: Any = None) -> None:
         super().__init__(config, log)

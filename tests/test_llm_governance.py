@@ -7,6 +7,7 @@ import os
 import signal
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import anthropic
 import httpx
@@ -191,6 +192,26 @@ def test_a_client_that_disconnects_mid_stream_cancels_the_provider_request(
     wait_for(lambda: fake.cancelled == 1, 10, "the provider to see the disconnect")
     record = wait_for(lambda: llm_records(d), 10, "the record")[-1]
     assert record["outcome"]["status"] == "cancelled"
+
+
+def test_a_gateway_worker_killed_while_the_provider_works_fails_the_request_once(
+        start_daemon, state_dir, fake):
+    # the master heard STARTED before the provider got the request: it answers an error
+    # rather than sending the request to another worker (the provider would work twice)
+    fake.mode = "hang"
+    d = start_llm_daemon(start_daemon, state_dir, {
+        "fake": openai_provider(fake, max_retries=0)})
+    client = openai_client(d).with_options(max_retries=0, timeout=30)
+    with ThreadPoolExecutor(1) as pool:
+        asked = pool.submit(client.chat.completions.create, model="gpt-4o-mini",
+                            messages=[{"role": "user", "content": "hi"}])
+        wait_for(lambda: len(fake.seen) == 1, 10, "the provider to get the request")
+        os.kill(d.pids()[shard("alice")], signal.SIGKILL)
+        with pytest.raises(openai.APIError) as caught:
+            asked.result(timeout=30)
+    assert "stopped while running this call" in str(caught.value)
+    wait_for(lambda: shard("alice") in d.pids(), 20, "the replacement")
+    assert len(fake.seen) == 1
 
 
 def test_a_gateway_worker_killed_mid_stream_ends_the_stream_with_a_clear_error(

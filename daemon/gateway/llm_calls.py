@@ -26,6 +26,7 @@ import orjson
 from daemon import metrics
 from daemon.audit.link import AuditLink
 from daemon.gateway import plugin_chain
+from daemon.gateway.deadlines import Deadlines
 from daemon.gateway.llm_models import ModelList
 from daemon.gateway.llm_record import LlmTrace
 from daemon.gateway.llm_stream import ChunkGuard, StreamRelay
@@ -72,6 +73,7 @@ class LlmCalls:
         self.send_now = send_now
         self.tally = metrics.LlmTally()
         self.credits = Credits()  # the open streams' windows (gateway.stream_credit)
+        self.deadlines = Deadlines()  # request_timeout, one timer for every request
         self.providers = Providers([])
         self.model_list = ModelList()
         self.apply(options, agent_roles)
@@ -103,6 +105,7 @@ class LlmCalls:
         return allowed
 
     async def close(self) -> None:
+        self.deadlines.close()
         await self.providers.close()
 
     # -- one request -------------------------------------------------------------------
@@ -111,22 +114,29 @@ class LlmCalls:
         api: Api = Anthropic if method == "llm/messages" else OpenAi
         passed, raw = messages.unpack_llm_request(request)
         trace = LlmTrace(self.worker, agent, method, raw, self.content)
+        self.deadlines.enter(seq, self.request_timeout)
         try:
-            async with asyncio.timeout(self.request_timeout):
-                await self._serve(seq, agent, method, raw, api, trace, passed)
+            await self._serve(seq, agent, method, raw, api, trace, passed)
+        except asyncio.CancelledError:
+            if not self.deadlines.expired(seq):  # the agent went away: the provider too
+                trace.outcome = {"status": "cancelled"}
+                self.audit.submit(trace.record())
+                raise
+            self._timed_out(seq, api, trace)
         except TimeoutError:
-            trace.outcome = {"status": "error", "http": 504, "message": "timed out"}
-            self._refuse(seq, api, trace, Refusal(504, "Timed out: the request did not end "
-                                                       f"within {self.request_timeout:g}s"))
-        except asyncio.CancelledError:  # the agent went away: the provider request too
-            trace.outcome = {"status": "cancelled"}
-            self.audit.submit(trace.record())
-            raise
+            self._timed_out(seq, api, trace)
         except Refusal as exc:
             self._refuse(seq, api, trace, exc)
         except Exception:
             log.exception("AI gateway request %s of %s failed", method, agent)
             self._refuse(seq, api, trace, Refusal(500, "Internal error in the gateway"))
+        finally:
+            self.deadlines.leave(seq)
+
+    def _timed_out(self, seq: int, api: Api, trace: LlmTrace) -> None:
+        trace.outcome = {"status": "error", "http": 504, "message": "timed out"}
+        self._refuse(seq, api, trace, Refusal(504, "Timed out: the request did not end "
+                                                   f"within {self.request_timeout:g}s"))
 
     def _refuse(self, seq: int, api: Api, trace: LlmTrace, exc: Refusal) -> None:
         if trace.outcome.get("status") == "ok":
@@ -214,9 +224,13 @@ class LlmCalls:
             trace.kept = admitted.arguments
         trace.screened = True
         call = admitted
-        self.send_now(messages.pack_started(seq))  # the provider may be at work from here
+        # The provider may be at work from here: the master must have STARTED first.  It
+        # joins this turn's batch (one ZeroMQ send for every call that got here in this
+        # turn, instead of one each), which leaves before this call resumes.
+        self.send(messages.pack_started(seq))
         attempts: list[Attempt] = []
         try:
+            await asyncio.sleep(0)
             provider, response = await self.providers.post(
                 providers, PATHS[method], orjson.dumps(call.arguments), attempts, passed)
         except ProviderFailure as exc:

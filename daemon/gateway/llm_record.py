@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from daemon.gateway.call_record import _ms
+from daemon.gateway.call_record import _HOOKS, _ms
 from daemon.gateway.plugin_chain import Trail, entries
 
 
@@ -63,10 +63,13 @@ class LlmTrace:
             record["provider"] = self.provider
         if self.attempts:
             record["attempts"] = self.attempts
-        record["decisions"] = [
-            {"plugin": p, "version": v, "hook": h.removesuffix("_call"), "verdict": verdict,
-             "ms": _ms(s), **({"reason": r} if r is not None else {})}
-            for p, v, h, verdict, r, s in entries(self.trail)]
+        decisions = record["decisions"] = []
+        for p, v, h, verdict, r, s in entries(self.trail):
+            decision = {"plugin": p, "version": v, "hook": _HOOKS.get(h) or h,
+                        "verdict": verdict, "ms": _ms(s)}
+            if r is not None:
+                decision["reason"] = r
+            decisions.append(decision)
         if self.usage is not None:
             prompt, completion = self.usage
             record["usage"] = {"prompt": prompt, "completion": completion,

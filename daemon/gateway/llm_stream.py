@@ -25,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from types import CoroutineType
 from typing import Any
 
 import orjson
 
-from daemon.gateway.plugin_chain import Hosted, Trail
+from daemon.gateway.plugin_chain import Hosted, Trail, _suspended
 from daemon.llm.apis import (
     Anthropic,
     Api,
@@ -69,8 +70,21 @@ class ChunkGuard:
         for hosted, hook in self.hooks:
             started = time.monotonic()
             try:
-                async with asyncio.timeout(hosted.budget):
-                    verdict = await hook(self.call, pending, final)
+                verdict = hook(self.call, pending, final)
+                if type(verdict) is CoroutineType:
+                    # started here, inline: most never await, and for them a timer per
+                    # hook and read (asyncio.timeout) was most of what a stream cost
+                    coro = verdict
+                    try:
+                        waiting = coro.send(None)
+                    except StopIteration as done:
+                        verdict = done.value
+                    else:  # the rest under a timeout of what is left of its budget
+                        verdict = await _suspended(hosted, coro, waiting, None, 0, started,
+                                                   b"")
+                else:
+                    async with asyncio.timeout(hosted.budget):
+                        verdict = await verdict
             except TimeoutError:
                 verdict = Deny(f"plugin {hosted.name} overran its {hosted.budget * 1000:g} "
                                "ms budget", "guardrail")
@@ -126,6 +140,7 @@ class StreamRelay:
         self.denied: tuple[Hosted, Deny] | None = None
         self.failed: str | None = None  # the provider's error event ended the stream
         self.untouched = True  # the last read's texts all passed as they came
+        self.tokenless = True  # no text yet (on_token is called at the first)
 
     async def relay(self, chunks: Any) -> None:
         """Until the provider's stream ends or a guardrail denies it."""
@@ -194,7 +209,9 @@ class StreamRelay:
         if deltas:
             size = sum(len(text) for _slot, text, _final in deltas)
             if size:
-                self.on_token()
+                if self.tokenless:
+                    self.tokenless = False
+                    self.on_token()
                 self.kept += size
                 if self.max_text and self.kept > self.max_text:
                     raise ResponseTooLarge(self.max_text, "streamed text")
@@ -236,18 +253,20 @@ class StreamRelay:
             for slot, text, _final in deltas:
                 self.text.texts.setdefault(slot, []).append(text)
             return raw
+        passes = [(slot, verdicts.pop(slot, ""), final) for slot, _text, final in deltas]
+        if not any(passed for _slot, passed, _final in passes) and _only_text(self.api, event):
+            # every text of the event held back (for now), and nothing else in it: it is
+            # left out, and the held text goes out in a later event
+            for slot, _passed, _final in passes:
+                self.text.texts.setdefault(slot, [])  # the slot is known (finished())
+            return b""
         prefix = b""
-        emptied = True  # every text of the event held back (for now)
-        for slot, _text, final in deltas:
-            passed = verdicts.pop(slot, "")
-            emptied = emptied and not passed
+        for slot, passed, final in passes:
             if final and self.api is Anthropic:
                 if passed:
                     prefix += self.text.flush_event(slot, passed)
             else:
                 event = self.text.put(event, slot, passed)
-        if emptied and _only_text(self.api, event):
-            return b""  # nothing left to say: the held text goes out in a later event
         if self.api is Anthropic and event.get("type") == "content_block_stop":
             return prefix + raw
         return prefix + sse(orjson.dumps(event), name)

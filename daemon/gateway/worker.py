@@ -212,6 +212,7 @@ class GatewayService:
         while True:
             await asyncio.sleep(1.0)
             self.tally.flush()
+            self.llm.tally.flush()
 
     async def snapshot_states(self, interval: float) -> None:
         """Send the plugins' state to the master when it changed, so that a restarted
@@ -257,4 +258,5 @@ async def run(worker: WorkerHandle, audit: dict[str, Any], gateway: dict[str, An
         await worker.stopping.wait()
         await service.drain()  # calls in flight, then the audit link; then the loops end
     service.tally.flush()
+    service.llm.tally.flush()
     worker.send(messages.PluginState(plugins=service.plugins.snapshot()))

@@ -62,6 +62,8 @@ class Events:
 
 def parse_event(raw: bytes) -> tuple[str | None, bytes]:
     """(event name, data) of one SSE event."""
+    if raw.startswith(b"data: ") and raw.endswith(b"\n\n") and raw.find(b"\n") == len(raw) - 2:
+        return None, raw[6:-2]  # the common event: one data line, then its blank line
     name, data = None, []
     for line in raw.split(b"\n"):
         if line.startswith(b"data:"):
@@ -178,11 +180,12 @@ class StreamText:
                 continue
             index = choice.get("index", 0)
             delta = choice.get("delta") or {}
-            final = choice.get("finish_reason") is not None
+            finish = choice.get("finish_reason")
+            final = finish is not None
             if final:
-                self.finish[index] = choice["finish_reason"]
-            for call in delta.get("tool_calls") or () if isinstance(
-                    delta.get("tool_calls"), list) else ():
+                self.finish[index] = finish
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
                 if not isinstance(call, dict):
                     continue
                 slot = (index, call.get("index", 0))

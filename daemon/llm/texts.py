@@ -24,33 +24,40 @@ def map_texts(body: Any, rewrite: Rewrite, tool_outputs_only: bool = False) -> A
     embedding inputs, completions); the same object when nothing changed.
     ``tool_outputs_only``: only the texts of tool results inside a prompt (OpenAI
     "tool" messages, Anthropic "tool_result" blocks)."""
+    # Plain loops, no closure or lambda per call: every guardrail walks every request
+    # and answer, so this runs several times per LLM request.
     if not isinstance(body, dict):
         return body
     out = body
-    everything = not tool_outputs_only
-
-    def put(key: str, value: Any) -> None:
-        nonlocal out
-        if value is not out.get(key):
-            if out is body:
-                out = dict(body)
-            out[key] = value
-
-    if "messages" in body and isinstance(body["messages"], list):
-        put("messages", _each(body["messages"], lambda m: _message(m, rewrite,
-                                                                   tool_outputs_only)))
-    if "system" in body and everything:
-        put("system", _content(body["system"], rewrite, True, tool_outputs_only))
-    if "input" in body and everything:  # embeddings
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        out = _put(out, body, "messages", _messages(messages, rewrite, tool_outputs_only))
+    if tool_outputs_only:
+        return out
+    if "system" in body:
+        out = _put(out, body, "system", _content(body["system"], rewrite, True, False))
+    if "input" in body:  # embeddings
         value = body["input"]
         if isinstance(value, str):
-            put("input", rewrite(value))
+            out = _put(out, body, "input", rewrite(value))
         elif isinstance(value, list):
-            put("input", _each(value, lambda v: rewrite(v) if isinstance(v, str) else v))
-    if "choices" in body and isinstance(body["choices"], list) and everything:
-        put("choices", _each(body["choices"], lambda c: _choice(c, rewrite)))
-    if "content" in body and everything and body.get("type") == "message":  # Anthropic
-        put("content", _content(body["content"], rewrite, True, False))
+            out = _put(out, body, "input", _inputs(value, rewrite))
+    choices = body.get("choices")
+    if isinstance(choices, list):
+        out = _put(out, body, "choices", _choices(choices, rewrite))
+    if "content" in body and body.get("type") == "message":  # Anthropic
+        out = _put(out, body, "content", _content(body["content"], rewrite, True, False))
+    return out
+
+
+def _put(out: dict[str, Any], body: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """``out`` with ``key`` set to ``value``: a copy of ``body`` the first time a value
+    changes."""
+    if value is out.get(key):
+        return out
+    if out is body:
+        out = dict(body)
+    out[key] = value
     return out
 
 
@@ -105,18 +112,52 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _each(items: list[Any], change: Callable[[Any], Any]) -> list[Any]:
-    new = [change(item) for item in items]
-    return items if all(a is b for a, b in zip(new, items, strict=True)) else new
+def _messages(items: list[Any], rewrite: Rewrite, tool_outputs_only: bool) -> list[Any]:
+    new = None  # a copy, made at the first message that changes
+    for i, message in enumerate(items):
+        changed = _message(message, rewrite, tool_outputs_only)
+        if changed is not message:
+            if new is None:
+                new = list(items)
+            new[i] = changed
+    return items if new is None else new
+
+
+def _inputs(items: list[Any], rewrite: Rewrite) -> list[Any]:
+    new = None
+    for i, value in enumerate(items):
+        if isinstance(value, str):
+            changed = rewrite(value)
+            if changed is not value:
+                if new is None:
+                    new = list(items)
+                new[i] = changed
+    return items if new is None else new
+
+
+def _choices(items: list[Any], rewrite: Rewrite) -> list[Any]:
+    new = None
+    for i, choice in enumerate(items):
+        changed = _choice(choice, rewrite)
+        if changed is not choice:
+            if new is None:
+                new = list(items)
+            new[i] = changed
+    return items if new is None else new
 
 
 def _message(message: Any, rewrite: Rewrite, tool_outputs_only: bool) -> Any:
     if not isinstance(message, dict) or "content" not in message:
         return message
+    content = message["content"]
+    if isinstance(content, str):  # the common case, without the general walk
+        if tool_outputs_only and message.get("role") != "tool":
+            return message
+        text = rewrite(content)
+        return message if text is content else {**message, "content": text}
     is_tool = message.get("role") == "tool"
-    content = _content(message["content"], rewrite, is_tool or not tool_outputs_only,
-                       tool_outputs_only)
-    return message if content is message["content"] else {**message, "content": content}
+    changed = _content(content, rewrite, is_tool or not tool_outputs_only, tool_outputs_only)
+    return message if changed is content else {**message, "content": changed}
 
 
 def _content(content: Any, rewrite: Rewrite, visit: bool, tool_outputs_only: bool) -> Any:
@@ -125,19 +166,27 @@ def _content(content: Any, rewrite: Rewrite, visit: bool, tool_outputs_only: boo
         return rewrite(content) if visit else content
     if not isinstance(content, list):
         return content
+    new = None
+    for i, block in enumerate(content):
+        changed = _part(block, rewrite, visit, tool_outputs_only)
+        if changed is not block:
+            if new is None:
+                new = list(content)
+            new[i] = changed
+    return content if new is None else new
 
-    def part(block: Any) -> Any:
-        if not isinstance(block, dict):
-            return block
-        kind = block.get("type")
-        if kind == "text" and visit and isinstance(block.get("text"), str):
-            text = rewrite(block["text"])
-            return block if text is block["text"] else {**block, "text": text}
-        if kind == "tool_result" and "content" in block:
-            inner = _content(block["content"], rewrite, True, tool_outputs_only)
-            return block if inner is block["content"] else {**block, "content": inner}
+
+def _part(block: Any, rewrite: Rewrite, visit: bool, tool_outputs_only: bool) -> Any:
+    if not isinstance(block, dict):
         return block
-    return _each(content, part)
+    kind = block.get("type")
+    if kind == "text" and visit and isinstance(block.get("text"), str):
+        text = rewrite(block["text"])
+        return block if text is block["text"] else {**block, "text": text}
+    if kind == "tool_result" and "content" in block:
+        inner = _content(block["content"], rewrite, True, tool_outputs_only)
+        return block if inner is block["content"] else {**block, "content": inner}
+    return block
 
 
 def _choice(choice: Any, rewrite: Rewrite) -> Any:

@@ -350,3 +350,30 @@ def test_a_secret_in_an_anthropic_streamed_tool_use_input_is_redacted(start_daem
     assert used[0].input == {"city": "Paris", "key": "[secret]", "note": "x" * 150}
     record = wait_for(lambda: llm_records(d), 10, "the record")[-1]
     assert "AKIA" not in str(record) and record["outcome"]["status"] == "ok"
+
+
+UPPER = '''
+from daemon.plugin import Plugin
+
+
+class Upper(Plugin):
+    name = "upper"
+    kinds = {"llm"}
+
+    def on_chunk(self, call, text, final):  # a plain def, like the other hooks may be
+        return text.upper()
+'''
+
+
+def test_a_plain_def_on_chunk_hook_rewrites_a_stream(start_daemon, state_dir, fake):
+    d = start_llm_daemon(start_daemon, state_dir, {"fake": openai_provider(fake)}, {})
+    staged = state_dir / "upper.py.tmp"
+    staged.write_text(UPPER)
+    staged.rename(state_dir / "plugins" / "upper.py")
+    wait_for(lambda: "upper" in {p["name"] for p in d.status()["plugins"]["loaded"]}, 30,
+             "the plugin to load")
+    chunks = list(openai_client(d).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "say: quiet words"}],
+        stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+        "QUIET WORDS"

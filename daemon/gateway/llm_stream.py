@@ -23,6 +23,7 @@ Without hooks, a read whose texts the scrub left untouched goes out as it came.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from types import CoroutineType
@@ -82,9 +83,10 @@ class ChunkGuard:
                     else:  # the rest under a timeout of what is left of its budget
                         verdict = await _suspended(hosted, coro, waiting, None, 0, started,
                                                    b"")
-                else:
+                elif inspect.isawaitable(verdict):
                     async with asyncio.timeout(hosted.budget):
                         verdict = await verdict
+                # else a plain def's verdict, as for before_call and after_call
             except TimeoutError:
                 verdict = Deny(f"plugin {hosted.name} overran its {hosted.budget * 1000:g} "
                                "ms budget", "guardrail")

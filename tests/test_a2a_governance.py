@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from daemon.bench.harness import write_config
 from tests.a2a_helpers import A2aPeer, a2a_config, base, message, rpc, sdk_client, start_a2a_daemon
+from tests.audit_helpers import audit_dir, calls
 from tests.conftest import wait_for
 from tests.gateway_helpers import TOKENS, shard
 
@@ -143,3 +145,35 @@ def test_a_slow_peer_times_out_its_own_messages_while_the_others_are_served(star
         assert served["result"]["message"]["parts"][0]["text"] == "echo: hello"
         assert slow_answer["error"]["code"] == -32016
         assert lines[-1].startswith("data: ") and '"code":-32016' in lines[-1]
+
+
+def test_a_message_the_master_turns_away_as_busy_is_still_audited(start_daemon, state_dir):
+    """Every message is one audit record, the master's own refusals included (its worker
+    is full: [listen] max_inflight_per_worker = 1, a slow message and quick ones racing
+    for the one slot: whichever comes second is refused)."""
+    with A2aPeer("stream") as peer:
+        config = a2a_config({"stream": peer})
+        config["listen"] = {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*",
+                            "http": "127.0.0.1:0", "max_inflight_per_worker": 1}
+        d = start_daemon(extra=config)
+        d.wait_ready()
+        wait_for(lambda: (d.status().get("a2a_peers") or {}).get("stream", {}).get(
+            "available"), 20, "the peer's card")
+        slow = rpc("SendMessage", {"message": {"role": "ROLE_USER", "messageId": "s",
+                                               "parts": [{"text": "slow"}]}})
+        url = f"{base(d)}/a2a/stream"
+        with ThreadPoolExecutor(1) as pool:  # about 1.2 s at the peer
+            held = pool.submit(httpx.post, url, headers=ALICE, json=slow, timeout=30)
+            answers = []
+
+            def refused() -> dict | None:
+                answers.append(httpx.post(url, headers=ALICE, json=HELLO, timeout=30).json())
+                if held.done():
+                    answers.append(held.result().json())
+                return next((a for a in answers if "error" in a), None)
+            busy = wait_for(refused, 10, "one message refused while another runs")
+        assert "Busy" in busy["error"]["message"]
+        record = wait_for(lambda: calls(audit_dir(d.state_dir), "refused"), 10,
+                          "the refusal's record")[-1]
+        assert record["agent"] == "alice" and record["tool"] == "a2a/stream"
+        assert "Busy" in record["outcome"]["message"]

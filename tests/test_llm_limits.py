@@ -170,6 +170,28 @@ def test_one_agent_over_its_concurrent_requests_gets_a_429_while_another_is_serv
     assert "max_concurrent_per_agent" in refusals[0]["outcome"]["message"]
 
 
+def test_a_request_the_master_turns_away_as_busy_is_still_audited(start_daemon, hostile):
+    """Every request is one audit record, the master's own refusals included (here its
+    worker is full: [listen] max_inflight_per_worker)."""
+    config = llm_config({"oa": openai_provider(hostile, timeout=5.0, max_retries=0)})
+    config["listen"] = {"tcp": "127.0.0.1:0", "zmq": "tcp://127.0.0.1:*",
+                        "http": "127.0.0.1:0", "max_inflight_per_worker": 1}
+    d = start_daemon(extra=config, env=KEY_ENV)
+    d.wait_ready()
+    hostile.chunk, hostile.delay = 10, 0.05
+    client = openai_client(d)
+    with client.chat.completions.create(model="gpt-4o-mini", stream=True, messages=[
+            {"role": "user", "content": "long"}]) as stream:
+        next(iter(stream))
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+        assert "Busy" in caught.value.message
+    refusal = wait_for(lambda: calls(audit_dir(d.state_dir), "refused"), 10,
+                       "the refusal's record")[-1]
+    assert refusal["agent"] == "alice" and refusal["tool"] == "llm/chat"
+    assert refusal["http"] == 429 and "Busy" in refusal["outcome"]["message"]
+
+
 # -- the provider's key never reaches the agent -----------------------------------------
 
 

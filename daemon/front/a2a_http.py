@@ -73,6 +73,7 @@ class A2aRoutes:
         try:
             board.route_a2a(frames.conn, agent, peer, version, body)
         except RpcError as exc:
+            board.record_refusal(exc)
             return _rpc_error(body, exc.code, exc.message, exc.data)
         try:
             return await relay(request, frames, lambda failed: _rpc_error(

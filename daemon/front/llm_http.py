@@ -21,10 +21,9 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from daemon.audit.records import master_record
 from daemon.front.auth import Agent
 from daemon.front.llm_slots import RETRY_AFTER, AgentSlots
-from daemon.front.switchboard import Switchboard
+from daemon.front.switchboard import Refused, Switchboard
 from daemon.front.worker_stream import MAX_HELD, Frames, relay
 from daemon.ipc import messages
 from daemon.llm.apis import Anthropic, Api, OpenAi
@@ -109,9 +108,8 @@ class LlmRoute:
 
     def _too_many(self, agent: Agent, cap: int) -> web.Response:
         message = self.slots.refusal(cap)
-        if (audit := self.front.board.audit) is not None:
-            audit.submit(master_record("refused", agent.name, self.method, jsonrpc.BUSY,
-                                       message, http=429))
+        self.front.board.record_refusal(Refused(agent.name, self.method, RpcError(
+            jsonrpc.BUSY, message)), http=429)
         return self._error(429, message, "rate_limit_exceeded",
                            {"retry-after": str(RETRY_AFTER)})
 
@@ -132,6 +130,7 @@ class LlmRoute:
             board.route_llm(frames.conn, agent, self.method,
                             messages.pack_llm_request(passed, body))
         except RpcError as exc:
+            board.record_refusal(exc, http=STATUS.get(exc.code, 500))
             return self._master_error(exc.code, exc.message, exc.data)
         try:
             return await relay(request, frames, self._refusal, self._stream_error)

@@ -227,12 +227,16 @@ class Switchboard:
                                     jsonrpc.INVALID_REQUEST, duplicate_message(twice)))
         return _ANSWERED
 
+    def record_refusal(self, error: RpcError, **more: Any) -> None:
+        """The audit record of a request turned away before any worker saw it."""
+        if isinstance(error, Refused) and self.audit is not None:
+            self.audit.submit(master_record("refused", error.agent, error.tool, error.code,
+                                            error.message, **more))
+
     def _answer_refusal(self, conn: Connection, rid: Any, error: RpcError) -> None:
         if error.code == jsonrpc.UNAUTHENTICATED:  # counted, not audited: floods are cheap
             metrics.unauthenticated(conn.transport)
-        if isinstance(error, Refused) and self.audit is not None:
-            self.audit.submit(master_record("refused", error.agent, error.tool, error.code,
-                                            error.message))
+        self.record_refusal(error)
         conn.send(jsonrpc.error(rid if jsonrpc.valid_id(rid) else None, error.code,
                                 error.message, error.data))
 
@@ -400,7 +404,7 @@ class Switchboard:
             raise RpcError(jsonrpc.INVALID_REQUEST, f"Invalid Request: id {rid!r} is already "
                                                     "in flight on this connection")
         if len(conn.inflight) >= limits.max_inflight_per_connection:
-            raise _refused(agent, method, tool, RpcError(
+            raise _refused(agent, method, tool, kind, RpcError(
                 jsonrpc.BUSY, "Busy: this connection has "
                 f"{limits.max_inflight_per_connection} calls in flight; retry later"))
         workers = self.workers()
@@ -409,7 +413,7 @@ class Switchboard:
         worker = workers[zlib.crc32(agent.name.encode()) % len(workers)]
         load = self._per_worker.get(worker.id, 0)
         if load >= limits.max_inflight_per_worker:
-            raise _refused(agent, method, tool, RpcError(
+            raise _refused(agent, method, tool, kind, RpcError(
                 jsonrpc.BUSY, f"Busy: gateway worker {worker.id} has {load} calls in "
                 "flight; retry later"))
         timeout = limits.call_timeout if timeout is None else timeout
@@ -417,7 +421,7 @@ class Switchboard:
         if method in CALL_METHODS or kind != messages.CALL:
             wait = self.quarantine.retry_after(agent.name, now)
             if wait:
-                raise _refused(agent, method, tool, _quarantined(agent.name, wait))
+                raise _refused(agent, method, tool, kind, _quarantined(agent.name, wait))
             if tool is not None:
                 timeout = limits.tool_timeouts.get(tool, timeout)
         seq = next(self._seq)
@@ -587,8 +591,13 @@ def _declared(params: dict[str, Any]) -> dict[str, Any]:
     return capabilities if isinstance(capabilities, dict) else {}
 
 
-def _refused(agent: Agent, method: str, tool: str | None, error: RpcError) -> RpcError:
-    return Refused(agent.name, tool, error) if method in CALL_METHODS else error
+def _refused(agent: Agent, method: str, tool: str | None, kind: bytes,
+             error: RpcError) -> RpcError:
+    """A tool call, LLM or A2A request turned away here: Refused, so it is recorded (an
+    AI or agent gateway request is recorded under its method, e.g. "llm/chat")."""
+    if method in CALL_METHODS:
+        return Refused(agent.name, tool, error)
+    return Refused(agent.name, method, error) if kind != messages.CALL else error
 
 
 def _quarantined(agent: str, wait: float) -> RpcError:

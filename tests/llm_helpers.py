@@ -85,3 +85,17 @@ def anthropic_client(daemon: Daemon, agent: str = "alice",
 def llm_records(daemon: Daemon) -> list[dict[str, Any]]:
     """The AI gateway's audit records, oldest first."""
     return calls(audit_dir(daemon.state_dir), "llm")
+
+
+def last_record(d: Any, count: int = 1) -> dict[str, Any]:
+    """The newest of the daemon's LLM audit records, once it has ``count``."""
+    return wait_for(lambda: len(llm_records(d)) >= count and llm_records(d), 10,
+                    "the llm audit record")[-1]
+
+
+def still_serves(d: Any, fake: Any) -> None:
+    """The fake provider back to answering: the daemon serves a plain request again."""
+    fake.mode = "ok"
+    reply = openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=[
+        {"role": "user", "content": "still there?"}])
+    assert reply.choices[0].message.content == "echo: still there?"

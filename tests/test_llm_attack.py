@@ -22,10 +22,12 @@ from tests.llm_helpers import (
     anthropic_client,
     anthropic_provider,
     base,
+    last_record,
     llm_records,
     openai_client,
     openai_provider,
     start_llm_daemon,
+    still_serves,
 )
 
 KEY = "sk-provider-key"
@@ -44,16 +46,6 @@ def both(start_daemon: Any, state_dir: Any, fake: HostileLlm, **plugins: Any) ->
         "an": anthropic_provider(fake, timeout=2.0, max_retries=0)}, plugins or None)
 
 
-def last_record(d: Any, count: int = 1) -> dict[str, Any]:
-    return wait_for(lambda: len(llm_records(d)) >= count and llm_records(d), 10,
-                    "the llm audit record")[-1]
-
-
-def still_serves(d: Any, fake: HostileLlm) -> None:
-    fake.mode = "ok"
-    reply = openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=[
-        {"role": "user", "content": "still there?"}])
-    assert reply.choices[0].message.content == "echo: still there?"
 
 
 def never_leaks_the_key(d: Any) -> None:

@@ -21,10 +21,12 @@ from tests.llm_helpers import (
     KEY_ENV,
     anthropic_client,
     anthropic_provider,
+    last_record,
     llm_config,
     llm_records,
     openai_client,
     openai_provider,
+    still_serves,
 )
 
 KEY = KEY_ENV["FAKE_OPENAI_KEY"]
@@ -48,16 +50,6 @@ def start(start_daemon: Any, fake: HostileLlm, audit: dict[str, Any] | None = No
     return d
 
 
-def last_record(d: Any, count: int = 1) -> dict[str, Any]:
-    return wait_for(lambda: len(llm_records(d)) >= count and llm_records(d), 10,
-                    "the llm audit record")[-1]
-
-
-def still_serves(d: Any, fake: HostileLlm) -> None:
-    fake.mode = "ok"
-    reply = openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=[
-        {"role": "user", "content": "still there?"}])
-    assert reply.choices[0].message.content == "echo: still there?"
 
 
 def key_nowhere(d: Any) -> None:

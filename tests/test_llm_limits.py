@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anthropic
@@ -229,3 +230,33 @@ def test_text_that_only_looks_like_the_start_of_the_key_streams_out_whole(
         d).chat.completions.create(model="gpt-4o-mini", stream=True, messages=ask)
         if c.choices)
     assert text == said
+
+
+def test_a_stream_under_way_through_a_reload_that_renames_its_provider_still_hides_the_key(
+        start_daemon, hostile):
+    d = start(start_daemon, hostile, audit={"llm_content": "full"})
+    hostile.chunk = 3
+    hostile.gate_word = "(held)"
+    ask = [{"role": "user", "content": f"(held) say: the key is {KEY}"}]
+
+    def stream() -> str:
+        return "".join(c.choices[0].delta.content or "" for c in openai_client(
+            d).chat.completions.create(model="gpt-4o-mini", stream=True, messages=ask)
+            if c.choices)
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            text = pool.submit(stream)
+            wait_for(lambda: any("(held)" in str(body) for _p, _h, body in hostile.seen),
+                     10, "the request to reach the provider")
+            d.config.write_text(d.config.read_text().replace("[llm.providers.oa]",
+                                                             "[llm.providers.oa2]"))
+            assert d.cli("reload").returncode == 0
+
+            def renamed() -> bool:
+                openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=HI)
+                return last_record(d, 1).get("provider") == "oa2"
+            wait_for(renamed, 20, "the worker to serve with the renamed provider")
+        finally:
+            hostile.gate.set()
+        assert text.result(30) == "the key is [provider key]"
+    key_nowhere(d)

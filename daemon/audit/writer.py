@@ -24,6 +24,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import struct
 import threading
 import time
 from collections import deque
@@ -153,14 +154,24 @@ class Writer:
             if len(frames) != 2:
                 continue
             peer, payload = frames
-            for envelope in messages.envelopes(payload):
+            try:
+                envelopes = messages.envelopes(payload)
+            except struct.error:  # a bad frame must not end the thread (and the process)
+                log.warning("audit: refusing a malformed frame from %r", peer)
+                continue
+            for envelope in envelopes:
                 if envelope[:1] != messages.RECORD:
                     continue
-                n, body = messages.unpack_seq(envelope)
-                if not (body.startswith(b'{"id":"') and body.endswith(b"}")) or b"\n" in body:
+                try:
+                    n, body = messages.unpack_seq(envelope)
+                    end = body.index(b'"', _ID_AT)
+                except (struct.error, ValueError):
+                    body, end = b"", 0
+                if not (body.startswith(b'{"id":"') and body.endswith(b"}") and end) \
+                        or b"\n" in body:
                     log.warning("audit: refusing a malformed record from %r", peer)
                     continue
-                record_id = body[_ID_AT:body.index(b'"', _ID_AT)]
+                record_id = body[_ID_AT:end]
                 if record_id in accepted:
                     continue  # a copy of one in this batch: its ack will come
                 if self.files.is_written(record_id):

@@ -37,6 +37,7 @@ from daemon.ipc.call_slot import CallSlot
 from daemon.llm import key_scrub
 from daemon.llm.apis import Anthropic, Api, OpenAi, provider_error
 from daemon.llm.bounded import ResponseTooLarge, read_capped
+from daemon.llm.key_scrub import KeyScrub
 from daemon.llm.providers import Attempt, Provider, ProviderFailure, Providers
 from daemon.llm.texts import usage_of
 from daemon.plugin import Call
@@ -290,7 +291,7 @@ class LlmCalls:
             result = orjson.loads(body)
         except orjson.JSONDecodeError:
             result = None
-        if (scrub := self.scrubs.get(provider.name)) is not None:
+        if (scrub := self._scrub(provider)) is not None:
             body, result = scrub.json(body, result)
         if not isinstance(result, dict):  # no API answers anything else
             trace.outcome = {"status": "provider_error", "http": 502}
@@ -317,7 +318,7 @@ class LlmCalls:
     async def _stream(self, seq: int, api: Api, chain: tuple[Any, ...], call: Call,
                       trace: LlmTrace, response: Any, drop_usage: bool,
                       provider: Provider) -> None:
-        guard = ChunkGuard(chain, call, self.scrubs.get(provider.name))
+        guard = ChunkGuard(chain, call, self._scrub(provider))
         window = self.credits.open(seq)
 
         def send(data: bytes) -> None:
@@ -388,11 +389,19 @@ class LlmCalls:
     def _clean(self, provider: Provider, body: bytes) -> bytes:
         """An error body without the provider's key, escaped in its JSON or not."""
         body = provider.scrub(body)
-        scrub = self.scrubs.get(provider.name)
+        scrub = self._scrub(provider)
         if scrub is not None and b"\\" in body:
             with contextlib.suppress(orjson.JSONDecodeError):
                 body = scrub.json(body, orjson.loads(body))[0]
         return body
+
+    def _scrub(self, provider: Provider) -> KeyScrub | None:
+        """The scrub of the key this answer's request was sent with: a reload while it
+        was at the provider may have renamed the provider or changed its key."""
+        scrub = self.scrubs.get(provider.name)
+        if scrub is not None and scrub.key == provider.key:
+            return scrub
+        return key_scrub.of(provider.key)
 
     def _usage(self, chain: tuple[Any, ...], call: Call, trace: LlmTrace,
                result: Any) -> None:

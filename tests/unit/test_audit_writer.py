@@ -116,3 +116,31 @@ def test_a_checkpoint_asked_of_the_writer_covers_every_record_written_before_it(
             assert orjson.loads(signed[-1])["n"] == len(lines(directory)) == 6  # + genesis
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(asyncio.wait_for(scenario(Path(tmp)), 30))
+
+
+@pytest.mark.parametrize("garbage", [
+    messages.pack_seq(messages.RECORD, 7, b'{"id":"}'),  # an id never closed
+    messages.RECORD + b"\x00",  # too short for its sequence number
+    messages.BATCH + b"\xff\xff",  # a batch whose length is cut off
+], ids=["unclosed id", "short envelope", "cut batch"])
+def test_a_malformed_frame_is_refused_and_the_writer_goes_on_serving(garbage):
+    async def scenario(directory: Path) -> None:
+        async with writer_in(directory) as (_writer, ctx, endpoint, ended):
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(endpoint)
+            body = b'{"id":"gateway-0#1/ab:2","kind":"call"}'
+            try:
+                await asyncio.to_thread(sock.send, garbage)
+                await asyncio.to_thread(sock.send, messages.pack_seq(messages.RECORD, 2,
+                                                                      body))
+                assert sock.poll(10_000), "no answer from the writer"
+                answer = sock.recv()
+                assert answer[:1] == messages.ACK
+                assert messages.unpack_range(answer)[:2] == (2, 2)
+            finally:
+                sock.close()
+            assert not ended.is_set()
+            assert [r.get("id") for r in lines(directory)].count("gateway-0#1/ab:2") == 1
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(asyncio.wait_for(scenario(Path(tmp)), 30))

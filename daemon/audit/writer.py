@@ -76,13 +76,19 @@ class Writer:
         checkpoint); returns once the thread has done it."""
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._asks.append((what, future))
-        if self._done:  # the thread may not see it any more: answer it here
+        if self._done or self._wake_w < 0:  # the thread may not see it: answer it here
             _resolve(future)
         else:
             os.write(self._wake_w, b"\0")
         await asyncio.wrap_future(future)
         if what == STOP:
             self._thread.join()
+            # closed here, not in the thread: an ask racing the thread's end may still
+            # write its wake-up byte, which must not land in a closed (or reused) fd
+            if self._wake_w >= 0:  # once: a second stop finds them closed
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
 
     # -- in the writer thread ---------------------------------------------------------------
 
@@ -97,8 +103,6 @@ class Writer:
             while self._asks:
                 _resolve(self._asks.popleft()[1])
             self.router.close(linger=0)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
             if not asked_to_stop:
                 self._on_end()
 

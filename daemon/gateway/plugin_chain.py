@@ -53,15 +53,31 @@ async def _suspended(hosted: Hosted, hook: Coroutine[Any, Any, Any], pending: An
     hook (asyncio.timeout) was a quarter of the worker's time.
     """
     deadline = started + hosted.budget
+    waiting, cancels = _cancels()
     try:
-        return await asyncio.wait_for(_resume(hook, pending, slot, seq, deadline, label),
-                                      max(deadline - time.monotonic(), 0.0))
+        # wait_for, not asyncio.timeout: a call's first steps may run inside another task
+        # (worker.call_tasks.step), which asyncio.timeout would bind to and cancel
+        verdict = await asyncio.wait_for(_resume(hook, pending, slot, seq, deadline, label),
+                                         max(deadline - time.monotonic(), 0.0))
     except TimeoutError:
         return _overran(hosted)
     except HookOverrun:
         return _interrupted(hosted)
     except Exception as exc:
         return _failed(hosted, exc)
+    # On Python 3.11 wait_for swallows a cancellation of the call (its request timeout,
+    # its agent gone) that comes in the loop turn where the hook ends; the task still
+    # counts it.  One requested while waiting, and not heard, is raised here.
+    task, now = _cancels()
+    if task is not None and now > (cancels if task is waiting else 0):
+        raise asyncio.CancelledError
+    return verdict
+
+
+def _cancels() -> tuple[asyncio.Task[Any] | None, int]:
+    """The current task and how many cancellations of it are pending or being handled."""
+    task = asyncio.current_task()
+    return task, (task.cancelling() if task is not None else 0)
 
 
 def _step(hook: Coroutine[Any, Any, Any], slot: CallSlot | None, seq: int, deadline: float,

@@ -375,3 +375,33 @@ def test_the_bundled_chain_runs_a_tool_call_without_a_coroutine():
     assert plugin_chain.before_now(passes, CALL, trail) is CALL
     assert plugin_chain.after_now(passes, CALL, RESULT, trail) is RESULT
     assert trail == list(passes)  # all allowed: one entry per pass
+
+
+def test_a_call_cancelled_as_its_suspended_hook_ends_stays_cancelled():
+    """The call's own cancellation (its request timeout, its agent gone) arriving in the
+    loop turn where a hook that awaited ends is not swallowed: the call stops."""
+    class Waits(Plugin):
+        name = "waits"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate: asyncio.Future[None] | None = None
+
+        async def before_call(self, call: Call) -> None:
+            self.gate = asyncio.get_running_loop().create_future()
+            await self.gate
+
+    async def main() -> str:
+        plugin = Waits()
+        call = asyncio.create_task(plugin_chain.before((hosted(plugin),), CALL, [], None, 7))
+        while plugin.gate is None:
+            await asyncio.sleep(0)
+        plugin.gate.set_result(None)  # the hook ends in the next turn ...
+        call.cancel()                 # ... and the call is cancelled in the same one
+        try:
+            await call
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "went on"
+
+    assert asyncio.run(main()) == "cancelled"

@@ -81,9 +81,12 @@ def test_no_token_secret_or_caught_value_appears_in_logs_status_metrics_audit_or
                  ("plugins", "list")):
         out = d.cli(*args)
         said += [out.stdout, out.stderr]
-    with urllib.request.urlopen(f"http://{listen(d)['metrics']}/metrics", timeout=10) as scrape:
-        metrics_text = scrape.read().decode()
-    assert 'agent="carol"' in metrics_text, "the metrics saw the calls"
+    def scrape() -> str | None:  # the workers' tallies reach the metrics once a second
+        with urllib.request.urlopen(f"http://{listen(d)['metrics']}/metrics",
+                                    timeout=10) as page:
+            text: str = page.read().decode()
+        return text if 'agent="carol"' in text else None
+    metrics_text = wait_for(scrape, 15, "the metrics to see carol's calls")
     control = json.loads((state_dir / "control.json").read_text())
     admin_token = (state_dir / "admin.token").read_text().strip()
     wait_for(lambda: "reload refused" in d.log(), 10, "the refusal in the log")

@@ -8,6 +8,7 @@ from typing import Any
 
 import anthropic
 import openai
+import pytest
 
 from tests.audit_helpers import audit_dir, calls
 from tests.conftest import BUNDLED, Daemon, wait_for
@@ -99,3 +100,23 @@ def still_serves(d: Any, fake: Any) -> None:
     reply = openai_client(d).chat.completions.create(model="gpt-4o-mini", messages=[
         {"role": "user", "content": "still there?"}])
     assert reply.choices[0].message.content == "echo: still there?"
+
+
+def openai_stream_error(d: Any, content: str) -> openai.APIError:
+    """What the openai SDK raises while reading a streamed completion to its end."""
+    with pytest.raises(openai.APIError) as caught:
+        for _chunk in openai_client(d).chat.completions.create(
+                model="gpt-4o-mini", stream=True, messages=[{"role": "user",
+                                                            "content": content}]):
+            pass
+    return caught.value
+
+
+def anthropic_stream_error(d: Any, content: str) -> anthropic.APIStatusError:
+    """What the anthropic SDK raises while reading a streamed message to its end."""
+    with pytest.raises(anthropic.APIStatusError) as caught, anthropic_client(
+            d).messages.stream(model="claude-3-5-haiku", max_tokens=50, messages=[
+                {"role": "user", "content": content}]) as events:
+        for _event in events:
+            pass
+    return caught.value

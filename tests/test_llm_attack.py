@@ -21,11 +21,13 @@ from tests.gateway_helpers import TOKENS, listen
 from tests.llm_helpers import (
     anthropic_client,
     anthropic_provider,
+    anthropic_stream_error,
     base,
     last_record,
     llm_records,
     openai_client,
     openai_provider,
+    openai_stream_error,
     start_llm_daemon,
     still_serves,
 )
@@ -63,19 +65,9 @@ def test_a_stream_cut_off_cleanly_halfway_ends_with_an_error_not_a_clean_end(
         start_daemon, state_dir, hostile):
     d = both(start_daemon, state_dir, hostile)
     hostile.mode = "cut-clean"
-    stream = openai_client(d).chat.completions.create(
-        model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": "long"}])
-    with pytest.raises(openai.APIError) as caught:
-        for _chunk in stream:
-            pass
-    assert "Provider failure" in caught.value.message
+    assert "Provider failure" in openai_stream_error(d, "long").message
     assert last_record(d)["outcome"]["status"] == "provider_error"
-    with pytest.raises(anthropic.APIStatusError) as failed, anthropic_client(
-            d).messages.stream(model="claude-3-5-haiku", max_tokens=50, messages=[
-                {"role": "user", "content": "long"}]) as events:
-        for _event in events:
-            pass
-    assert "Provider failure" in str(failed.value)
+    assert "Provider failure" in str(anthropic_stream_error(d, "long"))
     assert last_record(d, 2)["outcome"]["status"] == "provider_error"
     still_serves(d, hostile)
 
@@ -99,12 +91,7 @@ def test_a_stream_whose_connection_drops_halfway_ends_with_an_error_and_is_audit
         start_daemon, state_dir, hostile):
     d = both(start_daemon, state_dir, hostile)
     hostile.mode = "truncated"
-    stream = openai_client(d).chat.completions.create(model="gpt-4o-mini", stream=True,
-                                                      messages=[{"role": "user",
-                                                                 "content": "something long"}])
-    with pytest.raises(openai.APIError):
-        for _chunk in stream:
-            pass
+    openai_stream_error(d, "something long")
     assert last_record(d)["outcome"]["status"] == "provider_error"
     still_serves(d, hostile)
 
@@ -130,18 +117,11 @@ def test_an_error_event_inside_a_provider_stream_reaches_the_client_and_the_audi
         start_daemon, state_dir, hostile):
     d = both(start_daemon, state_dir, hostile)
     hostile.mode = "error-200"
-    stream = openai_client(d).chat.completions.create(
-        model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": "long"}])
-    with pytest.raises(openai.APIError):
-        for _chunk in stream:
-            pass
+    openai_stream_error(d, "long")
     record = last_record(d)
     assert record["outcome"]["status"] == "provider_error"
     assert "model crashed" in record["outcome"]["message"]
-    with pytest.raises(anthropic.APIStatusError), anthropic_client(d).messages.stream(
-            model="claude-3-5-haiku", max_tokens=50, messages=HI) as events:
-        for _event in events:
-            pass
+    anthropic_stream_error(d, "hi")
     assert last_record(d, 2)["outcome"]["status"] == "provider_error"
 
 
@@ -149,11 +129,7 @@ def test_a_stream_answered_with_a_whole_json_body_is_not_passed_off_as_a_stream(
         start_daemon, state_dir, hostile):
     d = both(start_daemon, state_dir, hostile)
     hostile.mode = "wrong-type"
-    with pytest.raises(openai.APIError) as caught:
-        for _chunk in openai_client(d).chat.completions.create(
-                model="gpt-4o-mini", messages=HI, stream=True):
-            pass
-    assert "Provider failure" in caught.value.message
+    assert "Provider failure" in openai_stream_error(d, "hi").message
     assert last_record(d)["outcome"]["status"] == "provider_error"
 
 
@@ -424,11 +400,7 @@ def test_a_stream_that_never_ends_its_event_is_cut_with_an_error_not_buffered_fo
         start_daemon, state_dir, hostile):
     d = both(start_daemon, state_dir, hostile)
     hostile.mode, hostile.huge = "endless", 24 << 20
-    with pytest.raises(openai.APIError) as caught:
-        for _chunk in openai_client(d).chat.completions.create(
-                model="gpt-4o-mini", messages=HI, stream=True):
-            pass
-    assert "Provider failure" in caught.value.message
+    assert "Provider failure" in openai_stream_error(d, "hi").message
     outcome = last_record(d)["outcome"]
     assert outcome["status"] == "provider_error" and "more than 8 MiB" in outcome["message"]
     still_serves(d, hostile)
@@ -493,11 +465,8 @@ def test_a_provider_error_event_that_quotes_the_key_never_shows_it(start_daemon,
                                                                    hostile):
     d = both(start_daemon, state_dir, hostile)
     hostile.mode = "error-200"
-    with pytest.raises(openai.APIError) as caught:
-        for _chunk in openai_client(d).chat.completions.create(
-                model="gpt-4o-mini", stream=True, messages=HI):
-            pass
-    assert "model crashed" in caught.value.message and KEY not in caught.value.message
+    message = openai_stream_error(d, "hi").message
+    assert "model crashed" in message and KEY not in message
     assert "model crashed" in last_record(d)["outcome"]["message"]
     never_leaks_the_key(d)
 

@@ -177,12 +177,8 @@ class CallHandler:
                                                  refusal.data)
                     return answer
             return self._answer(pending, result)
-        except RpcError as exc:
-            return _error(pending.rid, pending.trace, exc)
-        except Exception:
-            log.exception("request %r from %s failed", pending.rid, pending.agent)
-            return _error(pending.rid, pending.trace,
-                          RpcError(jsonrpc.INTERNAL_ERROR, "Internal error"))
+        except Exception as exc:
+            return _failure(pending, exc)
 
     def finish_now(self, pending: Pending) -> Answer | None:
         """``finish`` without a coroutine, for a call to an inline tool whose chain has
@@ -219,12 +215,8 @@ class CallHandler:
                 result = self._passed(pending, result, plugin_chain.after_now(
                     passes, call, result, trace.trail, slot, seq))
             return self._answer(pending, mcp.finish(result, pending.stateless))
-        except RpcError as exc:
-            return _error(pending.rid, pending.trace, exc)
-        except Exception:
-            log.exception("request %r from %s failed", pending.rid, pending.agent)
-            return _error(pending.rid, pending.trace,
-                          RpcError(jsonrpc.INTERNAL_ERROR, "Internal error"))
+        except Exception as exc:
+            return _failure(pending, exc)
 
     def _call(self, pending: Pending) -> Call:
         """The call as plugins see it."""
@@ -354,6 +346,14 @@ class RoleDenied(RpcError):
         super().__init__(jsonrpc.INVALID_PARAMS, f"Unknown tool: {tool}")
         self.reason = (f"roles {', '.join(roles) or '(none)'} do not allow tool {tool}")
         self.exists = exists  # a real tool's name is a bounded metrics label
+
+
+def _failure(pending: Pending, exc: Exception) -> Answer:
+    """A call that ended in an exception: its protocol error, or an internal one."""
+    if not isinstance(exc, RpcError):
+        log.error("request %r from %s failed", pending.rid, pending.agent, exc_info=exc)
+        exc = RpcError(jsonrpc.INTERNAL_ERROR, "Internal error")
+    return _error(pending.rid, pending.trace, exc)
 
 
 def _error(rid: jsonrpc.RequestId, trace: Trace | None, exc: RpcError) -> Answer:

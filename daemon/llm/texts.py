@@ -31,7 +31,7 @@ def map_texts(body: Any, rewrite: Rewrite, tool_outputs_only: bool = False) -> A
     out = body
     messages = body.get("messages")
     if isinstance(messages, list):
-        out = _put(out, body, "messages", _messages(messages, rewrite, tool_outputs_only))
+        out = _put(out, body, "messages", _each(messages, _message, rewrite, tool_outputs_only))
     if tool_outputs_only:
         return out
     if "system" in body:
@@ -41,10 +41,10 @@ def map_texts(body: Any, rewrite: Rewrite, tool_outputs_only: bool = False) -> A
         if isinstance(value, str):
             out = _put(out, body, "input", rewrite(value))
         elif isinstance(value, list):
-            out = _put(out, body, "input", _inputs(value, rewrite))
+            out = _put(out, body, "input", _each(value, _input, rewrite))
     choices = body.get("choices")
     if isinstance(choices, list):
-        out = _put(out, body, "choices", _choices(choices, rewrite))
+        out = _put(out, body, "choices", _each(choices, _choice, rewrite))
     if "content" in body and body.get("type") == "message":  # Anthropic
         out = _put(out, body, "content", _content(body["content"], rewrite, True, False))
     return out
@@ -112,38 +112,21 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _messages(items: list[Any], rewrite: Rewrite, tool_outputs_only: bool) -> list[Any]:
-    new = None  # a copy, made at the first message that changes
-    for i, message in enumerate(items):
-        changed = _message(message, rewrite, tool_outputs_only)
-        if changed is not message:
+def _each(items: list[Any], change: Callable[..., Any], *args: Any) -> list[Any]:
+    """``items`` with ``change(item, *args)`` applied; the same list when nothing changed,
+    else a copy made at the first change (no closure per call: the args ride along)."""
+    new = None
+    for i, item in enumerate(items):
+        changed = change(item, *args)
+        if changed is not item:
             if new is None:
                 new = list(items)
             new[i] = changed
     return items if new is None else new
 
 
-def _inputs(items: list[Any], rewrite: Rewrite) -> list[Any]:
-    new = None
-    for i, value in enumerate(items):
-        if isinstance(value, str):
-            changed = rewrite(value)
-            if changed is not value:
-                if new is None:
-                    new = list(items)
-                new[i] = changed
-    return items if new is None else new
-
-
-def _choices(items: list[Any], rewrite: Rewrite) -> list[Any]:
-    new = None
-    for i, choice in enumerate(items):
-        changed = _choice(choice, rewrite)
-        if changed is not choice:
-            if new is None:
-                new = list(items)
-            new[i] = changed
-    return items if new is None else new
+def _input(value: Any, rewrite: Rewrite) -> Any:
+    return rewrite(value) if isinstance(value, str) else value
 
 
 def _message(message: Any, rewrite: Rewrite, tool_outputs_only: bool) -> Any:
@@ -166,14 +149,7 @@ def _content(content: Any, rewrite: Rewrite, visit: bool, tool_outputs_only: boo
         return rewrite(content) if visit else content
     if not isinstance(content, list):
         return content
-    new = None
-    for i, block in enumerate(content):
-        changed = _part(block, rewrite, visit, tool_outputs_only)
-        if changed is not block:
-            if new is None:
-                new = list(content)
-            new[i] = changed
-    return content if new is None else new
+    return _each(content, _part, rewrite, visit, tool_outputs_only)
 
 
 def _part(block: Any, rewrite: Rewrite, visit: bool, tool_outputs_only: bool) -> Any:
